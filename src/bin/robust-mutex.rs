@@ -1,0 +1,2 @@
+//! The `robust-mutex` command (placeholder until the CLI issue lands).
+fn main() {}

@@ -1,0 +1,200 @@
+//! Errors: [`Error`] when opening, [`LockError`] when locking.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a mutex file could not be opened, created or removed.
+///
+/// Every variant that names a file guarantees that the file was left exactly
+/// as it was found: `open` never changes a file it rejects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path does not exist and creating it was not asked for.
+    #[error("open {path}: no such mutex file (pass create(true) to create it)")]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// `create_new(true)` was asked for, and the path exists.
+    #[error("create {path}: the file already exists")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The path is a symbolic link. Mutex files are opened with `O_NOFOLLOW`,
+    /// so a link planted in a shared directory cannot redirect us.
+    #[error("open {path}: is a symbolic link; mutex files are never opened through one")]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The path is a directory, FIFO, device or socket.
+    #[error("open {path}: is a {kind}, not a regular file")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. "directory".
+        kind: &'static str,
+    },
+    /// The file's mode or owner keeps this user out.
+    #[error("open {path}: permission denied")]
+    PermissionDenied {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file lives on a network or FUSE filesystem, where process-shared
+    /// futexes in a `MAP_SHARED` mapping do not work across hosts.
+    #[error("open {path}: on a {fs} filesystem, where a shared mutex cannot work; use a local filesystem such as /dev/shm")]
+    UnsupportedFilesystem {
+        /// The path.
+        path: PathBuf,
+        /// The filesystem's name, e.g. "NFS".
+        fs: &'static str,
+    },
+    /// The file is not a robust-mutex file: it holds someone else's data.
+    #[error("open {path}: not a robust-mutex file (left untouched)")]
+    ForeignFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is shorter than its header says, or than any header.
+    #[error("open {path}: truncated: {len} bytes, a mutex file needs {needed}")]
+    Truncated {
+        /// The path.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The length its header (or the format) needs.
+        needed: u64,
+    },
+    /// Written by another version of the format.
+    #[error("open {path}: format version {found}, this build reads version {expected}")]
+    UnsupportedVersion {
+        /// The path.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// Written on another architecture or C library, whose `pthread_mutex_t`
+    /// has another layout.
+    #[error("open {path}: written by {found}, but this build is {expected}")]
+    AbiMismatch {
+        /// The path.
+        path: PathBuf,
+        /// The ABI in the file.
+        found: String,
+        /// This build's ABI.
+        expected: String,
+    },
+    /// Holds another kind of lock (e.g. a semaphore).
+    #[error("open {path}: holds a lock of kind {found}, not a mutex")]
+    KindMismatch {
+        /// The path.
+        path: PathBuf,
+        /// The kind code in the file.
+        found: u32,
+    },
+    /// Our magic, but the header or mutex contradicts itself.
+    #[error("open {path}: corrupt mutex file: {reason} (left untouched)")]
+    Corrupt {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A valid mutex file, for a value of another size or alignment.
+    #[error(
+        "open {path}: the file holds a value of {file_size} bytes aligned to {file_align}, but T is {size} bytes aligned to {align}"
+    )]
+    TypeMismatch {
+        /// The path.
+        path: PathBuf,
+        /// Size of the value in the file.
+        file_size: u64,
+        /// Alignment of the value in the file.
+        file_align: u64,
+        /// `size_of::<T>()`.
+        size: u64,
+        /// `align_of::<T>()`.
+        align: u64,
+    },
+    /// `T`'s alignment exceeds a page (4096 bytes).
+    #[error("T is aligned to {align} bytes; at most 4096 is supported")]
+    UnsupportedType {
+        /// `align_of::<T>()`.
+        align: usize,
+    },
+    /// The file's creator is still initialising it (it holds the init
+    /// `flock`) after the init timeout.
+    #[error("open {path}: still being initialised by another process after {waited:?}")]
+    InitTimeout {
+        /// The path.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The final mode would not let the owner read and write the file.
+    #[error("mode {mode:#o} is not usable: the owner needs read and write permission (0o600)")]
+    InvalidMode {
+        /// The mode asked for.
+        mode: u32,
+    },
+    /// The file was created in another PID namespace. Robust futexes store
+    /// namespace-local TIDs, so two namespaces can both "own" the lock.
+    #[error(
+        "open {path}: created in PID namespace {file_ns}, this process is in {ours}; TIDs would clash (see OpenOptions::allow_foreign_pid_namespace)"
+    )]
+    PidNamespaceMismatch {
+        /// The path.
+        path: PathBuf,
+        /// The creator's PID-namespace inode.
+        file_ns: u64,
+        /// Ours.
+        ours: u64,
+    },
+    /// `reset` without `force` on a mutex that is not broken.
+    #[error("reset {path}: the mutex is {state}, not broken; use force to reset it anyway")]
+    ResetRefused {
+        /// The path.
+        path: PathBuf,
+        /// Its state.
+        state: crate::LockState,
+    },
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation, e.g. "mmap".
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a lock was not acquired.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// `try_lock`: another thread or process holds the lock.
+    #[error("the mutex is locked by another thread or process")]
+    WouldBlock,
+    /// `lock_timeout`: the lock was not free before the deadline.
+    #[error("timed out waiting for the mutex")]
+    TimedOut,
+    /// The calling thread already holds the lock (ERRORCHECK's EDEADLK).
+    #[error("the calling thread already holds the mutex")]
+    Deadlock,
+    /// A previous owner died and its successor released the lock without
+    /// marking the state consistent. Only a reset brings the mutex back.
+    #[error("the mutex is not recoverable: an owner died and the state was never repaired; reset it")]
+    NotRecoverable,
+    /// An unexpected OS error.
+    #[error("mutex operation failed: {0}")]
+    Io(#[from] io::Error),
+}

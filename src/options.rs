@@ -1,0 +1,135 @@
+//! [`OpenOptions`]: how to open or create a mutex file.
+
+use crate::{Error, SharedMutex};
+use bytemuck::Pod;
+use std::path::Path;
+use std::time::Duration;
+
+/// Options for opening or creating a [`SharedMutex`], in the style of
+/// [`std::fs::OpenOptions`]: like it, `new()` neither creates nor truncates.
+///
+/// | policy (named-semaphores) | options |
+/// |---|---|
+/// | open existing | `OpenOptions::new()` |
+/// | open or create | `.create(true)` (what [`SharedMutex::open`] does) |
+/// | create new | `.create_new(true)` |
+///
+/// # Examples
+/// ```
+/// use robust_mutex::OpenOptions;
+/// use std::time::Duration;
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("counter.lock");
+/// let m = OpenOptions::new()
+///     .create(true)
+///     .mode(0o660)
+///     .init_timeout(Duration::from_secs(2))
+///     .open::<u64>(&path)?;
+/// *m.lock_or_recover(|v| *v = 0)? += 1;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub(crate) create: bool,
+    pub(crate) create_new: bool,
+    pub(crate) mode: u32,
+    pub(crate) init_timeout: Duration,
+    pub(crate) allow_foreign_pid_namespace: bool,
+    pub(crate) any_value: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// Opens an existing file only; mode 0600 if told to create; 5 s init timeout.
+    pub fn new() -> Self {
+        OpenOptions {
+            create: false,
+            create_new: false,
+            mode: 0o600,
+            init_timeout: Duration::from_secs(5),
+            allow_foreign_pid_namespace: false,
+            any_value: false,
+        }
+    }
+
+    /// Create the file if it does not exist.
+    pub fn create(&mut self, create: bool) -> &mut Self {
+        self.create = create;
+        self
+    }
+
+    /// Create the file, failing with [`Error::AlreadyExists`] if it exists.
+    pub fn create_new(&mut self, create_new: bool) -> &mut Self {
+        self.create_new = create_new;
+        self
+    }
+
+    /// The file's mode once it is ready (default 0o600). While it is being
+    /// initialised it has mode 0o400, the creator's mark. The mode must give
+    /// the owner read and write permission.
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long to wait for another process to finish initialising the file
+    /// (default 5 s). A creator that crashed is detected at once and taken
+    /// over; only a live, slow creator makes us wait.
+    pub fn init_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// Accept a file created in another PID namespace (default: refuse with
+    /// [`Error::PidNamespaceMismatch`]).
+    ///
+    /// Dangerous: the kernel stores the owner's TID as its own namespace sees
+    /// it, so a process in one container and a process in another that happen
+    /// to have the same TID (both PID 1, say) both look like the owner, and
+    /// one can unlock the other's lock. Only opt in when the namespaces'
+    /// processes never use the lock at the same time, or their PID ranges
+    /// cannot overlap.
+    pub fn allow_foreign_pid_namespace(&mut self, allow: bool) -> &mut Self {
+        self.allow_foreign_pid_namespace = allow;
+        self
+    }
+
+    /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.
+    ///
+    /// # Errors
+    /// Every cause has its own [`Error`] variant: a missing file without
+    /// `create`, a foreign, truncated or corrupt file, another format version,
+    /// ABI or `T`, a directory, FIFO, device or symlink, a network filesystem,
+    /// a creator still at work after the init timeout, or an OS error.
+    pub fn open<T: Pod>(&self, path: impl AsRef<Path>) -> Result<SharedMutex<T>, Error> {
+        SharedMutex::open_with(path.as_ref(), self)
+    }
+
+    /// Opens a mutex file whatever value type it holds, as a
+    /// `SharedMutex<()>`: for tools (like the `robust-mutex` command) that
+    /// take the lock and read its status without touching the value. A file
+    /// it creates holds no value.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), except that the value type is never a mismatch.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// robust_mutex::SharedMutex::<[u64; 8]>::open(&path)?;
+    /// let lock = robust_mutex::OpenOptions::new().open_lock_only(&path)?;
+    /// drop(lock.lock_or_recover(|()| {})?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_lock_only(&self, path: impl AsRef<Path>) -> Result<SharedMutex<()>, Error> {
+        let mut opts = self.clone();
+        opts.any_value = true;
+        SharedMutex::open_with(path.as_ref(), &opts)
+    }
+}

@@ -1,0 +1,151 @@
+//! One mapping per file per process, and the rule that keeps a mapping alive
+//! while this process may hold its mutex.
+//!
+//! Two mappings of one file would give one futex at two addresses, which
+//! glibc's robust list handles only by luck; so handles of the same
+//! (device, inode) share one [`Mapping`]. And unmapping a robust mutex that a
+//! thread still holds makes the kernel abandon that thread's whole robust-list
+//! walk at death, stranding every other robust mutex it holds; so when the
+//! last handle goes while a thread of this process holds the lock (a
+//! forgotten guard), the mapping stays.
+
+use crate::layout::{self, Counters, Header, OwnerRecord};
+use crate::sys;
+use memmap2::MmapRaw;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// Identifies a file: (device, inode).
+pub(crate) type Key = (u64, u64);
+
+/// A live `MAP_SHARED` mapping of a ready mutex file.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+    key: Key,
+}
+
+impl Mapping {
+    /// Wraps a mapping at least `DATA_MIN_OFFSET` bytes long.
+    pub fn new(raw: MmapRaw, key: Key) -> Mapping {
+        assert!(raw.len() >= layout::DATA_MIN_OFFSET);
+        Mapping { raw, key }
+    }
+
+    /// (device, inode) of the file.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    fn at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset < self.raw.len());
+        self.raw.as_mut_ptr().wrapping_add(offset)
+    }
+
+    /// The header.
+    pub fn header(&self) -> *mut Header {
+        self.at(0).cast()
+    }
+
+    /// The header's state word.
+    pub fn state(&self) -> &AtomicU32 {
+        // SAFETY: the state word is a 4-byte aligned u32 inside the live
+        // mapping (offset 12 of a page-aligned mapping), which outlives `self`'s borrow.
+        unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.header()).state)) }
+    }
+
+    /// The mutex.
+    pub fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        self.at(layout::MUTEX_OFFSET).cast()
+    }
+
+    /// The owner record.
+    pub fn owner(&self) -> *mut OwnerRecord {
+        self.at(layout::OWNER_OFFSET).cast()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> *mut Counters {
+        self.at(layout::COUNTERS_OFFSET).cast()
+    }
+
+    /// The value region at `offset`.
+    pub fn data(&self, offset: u64) -> *mut u8 {
+        self.at(offset as usize)
+    }
+
+    /// True if a live thread of this process holds the mutex right now. (A
+    /// thread that exited holding it had it marked OWNER_DIED by the kernel.)
+    fn held_by_this_process(&self) -> bool {
+        // SAFETY: the mutex lies in this live mapping.
+        let word = unsafe { sys::lock_word_snapshot(self.mutex()) };
+        let tid = word & sys::FUTEX_TID_MASK;
+        tid != 0
+            && word & sys::FUTEX_OWNER_DIED == 0
+            && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+    }
+}
+
+struct Entry {
+    map: Arc<Mapping>,
+    handles: usize,
+}
+
+fn registry() -> MutexGuard<'static, HashMap<Key, Entry>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<Key, Entry>>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The mapping of `key`, shared if this process has one, else made by `map`.
+pub(crate) fn attach<E>(
+    key: Key,
+    map: impl FnOnce() -> Result<MmapRaw, E>,
+) -> Result<Arc<Mapping>, E> {
+    let mut reg = registry();
+    if let Some(e) = reg.get_mut(&key) {
+        e.handles += 1;
+        return Ok(e.map.clone());
+    }
+    let m = Arc::new(Mapping::new(map()?, key));
+    reg.insert(
+        key,
+        Entry {
+            map: m.clone(),
+            handles: 1,
+        },
+    );
+    Ok(m)
+}
+
+/// Gives back a handle's claim on a mapping. The last claim unmaps it, unless
+/// a thread of this process holds its mutex: then it stays mapped (and
+/// registered, so a later open shares it) for the life of the process.
+pub(crate) fn detach(map: &Arc<Mapping>) {
+    let mut reg = registry();
+    let Some(e) = reg.get_mut(&map.key()) else {
+        return;
+    };
+    if !Arc::ptr_eq(&e.map, map) {
+        return;
+    }
+    e.handles = e.handles.saturating_sub(1);
+    if e.handles == 0 {
+        if map.held_by_this_process() {
+            log::warn!(
+                "last handle of a robust mutex dropped while this process holds it; keeping it mapped"
+            );
+        } else {
+            reg.remove(&map.key());
+        }
+    }
+}
+
+/// Whether a mapping of `key` is registered.
+#[cfg(test)]
+pub(crate) fn is_mapped(key: Key) -> bool {
+    registry().contains_key(&key)
+}

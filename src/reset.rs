@@ -1,0 +1,169 @@
+//! The way back from a broken mutex that loses nothing: [`reset()`].
+//!
+//! Re-initialising a mutex in place while other processes hold handles, or
+//! sleep in `lock`, is not safe. A reset instead builds a fresh file beside
+//! the old one (unnamed, with `O_TMPFILE`), copies the value, the owner record
+//! and the counters, gives it the next generation number and a lock word in
+//! the owner-died state, and publishes it atomically with `rename`. The old
+//! file is marked RETIRED; handles that meet it (NotRecoverable, or woken
+//! from a stuck wait with EOWNERDEAD) see that the path names another inode
+//! and move to the new file. The first locker of the new file gets
+//! [`Acquired::OwnerDied`](crate::Acquired::OwnerDied), so the application's
+//! repair code runs.
+
+use crate::error::Error;
+use crate::handshake::{self, Fill};
+use crate::layout::{self, DataLayout};
+use crate::options::OpenOptions;
+use crate::registry;
+use crate::status::{self, LockState};
+use crate::sys;
+use std::mem::offset_of;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What a reset did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResetOutcome {
+    /// The generation of the new file.
+    pub generation: u64,
+    /// The state the old mutex was in.
+    pub previous_state: LockState,
+}
+
+/// Replaces the mutex file at `path` with a fresh one holding the same value.
+///
+/// Without `force`, only a mutex that is [`LockState::NotRecoverable`] or
+/// [`LockState::Stuck`] is reset. With `force`, any mutex is: a live holder
+/// and the processes already waiting on the old file then finish on the old
+/// file while newcomers use the new one, so force only when you know the
+/// holder is gone or harmless.
+///
+/// # Errors
+/// [`Error::ResetRefused`] for a healthy mutex without `force`; any open
+/// error for the old file (it must be a valid mutex file); [`Error::Io`] when
+/// the new file cannot be built, in which case nothing has changed.
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("m");
+/// robust_mutex::SharedMutex::<u64>::open(&path)?;
+/// let out = robust_mutex::reset(&path, true)?;
+/// assert_eq!(out.generation, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error> {
+    let path = path.as_ref();
+    let io = |op| {
+        move |source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let mut opts = OpenOptions::new();
+    opts.any_value = true;
+    let old = handshake::open(path, &opts, DataLayout::of::<()>().expect("unit layout"))?;
+    // One reset at a time: hold the old file's init flock throughout.
+    let start = Instant::now();
+    while !sys::try_flock_exclusive(&old.fd).map_err(io("flock"))? {
+        if start.elapsed() > Duration::from_secs(5) {
+            registry::detach(&old.map);
+            return Err(Error::InitTimeout {
+                path: path.to_owned(),
+                waited: start.elapsed(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let result = replace(path, &old, force);
+    let _ = sys::funlock(&old.fd);
+    registry::detach(&old.map);
+    result
+}
+
+fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOutcome, Error> {
+    let io = |op| {
+        move |source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let map = &old.map;
+    let now = status::snapshot(map);
+    if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
+        // Someone reset it while we waited for the flock.
+        return Ok(ResetOutcome {
+            generation: now.generation + 1,
+            previous_state: now.state,
+        });
+    }
+    if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
+        return Err(Error::ResetRefused {
+            path: path.to_owned(),
+            state: now.state,
+        });
+    }
+    let data = old.header.data_layout();
+    // Owner record, counters and value, as they are now.
+    let mut carried = vec![0u8; data.file_len as usize - layout::OWNER_OFFSET];
+    // SAFETY: the mapping is `file_len` bytes long (checked at open); the
+    // copy is a racy snapshot by design (the mutex is broken or forced).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            map.owner().cast::<u8>().cast_const(),
+            carried.as_mut_ptr(),
+            carried.len(),
+        )
+    };
+    let resets = layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+    let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
+    carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
+
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let fd = sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(io("open O_TMPFILE"))?;
+    if sys::geteuid() == 0 && (old.stat.uid, old.stat.gid) != (0, 0) {
+        sys::fchown(&fd, old.stat.uid, old.stat.gid).map_err(io("fchown"))?;
+    }
+    let generation = old.header.generation + 1;
+    handshake::initialise(
+        path,
+        &fd,
+        old.stat.perm(),
+        data,
+        &Fill::Replacement {
+            generation,
+            carried: &carried,
+        },
+    )?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.reset-{}-{}", std::process::id(), sys::coarse_unix_ns()));
+    sys::link_unnamed(&fd, &tmp).map_err(io("link"))?;
+    if let Err(e) = sys::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("rename")(e));
+    }
+    // Published. Retire the old file and release its waiters.
+    map.state().store(layout::STATE_RETIRED, Ordering::Release);
+    if now.state == LockState::Stuck {
+        // SAFETY: the mutex lies in the live mapping, and `snapshot` found
+        // the thread in its lock word gone.
+        unsafe { sys::release_dead_owner(map.mutex(), now.lock_word) };
+    }
+    log::warn!(
+        "{}: reset from {} to generation {generation}",
+        path.display(),
+        now.state
+    );
+    Ok(ResetOutcome {
+        generation,
+        previous_state: now.state,
+    })
+}

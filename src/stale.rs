@@ -1,0 +1,77 @@
+//! Files that outlived a reboot.
+//!
+//! A mutex file on a disk path survives a crash of the whole machine with its
+//! lock word still naming a TID from the old boot, which nothing will ever
+//! release. The header records the boot id; an opener that sees another boot
+//! id re-initialises the mutex under the init flock, keeps `T`, the owner
+//! record (now the previous owner) and the counters, and leaves the lock word
+//! in the owner-died state so that the first locker runs its repair code.
+
+use crate::error::Error;
+use crate::handshake::Opened;
+use crate::identity;
+use crate::options::OpenOptions;
+use crate::sys;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Re-initialises the mutex of a file whose header names another boot.
+///
+/// Sound because every process of this boot must pass this check, under the
+/// flock, before it can lock: so while the stored boot id is stale, no
+/// process of this boot can be using the mutex.
+pub(crate) fn repair_stale_boot(
+    path: &Path,
+    opened: &Opened,
+    opts: &OpenOptions,
+) -> Result<(), Error> {
+    let fd = &opened.fd;
+    let start = Instant::now();
+    let io = |op| {
+        move |source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    while !sys::try_flock_exclusive(fd).map_err(io("flock"))? {
+        let waited = start.elapsed();
+        if waited >= opts.init_timeout {
+            return Err(Error::InitTimeout {
+                path: path.to_owned(),
+                waited,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let map = &opened.map;
+    // SAFETY: the header lies at the start of the live mapping; this only
+    // computes a field address.
+    let field = unsafe { std::ptr::addr_of_mut!((*map.header()).boot_id) };
+    let current = identity::boot_id();
+    // SAFETY: the boot id lies in the header of the live mapping; it is only
+    // written under the flock, which we hold.
+    let stored = unsafe { std::ptr::read_volatile(field) };
+    let result = if stored == current {
+        Ok(()) // another process repaired it while we waited
+    } else {
+        log::warn!(
+            "{}: mutex file from an earlier boot; re-initialising the mutex and keeping the value",
+            path.display()
+        );
+        // SAFETY: no process of this boot uses the mutex (see above), so it
+        // may be initialised in place; it lies aligned inside the mapping.
+        let r = unsafe { sys::mutex_init(map.mutex(), sys::MutexKind::ErrorCheck) };
+        r.map(|()| {
+            // SAFETY: still unused by anyone (see above). Then the boot id
+            // is published last, under the flock.
+            unsafe {
+                sys::mark_owner_died(map.mutex());
+                std::ptr::write_volatile(field, current);
+            }
+        })
+        .map_err(io("pthread_mutex_init"))
+    };
+    let _ = sys::funlock(fd);
+    result
+}

@@ -1,0 +1,177 @@
+//! [`Status`]: who holds the lock and what happened, read without locking.
+
+use crate::identity;
+use crate::layout::{self, OwnerRecord};
+use crate::registry::Mapping;
+use crate::sys;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The state of the lock, from a racy snapshot of the lock word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LockState {
+    /// Nobody holds it.
+    Unlocked,
+    /// A live thread holds it.
+    Locked,
+    /// The holder died; the next locker gets [`Acquired::OwnerDied`](crate::Acquired::OwnerDied).
+    OwnerDead,
+    /// An owner died and the state was never marked consistent: every lock
+    /// fails until a reset.
+    NotRecoverable,
+    /// The lock word names a thread that no longer exists, yet the kernel
+    /// never marked the owner dead (robust-list limit, unmap while locked,
+    /// OOM reaper, a file from another boot). Nobody will ever release it
+    /// by itself: reset it.
+    Stuck,
+}
+
+impl LockState {
+    /// A short lowercase name: `unlocked`, `locked`, `owner-dead`,
+    /// `not-recoverable`, `stuck`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockState::Unlocked => "unlocked",
+            LockState::Locked => "locked",
+            LockState::OwnerDead => "owner-dead",
+            LockState::NotRecoverable => "not-recoverable",
+            LockState::Stuck => "stuck",
+        }
+    }
+}
+
+impl std::fmt::Display for LockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A holder of the lock, as its owner record describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnerInfo {
+    /// Process id (in the holder's PID namespace).
+    pub pid: u32,
+    /// Thread id (in the holder's PID namespace).
+    pub tid: u32,
+    /// The label the holder set with [`Guard::set_label`](crate::Guard::set_label); empty when none.
+    pub label: String,
+    /// Inode of the holder's PID namespace.
+    pub pid_namespace: u64,
+    /// The holder's process start time (field 22 of `/proc/<pid>/stat`, in
+    /// clock ticks since boot), which tells it apart from a later process
+    /// that reuses the pid.
+    pub start_time: u64,
+    /// When the lock was taken (wall clock, coarse).
+    pub acquired_at: SystemTime,
+}
+
+impl OwnerInfo {
+    pub(crate) fn from_record(r: &OwnerRecord) -> OwnerInfo {
+        let n = (r.label_len as usize).min(layout::LABEL_MAX);
+        OwnerInfo {
+            pid: r.pid,
+            tid: r.tid,
+            label: String::from_utf8_lossy(&r.label[..n]).into_owned(),
+            pid_namespace: r.pidns_ino,
+            start_time: r.start_time,
+            acquired_at: UNIX_EPOCH + Duration::from_nanos(r.acquired_unix_ns),
+        }
+    }
+
+    /// How long ago the lock was taken (zero if the clock went back).
+    pub fn held_for(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.acquired_at)
+            .unwrap_or_default()
+    }
+
+    /// Whether the holder's process still runs (same pid and start time).
+    pub fn is_alive(&self) -> bool {
+        identity::process_alive(self.pid, self.start_time)
+    }
+}
+
+/// Lifetime counters of a mutex file, updated under the lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Successful acquisitions, clean or after an owner death.
+    pub acquisitions: u64,
+    /// Acquisitions that found the lock held and had to wait.
+    pub contended: u64,
+    /// Acquisitions that reported a dead owner.
+    pub owner_deaths: u64,
+    /// Recoveries completed with `mark_consistent`.
+    pub recoveries: u64,
+    /// Resets of this mutex (carried over to the replacement file).
+    pub resets: u64,
+}
+
+impl From<layout::Counters> for Counters {
+    fn from(c: layout::Counters) -> Self {
+        Counters {
+            acquisitions: c.acquisitions,
+            contended: c.contended,
+            owner_deaths: c.owner_deaths,
+            recoveries: c.recoveries,
+            resets: c.resets,
+        }
+    }
+}
+
+/// A snapshot of a mutex, taken without locking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The lock's state.
+    pub state: LockState,
+    /// The holder (Locked), the dead holder (OwnerDead, Stuck), or `None`.
+    pub owner: Option<OwnerInfo>,
+    /// The counters.
+    pub counters: Counters,
+    /// 1 for a new file, +1 for every reset.
+    pub generation: u64,
+    /// The raw futex lock word (owner TID and flag bits), for diagnostics.
+    pub lock_word: u32,
+}
+
+/// Reads the state of `map` without locking.
+pub(crate) fn snapshot(map: &Mapping) -> Status {
+    // SAFETY: all reads are of the live mapping; they race with the holder's
+    // writes by design and are only used as a diagnostic snapshot.
+    let (word, not_recoverable, record, counters, generation) = unsafe {
+        (
+            sys::lock_word_snapshot(map.mutex()),
+            sys::mutex_not_recoverable(map.mutex()),
+            std::ptr::read_volatile(map.owner()),
+            std::ptr::read_volatile(map.counters()),
+            std::ptr::read_volatile(std::ptr::addr_of!((*map.header()).generation)),
+        )
+    };
+    let tid = word & sys::FUTEX_TID_MASK;
+    let info = OwnerInfo::from_record(&record);
+    let (state, owner) = if not_recoverable && tid == 0 {
+        (LockState::NotRecoverable, None)
+    } else if word & sys::FUTEX_OWNER_DIED != 0 {
+        (LockState::OwnerDead, (record.pid != 0).then_some(info))
+    } else if tid == 0 {
+        (LockState::Unlocked, None)
+    } else if record.tid == tid {
+        let thread = format!("/proc/{}/task/{}", record.pid, record.tid);
+        let alive = info.is_alive() && std::path::Path::new(&thread).exists();
+        (if alive { LockState::Locked } else { LockState::Stuck }, Some(info))
+    } else if sys::pid_exists(tid) {
+        // The holder is between taking the lock and writing its record.
+        (LockState::Locked, None)
+    } else {
+        (LockState::Stuck, None)
+    };
+    Status {
+        state,
+        owner,
+        counters: counters.into(),
+        generation,
+        lock_word: word,
+    }
+}
