@@ -46,7 +46,9 @@ pub enum Error {
     },
     /// The file lives on a network or FUSE filesystem, where process-shared
     /// futexes in a `MAP_SHARED` mapping do not work across hosts.
-    #[error("open {path}: on a {fs} filesystem, where a shared mutex cannot work; use a local filesystem such as /dev/shm")]
+    #[error(
+        "open {path}: on a {fs} filesystem, where a shared mutex cannot work; use a local filesystem such as /dev/shm"
+    )]
     UnsupportedFilesystem {
         /// The path.
         path: PathBuf,
@@ -192,7 +194,9 @@ pub enum LockError {
     Deadlock,
     /// A previous owner died and its successor released the lock without
     /// marking the state consistent. Only a reset brings the mutex back.
-    #[error("the mutex is not recoverable: an owner died and the state was never repaired; reset it")]
+    #[error(
+        "the mutex is not recoverable: an owner died and the state was never repaired; reset it"
+    )]
     NotRecoverable,
     /// An unexpected OS error.
     #[error("mutex operation failed: {0}")]

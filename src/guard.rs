@@ -1,10 +1,10 @@
 //! What a lock call hands out: [`Acquired`], [`Guard`] and [`Recovery`].
 
+use crate::SharedMutex;
 use crate::layout::{self, Counters, OwnerRecord};
 use crate::registry::Mapping;
 use crate::status::OwnerInfo;
 use crate::sys;
-use crate::SharedMutex;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
@@ -209,7 +209,10 @@ impl<'a, T: Pod> Recovery<'a, T> {
         debug_assert!(r.is_ok(), "pthread_mutex_consistent failed: {r:?}");
         // SAFETY: we hold the lock; counters are only written under it.
         unsafe { (*map.counters()).recoveries += 1 };
-        log::warn!("{}: recovered after owner death", this.guard.mutex.path().display());
+        log::warn!(
+            "{}: recovered after owner death",
+            this.guard.mutex.path().display()
+        );
         // SAFETY: `this` is never used or dropped again; `previous` is
         // dropped here, the guard moves out.
         unsafe {

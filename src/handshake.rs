@@ -112,7 +112,7 @@ fn invalid_to_error(path: &Path, inv: Invalid, want: DataLayout) -> Error {
 
 /// What one look at the path decided.
 enum Step {
-    Attached(Opened),
+    Attached(Box<Opened>),
     /// Look again now (the file changed under us).
     Retry,
     /// A live creator holds the flock: wait a little, then look again.
@@ -121,7 +121,10 @@ enum Step {
 
 /// Opens or creates the mutex file at `path` for a value laid out as `want`.
 pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<Opened, Error> {
-    if opts.mode & 0o600 != 0o600 || opts.mode & !0o7777 != 0 || opts.mode & 0o7777 == layout::CREATOR_MODE {
+    if opts.mode & 0o600 != 0o600
+        || opts.mode & !0o7777 != 0
+        || opts.mode & 0o7777 == layout::CREATOR_MODE
+    {
         return Err(Error::InvalidMode { mode: opts.mode });
     }
     let start = Instant::now();
@@ -156,7 +159,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
             }
         };
         match step {
-            Step::Attached(o) => return Ok(o),
+            Step::Attached(o) => return Ok(*o),
             Step::Retry => {}
             Step::Wait => {
                 let waited = start.elapsed();
@@ -209,7 +212,11 @@ fn create_step(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<Step
     // Between O_CREAT and flock an opener may see our mark with no flock and
     // take the initialisation over; then we simply become an opener.
     if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
-        return Ok(if opts.create_new { Step::Wait } else { Step::Retry });
+        return Ok(if opts.create_new {
+            Step::Wait
+        } else {
+            Step::Retry
+        });
     }
     checkpoint("created");
     let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
@@ -223,7 +230,16 @@ fn create_step(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<Step
     log::debug!("created robust mutex file {}", path.display());
     if opts.create_new {
         // Attach to exactly the file we made.
-        return inspect(path, fd, true, &OpenOptions { create_new: false, ..opts.clone() }, want);
+        return inspect(
+            path,
+            fd,
+            true,
+            &OpenOptions {
+                create_new: false,
+                ..opts.clone()
+            },
+            want,
+        );
     }
     Ok(Step::Retry)
 }
@@ -267,19 +283,14 @@ pub(crate) fn initialise(
     unsafe {
         std::ptr::write_bytes(base, 0, want.file_len as usize);
         if let Fill::Replacement { carried, .. } = fill {
-            let n = carried.len().min(want.file_len as usize - layout::OWNER_OFFSET);
+            let n = carried
+                .len()
+                .min(want.file_len as usize - layout::OWNER_OFFSET);
             std::ptr::copy_nonoverlapping(carried.as_ptr(), base.add(layout::OWNER_OFFSET), n);
         }
     }
-    let mutex = base.wrapping_add(layout::MUTEX_OFFSET).cast::<libc::pthread_mutex_t>();
-    // SAFETY: `mutex` is aligned (offset 256 of a page) and lies in the
-    // mapping; nobody else can use it yet (see above).
-    unsafe { sys::mutex_init(mutex, sys::MutexKind::ErrorCheck) }.map_err(io_err("pthread_mutex_init", path))?;
-    if let Fill::Replacement { .. } = fill {
-        // SAFETY: just initialised, and still private to us.
-        unsafe { sys::mark_owner_died(mutex) };
-    }
-    checkpoint("mutex_init");
+    // Our magic goes in first, with the state still INIT: from here on a
+    // crashed creator's leftover is recognisable as ours.
     let header = layout::new_header(
         want,
         generation,
@@ -290,8 +301,21 @@ pub(crate) fn initialise(
     // SAFETY: the header region is the first 256 bytes of the mapping and is
     // private to us; `state` stays INIT until the release store below.
     unsafe { std::ptr::write(base.cast::<Header>(), header) };
+    let mutex = base
+        .wrapping_add(layout::MUTEX_OFFSET)
+        .cast::<libc::pthread_mutex_t>();
+    // SAFETY: `mutex` is aligned (offset 256 of a page) and lies in the
+    // mapping; nobody else can use it yet (see above).
+    unsafe { sys::mutex_init(mutex, sys::MutexKind::ErrorCheck) }
+        .map_err(io_err("pthread_mutex_init", path))?;
+    if let Fill::Replacement { .. } = fill {
+        // SAFETY: just initialised, and still private to us.
+        unsafe { sys::mark_owner_died(mutex) };
+    }
+    checkpoint("mutex_init");
     let m = Mapping::new(map, (0, 0));
-    m.state().store(layout::STATE_READY, std::sync::atomic::Ordering::Release);
+    m.state()
+        .store(layout::STATE_READY, std::sync::atomic::Ordering::Release);
     checkpoint("header");
     sys::fchmod(fd, mode).map_err(io_err("fchmod", path))?;
     checkpoint("chmod");
@@ -299,7 +323,10 @@ pub(crate) fn initialise(
 }
 
 /// Reads the header and the mutex bytes without mapping anything.
-fn read_header(path: &Path, fd: &OwnedFd) -> Result<(Header, [u8; layout::MUTEX_ROOM], usize), Error> {
+fn read_header(
+    path: &Path,
+    fd: &OwnedFd,
+) -> Result<(Header, [u8; layout::MUTEX_ROOM], usize), Error> {
     let mut buf = [0u8; layout::DATA_MIN_OFFSET];
     let n = sys::read_at(fd, &mut buf, 0).map_err(io_err("read", path))?;
     let header: Header = bytemuck::pod_read_unaligned(&buf[..layout::HEADER_LEN]);
@@ -361,7 +388,8 @@ fn inspect(
         let _ = sys::funlock(&fd);
     }
     let check = if opts.any_value { None } else { Some(want) };
-    layout::validate(&header, st.size, check, &mutex).map_err(|i| invalid_to_error(path, i, want))?;
+    layout::validate(&header, st.size, check, &mutex)
+        .map_err(|i| invalid_to_error(path, i, want))?;
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
         // A reset replaced it between our open and now: open the new one.
         return Ok(Step::Retry);
@@ -394,7 +422,7 @@ fn inspect(
     if header.boot_id != identity::boot_id() {
         crate::stale::repair_stale_boot(path, &opened, opts)?;
     }
-    Ok(Step::Attached(opened))
+    Ok(Step::Attached(Box::new(opened)))
 }
 
 /// The file carries the creator's mark (mode 0400).
@@ -439,7 +467,8 @@ fn creator_marked(
 }
 
 /// True if the file holds only what a crashed creator can leave: nothing,
-/// zeros, or our magic with the header still in the INIT state.
+/// zeros, or our magic with the header in the INIT (or, before the chmod,
+/// READY) state.
 fn crashed_creator_leftover(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool, Error> {
     if size == 0 {
         return Ok(true);
@@ -455,7 +484,11 @@ fn crashed_creator_leftover(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool
     }
     if buf.len() >= layout::HEADER_LEN {
         let h: Header = bytemuck::pod_read_unaligned(&buf[..layout::HEADER_LEN]);
-        return Ok(h.magic == layout::MAGIC && h.state == layout::STATE_INIT);
+        // INIT: died before finishing; READY: died between the READY store
+        // and the chmod. Either way nobody attached (openers wait for the
+        // mode to change), so initialising again is safe.
+        return Ok(h.magic == layout::MAGIC
+            && (h.state == layout::STATE_INIT || h.state == layout::STATE_READY));
     }
     // A creator writes the header in one store after sizing the file, so a
     // short file with bytes in it is not ours.
@@ -492,8 +525,10 @@ pub(crate) fn remove(path: &Path) -> Result<(), Error> {
         });
     }
     let (h, _, n) = read_header(path, &fd)?;
-    let half_built = st.perm() == layout::CREATOR_MODE && crashed_creator_leftover(path, &fd, st.size)?;
-    if !(n >= layout::HEADER_LEN && h.magic == layout::MAGIC) && !half_built {
+    let half_built =
+        st.perm() == layout::CREATOR_MODE && crashed_creator_leftover(path, &fd, st.size)?;
+    let ours = n >= layout::HEADER_LEN && h.magic == layout::MAGIC;
+    if !ours && !half_built {
         return Err(Error::ForeignFile {
             path: path.to_owned(),
         });

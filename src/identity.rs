@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn start_time_reads_field_22_even_with_odd_command_names() {
         assert!(start_time_of(std::process::id()).unwrap() > 0);
-        assert!(process_alive(std::process::id(), start_time_of(std::process::id()).unwrap()));
+        assert!(process_alive(
+            std::process::id(),
+            start_time_of(std::process::id()).unwrap()
+        ));
         assert!(!process_alive(std::process::id(), 1));
     }
 

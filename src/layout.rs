@@ -313,7 +313,9 @@ pub(crate) fn validate(
     if cfg!(target_env = "gnu") {
         let kind = crate::sys::glibc_kind_word(mutex_bytes);
         if kind != Some(expected_kind()) {
-            return Err(Invalid::Corrupt("the mutex is not a robust process-shared errorcheck mutex"));
+            return Err(Invalid::Corrupt(
+                "the mutex is not a robust process-shared errorcheck mutex",
+            ));
         }
     }
     if want.is_some_and(|w| theirs.size != w.size || theirs.align != w.align) {
@@ -354,8 +356,14 @@ mod tests {
         assert_eq!(validate(&h, l.file_len, Some(l), &m), Ok(()));
         assert_eq!(validate(&h, l.file_len, None, &m), Ok(()));
         let other = DataLayout::of::<u32>().unwrap();
-        assert!(matches!(validate(&h, l.file_len, Some(other), &m), Err(Invalid::DataType { .. })));
-        assert!(matches!(validate(&h, 100, Some(l), &m), Err(Invalid::Truncated { .. })));
+        assert!(matches!(
+            validate(&h, l.file_len, Some(other), &m),
+            Err(Invalid::DataType { .. })
+        ));
+        assert!(matches!(
+            validate(&h, 100, Some(l), &m),
+            Err(Invalid::Truncated { .. })
+        ));
         h.magic[0] ^= 1;
         assert_eq!(validate(&h, l.file_len, Some(l), &m), Err(Invalid::Foreign));
     }

@@ -267,7 +267,10 @@ impl<T: Pod> SharedMutex<T> {
                 if self.follow_reset(map) {
                     return Ok(None);
                 }
-                log::error!("{}: mutex is not recoverable; reset it", self.path.display());
+                log::error!(
+                    "{}: mutex is not recoverable; reset it",
+                    self.path.display()
+                );
                 Err(LockError::NotRecoverable)
             }
             Err(LockFail::Other(e)) => Err(LockError::Io(e)),
@@ -297,9 +300,16 @@ impl<T: Pod> SharedMutex<T> {
                 self.path.display(),
                 o.pid,
                 o.tid,
-                if o.label.is_empty() { String::new() } else { format!(" ({})", o.label) }
+                if o.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", o.label)
+                }
             ),
-            None => log::warn!("{}: previous owner died holding the lock; recovering", self.path.display()),
+            None => log::warn!(
+                "{}: previous owner died holding the lock; recovering",
+                self.path.display()
+            ),
         }
         Ok(Some(Acquired::OwnerDied(Recovery {
             guard: ManuallyDrop::new(self.guard(map)),
@@ -414,5 +424,37 @@ impl<T: Pod> Drop for SharedMutex<T> {
         for m in maps.drain(..) {
             registry::detach(&m);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_last_handle_while_holding_keeps_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SharedMutex::<u64>::open(dir.path().join("held")).unwrap();
+        let key = m.map().key();
+        std::mem::forget(m.lock().unwrap());
+        drop(m);
+        assert!(registry::is_mapped(key), "a held mutex must stay mapped");
+
+        let n = SharedMutex::<u64>::open(dir.path().join("free")).unwrap();
+        let key = n.map().key();
+        drop(n.lock().unwrap());
+        drop(n);
+        assert!(
+            !registry::is_mapped(key),
+            "a free mutex is unmapped with its last handle"
+        );
+    }
+
+    #[test]
+    fn handles_of_one_file_share_one_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SharedMutex::<u64>::open(dir.path().join("m")).unwrap();
+        let b = SharedMutex::<u64>::open(dir.path().join("m")).unwrap();
+        assert!(std::ptr::eq(a.map(), b.map()));
     }
 }

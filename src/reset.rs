@@ -120,7 +120,8 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
             carried.len(),
         )
     };
-    let resets = layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+    let resets =
+        layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
     let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
     carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
 
@@ -143,8 +144,15 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
             carried: &carried,
         },
     )?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.reset-{}-{}", std::process::id(), sys::coarse_unix_ns()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.reset-{}-{}",
+        std::process::id(),
+        sys::coarse_unix_ns()
+    ));
     sys::link_unnamed(&fd, &tmp).map_err(io("link"))?;
     if let Err(e) = sys::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);

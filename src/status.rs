@@ -160,7 +160,14 @@ pub(crate) fn snapshot(map: &Mapping) -> Status {
     } else if record.tid == tid {
         let thread = format!("/proc/{}/task/{}", record.pid, record.tid);
         let alive = info.is_alive() && std::path::Path::new(&thread).exists();
-        (if alive { LockState::Locked } else { LockState::Stuck }, Some(info))
+        (
+            if alive {
+                LockState::Locked
+            } else {
+                LockState::Stuck
+            },
+            Some(info),
+        )
     } else if sys::pid_exists(tid) {
         // The holder is between taking the lock and writing its record.
         (LockState::Locked, None)

@@ -200,7 +200,9 @@ pub(crate) fn fs_type(fd: &OwnedFd) -> io::Result<i64> {
     // SAFETY: `fd` is an open descriptor and `st` is writable memory of the right size.
     cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs succeeded, so it initialised `st`.
-    Ok(unsafe { st.assume_init_ref() }.f_type as i64)
+    let st = unsafe { st.assume_init_ref() };
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    Ok(st.f_type as i64)
 }
 
 /// Takes an exclusive `flock(2)` without blocking. `Ok(false)` means another
@@ -301,7 +303,7 @@ pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t, kind: MutexKind) 
     let ty = match kind {
         MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
     };
-    // SAFETY (three calls): `attr.0` is an initialised attribute object.
+    // SAFETY: `attr.0` is an initialised attribute object.
     cvt_nz(unsafe { libc::pthread_mutexattr_settype(&mut attr.0, ty) })?;
     // SAFETY: as above.
     cvt_nz(unsafe {
@@ -443,13 +445,14 @@ pub(crate) unsafe fn mutex_not_recoverable(m: *mut libc::pthread_mutex_t) -> boo
 }
 
 /// The mutex's kind word as glibc stores it (`__data.__kind`), for validating
-/// a file before trusting it.
-///
-/// # Safety
-/// `bytes` holds at least `size_of::<pthread_mutex_t>()` bytes copied from a file.
+/// a file before trusting it. `bytes` are the mutex bytes copied from a file.
 pub(crate) fn glibc_kind_word(bytes: &[u8]) -> Option<i32> {
     // __kind: offset 16 on 64-bit glibc, 12 on 32-bit glibc.
-    let off = if cfg!(target_pointer_width = "64") { 16 } else { 12 };
+    let off = if cfg!(target_pointer_width = "64") {
+        16
+    } else {
+        12
+    };
     let b = bytes.get(off..off + 4)?;
     Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
@@ -468,7 +471,11 @@ pub(crate) fn expected_kind_word(kind: MutexKind) -> i32 {
             std::mem::size_of::<libc::pthread_mutex_t>(),
         )
     };
-    if ok { glibc_kind_word(bytes).unwrap_or(-1) } else { -1 }
+    if ok {
+        glibc_kind_word(bytes).unwrap_or(-1)
+    } else {
+        -1
+    }
 }
 
 /// Absolute CLOCK_MONOTONIC deadline `d` from now, saturating.
@@ -565,7 +572,15 @@ pub(crate) unsafe fn futex_wake_all(m: *mut libc::pthread_mutex_t) {
     // SAFETY: FUTEX_WAKE only reads the address to find waiters; it lies in
     // a live shared mapping (forwarded from the caller).
     unsafe {
-        libc::syscall(libc::SYS_futex, m.cast::<u32>(), libc::FUTEX_WAKE, i32::MAX, 0, 0, 0);
+        libc::syscall(
+            libc::SYS_futex,
+            m.cast::<u32>(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0,
+            0,
+            0,
+        );
     }
 }
 
