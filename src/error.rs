@@ -92,13 +92,22 @@ pub enum Error {
         /// This build's ABI.
         expected: String,
     },
-    /// Holds another kind of lock (e.g. a semaphore).
-    #[error("open {path}: holds a lock of kind {found}, not a mutex")]
+    /// Holds another kind of lock (e.g. a semaphore, or a re-entrant mutex
+    /// opened as a plain one).
+    #[error("open {path}: holds a {found}, not a {expected}")]
     KindMismatch {
         /// The path.
         path: PathBuf,
-        /// The kind code in the file.
-        found: u32,
+        /// The kind in the file, e.g. "semaphore".
+        found: &'static str,
+        /// The kind asked for.
+        expected: &'static str,
+    },
+    /// The options contradict each other or the type opened.
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: &'static str,
     },
     /// Our magic, but the header or mutex contradicts itself.
     #[error("open {path}: corrupt mutex file: {reason} (left untouched)")]
@@ -198,6 +207,10 @@ pub enum LockError {
         "the mutex is not recoverable: an owner died and the state was never repaired; reset it"
     )]
     NotRecoverable,
+    /// The wait was abandoned through a [`CancelToken`](crate::CancelToken).
+    /// The lock was not taken and its state is unchanged.
+    #[error("the wait for the mutex was cancelled")]
+    Cancelled,
     /// An unexpected OS error.
     #[error("mutex operation failed: {0}")]
     Io(#[from] io::Error),

@@ -143,12 +143,10 @@ impl<T: Pod> Drop for Guard<'_, T> {
 /// Clears the owner record and unlocks. The caller holds the lock.
 #[inline]
 fn release(map: &Mapping) {
-    let rec = map.owner();
     // SAFETY: we hold the lock, so we are the only writer of the owner record,
     // and the mutex is ours to unlock; both lie in the live mapping.
     let r = unsafe {
-        std::ptr::addr_of_mut!((*rec).tid).write(0);
-        std::ptr::addr_of_mut!((*rec).pid).write(0);
+        record_release(map.owner());
         sys::mutex_unlock(map.mutex())
     };
     debug_assert!(r.is_ok(), "unlock failed: {r:?}");
@@ -254,31 +252,58 @@ impl<T: Pod> Drop for Recovery<'_, T> {
 /// Returns the dead owner's record when `died`.
 #[inline]
 pub(crate) fn on_acquired(map: &Mapping, died: bool, contended: bool) -> Option<OwnerInfo> {
+    // SAFETY: the caller holds the mutex of `map`, whose owner record and
+    // counters lie in the live mapping.
+    unsafe { record_acquired(map.owner(), map.counters(), died, contended) }
+}
+
+/// Writes `rec` and bumps `counters` for the calling thread, which has just
+/// acquired the lock they belong to. A re-entrant relock by the recorded
+/// holder only deepens the record. Returns the dead owner's record when `died`.
+///
+/// # Safety
+/// The calling thread holds the lock that guards `rec` and `counters`, both
+/// valid for writes in a live mapping.
+#[inline]
+pub(crate) unsafe fn record_acquired(
+    rec: *mut OwnerRecord,
+    counters: *mut Counters,
+    died: bool,
+    contended: bool,
+) -> Option<OwnerInfo> {
     let me = crate::identity::me();
-    let rec = map.owner();
-    let c: *mut Counters = map.counters();
-    let previous = if died {
-        // SAFETY: we hold the lock; the dead owner can no longer write.
-        let old = unsafe { std::ptr::read(rec) };
-        (old.pid != 0).then(|| OwnerInfo::from_record(&old))
-    } else {
-        None
-    };
-    let now = sys::coarse_unix_ns();
-    // SAFETY: we hold the lock, so we are the only writer of the owner record
-    // and the counters, which lie in the live mapping.
-    unsafe {
-        let r = &mut *rec;
-        r.pid = me.pid;
-        r.tid = me.tid;
-        r.pidns_ino = me.pidns_ino;
-        r.start_time = me.start_time;
-        r.acquired_unix_ns = now;
-        r.label_len = 0;
-        let c = &mut *c;
-        c.acquisitions += 1;
-        c.contended += u64::from(contended);
-        c.owner_deaths += u64::from(died);
+    // SAFETY: we hold the lock, so we are the only writer of the record and
+    // the counters (caller's contract); nobody else holds a reference.
+    let (r, c) = unsafe { (&mut *rec, &mut *counters) };
+    c.acquisitions += 1;
+    c.contended += u64::from(contended);
+    c.owner_deaths += u64::from(died);
+    if !died && r.depth > 0 && r.tid == me.tid && r.pid == me.pid {
+        r.depth += 1; // re-entrant relock: same holder, same record
+        return None;
     }
+    let previous = (died && r.pid != 0).then(|| OwnerInfo::from_record(r));
+    r.pid = me.pid;
+    r.tid = me.tid;
+    r.pidns_ino = me.pidns_ino;
+    r.start_time = me.start_time;
+    r.acquired_unix_ns = sys::coarse_unix_ns();
+    r.label_len = 0;
+    r.depth = 1;
     previous
+}
+
+/// Undoes one [`record_acquired`]; the outermost release clears the record.
+///
+/// # Safety
+/// The calling thread holds the lock that guards `rec`, valid for writes.
+#[inline]
+pub(crate) unsafe fn record_release(rec: *mut OwnerRecord) {
+    // SAFETY: caller's contract: we are the only writer.
+    let r = unsafe { &mut *rec };
+    r.depth = r.depth.saturating_sub(1);
+    if r.depth == 0 {
+        r.tid = 0;
+        r.pid = 0;
+    }
 }

@@ -98,7 +98,11 @@ fn invalid_to_error(path: &Path, inv: Invalid, want: DataLayout) -> Error {
             found,
             expected: layout::abi().to_string(),
         },
-        Invalid::Kind { found } => Error::KindMismatch { path, found },
+        Invalid::Kind { found, expected } => Error::KindMismatch {
+            path,
+            found: layout::Kind::name_of(found),
+            expected: expected.name(),
+        },
         Invalid::Corrupt(reason) => Error::Corrupt { path, reason },
         Invalid::DataType { size, align } => Error::TypeMismatch {
             path,
@@ -225,7 +229,7 @@ fn create_step(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<Step
         let _ = sys::funlock(&fd);
         return Ok(Step::Retry);
     }
-    initialise(path, &fd, opts.mode, want, &Fill::Fresh)?;
+    initialise(path, &fd, opts.mode, want, opts.kind, &Fill::Fresh)?;
     let _ = sys::funlock(&fd);
     log::debug!("created robust mutex file {}", path.display());
     if opts.create_new {
@@ -264,6 +268,7 @@ pub(crate) fn initialise(
     fd: &OwnedFd,
     mode: u32,
     want: DataLayout,
+    kind: layout::Kind,
     fill: &Fill<'_>,
 ) -> Result<(), Error> {
     sys::set_len(fd, want.file_len).map_err(io_err("ftruncate", path))?;
@@ -292,6 +297,7 @@ pub(crate) fn initialise(
     // Our magic goes in first, with the state still INIT: from here on a
     // crashed creator's leftover is recognisable as ours.
     let header = layout::new_header(
+        kind,
         want,
         generation,
         identity::boot_id(),
@@ -306,8 +312,17 @@ pub(crate) fn initialise(
         .cast::<libc::pthread_mutex_t>();
     // SAFETY: `mutex` is aligned (offset 256 of a page) and lies in the
     // mapping; nobody else can use it yet (see above).
-    unsafe { sys::mutex_init(mutex, sys::MutexKind::ErrorCheck) }
+    unsafe { sys::mutex_init(mutex, kind.mutex_kind()) }
         .map_err(io_err("pthread_mutex_init", path))?;
+    if kind == layout::Kind::Semaphore {
+        for i in 0..(want.size as usize / layout::SLOT_SIZE) {
+            let slot = base.wrapping_add(want.offset as usize + i * layout::SLOT_SIZE);
+            // SAFETY: slot `i` lies inside the value region of the mapping,
+            // 64-byte aligned, and is private to us like everything here.
+            unsafe { sys::mutex_init(slot.cast(), sys::MutexKind::ErrorCheck) }
+                .map_err(io_err("pthread_mutex_init", path))?;
+        }
+    }
     if let Fill::Replacement { .. } = fill {
         // SAFETY: just initialised, and still private to us.
         unsafe { sys::mark_owner_died(mutex) };
@@ -388,7 +403,7 @@ fn inspect(
         let _ = sys::funlock(&fd);
     }
     let check = if opts.any_value { None } else { Some(want) };
-    layout::validate(&header, st.size, check, &mutex)
+    layout::validate(&header, st.size, check, opts.accepted_kinds(), &mutex)
         .map_err(|i| invalid_to_error(path, i, want))?;
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
         // A reset replaced it between our open and now: open the new one.
@@ -461,7 +476,7 @@ fn creator_marked(
         reopened = writable_fd(path, &fd)?;
         &reopened
     };
-    let r = initialise(path, rw, opts.mode, want, &Fill::Fresh);
+    let r = initialise(path, rw, opts.mode, want, opts.kind, &Fill::Fresh);
     let _ = sys::funlock(&fd);
     r.map(|()| Step::Retry)
 }

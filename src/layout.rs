@@ -28,8 +28,73 @@ pub(crate) const STATE_READY: u32 = 0x5245_4459; // "READY"-ish, not 0 and not 1
 /// `state`: a reset replaced this file; the path names its successor.
 pub(crate) const STATE_RETIRED: u32 = 0x5245_5449;
 
-/// `kind`: a plain ERRORCHECK robust mutex guarding a `T`.
-pub(crate) const KIND_MUTEX: u32 = 1;
+/// What kind of lock a file holds (the header's `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An ERRORCHECK robust mutex guarding a `T`.
+    Mutex,
+    /// A RECURSIVE robust mutex guarding a `T`.
+    Reentrant,
+    /// A counting semaphore: the value region is an array of [`Slot`]s.
+    Semaphore,
+}
+
+impl Kind {
+    /// The code stored in the header.
+    pub fn code(self) -> u32 {
+        match self {
+            Kind::Mutex => 1,
+            Kind::Reentrant => 2,
+            Kind::Semaphore => 3,
+        }
+    }
+
+    /// The kind of a header code.
+    pub fn from_code(code: u32) -> Option<Kind> {
+        [Kind::Mutex, Kind::Reentrant, Kind::Semaphore]
+            .into_iter()
+            .find(|k| k.code() == code)
+    }
+
+    /// A human name for a header code.
+    pub fn name_of(code: u32) -> &'static str {
+        match code {
+            1 => Kind::Mutex.name(),
+            2 => Kind::Reentrant.name(),
+            3 => Kind::Semaphore.name(),
+            _ => "unknown kind",
+        }
+    }
+
+    /// A human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mutex => "mutex",
+            Kind::Reentrant => "re-entrant mutex",
+            Kind::Semaphore => "semaphore",
+        }
+    }
+
+    /// The pthread type of the file's main mutex.
+    pub fn mutex_kind(self) -> crate::sys::MutexKind {
+        match self {
+            Kind::Reentrant => crate::sys::MutexKind::Recursive,
+            Kind::Mutex | Kind::Semaphore => crate::sys::MutexKind::ErrorCheck,
+        }
+    }
+}
+
+/// One permit of a semaphore: a robust mutex and its holder's record.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug)]
+pub(crate) struct Slot {
+    pub mutex: [u8; MUTEX_ROOM],
+    pub owner: OwnerRecord,
+}
+
+/// Size of a [`Slot`]; slots are 64-byte aligned.
+pub(crate) const SLOT_SIZE: usize = size_of::<Slot>();
+const _: () = assert!(SLOT_SIZE % 64 == 0);
 
 /// The creator's mark: the mode a file has while it is being initialised.
 pub(crate) const CREATOR_MODE: u32 = 0o400;
@@ -58,7 +123,7 @@ pub(crate) struct Header {
     pub state: u32,
     /// Reserved for flags; zero in version 1.
     pub flags: u32,
-    /// KIND_MUTEX, ...
+    /// [`Kind::code`].
     pub kind: u32,
     /// `std::env::consts::ARCH`, NUL padded.
     pub arch: [u8; 16],
@@ -102,7 +167,8 @@ pub(crate) struct OwnerRecord {
     /// Wall clock when the lock was taken, ns since the epoch.
     pub acquired_unix_ns: u64,
     pub label_len: u32,
-    pub _pad: u32,
+    /// Nesting depth of a re-entrant holder (1 for other kinds).
+    pub depth: u32,
     pub label: [u8; LABEL_MAX],
 }
 
@@ -224,6 +290,7 @@ impl DataLayout {
 
 /// A fresh header for a file that is about to become READY.
 pub(crate) fn new_header(
+    kind: Kind,
     data: DataLayout,
     generation: u64,
     boot_id: [u8; 16],
@@ -236,7 +303,7 @@ pub(crate) fn new_header(
         version: VERSION,
         state: STATE_INIT,
         flags: 0,
-        kind: KIND_MUTEX,
+        kind: kind.code(),
         arch: abi.arch,
         libc_env: abi.libc_env,
         mutex_size: abi.mutex_size,
@@ -265,7 +332,7 @@ pub(crate) enum Invalid {
     /// Our format, another architecture or C library.
     Abi { found: String },
     /// Our format, another kind of lock.
-    Kind { found: u32 },
+    Kind { found: u32, expected: Kind },
     /// Our format, but the header is not READY or contradicts itself.
     Corrupt(&'static str),
     /// A valid file for another `T`.
@@ -279,6 +346,7 @@ pub(crate) fn validate(
     h: &Header,
     file_len: u64,
     want: Option<DataLayout>,
+    kinds: &[Kind],
     mutex_bytes: &[u8],
 ) -> Result<(), Invalid> {
     if h.magic != MAGIC {
@@ -292,9 +360,15 @@ pub(crate) fn validate(
             found: h.abi().to_string(),
         });
     }
-    if h.kind != KIND_MUTEX {
-        return Err(Invalid::Kind { found: h.kind });
-    }
+    let kind = match Kind::from_code(h.kind) {
+        Some(k) if kinds.contains(&k) => k,
+        _ => {
+            return Err(Invalid::Kind {
+                found: h.kind,
+                expected: kinds[0],
+            });
+        }
+    };
     if h.state != STATE_READY && h.state != STATE_RETIRED {
         return Err(Invalid::Corrupt("header is not in the ready state"));
     }
@@ -310,9 +384,10 @@ pub(crate) fn validate(
     if h.generation == 0 {
         return Err(Invalid::Corrupt("generation is zero"));
     }
-    if cfg!(target_env = "gnu") {
-        let kind = crate::sys::glibc_kind_word(mutex_bytes);
-        if kind != Some(expected_kind()) {
+    if cfg!(target_env = "gnu")
+        && crate::sys::glibc_kind_word(mutex_bytes) != Some(expected_kind(kind))
+    {
+        {
             return Err(Invalid::Corrupt(
                 "the mutex is not a robust process-shared errorcheck mutex",
             ));
@@ -327,9 +402,16 @@ pub(crate) fn validate(
     Ok(())
 }
 
-fn expected_kind() -> i32 {
-    static KIND: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    *KIND.get_or_init(|| crate::sys::expected_kind_word(crate::sys::MutexKind::ErrorCheck))
+fn expected_kind(kind: Kind) -> i32 {
+    use std::sync::OnceLock;
+    static ERRORCHECK: OnceLock<i32> = OnceLock::new();
+    static RECURSIVE: OnceLock<i32> = OnceLock::new();
+    let mk = kind.mutex_kind();
+    let cell = match mk {
+        crate::sys::MutexKind::ErrorCheck => &ERRORCHECK,
+        crate::sys::MutexKind::Recursive => &RECURSIVE,
+    };
+    *cell.get_or_init(|| crate::sys::expected_kind_word(mk))
 }
 
 #[cfg(test)]
@@ -348,23 +430,30 @@ mod tests {
     #[test]
     fn a_new_header_validates_and_rejects_another_type() {
         let l = DataLayout::of::<u64>().unwrap();
-        let mut h = new_header(l, 1, [0; 16], 0, 0);
+        let mut h = new_header(Kind::Mutex, l, 1, [0; 16], 0, 0);
         h.state = STATE_READY;
         let mut m = [0u8; 64];
-        m[16..20].copy_from_slice(&expected_kind().to_ne_bytes());
-        m[12..16].copy_from_slice(&expected_kind().to_ne_bytes());
-        assert_eq!(validate(&h, l.file_len, Some(l), &m), Ok(()));
-        assert_eq!(validate(&h, l.file_len, None, &m), Ok(()));
+        let k = expected_kind(Kind::Mutex).to_ne_bytes();
+        m[16..20].copy_from_slice(&k);
+        m[12..16].copy_from_slice(&k);
+        assert_eq!(
+            validate(&h, l.file_len, Some(l), &[Kind::Mutex], &m),
+            Ok(())
+        );
+        assert_eq!(validate(&h, l.file_len, None, &[Kind::Mutex], &m), Ok(()));
         let other = DataLayout::of::<u32>().unwrap();
         assert!(matches!(
-            validate(&h, l.file_len, Some(other), &m),
+            validate(&h, l.file_len, Some(other), &[Kind::Mutex], &m),
             Err(Invalid::DataType { .. })
         ));
         assert!(matches!(
-            validate(&h, 100, Some(l), &m),
+            validate(&h, 100, Some(l), &[Kind::Mutex], &m),
             Err(Invalid::Truncated { .. })
         ));
         h.magic[0] ^= 1;
-        assert_eq!(validate(&h, l.file_len, Some(l), &m), Err(Invalid::Foreign));
+        assert_eq!(
+            validate(&h, l.file_len, Some(l), &[Kind::Mutex], &m),
+            Err(Invalid::Foreign)
+        );
     }
 }

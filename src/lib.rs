@@ -42,6 +42,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod cancel;
 mod error;
 mod guard;
 mod handshake;
@@ -55,6 +56,7 @@ mod stale;
 mod status;
 mod sys;
 
+pub use cancel::CancelToken;
 pub use error::{Error, LockError};
 pub use guard::{Acquired, Guard, Recovery};
 pub use mutex::SharedMutex;

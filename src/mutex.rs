@@ -221,6 +221,89 @@ impl<T: Pod> SharedMutex<T> {
         }
     }
 
+    /// Like [`lock`](Self::lock) (or [`lock_timeout`](Self::lock_timeout)
+    /// when `timeout` is given), but the wait can be abandoned through
+    /// `cancel`, from another thread or a signal handler: it then returns
+    /// [`LockError::Cancelled`] at once, without the lock, leaving the
+    /// mutex's state unchanged.
+    ///
+    /// The wait sleeps in the kernel on the lock word and the token together
+    /// (`futex_waitv`, Linux 5.16+); it does not poll.
+    ///
+    /// # Errors
+    /// [`LockError::Cancelled`], [`LockError::TimedOut`], else as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let cancel = robust_mutex::CancelToken::new();
+    /// let g = m.lock_cancellable(&cancel, None)?; // free: taken at once
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_cancellable(
+        &self,
+        cancel: &crate::CancelToken,
+        timeout: Option<Duration>,
+    ) -> Result<Acquired<'_, T>, LockError> {
+        let deadline = timeout.map(sys::deadline_after);
+        let mut slept = false;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(LockError::Cancelled);
+            }
+            let map = self.map();
+            // SAFETY: initialised mutex in a mapping that lives as long as `self`.
+            let r = unsafe { sys::mutex_clocklock(map.mutex(), &sys::PAST_DEADLINE) };
+            // SAFETY: the mutex lies in the live mapping.
+            let word = unsafe { sys::lock_word(map.mutex()) };
+            if !matches!(r, Err(LockFail::Busy)) {
+                if slept && r.is_ok() {
+                    // We took the lock after sleeping: other sleepers may
+                    // remain, so keep FUTEX_WAITERS set for our unlock to wake
+                    // them (glibc's own waiters do the same).
+                    word.fetch_or(sys::FUTEX_WAITERS, Ordering::Relaxed);
+                }
+                match self.finish(map, r, slept, || LockError::WouldBlock)? {
+                    Some(out) => return Ok(out),
+                    None => continue,
+                }
+            }
+            let w = word.load(Ordering::Relaxed);
+            if w == 0 {
+                continue;
+            }
+            let sleeping = w | sys::FUTEX_WAITERS;
+            if w != sleeping
+                && word
+                    .compare_exchange(w, sleeping, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            if deadline.as_ref().is_some_and(sys::deadline_passed) {
+                return Err(LockError::TimedOut);
+            }
+            let waits = [
+                sys::FutexWait {
+                    word,
+                    expected: sleeping,
+                    shared: true,
+                },
+                sys::FutexWait {
+                    word: cancel.word(),
+                    expected: 0,
+                    shared: false,
+                },
+            ];
+            if sys::futex_waitv(&waits, deadline.as_ref())? == sys::Woke::TimedOut {
+                return Err(LockError::TimedOut);
+            }
+            slept = true;
+        }
+    }
+
     /// Locks, and if the previous owner died, runs `repair` on the value and
     /// marks the mutex consistent.
     ///

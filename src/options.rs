@@ -36,6 +36,9 @@ pub struct OpenOptions {
     pub(crate) init_timeout: Duration,
     pub(crate) allow_foreign_pid_namespace: bool,
     pub(crate) any_value: bool,
+    pub(crate) kind: crate::layout::Kind,
+    /// Accept every kind (reset works on any lock file).
+    pub(crate) any_kind: bool,
 }
 
 impl Default for OpenOptions {
@@ -54,6 +57,8 @@ impl OpenOptions {
             init_timeout: Duration::from_secs(5),
             allow_foreign_pid_namespace: false,
             any_value: false,
+            kind: crate::layout::Kind::Mutex,
+            any_kind: false,
         }
     }
 
@@ -97,6 +102,22 @@ impl OpenOptions {
     pub fn allow_foreign_pid_namespace(&mut self, allow: bool) -> &mut Self {
         self.allow_foreign_pid_namespace = allow;
         self
+    }
+
+    /// The kinds of file this open accepts, the kind it creates first.
+    pub(crate) fn accepted_kinds(&self) -> &'static [crate::layout::Kind] {
+        use crate::layout::Kind;
+        if self.any_kind {
+            &[Kind::Mutex, Kind::Reentrant, Kind::Semaphore]
+        } else if self.any_value && self.kind == Kind::Mutex {
+            &[Kind::Mutex, Kind::Reentrant]
+        } else {
+            match self.kind {
+                Kind::Mutex => &[Kind::Mutex],
+                Kind::Reentrant => &[Kind::Reentrant],
+                Kind::Semaphore => &[Kind::Semaphore],
+            }
+        }
     }
 
     /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.

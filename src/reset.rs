@@ -66,6 +66,7 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     };
     let mut opts = OpenOptions::new();
     opts.any_value = true;
+    opts.any_kind = true;
     let old = handshake::open(path, &opts, DataLayout::of::<()>().expect("unit layout"))?;
     // One reset at a time: hold the old file's init flock throughout.
     let start = Instant::now();
@@ -139,6 +140,7 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
         &fd,
         old.stat.perm(),
         data,
+        layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex),
         &Fill::Replacement {
             generation,
             carried: &carried,

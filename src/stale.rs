@@ -59,9 +59,12 @@ pub(crate) fn repair_stale_boot(
             "{}: mutex file from an earlier boot; re-initialising the mutex and keeping the value",
             path.display()
         );
+        let kind = crate::layout::Kind::from_code(opened.header.kind)
+            .unwrap_or(crate::layout::Kind::Mutex)
+            .mutex_kind();
         // SAFETY: no process of this boot uses the mutex (see above), so it
         // may be initialised in place; it lies aligned inside the mapping.
-        let r = unsafe { sys::mutex_init(map.mutex(), sys::MutexKind::ErrorCheck) };
+        let r = unsafe { sys::mutex_init(map.mutex(), kind) };
         r.map(|()| {
             // SAFETY: still unused by anyone (see above). Then the boot id
             // is published last, under the flock.

@@ -37,6 +37,8 @@ const GLIBC_NOTRECOVERABLE: i32 = i32::MAX - 1;
 pub(crate) enum MutexKind {
     /// PTHREAD_MUTEX_ERRORCHECK: relock gives EDEADLK.
     ErrorCheck,
+    /// PTHREAD_MUTEX_RECURSIVE: the owner may lock again.
+    Recursive,
 }
 
 /// Converts a `-1`-means-errno return into a `Result`.
@@ -302,6 +304,7 @@ pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t, kind: MutexKind) 
     let mut attr = AttrGuard(unsafe { attr.assume_init() });
     let ty = match kind {
         MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
+        MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
     };
     // SAFETY: `attr.0` is an initialised attribute object.
     cvt_nz(unsafe { libc::pthread_mutexattr_settype(&mut attr.0, ty) })?;
@@ -403,7 +406,7 @@ pub(crate) unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> io::Resu
 /// `m` points to a `pthread_mutex_t` in a live mapping; the word is only read
 /// or, by [`mark_owner_died`], written while nobody can be using the mutex.
 #[inline]
-unsafe fn lock_word<'a>(m: *mut libc::pthread_mutex_t) -> &'a AtomicU32 {
+pub(crate) unsafe fn lock_word<'a>(m: *mut libc::pthread_mutex_t) -> &'a AtomicU32 {
     // SAFETY: glibc's `__data.__lock` is the first 4-byte aligned int of the
     // struct; the caller guarantees the mapping lives for 'a.
     unsafe { AtomicU32::from_ptr(m.cast::<u32>()) }
@@ -601,4 +604,106 @@ pub(crate) unsafe fn release_dead_owner(m: *mut libc::pthread_mutex_t, word: u32
     // SAFETY: forwarded from the caller.
     unsafe { futex_wake_all(m) };
     ok
+}
+
+// ---------------------------------------------------------------------------
+// Futex waits on several words at once (cancellable waits)
+// ---------------------------------------------------------------------------
+
+/// The kernel's `struct futex_waitv` (Linux >= 5.16). Hand-written: the
+/// `libc` crate's version has a private padding field and cannot be built.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const FUTEX2_SIZE_U32: u32 = 0x02;
+const FUTEX2_PRIVATE: u32 = 128;
+
+/// One futex word to wait on, and the value it must still hold.
+#[derive(Debug)]
+pub(crate) struct FutexWait<'a> {
+    pub word: &'a AtomicU32,
+    pub expected: u32,
+    /// False for a word in process-private memory (faster hashing).
+    pub shared: bool,
+}
+
+/// How a multi-futex wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Woken through word `i` (or spuriously): look again.
+    Woken(usize),
+    /// A word no longer held its expected value: look again.
+    Changed,
+    /// Interrupted by a signal: look again.
+    Interrupted,
+    /// The CLOCK_MONOTONIC deadline passed.
+    TimedOut,
+}
+
+/// `futex_waitv(2)`: sleeps until one of `waits` is woken, one no longer
+/// holds its expected value, a signal arrives, or `deadline` (absolute,
+/// CLOCK_MONOTONIC) passes. At most 128 words.
+pub(crate) fn futex_waitv(
+    waits: &[FutexWait<'_>],
+    deadline: Option<&libc::timespec>,
+) -> io::Result<Woke> {
+    let v: Vec<FutexWaitv> = waits
+        .iter()
+        .map(|w| FutexWaitv {
+            val: u64::from(w.expected),
+            uaddr: w.word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32 | if w.shared { 0 } else { FUTEX2_PRIVATE },
+            reserved: 0,
+        })
+        .collect();
+    let timeout = deadline.map_or(std::ptr::null(), |d| d as *const libc::timespec);
+    // SAFETY: `v` is a valid array of `v.len()` futex_waitv entries whose
+    // addresses point at live, aligned u32 words borrowed for this call;
+    // `timeout` is null or a valid timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            v.as_ptr(),
+            v.len() as libc::c_uint,
+            0 as libc::c_uint,
+            timeout,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return Ok(Woke::Woken(r as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(Woke::Changed),
+        Some(libc::EINTR) => Ok(Woke::Interrupted),
+        Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
+        _ => Err(e),
+    }
+}
+
+/// Wakes up to `n` waiters of `word`. Async-signal-safe (one syscall).
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
+    let op = if shared {
+        libc::FUTEX_WAKE
+    } else {
+        libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG
+    };
+    // SAFETY: FUTEX_WAKE only uses the address to find waiters; `word` is a
+    // live aligned u32.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), op, n, 0, 0, 0);
+    }
+}
+
+/// Whether `deadline` (CLOCK_MONOTONIC) has passed.
+pub(crate) fn deadline_passed(deadline: &libc::timespec) -> bool {
+    let now = monotonic_now();
+    let d = Duration::new(deadline.tv_sec as u64, deadline.tv_nsec as u32);
+    now >= d
 }
