@@ -74,7 +74,8 @@ impl<T: Pod> std::fmt::Debug for Guard<'_, T> {
 }
 
 impl<'a, T: Pod> Guard<'a, T> {
-    fn data(&self) -> *mut T {
+    /// The value's address in the mapping.
+    pub(crate) fn data(&self) -> *mut T {
         self.map.data(self.mutex.data_offset()).cast()
     }
 
@@ -137,6 +138,7 @@ impl<T: Pod> DerefMut for Guard<'_, T> {
 impl<T: Pod> Drop for Guard<'_, T> {
     fn drop(&mut self) {
         release(self.map);
+        log::debug!("{}: released", self.mutex.path().display());
     }
 }
 
@@ -276,12 +278,12 @@ pub(crate) unsafe fn record_acquired(
     // the counters (caller's contract); nobody else holds a reference.
     let (r, c) = unsafe { (&mut *rec, &mut *counters) };
     c.acquisitions += 1;
-    c.contended += u64::from(contended);
-    c.owner_deaths += u64::from(died);
     if !died && r.depth > 0 && r.tid == me.tid && r.pid == me.pid {
         r.depth += 1; // re-entrant relock: same holder, same record
         return None;
     }
+    c.contended += u64::from(contended);
+    c.owner_deaths += u64::from(died);
     let previous = (died && r.pid != 0).then(|| OwnerInfo::from_record(r));
     r.pid = me.pid;
     r.tid = me.tid;

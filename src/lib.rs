@@ -50,6 +50,7 @@ mod identity;
 mod layout;
 mod mutex;
 mod options;
+mod reentrant;
 mod registry;
 mod reset;
 mod stale;
@@ -61,6 +62,7 @@ pub use error::{Error, LockError};
 pub use guard::{Acquired, Guard, Recovery};
 pub use mutex::SharedMutex;
 pub use options::OpenOptions;
+pub use reentrant::{ReentrantAcquired, ReentrantGuard, ReentrantMutex, ReentrantRecovery};
 pub use reset::{ResetOutcome, reset};
 pub use status::{Counters, LockState, OwnerInfo, Status};
 

@@ -334,9 +334,12 @@ impl<T: Pod> SharedMutex<T> {
         match r {
             Ok(Locked::Clean) => {
                 guard::on_acquired(map, false, contended);
-                if contended {
-                    log::debug!("{}: acquired after contention", self.path.display());
-                }
+                // One relaxed load of log's max level when logging is off.
+                log::debug!(
+                    "{}: acquired{}",
+                    self.path.display(),
+                    if contended { " after contention" } else { "" }
+                );
                 Ok(Some(Acquired::Clean(self.guard(map))))
             }
             Ok(Locked::OwnerDied) => self.owner_died(map, contended),

@@ -120,6 +120,47 @@ impl OpenOptions {
         }
     }
 
+    /// Select the re-entrant kind: a robust, process-shared
+    /// PTHREAD_MUTEX_RECURSIVE mutex, which the holding thread may lock again
+    /// (shmlock's re-entrancy, resourcelock's `same_process_ok`). Open it with
+    /// [`open_reentrant`](Self::open_reentrant); a file of the other kind is
+    /// refused with [`Error::KindMismatch`].
+    pub fn reentrant(&mut self, reentrant: bool) -> &mut Self {
+        self.kind = if reentrant {
+            crate::layout::Kind::Reentrant
+        } else {
+            crate::layout::Kind::Mutex
+        };
+        self
+    }
+
+    /// Opens (or creates, as configured) a re-entrant mutex file at `path`,
+    /// holding a `T` (as if [`reentrant(true)`](Self::reentrant) were set).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); a plain mutex file gives [`Error::KindMismatch`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::OpenOptions::new()
+    ///     .create(true)
+    ///     .open_reentrant::<u64>(dir.path().join("r"))?;
+    /// let outer = m.lock()?.recover_with(|_| {});
+    /// let inner = m.lock()?.recover_with(|_| {}); // same thread: no deadlock
+    /// assert_eq!(inner.depth(), 2);
+    /// # drop(inner); drop(outer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_reentrant<T: Pod>(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> Result<crate::ReentrantMutex<T>, Error> {
+        let mut opts = self.clone();
+        opts.kind = crate::layout::Kind::Reentrant;
+        SharedMutex::open_with(path.as_ref(), &opts).map(crate::ReentrantMutex::from_inner)
+    }
+
     /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.
     ///
     /// # Errors
@@ -128,6 +169,11 @@ impl OpenOptions {
     /// ABI or `T`, a directory, FIFO, device or symlink, a network filesystem,
     /// a creator still at work after the init timeout, or an OS error.
     pub fn open<T: Pod>(&self, path: impl AsRef<Path>) -> Result<SharedMutex<T>, Error> {
+        if self.kind != crate::layout::Kind::Mutex {
+            return Err(Error::InvalidOptions {
+                reason: "a re-entrant mutex is opened with open_reentrant: its guards nest, so they cannot hand out references",
+            });
+        }
         SharedMutex::open_with(path.as_ref(), self)
     }
 

@@ -1,0 +1,124 @@
+//! The re-entrant kind: nesting, owner death at any depth, kind checks.
+
+mod common;
+
+use common::{Kid, child_role, hang, say, temp_path};
+use robust_mutex::{
+    Error, LockError, LockState, OpenOptions, ReentrantAcquired, ReentrantMutex, SharedMutex,
+};
+
+#[test]
+fn child_main() {
+    let Some((role, path)) = child_role() else {
+        return;
+    };
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    match role.as_str() {
+        // Nest three deep, write at each depth, and wait to be killed.
+        "nest3" => {
+            let a = m.lock().unwrap().recover_with(|_| {});
+            a.set(1);
+            let b = m.lock().unwrap().recover_with(|_| {});
+            b.set(2);
+            let c = m.lock().unwrap().recover_with(|_| {});
+            c.set(3);
+            say(format!("depth={}", c.depth()));
+            hang();
+        }
+        "try" => {
+            let r = m.try_lock();
+            say(if matches!(r, Err(LockError::WouldBlock)) {
+                "blocked"
+            } else {
+                "got"
+            });
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn guards_nest_and_the_last_one_releases() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let a = m.lock().unwrap().recover_with(|_| {});
+    let b = m.try_lock().unwrap().recover_with(|_| {});
+    assert_eq!((a.depth(), b.depth()), (2, 2));
+    b.set(41);
+    a.set(a.get() + 1);
+    drop(b);
+    assert_eq!(a.depth(), 1);
+    assert_eq!(m.status().state, LockState::Locked);
+    // Still held: another process cannot take it.
+    let mut kid = Kid::spawn("try", &path);
+    assert_eq!(kid.expect("blocked"), "");
+    drop(a);
+    assert_eq!(m.status().state, LockState::Unlocked);
+    let mut kid = Kid::spawn("try", &path);
+    kid.expect("got");
+    let g = m.lock().unwrap().recover_with(|_| {});
+    assert_eq!(g.get(), 42);
+}
+
+#[test]
+fn owner_death_at_depth_three_gives_owner_died() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let mut kid = Kid::spawn("nest3", &path);
+    assert_eq!(kid.expect("depth"), "3");
+    let pid = kid.pid();
+    kid.kill();
+    let ReentrantAcquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied");
+    };
+    assert_eq!(r.get(), 3);
+    assert_eq!(r.previous_owner().unwrap().pid, pid);
+    let g = r.mark_consistent();
+    assert_eq!(g.depth(), 1, "a fresh holder starts at depth 1");
+    drop(g);
+    assert_eq!(m.status().state, LockState::Unlocked);
+}
+
+#[test]
+fn the_other_kind_is_refused_both_ways() {
+    let (dir, path) = temp_path("r");
+    ReentrantMutex::<u64>::open(&path).unwrap();
+    let e = SharedMutex::<u64>::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::KindMismatch {
+                found: "re-entrant mutex",
+                expected: "mutex",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let plain = dir.path().join("plain");
+    SharedMutex::<u64>::open(&plain).unwrap();
+    let before = common::snapshot(&plain);
+    let e = ReentrantMutex::<u64>::open(&plain).unwrap_err();
+    assert!(matches!(e, Error::KindMismatch { .. }), "{e}");
+    assert_eq!(common::snapshot(&plain), before);
+
+    // reentrant(true) with the reference-giving open is refused up front.
+    let e = OpenOptions::new()
+        .create(true)
+        .reentrant(true)
+        .open::<u64>(dir.path().join("x"))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidOptions { .. }), "{e}");
+    assert!(!dir.path().join("x").exists());
+}
+
+#[test]
+fn a_lock_only_handle_can_take_a_reentrant_file() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let lock = OpenOptions::new().open_lock_only(&path).unwrap();
+    let g = lock.lock().unwrap().recover_with(|()| {});
+    assert_eq!(m.status().state, LockState::Locked);
+    drop(g);
+}
