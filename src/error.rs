@@ -44,6 +44,20 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// The file belongs to another user, and
+    /// [`OpenOptions::allow_other_owners`](crate::OpenOptions::allow_other_owners)
+    /// was not given.
+    #[error(
+        "open {path}: owned by uid {owner}, not by this user (uid {ours}); see OpenOptions::allow_other_owners"
+    )]
+    ForeignOwner {
+        /// The path.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
     /// The file lives on a network or FUSE filesystem, where process-shared
     /// futexes in a `MAP_SHARED` mapping do not work across hosts.
     #[error(

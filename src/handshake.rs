@@ -131,6 +131,16 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
     {
         return Err(Error::InvalidMode { mode: opts.mode });
     }
+    if opts.replace {
+        match check_ours(path) {
+            Ok(_) => {
+                publish_new_file(path, opts.mode, None, want, opts.kind, &Fill::Fresh)?;
+                log::warn!("{}: replaced with a new, empty lock file", path.display());
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let start = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
@@ -365,6 +375,14 @@ fn inspect(
             kind: st.type_name(),
         });
     }
+    let ours = sys::geteuid();
+    if st.uid != ours && !opts.allow_other_owners {
+        return Err(Error::ForeignOwner {
+            path: path.to_owned(),
+            owner: st.uid,
+            ours,
+        });
+    }
     if let Some(fs) = sys::fs_type(&fd).ok().and_then(remote_fs_name) {
         return Err(Error::UnsupportedFilesystem {
             path: path.to_owned(),
@@ -409,12 +427,12 @@ fn inspect(
         // A reset replaced it between our open and now: open the new one.
         return Ok(Step::Retry);
     }
-    let ours = identity::pid_namespace();
-    if header.pidns_ino != ours && !opts.allow_foreign_pid_namespace {
+    let our_ns = identity::pid_namespace();
+    if header.pidns_ino != our_ns && !opts.allow_foreign_pid_namespace {
         return Err(Error::PidNamespaceMismatch {
             path: path.to_owned(),
             file_ns: header.pidns_ino,
-            ours,
+            ours: our_ns,
         });
     }
     if !writable {
@@ -529,8 +547,49 @@ fn writable_fd(path: &Path, fd: &OwnedFd) -> Result<OwnedFd, Error> {
     Ok(rw)
 }
 
-/// Unlinks `path` if it is a robust-mutex file (of any `T`).
-pub(crate) fn remove(path: &Path) -> Result<(), Error> {
+/// Builds a new, READY file as an unnamed `O_TMPFILE` beside `path` and
+/// publishes it over `path` with `rename` (atomic). `owner`: chown it to this
+/// uid and gid (when running as root).
+pub(crate) fn publish_new_file(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    want: DataLayout,
+    kind: layout::Kind,
+    fill: &Fill<'_>,
+) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let fd =
+        sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(io_err("open O_TMPFILE", path))?;
+    if let Some((uid, gid)) = owner {
+        if sys::geteuid() == 0 && (uid, gid) != (0, 0) {
+            sys::fchown(&fd, uid, gid).map_err(io_err("fchown", path))?;
+        }
+    }
+    initialise(path, &fd, mode, want, kind, fill)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.new-{}-{}",
+        std::process::id(),
+        sys::coarse_unix_ns()
+    ));
+    sys::link_unnamed(&fd, &tmp).map_err(io_err("link", path))?;
+    if let Err(e) = sys::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("rename", path)(e));
+    }
+    Ok(())
+}
+
+/// Checks that `path` names one of our files (any kind, any `T`, or a
+/// crashed creator's leftover) and returns its stat; anything else is an error.
+fn check_ours(path: &Path) -> Result<sys::FileStat, Error> {
     let fd = sys::open_existing(path, false).map_err(|e| open_error(path, e))?;
     let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
     if !st.is_regular() {
@@ -548,6 +607,12 @@ pub(crate) fn remove(path: &Path) -> Result<(), Error> {
             path: path.to_owned(),
         });
     }
+    Ok(st)
+}
+
+/// Unlinks `path` if it is a robust-mutex file (of any `T`).
+pub(crate) fn remove(path: &Path) -> Result<(), Error> {
+    let st = check_ours(path)?;
     // Unlink only the file we checked: the name must still lead to it.
     let now = sys::lstat(path).map_err(io_err("lstat", path))?;
     if (now.dev, now.ino) != (st.dev, st.ino) {

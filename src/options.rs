@@ -39,6 +39,8 @@ pub struct OpenOptions {
     pub(crate) kind: crate::layout::Kind,
     /// Accept every kind (reset works on any lock file).
     pub(crate) any_kind: bool,
+    pub(crate) replace: bool,
+    pub(crate) allow_other_owners: bool,
 }
 
 impl Default for OpenOptions {
@@ -59,6 +61,8 @@ impl OpenOptions {
             any_value: false,
             kind: crate::layout::Kind::Mutex,
             any_kind: false,
+            replace: false,
+            allow_other_owners: false,
         }
     }
 
@@ -71,6 +75,21 @@ impl OpenOptions {
     /// Create the file, failing with [`Error::AlreadyExists`] if it exists.
     pub fn create_new(&mut self, create_new: bool) -> &mut Self {
         self.create_new = create_new;
+        self
+    }
+
+    /// Replace an existing lock file with a new, empty one (named-semaphores'
+    /// "replace" policy: unlink, then create). The new file is built aside
+    /// and renamed over the path, so nobody ever sees a half-made file. Only
+    /// our own files are replaced: anything else is
+    /// [`Error::ForeignFile`] and stays untouched. Like `sem_unlink` followed
+    /// by `O_CREAT`, processes that already have the old file open go on
+    /// using it; prefer [`reset`](crate::reset()) to repair a lock in use.
+    pub fn replace(&mut self, replace: bool) -> &mut Self {
+        self.replace = replace;
+        if replace {
+            self.create = true;
+        }
         self
     }
 
@@ -87,6 +106,18 @@ impl OpenOptions {
     /// over; only a live, slow creator makes us wait.
     pub fn init_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.init_timeout = timeout;
+        self
+    }
+
+    /// Accept a file owned by another user (default: refuse with
+    /// [`Error::ForeignOwner`]).
+    ///
+    /// Whoever can write a lock file can break the lock, so by default only
+    /// the file's owner uses it: a file planted in a shared directory by
+    /// another user is refused. Opt in to share a lock between users, e.g.
+    /// members of a group with mode 0o660.
+    pub fn allow_other_owners(&mut self, allow: bool) -> &mut Self {
+        self.allow_other_owners = allow;
         self
     }
 

@@ -19,7 +19,7 @@ use crate::registry;
 use crate::status::{self, LockState};
 use crate::sys;
 use std::mem::offset_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,7 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     let mut opts = OpenOptions::new();
     opts.any_value = true;
     opts.any_kind = true;
+    opts.allow_other_owners = true; // an operator (root) resets users' locks
     let old = handshake::open(path, &opts, DataLayout::of::<()>().expect("unit layout"))?;
     // One reset at a time: hold the old file's init flock throughout.
     let start = Instant::now();
@@ -87,13 +88,6 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
 }
 
 fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOutcome, Error> {
-    let io = |op| {
-        move |source| Error::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    };
     let map = &old.map;
     let now = status::snapshot(map);
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
@@ -126,19 +120,11 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
     let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
     carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let fd = sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(io("open O_TMPFILE"))?;
-    if sys::geteuid() == 0 && (old.stat.uid, old.stat.gid) != (0, 0) {
-        sys::fchown(&fd, old.stat.uid, old.stat.gid).map_err(io("fchown"))?;
-    }
     let generation = old.header.generation + 1;
-    handshake::initialise(
+    handshake::publish_new_file(
         path,
-        &fd,
         old.stat.perm(),
+        Some((old.stat.uid, old.stat.gid)),
         data,
         layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex),
         &Fill::Replacement {
@@ -146,20 +132,6 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
             carried: &carried,
         },
     )?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.reset-{}-{}",
-        std::process::id(),
-        sys::coarse_unix_ns()
-    ));
-    sys::link_unnamed(&fd, &tmp).map_err(io("link"))?;
-    if let Err(e) = sys::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io("rename")(e));
-    }
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
     if now.state == LockState::Stuck {

@@ -172,3 +172,34 @@ fn the_final_mode_is_applied_and_bad_modes_are_refused() {
         assert!(!p.exists());
     }
 }
+
+#[test]
+fn replace_builds_a_fresh_file_but_only_over_our_own() {
+    let (dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    *m.lock_or_recover(|_| {}).unwrap() = 9;
+    let old_ino = std::fs::metadata(&path).unwrap().ino();
+    let fresh = OpenOptions::new().replace(true).open::<u64>(&path).unwrap();
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), old_ino);
+    assert_eq!(*fresh.lock_or_recover(|_| {}).unwrap(), 0);
+    // The old handle keeps its (now unnamed) file, as after sem_unlink.
+    assert_eq!(*m.lock_or_recover(|_| {}).unwrap(), 9);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Missing: plain create.
+    let other = dir.path().join("other");
+    OpenOptions::new()
+        .replace(true)
+        .open::<u64>(&other)
+        .unwrap();
+    // Someone else's file: refused, untouched.
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, b"keep me").unwrap();
+    let before = snapshot(&foreign);
+    let e = OpenOptions::new()
+        .replace(true)
+        .open::<u64>(&foreign)
+        .unwrap_err();
+    assert!(matches!(e, Error::ForeignFile { .. }), "{e}");
+    assert_eq!(snapshot(&foreign), before);
+}

@@ -19,12 +19,44 @@ pub struct Kid {
     pub child: Child,
     out: BufReader<ChildStdout>,
     input: Option<ChildStdin>,
+    /// A copy of the test binary for another user; removed with the Kid.
+    _exe_dir: Option<tempfile::TempDir>,
 }
 
 impl Kid {
     /// Starts `role` on `path` with extra environment variables.
     pub fn spawn_env(role: &str, path: &Path, env: &[(&str, &str)]) -> Kid {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        Kid::spawn_as(role, path, env, None)
+    }
+
+    /// Starts `role` as another user: `(uid, gid)` set before exec.
+    ///
+    /// The test binary is run from a copy in a fresh world-readable
+    /// directory, because the checkout it was built in may not be reachable
+    /// by that user.
+    pub fn spawn_as(
+        role: &str,
+        path: &Path,
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+    ) -> Kid {
+        let mut exe = std::env::current_exe().unwrap();
+        let mut exe_dir = None;
+        if user.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            let d = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let copy = d.path().join("test-child");
+            std::fs::copy(&exe, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            exe = copy;
+            exe_dir = Some(d);
+        }
+        let mut cmd = Command::new(&exe);
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
         cmd.args([
             "--exact",
             "child_main",
@@ -40,10 +72,26 @@ impl Kid {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn child");
+        // A fresh copy can be briefly "busy": another test thread's fork may
+        // still hold the copy's write descriptor until it execs.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.expect("spawn child"),
+            }
+        };
         let out = BufReader::new(child.stdout.take().unwrap());
         let input = child.stdin.take();
-        Kid { child, out, input }
+        Kid {
+            child,
+            out,
+            input,
+            _exe_dir: exe_dir,
+        }
     }
 
     pub fn spawn(role: &str, path: &Path) -> Kid {
