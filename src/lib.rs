@@ -55,6 +55,7 @@ mod registry;
 mod reset;
 mod stale;
 mod status;
+mod sync;
 mod sys;
 
 pub use cancel::CancelToken;
@@ -68,3 +69,10 @@ pub use status::{Counters, LockState, OwnerInfo, Status};
 
 /// Re-exported so users can derive `Pod` for their value types.
 pub use bytemuck;
+
+/// Internals exposed only to the loom models (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::registry::Registry;
+}

@@ -508,7 +508,7 @@ impl<T: Pod> Drop for SharedMutex<T> {
     fn drop(&mut self) {
         let maps = self.maps.get_mut().unwrap_or_else(|p| p.into_inner());
         for m in maps.drain(..) {
-            registry::detach(&m);
+            registry::detach(m);
         }
     }
 }

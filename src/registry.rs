@@ -10,11 +10,12 @@
 //! forgotten guard), the mapping stays.
 
 use crate::layout::{self, Counters, Header, OwnerRecord};
+use crate::sync::Mutex;
 use crate::sys;
 use memmap2::MmapRaw;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// Identifies a file: (device, inode).
 pub(crate) type Key = (u64, u64);
@@ -87,17 +88,86 @@ impl Mapping {
     }
 }
 
-struct Entry {
-    map: Arc<Mapping>,
+/// A process-wide table of shared values by (device, inode): one value per
+/// file, counted handles, and a keep-alive rule for the last detach. Generic
+/// so that loom can model it with a stand-in for the mapping.
+#[derive(Debug)]
+pub struct Registry<V> {
+    entries: Mutex<HashMap<Key, Entry<V>>>,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: Arc<V>,
     handles: usize,
 }
 
-fn registry() -> MutexGuard<'static, HashMap<Key, Entry>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<Key, Entry>>> = OnceLock::new();
-    REGISTRY
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+impl<V> Default for Registry<V> {
+    fn default() -> Self {
+        Registry {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V> Registry<V> {
+    fn lock(&self) -> crate::sync::MutexGuard<'_, HashMap<Key, Entry<V>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value of `key`, shared if registered, else made by `make` (under
+    /// the table's lock, so two threads never make two values for one key).
+    pub fn attach<E>(&self, key: Key, make: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
+        let mut reg = self.lock();
+        if let Some(e) = reg.get_mut(&key) {
+            e.handles += 1;
+            return Ok(e.value.clone());
+        }
+        let value = Arc::new(make()?);
+        reg.insert(
+            key,
+            Entry {
+                value: value.clone(),
+                handles: 1,
+            },
+        );
+        Ok(value)
+    }
+
+    /// Gives back one handle's claim, consuming the handle's `Arc`. The last
+    /// claim removes the value from the table and drops it (unmaps) while the
+    /// table is still locked, so no other thread can map the file again before
+    /// the old mapping is gone — unless `held(value)` says this process still
+    /// holds its lock: then it stays registered for the life of the process.
+    /// Returns whether it stayed.
+    pub fn detach(&self, key: Key, value: Arc<V>, held: impl FnOnce(&V) -> bool) -> bool {
+        let mut reg = self.lock();
+        let Some(e) = reg.get_mut(&key) else {
+            return false;
+        };
+        if !Arc::ptr_eq(&e.value, &value) {
+            return false;
+        }
+        e.handles = e.handles.saturating_sub(1);
+        if e.handles > 0 || held(&value) {
+            return true;
+        }
+        let removed = reg.remove(&key);
+        drop(value);
+        drop(removed);
+        false
+    }
+
+    /// Whether `key` is registered.
+    #[cfg(any(test, loom))]
+    pub fn contains(&self, key: Key) -> bool {
+        self.lock().contains_key(&key)
+    }
+}
+
+fn registry() -> &'static Registry<Mapping> {
+    static REGISTRY: OnceLock<Registry<Mapping>> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
 }
 
 /// The mapping of `key`, shared if this process has one, else made by `map`.
@@ -105,47 +175,27 @@ pub(crate) fn attach<E>(
     key: Key,
     map: impl FnOnce() -> Result<MmapRaw, E>,
 ) -> Result<Arc<Mapping>, E> {
-    let mut reg = registry();
-    if let Some(e) = reg.get_mut(&key) {
-        e.handles += 1;
-        return Ok(e.map.clone());
-    }
-    let m = Arc::new(Mapping::new(map()?, key));
-    reg.insert(
-        key,
-        Entry {
-            map: m.clone(),
-            handles: 1,
-        },
-    );
-    Ok(m)
+    registry().attach(key, || map().map(|raw| Mapping::new(raw, key)))
 }
 
 /// Gives back a handle's claim on a mapping. The last claim unmaps it, unless
 /// a thread of this process holds its mutex: then it stays mapped (and
 /// registered, so a later open shares it) for the life of the process.
-pub(crate) fn detach(map: &Arc<Mapping>) {
-    let mut reg = registry();
-    let Some(e) = reg.get_mut(&map.key()) else {
-        return;
-    };
-    if !Arc::ptr_eq(&e.map, map) {
-        return;
-    }
-    e.handles = e.handles.saturating_sub(1);
-    if e.handles == 0 {
-        if map.held_by_this_process() {
+pub(crate) fn detach(map: Arc<Mapping>) {
+    let kept = registry().detach(map.key(), map, |m| {
+        let held = m.held_by_this_process();
+        if held {
             log::warn!(
                 "last handle of a robust mutex dropped while this process holds it; keeping it mapped"
             );
-        } else {
-            reg.remove(&map.key());
         }
-    }
+        held
+    });
+    let _ = kept;
 }
 
 /// Whether a mapping of `key` is registered.
 #[cfg(test)]
 pub(crate) fn is_mapped(key: Key) -> bool {
-    registry().contains_key(&key)
+    registry().contains(key)
 }

@@ -73,7 +73,7 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     let start = Instant::now();
     while !sys::try_flock_exclusive(&old.fd).map_err(io("flock"))? {
         if start.elapsed() > Duration::from_secs(5) {
-            registry::detach(&old.map);
+            registry::detach(old.map);
             return Err(Error::InitTimeout {
                 path: path.to_owned(),
                 waited: start.elapsed(),
@@ -83,7 +83,7 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     }
     let result = replace(path, &old, force);
     let _ = sys::funlock(&old.fd);
-    registry::detach(&old.map);
+    registry::detach(old.map);
     result
 }
 
