@@ -472,15 +472,19 @@ fn creator_marked(
     // We hold the flock. Look again: the creator may have finished (and
     // chmodded) between our fstat and our flock, or the name may be gone.
     let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
-    if st.perm() != layout::CREATOR_MODE || st.nlink == 0 {
-        let _ = sys::funlock(&fd);
-        return Ok(Step::Retry);
-    }
-    if !crashed_creator_leftover(path, &fd, st.size)? {
-        let _ = sys::funlock(&fd);
-        return Err(Error::ForeignFile {
-            path: path.to_owned(),
-        });
+    let still_marked = st.perm() == layout::CREATOR_MODE && st.nlink > 0;
+    let leftover = still_marked && crashed_creator_leftover(path, &fd, st.size)?;
+    match decide_marked(true, still_marked, leftover) {
+        Marked::TakeOver => {}
+        other => {
+            let _ = sys::funlock(&fd);
+            return match other {
+                Marked::Refuse => Err(Error::ForeignFile {
+                    path: path.to_owned(),
+                }),
+                _ => Ok(Step::Retry),
+            };
+        }
     }
     log::warn!(
         "{}: its creator died during initialisation; taking over",
@@ -497,6 +501,33 @@ fn creator_marked(
     let r = initialise(path, rw, opts.mode, want, opts.kind, &Fill::Fresh);
     let _ = sys::funlock(&fd);
     r.map(|()| Step::Retry)
+}
+
+/// What to do with a file that carried the creator's mark (mode 0400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marked {
+    /// A live creator holds the flock: wait for it.
+    Wait,
+    /// The file changed (finished, renamed, removed): look again.
+    Retry,
+    /// Its creator died; the content is its leftover: initialise it.
+    TakeOver,
+    /// Someone else's read-only file: refuse it, untouched.
+    Refuse,
+}
+
+/// The pure decision for a creator-marked file, after trying its flock.
+/// `got_flock`: our non-blocking exclusive flock succeeded; `still_marked`:
+/// re-checked under the flock, the file still has mode 0400 and a name;
+/// `leftover`: its content is only what a crashed creator can leave.
+/// Kept free of system calls so the loom model runs exactly this code.
+pub fn decide_marked(got_flock: bool, still_marked: bool, leftover: bool) -> Marked {
+    match (got_flock, still_marked, leftover) {
+        (false, _, _) => Marked::Wait,
+        (true, false, _) => Marked::Retry,
+        (true, true, true) => Marked::TakeOver,
+        (true, true, false) => Marked::Refuse,
+    }
 }
 
 /// True if the file holds only what a crashed creator can leave: nothing,

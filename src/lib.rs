@@ -74,5 +74,6 @@ pub use bytemuck;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
+    pub use crate::handshake::{Marked, decide_marked};
     pub use crate::registry::Registry;
 }
