@@ -109,14 +109,11 @@ fn a_failed_open_leaves_no_entry_behind() {
         // a failure registers nothing and a success is shared or made once.
         let t = {
             let reg = reg.clone();
-            thread::spawn(
-                move || match reg.attach(KEY, || Err::<FakeMap, _>("mmap failed")) {
-                    Ok(shared) => {
-                        reg.detach(KEY, shared, |_| false);
-                    }
-                    Err(_) => {}
-                },
-            )
+            thread::spawn(move || {
+                if let Ok(shared) = reg.attach(KEY, || Err::<FakeMap, _>("mmap failed")) {
+                    reg.detach(KEY, shared, |_| false);
+                }
+            })
         };
         let m = reg
             .attach(KEY, || Ok::<_, &str>(FakeMap::new(&live)))
