@@ -12,7 +12,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// The path does not exist and creating it was not asked for.
-    #[error("open {path}: no such mutex file (pass create(true) to create it)")]
+    #[error("open {path}: no such file")]
     NotFound {
         /// The path.
         path: PathBuf,

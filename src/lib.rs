@@ -65,7 +65,7 @@ pub use mutex::SharedMutex;
 pub use options::OpenOptions;
 pub use reentrant::{ReentrantAcquired, ReentrantGuard, ReentrantMutex, ReentrantRecovery};
 pub use reset::{ResetOutcome, reset};
-pub use status::{Counters, LockState, OwnerInfo, Status};
+pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 
 /// Re-exported so users can derive `Pod` for their value types.
 pub use bytemuck;

@@ -463,6 +463,22 @@ impl<T: Pod> SharedMutex<T> {
         status::snapshot(self.map())
     }
 
+    /// Facts about the file from its header: format version, kind, ABI,
+    /// generation, value size, whether it belongs to this boot.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let info = m.file_info();
+    /// assert_eq!((info.version, info.kind, info.value_size), (1, "mutex", 8));
+    /// assert!(info.boot_id_matches);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn file_info(&self) -> crate::FileInfo {
+        status::file_info(self.map())
+    }
+
     /// Replaces a broken mutex with a fresh one, keeping the value; see
     /// [`reset`](crate::reset()). Other handles, in this and other processes,
     /// move to the new file when they next meet the broken one.

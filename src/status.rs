@@ -182,3 +182,43 @@ pub(crate) fn snapshot(map: &Mapping) -> Status {
         lock_word: word,
     }
 }
+
+/// Facts about a mutex file, from its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileInfo {
+    /// Format version.
+    pub version: u32,
+    /// "mutex", "re-entrant mutex" or "semaphore".
+    pub kind: &'static str,
+    /// Architecture, C library and `pthread_mutex_t` size of the writer.
+    pub abi: String,
+    /// 1 for a new file, +1 for every reset.
+    pub generation: u64,
+    /// Size of the value in bytes.
+    pub value_size: u64,
+    /// Whether the file was (re)initialised during the current boot.
+    pub boot_id_matches: bool,
+    /// Inode of the creator's PID namespace.
+    pub pid_namespace: u64,
+    /// When the file was created (wall clock).
+    pub created_at: SystemTime,
+}
+
+/// Reads the header facts of `map`.
+pub(crate) fn file_info(map: &Mapping) -> FileInfo {
+    // SAFETY: the header is the first 256 bytes of the live mapping; its
+    // fields are immutable after READY except the boot id, a racy read of
+    // which is only a diagnostic.
+    let h: layout::Header = unsafe { std::ptr::read_volatile(map.header()) };
+    FileInfo {
+        version: h.version,
+        kind: layout::Kind::name_of(h.kind),
+        abi: h.abi().to_string(),
+        generation: h.generation,
+        value_size: h.data_size,
+        boot_id_matches: h.boot_id == identity::boot_id(),
+        pid_namespace: h.pidns_ino,
+        created_at: UNIX_EPOCH + Duration::from_nanos(h.created_unix_ns),
+    }
+}
