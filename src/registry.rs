@@ -40,7 +40,8 @@ impl Mapping {
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
-        debug_assert!(offset < self.raw.len());
+        // `<=`: a zero-sized value sits exactly at the end of the mapping.
+        debug_assert!(offset <= self.raw.len());
         self.raw.as_mut_ptr().wrapping_add(offset)
     }
 

@@ -174,3 +174,17 @@ fn every_process_sees_the_kill_of_a_holder_exactly_once() {
     }
     assert_eq!(m.status().counters.owner_deaths, 1);
 }
+
+/// Found by fuzzing: a zero-sized value lies exactly at the end of the
+/// mapping, and recovering it must not trip a bounds check.
+#[test]
+fn recovering_a_unit_mutex_touches_no_byte_past_the_mapping() {
+    let (_dir, path) = temp_path("unit");
+    let m = SharedMutex::<()>::open(&path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| std::mem::forget(m.lock().unwrap()));
+    });
+    let mut repaired = false;
+    drop(m.lock_or_recover(|()| repaired = true).unwrap());
+    assert!(repaired);
+}
