@@ -147,6 +147,16 @@ pub enum Error {
         /// `align_of::<T>()`.
         align: u64,
     },
+    /// A semaphore file with another number of permits.
+    #[error("open {path}: the semaphore has {file} permits, not {asked}")]
+    PermitMismatch {
+        /// The path.
+        path: PathBuf,
+        /// Permits in the file.
+        file: usize,
+        /// Permits asked for.
+        asked: usize,
+    },
     /// `T`'s alignment exceeds a page (4096 bytes).
     #[error("T is aligned to {align} bytes; at most 4096 is supported")]
     UnsupportedType {

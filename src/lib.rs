@@ -53,6 +53,7 @@ mod options;
 mod reentrant;
 mod registry;
 mod reset;
+mod semaphore;
 mod stale;
 mod status;
 mod sync;
@@ -65,6 +66,9 @@ pub use mutex::SharedMutex;
 pub use options::OpenOptions;
 pub use reentrant::{ReentrantAcquired, ReentrantGuard, ReentrantMutex, ReentrantRecovery};
 pub use reset::{ResetOutcome, reset};
+pub use semaphore::{
+    MAX_PERMITS, Permit, PermitGuard, PermitRecovery, SemaphoreStatus, SharedSemaphore,
+};
 pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 
 /// Re-exported so users can derive `Pod` for their value types.

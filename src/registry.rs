@@ -77,15 +77,28 @@ impl Mapping {
         self.at(offset as usize)
     }
 
-    /// True if a live thread of this process holds the mutex right now. (A
-    /// thread that exited holding it had it marked OWNER_DIED by the kernel.)
+    /// True if a live thread of this process holds the mutex (or, in a
+    /// semaphore, any permit's mutex) right now. (A thread that exited
+    /// holding it had it marked OWNER_DIED by the kernel.)
     fn held_by_this_process(&self) -> bool {
-        // SAFETY: the mutex lies in this live mapping.
-        let word = unsafe { sys::lock_word_snapshot(self.mutex()) };
-        let tid = word & sys::FUTEX_TID_MASK;
-        tid != 0
-            && word & sys::FUTEX_OWNER_DIED == 0
-            && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+        let mut mutexes = vec![self.mutex()];
+        // SAFETY: the header lies in the live mapping; it is immutable.
+        let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
+        if h.kind == layout::Kind::Semaphore.code() {
+            let n = h.data_size as usize / layout::SLOT_SIZE;
+            mutexes.extend((0..n).map(|i| {
+                self.data(h.data_offset + (i * layout::SLOT_SIZE) as u64)
+                    .cast()
+            }));
+        }
+        mutexes.into_iter().any(|m| {
+            // SAFETY: every mutex lies in this live mapping.
+            let word = unsafe { sys::lock_word_snapshot(m) };
+            let tid = word & sys::FUTEX_TID_MASK;
+            tid != 0
+                && word & sys::FUTEX_OWNER_DIED == 0
+                && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+        })
     }
 }
 

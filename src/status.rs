@@ -138,15 +138,41 @@ pub struct Status {
 
 /// Reads the state of `map` without locking.
 pub(crate) fn snapshot(map: &Mapping) -> Status {
+    // SAFETY: the mutex and owner record lie in the live mapping.
+    let (state, owner, word) = unsafe { lock_state(map.mutex(), map.owner()) };
     // SAFETY: all reads are of the live mapping; they race with the holder's
     // writes by design and are only used as a diagnostic snapshot.
-    let (word, not_recoverable, record, counters, generation) = unsafe {
+    let (counters, generation) = unsafe {
         (
-            sys::lock_word_snapshot(map.mutex()),
-            sys::mutex_not_recoverable(map.mutex()),
-            std::ptr::read_volatile(map.owner()),
             std::ptr::read_volatile(map.counters()),
             std::ptr::read_volatile(std::ptr::addr_of!((*map.header()).generation)),
+        )
+    };
+    Status {
+        state,
+        owner,
+        counters: counters.into(),
+        generation,
+        lock_word: word,
+    }
+}
+
+/// The state of one robust mutex and its owner record, from racy snapshots
+/// of the lock word, glibc's `__owner` and the record. Returns the raw word too.
+///
+/// # Safety
+/// `mutex` and `owner` point into a live mapping.
+pub(crate) unsafe fn lock_state(
+    mutex: *mut libc::pthread_mutex_t,
+    owner: *const OwnerRecord,
+) -> (LockState, Option<OwnerInfo>, u32) {
+    // SAFETY: forwarded from the caller; the reads race with the holder's
+    // writes by design and are only used as a diagnostic snapshot.
+    let (word, not_recoverable, record) = unsafe {
+        (
+            sys::lock_word_snapshot(mutex),
+            sys::mutex_not_recoverable(mutex),
+            std::ptr::read_volatile(owner),
         )
     };
     let tid = word & sys::FUTEX_TID_MASK;
@@ -174,13 +200,7 @@ pub(crate) fn snapshot(map: &Mapping) -> Status {
     } else {
         (LockState::Stuck, None)
     };
-    Status {
-        state,
-        owner,
-        counters: counters.into(),
-        generation,
-        lock_word: word,
-    }
+    (state, owner, word)
 }
 
 /// Facts about a mutex file, from its header.
