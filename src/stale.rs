@@ -60,20 +60,42 @@ pub(crate) fn repair_stale_boot(
             path.display()
         );
         let kind = crate::layout::Kind::from_code(opened.header.kind)
-            .unwrap_or(crate::layout::Kind::Mutex)
-            .mutex_kind();
-        // SAFETY: no process of this boot uses the mutex (see above), so it
-        // may be initialised in place; it lies aligned inside the mapping.
-        let r = unsafe { sys::mutex_init(map.mutex(), kind) };
-        r.map(|()| {
-            // SAFETY: still unused by anyone (see above). Then the boot id
-            // is published last, under the flock.
-            unsafe {
-                sys::mark_owner_died(map.mutex());
-                std::ptr::write_volatile(field, current);
+            .unwrap_or(crate::layout::Kind::Mutex);
+        // The file's mutexes: the main one, and for a semaphore one per permit.
+        let mut mutexes = vec![map.mutex()];
+        if kind == crate::layout::Kind::Semaphore {
+            let h = &opened.header;
+            let n = h.data_size as usize / crate::layout::SLOT_SIZE;
+            mutexes.extend((0..n).map(|i| {
+                map.data(h.data_offset + (i * crate::layout::SLOT_SIZE) as u64)
+                    .cast::<libc::pthread_mutex_t>()
+            }));
+        }
+        let mut r = Ok(());
+        for (i, &m) in mutexes.iter().enumerate() {
+            // SAFETY: no process of this boot uses these mutexes (see
+            // above), so they may be initialised in place; each lies aligned
+            // inside the mapping.
+            let held = unsafe { sys::lock_word_snapshot(m) } & sys::FUTEX_TID_MASK != 0;
+            let mk = if i == 0 {
+                kind.mutex_kind()
+            } else {
+                sys::MutexKind::ErrorCheck
+            };
+            // SAFETY: as above.
+            r = unsafe { sys::mutex_init(m, mk) }.map_err(io("pthread_mutex_init"));
+            if r.is_err() {
+                break;
             }
-        })
-        .map_err(io("pthread_mutex_init"))
+            // The main mutex always reports the crash; a permit only if it
+            // was held when the machine went down.
+            if i == 0 || held {
+                // SAFETY: just initialised and unused by anyone (see above).
+                unsafe { sys::mark_owner_died(m) };
+            }
+        }
+        // SAFETY: the boot id lies in the header; published last, under the flock.
+        r.map(|()| unsafe { std::ptr::write_volatile(field, current) })
     };
     let _ = sys::funlock(fd);
     result
