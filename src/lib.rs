@@ -58,6 +58,7 @@ mod stale;
 mod status;
 mod sync;
 mod sys;
+mod wait;
 
 pub use cancel::CancelToken;
 pub use error::{Error, LockError};

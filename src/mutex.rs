@@ -248,59 +248,14 @@ impl<T: Pod> SharedMutex<T> {
         timeout: Option<Duration>,
     ) -> Result<Acquired<'_, T>, LockError> {
         let deadline = timeout.map(sys::deadline_after);
-        let mut slept = false;
         loop {
-            if cancel.is_cancelled() {
-                return Err(LockError::Cancelled);
-            }
             let map = self.map();
             // SAFETY: initialised mutex in a mapping that lives as long as `self`.
-            let r = unsafe { sys::mutex_clocklock(map.mutex(), &sys::PAST_DEADLINE) };
-            // SAFETY: the mutex lies in the live mapping.
-            let word = unsafe { sys::lock_word(map.mutex()) };
-            if !matches!(r, Err(LockFail::Busy)) {
-                if slept && r.is_ok() {
-                    // We took the lock after sleeping: other sleepers may
-                    // remain, so keep FUTEX_WAITERS set for our unlock to wake
-                    // them (glibc's own waiters do the same).
-                    word.fetch_or(sys::FUTEX_WAITERS, Ordering::Relaxed);
-                }
-                match self.finish(map, r, slept, || LockError::WouldBlock)? {
-                    Some(out) => return Ok(out),
-                    None => continue,
-                }
+            let (r, slept) =
+                unsafe { crate::wait::lock_cancellable(map.mutex(), cancel, deadline.as_ref())? };
+            if let Some(out) = self.finish(map, r, slept, || LockError::WouldBlock)? {
+                return Ok(out);
             }
-            let w = word.load(Ordering::Relaxed);
-            if w == 0 {
-                continue;
-            }
-            let sleeping = w | sys::FUTEX_WAITERS;
-            if w != sleeping
-                && word
-                    .compare_exchange(w, sleeping, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            if deadline.as_ref().is_some_and(sys::deadline_passed) {
-                return Err(LockError::TimedOut);
-            }
-            let waits = [
-                sys::FutexWait {
-                    word,
-                    expected: sleeping,
-                    shared: true,
-                },
-                sys::FutexWait {
-                    word: cancel.word(),
-                    expected: 0,
-                    shared: false,
-                },
-            ];
-            if sys::futex_waitv(&waits, deadline.as_ref())? == sys::Woke::TimedOut {
-                return Err(LockError::TimedOut);
-            }
-            slept = true;
         }
     }
 

@@ -15,6 +15,7 @@ use crate::options::OpenOptions;
 use crate::registry::{self, Mapping};
 use crate::status::{self, LockState, OwnerInfo};
 use crate::sys::{self, LockFail, Locked};
+use crate::wait;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -300,46 +301,21 @@ impl SharedSemaphore {
                 // Every taken permit is this thread's own: waiting would never end.
                 return Err(LockError::Deadlock);
             }
-            // Announce ourselves on every busy slot (FUTEX_WAITERS, as glibc's
-            // own waiters do), so any release or death wakes us.
-            let mut waits = Vec::with_capacity(busy.len() + 1);
-            let mut changed = false;
+            // Announce ourselves on every busy slot, so that any release or
+            // death wakes us; if one changed meanwhile, scan again.
+            let mut words = Vec::with_capacity(busy.len());
             for &i in &busy {
                 // SAFETY: the slot mutex lies in the live mapping.
                 let word = unsafe { sys::lock_word(self.slot_mutex(i)) };
-                let w = word.load(Ordering::Relaxed);
-                let sleeping = w | sys::FUTEX_WAITERS;
-                if w == 0
-                    || (w != sleeping
-                        && word
-                            .compare_exchange(w, sleeping, Ordering::Relaxed, Ordering::Relaxed)
-                            .is_err())
-                {
-                    changed = true;
-                    break;
+                match wait::announce(word) {
+                    Some(expected) => words.push((word, expected)),
+                    None => break,
                 }
-                waits.push(sys::FutexWait {
-                    word,
-                    expected: sleeping,
-                    shared: true,
-                });
             }
-            if changed {
+            if words.len() < busy.len() {
                 continue;
             }
-            if let Some(c) = cancel {
-                waits.push(sys::FutexWait {
-                    word: c.word(),
-                    expected: 0,
-                    shared: false,
-                });
-            }
-            if deadline.as_ref().is_some_and(sys::deadline_passed) {
-                return Err(LockError::TimedOut);
-            }
-            if sys::futex_waitv(&waits, deadline.as_ref())? == sys::Woke::TimedOut {
-                return Err(LockError::TimedOut);
-            }
+            wait::sleep(&words, cancel, deadline.as_ref())?;
             slept = true;
         }
     }
@@ -372,8 +348,7 @@ impl SharedSemaphore {
                 Ok(how) => {
                     if after_sleep {
                         // SAFETY: the slot mutex lies in the live mapping.
-                        unsafe { sys::lock_word(m) }
-                            .fetch_or(sys::FUTEX_WAITERS, Ordering::Relaxed);
+                        wait::after_sleep(unsafe { sys::lock_word(m) });
                     }
                     return Ok(Scan::Got(self.taken(
                         i,
