@@ -41,7 +41,7 @@ pub(crate) struct Opened {
     pub stat: sys::FileStat,
 }
 
-fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Error + 'p {
+pub(crate) fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Error + 'p {
     move |source| Error::Io {
         op,
         path: path.to_owned(),
@@ -191,7 +191,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
     }
 }
 
-fn open_error(path: &Path, e: io::Error) -> Error {
+pub(crate) fn open_error(path: &Path, e: io::Error) -> Error {
     let path = path.to_owned();
     match e.raw_os_error() {
         Some(libc::ELOOP) => Error::Symlink { path },
@@ -360,15 +360,14 @@ fn read_header(
     Ok((header, mutex, n))
 }
 
-/// Decides what to do with an existing path opened as `fd`.
-fn inspect(
+/// The checks every open makes first: a regular file, owned by us (unless
+/// allowed), on a local filesystem. Returns its stat.
+pub(crate) fn check_file(
     path: &Path,
-    fd: OwnedFd,
-    writable: bool,
+    fd: &OwnedFd,
     opts: &OpenOptions,
-    want: DataLayout,
-) -> Result<Step, Error> {
-    let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
+) -> Result<sys::FileStat, Error> {
+    let st = sys::fstat(fd).map_err(io_err("fstat", path))?;
     if !st.is_regular() {
         return Err(Error::NotRegularFile {
             path: path.to_owned(),
@@ -383,12 +382,24 @@ fn inspect(
             ours,
         });
     }
-    if let Some(fs) = sys::fs_type(&fd).ok().and_then(remote_fs_name) {
+    if let Some(fs) = sys::fs_type(fd).ok().and_then(remote_fs_name) {
         return Err(Error::UnsupportedFilesystem {
             path: path.to_owned(),
             fs,
         });
     }
+    Ok(st)
+}
+
+/// Decides what to do with an existing path opened as `fd`.
+fn inspect(
+    path: &Path,
+    fd: OwnedFd,
+    writable: bool,
+    opts: &OpenOptions,
+    want: DataLayout,
+) -> Result<Step, Error> {
+    let st = check_file(path, &fd, opts)?;
     if st.perm() == layout::CREATOR_MODE {
         return creator_marked(path, fd, writable, opts, want);
     }

@@ -42,6 +42,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod bare;
 mod cancel;
 mod error;
 mod guard;
@@ -60,6 +61,7 @@ mod sync;
 mod sys;
 mod wait;
 
+pub use bare::{BARE_SIZE, BareAcquired, BareGuard, BareMutex, BareRecovery};
 pub use cancel::CancelToken;
 pub use error::{Error, LockError};
 pub use guard::{Acquired, Guard, Recovery};

@@ -41,6 +41,7 @@ pub struct OpenOptions {
     pub(crate) any_kind: bool,
     pub(crate) replace: bool,
     pub(crate) allow_other_owners: bool,
+    pub(crate) bare: bool,
 }
 
 impl Default for OpenOptions {
@@ -63,6 +64,7 @@ impl OpenOptions {
             any_kind: false,
             replace: false,
             allow_other_owners: false,
+            bare: false,
         }
     }
 
@@ -165,6 +167,36 @@ impl OpenOptions {
         self
     }
 
+    /// Select pymutex's bare format: the file is exactly one glibc
+    /// `pthread_mutex_t`, with no header, value or owner record. Open it with
+    /// [`open_bare`](Self::open_bare).
+    pub fn bare(&mut self, bare: bool) -> &mut Self {
+        self.bare = bare;
+        self
+    }
+
+    /// Opens (or creates, as configured) a pymutex-compatible bare file (as
+    /// if [`bare(true)`](Self::bare) were set).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] or [`Error::ForeignFile`] for a file of another
+    /// size (a bare file is exactly [`BARE_SIZE`](crate::BARE_SIZE) bytes),
+    /// [`Error::Corrupt`] if it is not a robust process-shared errorcheck
+    /// mutex; otherwise as [`open`](Self::open). A rejected file is untouched.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::OpenOptions::new()
+    ///     .create(true)
+    ///     .bare(true)
+    ///     .open_bare(dir.path().join("py.lock"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_bare(&self, path: impl AsRef<Path>) -> Result<crate::BareMutex, Error> {
+        crate::BareMutex::open_with(path.as_ref(), self)
+    }
+
     /// Opens (or creates, as configured) a re-entrant mutex file at `path`,
     /// holding a `T` (as if [`reentrant(true)`](Self::reentrant) were set).
     ///
@@ -200,6 +232,11 @@ impl OpenOptions {
     /// ABI or `T`, a directory, FIFO, device or symlink, a network filesystem,
     /// a creator still at work after the init timeout, or an OS error.
     pub fn open<T: Pod>(&self, path: impl AsRef<Path>) -> Result<SharedMutex<T>, Error> {
+        if self.bare {
+            return Err(Error::InvalidOptions {
+                reason: "a bare (pymutex) file has no header: open it with open_bare",
+            });
+        }
         if self.kind != crate::layout::Kind::Mutex {
             return Err(Error::InvalidOptions {
                 reason: "a re-entrant mutex is opened with open_reentrant: its guards nest, so they cannot hand out references",
