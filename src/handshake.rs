@@ -665,3 +665,32 @@ pub(crate) fn remove(path: &Path) -> Result<(), Error> {
     }
     std::fs::remove_file(path).map_err(io_err("unlink", path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_and_fuse_filesystems_are_named_and_local_ones_pass() {
+        // statfs f_type values from linux/magic.h.
+        assert_eq!(remote_fs_name(0x6969), Some("NFS"));
+        assert_eq!(remote_fs_name(0xFF53_4D42), Some("CIFS"));
+        assert_eq!(remote_fs_name(0xFE53_4D42), Some("SMB2"));
+        assert_eq!(remote_fs_name(0x6573_5546), Some("FUSE"));
+        for local in [
+            0x0102_1994, /* tmpfs */
+            0xEF53,      /* ext4 */
+            0x5846_5342, /* xfs */
+        ] {
+            assert_eq!(remote_fs_name(local), None);
+        }
+    }
+
+    #[test]
+    fn the_creator_mark_decision_table() {
+        assert_eq!(decide_marked(false, true, true), Marked::Wait);
+        assert_eq!(decide_marked(true, false, true), Marked::Retry);
+        assert_eq!(decide_marked(true, true, true), Marked::TakeOver);
+        assert_eq!(decide_marked(true, true, false), Marked::Refuse);
+    }
+}
