@@ -225,6 +225,12 @@ impl<'a, T: Pod> Recovery<'a, T> {
     pub fn mutex(&self) -> &'a SharedMutex<T> {
         self.guard.mutex
     }
+
+    /// Sets the label of the owner record while recovering; see
+    /// [`Guard::set_label`].
+    pub fn set_label(&mut self, label: &str) {
+        self.guard.set_label(label);
+    }
 }
 
 impl<T: Pod> Deref for Recovery<'_, T> {

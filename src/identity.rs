@@ -82,11 +82,16 @@ pub(crate) fn pid_namespace() -> u64 {
 /// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
 /// Together with the pid it names one process, whatever pid reuse does.
 pub(crate) fn start_time_of(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(22 - 3)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` from field 3 (the state) on. The command
+/// name (field 2) may hold spaces and parentheses, so the split starts after
+/// the last ')'.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: skip past
-    // the last ')', after which fields are plain. Field 3 is the first there.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// True if the process `pid` that started at `start_time` still runs.
@@ -94,8 +99,14 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     if !sys::pid_exists(pid) {
         return false;
     }
-    match start_time_of(pid) {
-        Some(t) => start_time == 0 || t == start_time,
+    match stat_fields(pid) {
+        Some(f) => {
+            // A zombie (Z) or dying (X) process holds nothing: the kernel
+            // already ran its robust-list cleanup. Not yet reaped is not alive.
+            let dead = matches!(f.first().map(String::as_str), Some("Z" | "X"));
+            let same = f.get(22 - 3).and_then(|t| t.parse::<u64>().ok());
+            !dead && (start_time == 0 || same == Some(start_time))
+        }
         // Exists but /proc is unreadable (hidepid): trust kill(2).
         None => true,
     }
