@@ -172,7 +172,8 @@ pub(crate) struct OwnerRecord {
     pub label: [u8; LABEL_MAX],
 }
 
-/// Counters, updated only while holding the lock (no atomics needed).
+/// Counters, updated only while holding the lock (no atomics needed),
+/// except in a semaphore, whose several holders update them atomically.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
 pub(crate) struct Counters {

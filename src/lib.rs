@@ -70,7 +70,8 @@ pub use options::OpenOptions;
 pub use reentrant::{ReentrantAcquired, ReentrantGuard, ReentrantMutex, ReentrantRecovery};
 pub use reset::{ResetOutcome, reset};
 pub use semaphore::{
-    MAX_PERMITS, Permit, PermitGuard, PermitRecovery, SemaphoreStatus, SharedSemaphore,
+    MAX_PERMITS, Permit, PermitGuard, PermitRecovery, PermitStatus, SemaphoreStatus,
+    SharedSemaphore,
 };
 pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 

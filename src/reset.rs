@@ -88,6 +88,13 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
 }
 
 fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOutcome, Error> {
+    if old.header.kind == layout::Kind::Semaphore.code() {
+        // Its permits are per-slot mutexes, which this judge-and-move design
+        // does not cover (open handles would not follow either).
+        return Err(Error::InvalidOptions {
+            reason: "a semaphore is reset by replacing it: OpenOptions::replace(true), then reopen",
+        });
+    }
     let map = &old.map;
     let now = status::snapshot(map);
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {

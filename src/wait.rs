@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// if the word changed (or is free) and the caller should try again.
 pub(crate) fn announce(word: &AtomicU32) -> Option<u32> {
     let w = word.load(Ordering::Relaxed);
-    if w == 0 {
+    // Free, or its owner died: the kernel's wake-up may already have gone
+    // out, so never sleep on it; the retry gets the lock or EOWNERDEAD.
+    if w == 0 || w & sys::FUTEX_OWNER_DIED != 0 {
         return None;
     }
     let sleeping = w | sys::FUTEX_WAITERS;
