@@ -311,7 +311,7 @@ pub(crate) fn initialise(
         want,
         generation,
         identity::boot_id(),
-        identity::pid_namespace(),
+        identity::me().pidns_ino,
         sys::coarse_unix_ns(),
     );
     // SAFETY: the header region is the first 256 bytes of the mapping and is
@@ -439,7 +439,7 @@ fn inspect(
         // A reset replaced it between our open and now: open the new one.
         return Ok(Step::Retry);
     }
-    let our_ns = identity::pid_namespace();
+    let our_ns = identity::me().pidns_ino;
     if header.pidns_ino != our_ns && !opts.allow_foreign_pid_namespace {
         return Err(Error::PidNamespaceMismatch {
             path: path.to_owned(),
