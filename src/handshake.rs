@@ -174,6 +174,14 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
         };
         match step {
             Step::Attached(o) => return Ok(*o),
+            // Every retry follows a change made by another process; still,
+            // never loop past the init timeout.
+            Step::Retry if start.elapsed() > opts.init_timeout => {
+                return Err(Error::InitTimeout {
+                    path: path.to_owned(),
+                    waited: start.elapsed(),
+                });
+            }
             Step::Retry => {}
             Step::Wait => {
                 let waited = start.elapsed();
@@ -436,6 +444,16 @@ fn inspect(
     layout::validate(&header, st.size, check, opts.accepted_kinds(), &mutex)
         .map_err(|i| invalid_to_error(path, i, want))?;
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
+        // A reset renames the new file over the path *before* it marks the
+        // old one RETIRED, so a RETIRED file still at the path was not left
+        // by a reset: refuse it rather than look again for ever.
+        let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
+        if here && st.nlink > 0 {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                reason: "marked as replaced by a reset, yet still at its path",
+            });
+        }
         // A reset replaced it between our open and now: open the new one.
         return Ok(Step::Retry);
     }
