@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 /// rather than read it all.
 const TAKEOVER_SCAN_LIMIT: u64 = 64 << 20;
 
+/// Look-agains after which a path that keeps changing is given up on.
+const MAX_RETRIES: u32 = 64;
+
 /// Result of a successful open.
 #[derive(Debug)]
 pub(crate) struct Opened {
@@ -143,6 +146,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
     }
     let start = Instant::now();
     let mut pause = Duration::from_micros(200);
+    let mut retries = 0u32;
     loop {
         let step = if opts.create_new {
             create_step(path, opts, want)?
@@ -174,15 +178,16 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, want: DataLayout) -> Result<
         };
         match step {
             Step::Attached(o) => return Ok(*o),
-            // Every retry follows a change made by another process; still,
-            // never loop past the init timeout.
-            Step::Retry if start.elapsed() > opts.init_timeout => {
+            // Every retry follows a change (our own creation or takeover,
+            // another process's, a reset's rename), so a few are normal even
+            // with a zero init timeout; an endless stream is not.
+            Step::Retry if retries >= MAX_RETRIES && start.elapsed() > opts.init_timeout => {
                 return Err(Error::InitTimeout {
                     path: path.to_owned(),
                     waited: start.elapsed(),
                 });
             }
-            Step::Retry => {}
+            Step::Retry => retries += 1,
             Step::Wait => {
                 let waited = start.elapsed();
                 if waited >= opts.init_timeout {
