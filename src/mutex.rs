@@ -150,11 +150,18 @@ impl<T: Pod> SharedMutex<T> {
     pub fn lock(&self) -> Result<Acquired<'_, T>, LockError> {
         loop {
             let map = self.map();
-            // SAFETY: the mutex lies in the live mapping.
-            let contended = unsafe { sys::lock_word_snapshot(map.mutex()) } != 0;
+            // Try once without blocking (glibc answers an expired deadline
+            // itself) and block only if the lock is busy: `contended` is
+            // then exact, and no load of the lock word sits in front of
+            // glibc's CAS on the fast path (measured: 1.23x -> 1.14x raw).
             // SAFETY: the mutex was initialised before the file became READY
             // and the mapping lives as long as `self`.
-            let r = unsafe { sys::mutex_lock(map.mutex()) };
+            let (r, contended) =
+                match unsafe { sys::mutex_clocklock(map.mutex(), &sys::PAST_DEADLINE) } {
+                    // SAFETY: as above.
+                    Err(LockFail::Busy) => (unsafe { sys::mutex_lock(map.mutex()) }, true),
+                    r => (r, false),
+                };
             if let Some(out) = self.finish(map, r, contended, || LockError::WouldBlock)? {
                 return Ok(out);
             }

@@ -1,249 +1,1020 @@
-//! The contenders, implemented with the same care as the product: each lives
-//! in the same kind of MAP_SHARED file (lock at offset 256, a u64 counter at
-//! offset 512), so the only difference measured is the lock.
-//! Shared by `benches/uncontended.rs` (criterion) and `examples/bench.rs`.
-#![allow(dead_code)]
+//! The contenders, shared by the criterion benches (`benches/*.rs`) and the
+//! one-table program (`examples/bench.rs`, which includes this file with
+//! `#[path]`).
+//!
+//! Every contender guards a `u64` counter that lives in a `MAP_SHARED` file,
+//! at the same offset as `SharedMutex<u64>` keeps its value (512), so that
+//! "lock, read the counter, write counter + 1, unlock" does the same memory
+//! traffic everywhere:
+//!
+//! * [`RawRobust`]: a bare glibc `pthread_mutex_t`, PROCESS_SHARED + ROBUST +
+//!   ERRORCHECK, at offset 256 of such a file: the limit this crate is built on.
+//! * [`Flock`], [`OfdLock`], [`PosixLock`]: `flock(2)`, `fcntl(F_OFD_SETLKW)`,
+//!   classic `fcntl(F_SETLKW)` on the file.
+//! * [`NamedSem`]: a POSIX named semaphore (`sem_open`/`sem_wait`/`sem_post`).
+//! * `std::sync::Mutex<u64>` (in-process only) and `SharedMutex` itself.
+//!
+//! [`replica`] re-does, step by step, the bookkeeping `SharedMutex::lock`
+//! and its guard add on top of the raw mutex, to price each step.
 
+#![allow(dead_code)] // each bench target uses a different part
+
+use robust_mutex::{Acquired, SharedMutex};
+use std::cell::Cell;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-/// A lock plus a u64 counter in shared memory.
-pub trait Contender {
-    fn name(&self) -> &'static str;
-    fn lock(&self);
-    fn unlock(&self);
-    /// The shared counter (only touched between lock and unlock).
-    fn counter(&self) -> *mut u64;
+/// Where the `pthread_mutex_t` lies, as in the crate's format.
+pub const MUTEX_OFFSET: usize = 256;
+/// Where the owner record lies.
+pub const OWNER_OFFSET: usize = 320;
+/// Where the counters lie.
+pub const COUNTERS_OFFSET: usize = 448;
+/// Where the guarded `u64` lies.
+pub const DATA_OFFSET: usize = 512;
+/// Length of every contender's file and mapping.
+pub const FILE_LEN: usize = 4096;
+
+/// CLOCK_MONOTONIC in nanoseconds (system-wide, so comparable across processes).
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// A 4 KiB MAP_SHARED mapping of a file.
-pub struct Shared {
+/// The calling thread's kernel TID.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+fn cstring(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// A file of [`FILE_LEN`] (or more) bytes mapped `MAP_SHARED` read-write.
+#[derive(Debug)]
+pub struct ShmFile {
+    /// The file's path.
+    pub path: PathBuf,
+    fd: OwnedFd,
     base: *mut u8,
-    _file: File,
+    len: usize,
 }
 
-impl Shared {
-    pub fn open(path: &Path) -> Shared {
-        let file = std::fs::OpenOptions::new()
+// SAFETY: the mapping is plain shared memory; every access through it is
+// either atomic or serialised by the lock the bench is measuring.
+unsafe impl Send for ShmFile {}
+// SAFETY: as for Send.
+unsafe impl Sync for ShmFile {}
+
+impl ShmFile {
+    /// Creates a new zeroed file of `len` bytes (rounded up to a page) and maps it.
+    pub fn create(path: &Path, len: usize) -> ShmFile {
+        let len = len.max(1).next_multiple_of(4096);
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
+            .mode(0o600)
             .open(path)
-            .unwrap();
-        file.set_len(4096).unwrap();
-        // SAFETY: maps 4096 bytes of a file we just sized to 4096; checked below.
+            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        f.set_len(len as u64).expect("ftruncate");
+        ShmFile::map(path, f.into(), len)
+    }
+
+    /// Opens and maps an existing file (its own open file description, as a
+    /// separate process would have). The first page is always mapped: a
+    /// shorter file is fine as long as it is not empty.
+    pub fn open(path: &Path) -> ShmFile {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let len = (f.metadata().expect("fstat").len() as usize)
+            .max(1)
+            .next_multiple_of(4096);
+        ShmFile::map(path, f.into(), len)
+    }
+
+    fn map(path: &Path, fd: OwnedFd, len: usize) -> ShmFile {
+        // SAFETY: a fresh shared mapping of an open descriptor; the kernel
+        // picks the address.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                4096,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                file.as_raw_fd(),
+                fd.as_raw_fd(),
                 0,
             )
         };
-        assert_ne!(base, libc::MAP_FAILED);
-        Shared {
+        assert_ne!(base, libc::MAP_FAILED, "mmap {}", path.display());
+        ShmFile {
+            path: path.to_owned(),
+            fd,
             base: base.cast(),
-            _file: file,
+            len,
         }
     }
-    pub fn at(&self, off: usize) -> *mut u8 {
-        self.base.wrapping_add(off)
+
+    /// The descriptor.
+    pub fn fd(&self) -> libc::c_int {
+        self.fd.as_raw_fd()
+    }
+
+    /// The mapping's base address.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// The mutex at [`MUTEX_OFFSET`].
+    pub fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        self.base.wrapping_add(MUTEX_OFFSET).cast()
+    }
+
+    /// The mutex's futex word.
+    pub fn lock_word(&self) -> &AtomicU32 {
+        // SAFETY: offset 256 of a page-aligned live mapping is 4-byte aligned
+        // and inside it; the borrow is tied to `self`, which keeps it mapped.
+        unsafe { AtomicU32::from_ptr(self.mutex().cast()) }
+    }
+
+    /// The guarded counter at [`DATA_OFFSET`].
+    pub fn counter(&self) -> *mut u64 {
+        self.base.wrapping_add(DATA_OFFSET).cast()
+    }
+
+    /// An atomic `u64` at `offset` (8-aligned, inside the mapping).
+    pub fn atomic(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len);
+        // SAFETY: aligned and inside the live mapping, checked above; the
+        // borrow is tied to `self`.
+        unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// The replica owner record at [`OWNER_OFFSET`].
+    pub fn owner(&self) -> *mut OwnerRecord {
+        self.base.wrapping_add(OWNER_OFFSET).cast()
+    }
+
+    /// The replica counters at [`COUNTERS_OFFSET`].
+    pub fn counters(&self) -> *mut Counters {
+        self.base.wrapping_add(COUNTERS_OFFSET).cast()
+    }
+
+    /// Reads the guarded counter (call with the lock held, or when quiet).
+    pub fn read_counter(&self) -> u64 {
+        // SAFETY: aligned u64 inside the live mapping.
+        unsafe { std::ptr::read_volatile(self.counter()) }
     }
 }
 
-impl Drop for Shared {
+impl Drop for ShmFile {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `open`; no lock is held.
-        unsafe { libc::munmap(self.base.cast(), 4096) };
+        // SAFETY: `base`/`len` are exactly what mmap returned; nothing
+        // borrows the mapping past `self`.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 
-/// The limit: a raw glibc robust + pshared + errorcheck mutex.
+/// Initialises a PROCESS_SHARED + ROBUST + ERRORCHECK mutex in place.
+///
+/// # Safety
+/// `m` is aligned, writable, inside a shared mapping, and not in use.
+pub unsafe fn init_robust(m: *mut libc::pthread_mutex_t) {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: the attribute calls get a valid attribute object, initialised
+    // first; `m` is valid per the caller's contract.
+    unsafe {
+        assert_eq!(libc::pthread_mutexattr_init(attr.as_mut_ptr()), 0);
+        let a = attr.as_mut_ptr();
+        assert_eq!(
+            libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK),
+            0
+        );
+        assert_eq!(
+            libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
+            0
+        );
+        assert_eq!(
+            libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
+            0
+        );
+        assert_eq!(libc::pthread_mutex_init(m, a), 0);
+        libc::pthread_mutexattr_destroy(a);
+    }
+}
+
+/// What every contender offers the benches.
+pub trait Lock {
+    /// The system call a waiter blocked on this lock sleeps in.
+    const WAIT_SYSCALL: libc::c_long;
+    /// Lock and unlock, nothing in between.
+    fn lock_unlock(&self);
+    /// Lock, run `f` on the shared counter (and whether the previous owner
+    /// died holding the lock, as far as this lock can tell), unlock.
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R;
+}
+
+/// Locks `m`, turning an owner death into a consistent guard at once.
+#[inline]
+fn ours_lock<T: bytemuck::Pod>(m: &SharedMutex<T>) -> (robust_mutex::Guard<'_, T>, bool) {
+    match m.lock() {
+        Ok(Acquired::Clean(g)) => (g, false),
+        Ok(Acquired::OwnerDied(r)) => (r.mark_consistent(), true),
+        Err(e) => panic!("lock {}: {e}", m.path().display()),
+    }
+}
+
+impl Lock for SharedMutex<u64> {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        drop(ours_lock(self));
+    }
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let (mut g, died) = ours_lock(self);
+        f(&mut g, died)
+    }
+}
+
+impl Lock for SharedMutex<()> {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        drop(ours_lock(self));
+    }
+    /// There is no counter in a `SharedMutex<()>`: `f` gets a local one.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let (_g, died) = ours_lock(self);
+        let mut local = 0;
+        f(&mut local, died)
+    }
+}
+
+impl Lock for std::sync::Mutex<u64> {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        drop(self.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let mut g = self.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g, false)
+    }
+}
+
+/// The raw glibc robust mutex in a shared file: the limit.
+#[derive(Debug)]
 pub struct RawRobust {
-    pub map: Shared,
+    /// The file; the mutex is at [`MUTEX_OFFSET`], the counter at [`DATA_OFFSET`].
+    pub shm: ShmFile,
 }
 
 impl RawRobust {
-    /// `init`: initialise the mutex (the first process only).
-    pub fn open(path: &Path, init: bool) -> RawRobust {
-        let map = Shared::open(path);
-        if init {
-            let m = map.at(256).cast::<libc::pthread_mutex_t>();
-            // SAFETY: `m` is aligned, inside the mapping, and unused until now;
-            // the attribute object lives for the block and is destroyed.
-            unsafe {
-                let mut a: libc::pthread_mutexattr_t = std::mem::zeroed();
-                libc::pthread_mutexattr_init(&mut a);
-                libc::pthread_mutexattr_setpshared(&mut a, libc::PTHREAD_PROCESS_SHARED);
-                libc::pthread_mutexattr_setrobust(&mut a, libc::PTHREAD_MUTEX_ROBUST);
-                libc::pthread_mutexattr_settype(&mut a, libc::PTHREAD_MUTEX_ERRORCHECK);
-                assert_eq!(libc::pthread_mutex_init(m, &a), 0);
-                libc::pthread_mutexattr_destroy(&mut a);
-            }
-        }
-        RawRobust { map }
+    /// Creates the file and initialises the mutex.
+    pub fn create(path: &Path) -> RawRobust {
+        let shm = ShmFile::create(path, FILE_LEN);
+        // SAFETY: offset 256 of a fresh, private-so-far page: aligned, unused.
+        unsafe { init_robust(shm.mutex()) };
+        RawRobust { shm }
     }
-    pub fn mutex(&self) -> *mut libc::pthread_mutex_t {
-        self.map.at(256).cast()
-    }
-}
 
-impl Contender for RawRobust {
-    fn name(&self) -> &'static str {
-        "raw glibc robust mutex"
+    /// Attaches to a file made by [`create`](Self::create).
+    pub fn open(path: &Path) -> RawRobust {
+        RawRobust {
+            shm: ShmFile::open(path),
+        }
     }
+
+    /// `pthread_mutex_lock`; on EOWNERDEAD marks it consistent and says so.
     #[inline]
-    fn lock(&self) {
+    pub fn lock(&self) -> bool {
         // SAFETY: an initialised robust mutex in a live mapping.
-        let r = unsafe { libc::pthread_mutex_lock(self.mutex()) };
-        if r == libc::EOWNERDEAD {
-            // SAFETY: we own it after EOWNERDEAD.
-            unsafe { libc::pthread_mutex_consistent(self.mutex()) };
+        match unsafe { libc::pthread_mutex_lock(self.shm.mutex()) } {
+            0 => false,
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold it after EOWNERDEAD, on this thread.
+                unsafe { libc::pthread_mutex_consistent(self.shm.mutex()) };
+                true
+            }
+            e => panic!(
+                "pthread_mutex_lock: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
         }
+    }
+
+    /// `pthread_mutex_unlock`.
+    #[inline]
+    pub fn unlock(&self) {
+        // SAFETY: this thread holds the mutex (the callers pair lock/unlock).
+        let r = unsafe { libc::pthread_mutex_unlock(self.shm.mutex()) };
+        debug_assert_eq!(r, 0);
+    }
+}
+
+impl Lock for RawRobust {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        self.lock();
+        self.unlock();
     }
     #[inline]
-    fn unlock(&self) {
-        // SAFETY: locked by this thread.
-        unsafe { libc::pthread_mutex_unlock(self.mutex()) };
-    }
-    fn counter(&self) -> *mut u64 {
-        self.map.at(512).cast()
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let died = self.lock();
+        // SAFETY: we hold the lock that guards the counter, which lies
+        // aligned inside the live mapping.
+        let r = f(unsafe { &mut *self.shm.counter() }, died);
+        self.unlock();
+        r
     }
 }
 
-/// flock(2) on the file.
+fn retry_eintr(mut f: impl FnMut() -> libc::c_int, what: &str) {
+    loop {
+        if f() == 0 {
+            return;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            panic!("{what}: {e}");
+        }
+    }
+}
+
+/// `flock(2)` on the file; the counter lives in its mapping.
+#[derive(Debug)]
 pub struct Flock {
-    pub map: Shared,
-    file: File,
+    /// The file (opened by this process: its own open file description).
+    pub shm: ShmFile,
 }
 
-impl Flock {
-    pub fn open(path: &Path) -> Flock {
-        Flock {
-            map: Shared::open(path),
-            file: File::open(path).unwrap(),
-        }
+impl Lock for Flock {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_flock;
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
     }
-}
-
-impl Contender for Flock {
-    fn name(&self) -> &'static str {
-        "flock"
-    }
-    fn lock(&self) {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let fd = self.shm.fd();
         // SAFETY: flock on an open descriptor.
-        let r = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(r, 0);
-    }
-    fn unlock(&self) {
-        // SAFETY: flock on an open descriptor.
-        let r = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
-        assert_eq!(r, 0);
-    }
-    fn counter(&self) -> *mut u64 {
-        self.map.at(512).cast()
+        retry_eintr(|| unsafe { libc::flock(fd, libc::LOCK_EX) }, "flock");
+        // SAFETY: the exclusive flock guards the counter (in the live mapping).
+        let r = f(unsafe { &mut *self.shm.counter() }, false);
+        // SAFETY: as above.
+        retry_eintr(|| unsafe { libc::flock(fd, libc::LOCK_UN) }, "flock");
+        r
     }
 }
 
-/// fcntl record locks: OFD (Linux >= 3.16) or classic POSIX.
-pub struct Fcntl {
-    pub map: Shared,
-    file: File,
-    ofd: bool,
+fn whole_file(ty: libc::c_int) -> libc::flock {
+    // SAFETY: `flock` is plain old data; all-zero is valid (and l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
 }
 
-impl Fcntl {
-    pub fn open(path: &Path, ofd: bool) -> Fcntl {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        Fcntl {
-            map: Shared::open(path),
-            file,
-            ofd,
-        }
-    }
-    fn set(&self, ty: libc::c_short) {
-        // SAFETY: a zeroed flock struct is valid; fcntl reads it.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = ty;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = 0;
-        fl.l_len = 1;
-        let cmd = if self.ofd {
-            libc::F_OFD_SETLKW
-        } else {
-            libc::F_SETLKW
-        };
-        // SAFETY: fcntl with a valid flock struct on an open descriptor.
-        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &fl) };
-        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-    }
+fn fcntl_lock(fd: libc::c_int, wait_cmd: libc::c_int, set_cmd: libc::c_int, lock: bool) {
+    let fl = whole_file(if lock { libc::F_WRLCK } else { libc::F_UNLCK });
+    let cmd = if lock { wait_cmd } else { set_cmd };
+    // SAFETY: fcntl with a lock command and a valid `struct flock`.
+    retry_eintr(|| unsafe { libc::fcntl(fd, cmd, &fl) }, "fcntl");
 }
 
-impl Contender for Fcntl {
-    fn name(&self) -> &'static str {
-        if self.ofd {
-            "OFD fcntl"
-        } else {
-            "classic fcntl"
-        }
+/// Open-file-description locks: `fcntl(F_OFD_SETLKW)` on the whole file.
+#[derive(Debug)]
+pub struct OfdLock {
+    /// The file (opened by this process).
+    pub shm: ShmFile,
+}
+
+impl Lock for OfdLock {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_fcntl;
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
     }
-    fn lock(&self) {
-        self.set(libc::F_WRLCK as libc::c_short);
-    }
-    fn unlock(&self) {
-        self.set(libc::F_UNLCK as libc::c_short);
-    }
-    fn counter(&self) -> *mut u64 {
-        self.map.at(512).cast()
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        fcntl_lock(self.shm.fd(), libc::F_OFD_SETLKW, libc::F_OFD_SETLK, true);
+        // SAFETY: the write lock guards the counter (in the live mapping).
+        let r = f(unsafe { &mut *self.shm.counter() }, false);
+        fcntl_lock(self.shm.fd(), libc::F_OFD_SETLKW, libc::F_OFD_SETLK, false);
+        r
     }
 }
 
-/// A POSIX named semaphore with one permit (not crash-safe).
+/// Classic POSIX record locks: `fcntl(F_SETLKW)` on the whole file. They
+/// belong to the process, so they exclude other processes only.
+#[derive(Debug)]
+pub struct PosixLock {
+    /// The file (opened by this process).
+    pub shm: ShmFile,
+}
+
+impl Lock for PosixLock {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_fcntl;
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
+    }
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        fcntl_lock(self.shm.fd(), libc::F_SETLKW, libc::F_SETLK, true);
+        // SAFETY: the write lock guards the counter (in the live mapping).
+        let r = f(unsafe { &mut *self.shm.counter() }, false);
+        fcntl_lock(self.shm.fd(), libc::F_SETLKW, libc::F_SETLK, false);
+        r
+    }
+}
+
+/// A POSIX named semaphore with value 1, guarding the counter in a file.
+#[derive(Debug)]
 pub struct NamedSem {
-    pub map: Shared,
     sem: *mut libc::sem_t,
+    name: CString,
+    unlink_on_drop: bool,
+    /// The counter's file.
+    pub shm: ShmFile,
+}
+
+// SAFETY: a sem_t from sem_open may be used from any thread.
+unsafe impl Send for NamedSem {}
+// SAFETY: as for Send; sem_wait/sem_post are thread-safe.
+unsafe impl Sync for NamedSem {}
+
+/// The semaphore name the benches derive from the counter file's path.
+pub fn sem_name(path: &Path) -> CString {
+    let mut s = String::from("/rmbench");
+    s.push_str(&path.to_string_lossy().replace('/', "_"));
+    CString::new(s).expect("no NUL")
 }
 
 impl NamedSem {
-    pub fn open(name: &str, path: &Path) -> NamedSem {
-        let c = CString::new(name).unwrap();
-        // SAFETY: a valid name; O_CREAT with mode and initial value 1.
-        let sem = unsafe { libc::sem_open(c.as_ptr(), libc::O_CREAT, 0o600 as libc::c_uint, 1) };
-        assert_ne!(sem, libc::SEM_FAILED);
-        NamedSem {
-            map: Shared::open(path),
+    /// Creates the semaphore (value 1) named after `path`, and the counter file.
+    pub fn create(path: &Path) -> NamedSem {
+        let shm = ShmFile::create(path, FILE_LEN);
+        let name = sem_name(path);
+        // SAFETY: valid NUL-terminated name; the variadic mode and value are
+        // passed as the C ABI expects (promoted unsigned ints).
+        let sem = unsafe {
+            libc::sem_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL,
+                0o600 as libc::c_uint,
+                1 as libc::c_uint,
+            )
+        };
+        assert_ne!(
             sem,
+            libc::SEM_FAILED,
+            "sem_open: {}",
+            std::io::Error::last_os_error()
+        );
+        NamedSem {
+            sem,
+            name,
+            unlink_on_drop: true,
+            shm,
         }
     }
-    pub fn unlink(name: &str) {
-        let c = CString::new(name).unwrap();
-        // SAFETY: a valid name.
-        unsafe { libc::sem_unlink(c.as_ptr()) };
+
+    /// Opens the semaphore made by [`create`](Self::create) for `path`.
+    pub fn open(path: &Path) -> NamedSem {
+        let shm = ShmFile::open(path);
+        let name = sem_name(path);
+        // SAFETY: valid NUL-terminated name.
+        let sem = unsafe { libc::sem_open(name.as_ptr(), 0) };
+        assert_ne!(
+            sem,
+            libc::SEM_FAILED,
+            "sem_open: {}",
+            std::io::Error::last_os_error()
+        );
+        NamedSem {
+            sem,
+            name,
+            unlink_on_drop: false,
+            shm,
+        }
     }
 }
 
-impl Contender for NamedSem {
-    fn name(&self) -> &'static str {
-        "POSIX named semaphore"
+impl Drop for NamedSem {
+    fn drop(&mut self) {
+        // SAFETY: `sem` came from sem_open and is closed once; the name is valid.
+        unsafe {
+            libc::sem_close(self.sem);
+            if self.unlink_on_drop {
+                libc::sem_unlink(self.name.as_ptr());
+            }
+        }
     }
-    fn lock(&self) {
-        // SAFETY: an open semaphore.
-        while unsafe { libc::sem_wait(self.sem) } != 0 {}
+}
+
+impl Lock for NamedSem {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
     }
-    fn unlock(&self) {
-        // SAFETY: an open semaphore.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        // SAFETY: a live semaphore from sem_open.
+        retry_eintr(|| unsafe { libc::sem_wait(self.sem) }, "sem_wait");
+        // SAFETY: the semaphore (value 1) guards the counter in the live mapping.
+        let r = f(unsafe { &mut *self.shm.counter() }, false);
+        // SAFETY: as above.
         unsafe { libc::sem_post(self.sem) };
+        r
     }
-    fn counter(&self) -> *mut u64 {
-        self.map.at(512).cast()
+}
+
+/// Waits until thread `tid` of process `pid` sleeps in system call `nr`
+/// (from `/proc/<pid>/task/<tid>/syscall`), i.e. it is blocked on the lock
+/// and not merely about to be. False after `timeout`.
+pub fn wait_until_blocked(pid: u32, tid: u32, nr: libc::c_long, timeout: Duration) -> bool {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let want = nr.to_string();
+    let start = Instant::now();
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        if let Ok(mut f) = File::open(&path) {
+            let _ = f.read_to_string(&mut buf);
+            if buf.split_whitespace().next() == Some(want.as_str()) {
+                return true;
+            }
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
     }
+}
+
+// ---------------------------------------------------------------------------
+// The replica: SharedMutex's bookkeeping re-done on the raw mutex, step by step
+// ---------------------------------------------------------------------------
+
+/// The owner record, laid out as the crate's (offset 320, 128 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerRecord {
+    pid: u32,
+    tid: u32,
+    pidns_ino: u64,
+    start_time: u64,
+    acquired_unix_ns: u64,
+    label_len: u32,
+    depth: u32,
+    label: [u8; 88],
+}
+
+/// The counters, laid out as the crate's (offset 448, 64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Counters {
+    acquisitions: u64,
+    contended: u64,
+    owner_deaths: u64,
+    recoveries: u64,
+    resets: u64,
+    reserved: [u64; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<OwnerRecord>() == 128);
+const _: () = assert!(std::mem::size_of::<Counters>() == 64);
+
+#[derive(Clone, Copy)]
+struct Me {
+    generation: u32,
+    pid: u32,
+    tid: u32,
+    pidns_ino: u64,
+    start_time: u64,
+}
+
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    static ME: Cell<Me> = const { Cell::new(Me { generation: u32::MAX, pid: 0, tid: 0, pidns_ino: 0, start_time: 0 }) };
+}
+
+/// The per-thread identity cache, as the crate keeps it.
+#[inline]
+fn me() -> Me {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    ME.with(|c| {
+        let m = c.get();
+        if m.generation == generation {
+            m
+        } else {
+            let m = compute_me(generation);
+            c.set(m);
+            m
+        }
+    })
+}
+
+#[cold]
+fn compute_me(generation: u32) -> Me {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let start_time = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Me {
+        generation,
+        pid: std::process::id(),
+        tid: gettid() as u32,
+        pidns_ino: std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino()),
+        start_time,
+    }
+}
+
+fn coarse_unix_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The replica's steps, cumulative: each level adds one piece of what
+/// `SharedMutex::lock` + `Guard::drop` do on top of the raw mutex. Level 6
+/// is level 5 with the proposed change: no load of the lock word; the lock
+/// is taken by `pthread_mutex_clocklock` with an expired deadline, and only
+/// a busy lock falls back to `pthread_mutex_lock` (so `contended` is exact).
+pub const REPLICA_LEVELS: [&str; 7] = [
+    "raw lock+unlock (pthread_mutex_lock/unlock)",
+    "+ lock-word snapshot (contended flag)",
+    "+ owner record (cached pid/tid/ns/start; write, clear)",
+    "+ counters (acquisitions, contended, deaths)",
+    "+ coarse wall clock in the record",
+    "+ log level checks = full replica",
+    "proposed: full replica, taken by an expired clocklock first (no snapshot)",
+];
+
+unsafe extern "C" {
+    /// glibc >= 2.30; not declared by the `libc` crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// An expired deadline that glibc answers itself (negative: no syscall).
+const PAST: libc::timespec = libc::timespec {
+    tv_sec: -1,
+    tv_nsec: 0,
+};
+
+/// Level 8, a control for the multi-process cases: level 2 (snapshot +
+/// owner record) with the record written to process-private memory instead
+/// of the shared file, i.e. the same instructions without the cache line
+/// that every new holder must pull from the previous holder's core.
+pub const PRIVATE_RECORD_LEVEL: &str = "control: level 2 with the owner record in private memory";
+
+/// The effective level of `L`: which pieces of the bookkeeping it does.
+const fn pieces(l: u8) -> u8 {
+    match l {
+        6 => 5,
+        8 => 2,
+        l => l,
+    }
+}
+
+const ZERO_RECORD: OwnerRecord = OwnerRecord {
+    pid: 0,
+    tid: 0,
+    pidns_ino: 0,
+    start_time: 0,
+    acquired_unix_ns: 0,
+    label_len: 0,
+    depth: 0,
+    label: [0; 88],
+};
+
+thread_local! {
+    static PRIVATE_RECORD: std::cell::UnsafeCell<OwnerRecord> =
+        const { std::cell::UnsafeCell::new(ZERO_RECORD) };
+}
+
+/// One lock+unlock of `raw` with the first `L` pieces of the crate's
+/// bookkeeping (see [`REPLICA_LEVELS`]). `path` is only for the log calls.
+#[inline(always)]
+pub fn replica<const L: u8>(raw: &RawRobust, path: &Path) {
+    let died = replica_acquire::<L>(raw, path);
+    if died {
+        // SAFETY: held after EOWNERDEAD, on this thread.
+        unsafe { libc::pthread_mutex_consistent(raw.shm.mutex()) };
+    }
+    replica_release::<L>(raw, path);
+}
+
+/// The acquiring half of [`replica`]; returns whether the owner died.
+#[inline(always)]
+pub fn replica_acquire<const L: u8>(raw: &RawRobust, path: &Path) -> bool {
+    let shm = &raw.shm;
+    let p = pieces(L);
+    let (rc, contended) = if L == 6 {
+        // SAFETY: an initialised robust mutex in a live mapping; a valid timespec.
+        match unsafe { pthread_mutex_clocklock(shm.mutex(), libc::CLOCK_MONOTONIC, &PAST) } {
+            // SAFETY: as above.
+            libc::ETIMEDOUT => (unsafe { libc::pthread_mutex_lock(shm.mutex()) }, true),
+            rc => (rc, false),
+        }
+    } else {
+        let before = p >= 1 && shm.lock_word().load(Ordering::Relaxed) != 0;
+        // SAFETY: an initialised robust mutex in a live mapping.
+        (unsafe { libc::pthread_mutex_lock(shm.mutex()) }, before)
+    };
+    let died = match rc {
+        0 => false,
+        libc::EOWNERDEAD => true,
+        e => panic!("lock: {e}"),
+    };
+    if p >= 2 {
+        // SAFETY: we hold the lock, the only writer of record and counters,
+        // which lie inside the live mapping (or, for level 8, in this
+        // thread's private record).
+        unsafe { record_acquired(owner_of::<L>(shm), shm.counters(), died, contended, p) };
+    }
+    if p >= 5 {
+        log::debug!(
+            "{}: acquired{}",
+            path.display(),
+            if contended { " after contention" } else { "" }
+        );
+    }
+    died
+}
+
+/// The releasing half of [`replica`]. The caller holds the lock.
+#[inline(always)]
+pub fn replica_release<const L: u8>(raw: &RawRobust, path: &Path) {
+    let shm = &raw.shm;
+    let p = pieces(L);
+    if p >= 2 {
+        // SAFETY: the caller holds the lock (the only writer of the record).
+        unsafe { record_release(owner_of::<L>(shm)) };
+    }
+    // SAFETY: held by this thread.
+    let r = unsafe { libc::pthread_mutex_unlock(shm.mutex()) };
+    debug_assert_eq!(r, 0);
+    if p >= 5 {
+        log::debug!("{}: released", path.display());
+    }
+}
+
+/// The replica at level `L` as a contender in its own right, for the
+/// multi-process cases: the raw mutex's file, with the crate's bookkeeping
+/// re-done up to level `L`.
+#[derive(Debug)]
+pub struct Replica<const L: u8> {
+    /// The raw mutex (owner record and counters at the crate's offsets).
+    pub raw: RawRobust,
+}
+
+impl<const L: u8> Lock for Replica<L> {
+    const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
+    #[inline]
+    fn lock_unlock(&self) {
+        replica::<L>(&self.raw, &self.raw.shm.path);
+    }
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        let died = replica_acquire::<L>(&self.raw, &self.raw.shm.path);
+        if died {
+            // SAFETY: held after EOWNERDEAD, on this thread.
+            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
+        }
+        // SAFETY: we hold the lock that guards the counter, inside the mapping.
+        let r = f(unsafe { &mut *self.raw.shm.counter() }, died);
+        replica_release::<L>(&self.raw, &self.raw.shm.path);
+        r
+    }
+}
+
+/// Where level `L` keeps its owner record.
+#[inline(always)]
+fn owner_of<const L: u8>(shm: &ShmFile) -> *mut OwnerRecord {
+    if L == 8 {
+        PRIVATE_RECORD.with(|r| r.get())
+    } else {
+        shm.owner()
+    }
+}
+
+/// `p`: the pieces done (see [`pieces`]).
+///
+/// # Safety
+/// The caller holds the lock guarding `rec` and `c`, valid for writes.
+#[inline(always)]
+unsafe fn record_acquired(
+    rec: *mut OwnerRecord,
+    c: *mut Counters,
+    died: bool,
+    contended: bool,
+    p: u8,
+) {
+    let me = me();
+    // SAFETY: caller's contract: we are the only writer.
+    let (r, c) = unsafe { (&mut *rec, &mut *c) };
+    if p >= 3 {
+        c.acquisitions += 1;
+    }
+    if !died && r.depth > 0 && r.tid == me.tid && r.pid == me.pid {
+        r.depth += 1;
+        return;
+    }
+    if p >= 3 {
+        c.contended += u64::from(contended);
+        c.owner_deaths += u64::from(died);
+    }
+    r.pid = me.pid;
+    r.tid = me.tid;
+    r.pidns_ino = me.pidns_ino;
+    r.start_time = me.start_time;
+    if p >= 4 {
+        r.acquired_unix_ns = coarse_unix_ns();
+    }
+    r.label_len = 0;
+    r.depth = 1;
+}
+
+/// # Safety
+/// The caller holds the lock guarding `rec`, valid for writes.
+#[inline(always)]
+unsafe fn record_release(rec: *mut OwnerRecord) {
+    // SAFETY: caller's contract.
+    let r = unsafe { &mut *rec };
+    r.depth = r.depth.saturating_sub(1);
+    if r.depth == 0 {
+        r.tid = 0;
+        r.pid = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Open: the raw floors and the crate's attach steps, replicated
+// ---------------------------------------------------------------------------
+
+/// The attach steps `SharedMutex::open` takes on an existing ready file,
+/// cumulative (see `replica_attach`).
+pub const ATTACH_LEVELS: [&str; 5] = [
+    "open(O_RDWR|O_NOFOLLOW|O_CLOEXEC) + close",
+    "+ fstat",
+    "+ geteuid + fstatfs",
+    "+ pread header (512 B)",
+    "+ mmap (munmap at drop, untimed) = syscall replica",
+];
+
+/// What every attach and create did until commit 42e4aee: look up this
+/// process's PID namespace by `stat`ing `/proc/self/ns/pid`.
+pub fn proc_ns_stat() {
+    std::hint::black_box(std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).ok());
+}
+
+/// A mapping made by the open floors; unmapped on drop (outside the timing).
+#[derive(Debug)]
+pub struct Mapped(*mut libc::c_void);
+
+impl Mapped {
+    /// Reads the lock word once (faults the page in, as a lock would).
+    pub fn touch(&self) {
+        // SAFETY: offset 256 lies inside the live 520-byte mapping.
+        std::hint::black_box(unsafe {
+            std::ptr::read_volatile(self.0.cast::<u8>().add(MUTEX_OFFSET).cast::<u32>())
+        });
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: a mapping of 520 bytes made by this module, unmapped once.
+        unsafe { libc::munmap(self.0, 520) };
+    }
+}
+
+/// Maps the first 520 bytes of `fd` shared read-write and closes `fd`.
+///
+/// # Safety
+/// `fd` is an open descriptor of a file of at least 520 bytes, owned by the caller.
+unsafe fn map_and_close(fd: libc::c_int) -> Mapped {
+    // SAFETY: forwarded from the caller; the kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            520,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: the caller's descriptor, closed once here.
+    unsafe { libc::close(fd) };
+    Mapped(p)
+}
+
+/// Re-does the first `level + 1` steps of attaching to the ready file at
+/// `path` (see [`ATTACH_LEVELS`]); the mapping (last level only) is returned
+/// so that its munmap falls outside the timing, as a handle's drop does.
+pub fn replica_attach(path: &CString, level: usize) -> Option<Mapped> {
+    // SAFETY: every call gets valid pointers to live buffers; the fd is ours
+    // and closed once.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+        );
+        assert!(fd >= 0);
+        if level >= 1 {
+            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+            libc::fstat(fd, st.as_mut_ptr());
+        }
+        if level >= 2 {
+            std::hint::black_box(libc::geteuid());
+            let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+            libc::fstatfs(fd, sf.as_mut_ptr());
+        }
+        if level >= 3 {
+            let mut buf = [0u8; 512];
+            libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            std::hint::black_box(&buf);
+        }
+        if level >= 4 {
+            Some(map_and_close(fd))
+        } else {
+            libc::close(fd);
+            None
+        }
+    }
+}
+
+/// The floor of "create and initialise a robust mutex file": open(O_CREAT|
+/// O_EXCL) + ftruncate + mmap + pthread_mutex_init + close.
+pub fn raw_create(path: &Path) -> Mapped {
+    let c = cstring(path);
+    // SAFETY: valid path; the fd is ours and handed to map_and_close; the
+    // mutex is initialised in a fresh page nobody else uses.
+    unsafe {
+        let fd = libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        );
+        assert!(fd >= 0, "create {}", path.display());
+        assert_eq!(libc::ftruncate(fd, 520), 0);
+        let m = map_and_close(fd);
+        init_robust(m.0.cast::<u8>().add(MUTEX_OFFSET).cast());
+        m
+    }
+}
+
+/// The floor of "attach to a ready robust mutex file": open + fstat + mmap + close.
+pub fn raw_attach(path: &CString) -> Mapped {
+    // SAFETY: valid path; the fd is ours and handed to map_and_close.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        assert!(fd >= 0);
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        libc::fstat(fd, st.as_mut_ptr());
+        map_and_close(fd)
+    }
+}
+
+/// A C string of `path`.
+pub fn c_path(path: &Path) -> CString {
+    cstring(path)
 }
