@@ -448,6 +448,9 @@ fn inspect(
     let check = if opts.any_value { None } else { Some(want) };
     layout::validate(&header, st.size, check, opts.accepted_kinds(), &mutex)
         .map_err(|i| invalid_to_error(path, i, want))?;
+    if header.kind == layout::Kind::Semaphore.code() {
+        check_permit_mutexes(path, &fd, &header)?;
+    }
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
         // A reset renames the new file over the path *before* it marks the
         // old one RETIRED, so a RETIRED file still at the path was not left
@@ -491,6 +494,28 @@ fn inspect(
         crate::stale::repair_stale_boot(path, &opened, opts)?;
     }
     Ok(Step::Attached(Box::new(opened)))
+}
+
+/// A semaphore's permits are mutexes too: each slot's glibc kind word must
+/// say robust + pshared + errorcheck, or glibc may take another locking path
+/// (priority protect aborts the process) on the first acquire.
+fn check_permit_mutexes(path: &Path, fd: &OwnedFd, header: &Header) -> Result<(), Error> {
+    let n = header.data_size as usize / layout::SLOT_SIZE;
+    let mut slots = vec![0u8; n * layout::SLOT_SIZE];
+    let got = sys::read_at(fd, &mut slots, header.data_offset).map_err(io_err("read", path))?;
+    let expected = sys::expected_kind_word(sys::MutexKind::ErrorCheck);
+    let bad = got < slots.len()
+        || (cfg!(target_env = "gnu")
+            && slots
+                .chunks_exact(layout::SLOT_SIZE)
+                .any(|s| sys::glibc_kind_word(s) != Some(expected)));
+    if bad {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            reason: "a permit's mutex is not a robust process-shared errorcheck mutex",
+        });
+    }
+    Ok(())
 }
 
 /// The file carries the creator's mark (mode 0400).
