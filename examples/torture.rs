@@ -1,52 +1,73 @@
-//! Long crash-torture run: `cargo run --release --example torture -- --kills 100000`
-//! Options: --kills N (default 10000), --workers P (default 8), --seed S.
-//! The logic is shared with `tests/torture.rs`; see tests/common/torture.rs.
+//! Long crash-torture run; the logic (shared with `tests/torture.rs`) and
+//! what it checks are in tests/common/torture.rs.
+//!
+//! ```text
+//! cargo run --release --example torture -- --kills 100000
+//!     [--workers 8] [--seed S] [--payload-kib 4] [--max-pause-us 2000]
+//!     [--deadline-secs N]
+//! ```
+//! Prints the seed first, then a one-line summary and where the kills
+//! landed; exits 1 (with the seed) if any invariant failed.
 
 #[path = "../tests/common/torture.rs"]
 mod torture;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+
+const USAGE: &str = "usage: torture [--kills N] [--workers P] [--seed S] [--payload-kib K] \
+                     [--max-pause-us U] [--deadline-secs D]";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let (Some(path), Ok(slot), Ok(seed)) = (
-        std::env::var_os("RM_TORTURE_PATH"),
-        std::env::var("RM_SLOT"),
-        std::env::var("RM_SEED"),
-    ) {
-        torture::worker(path.as_ref(), slot.parse().unwrap(), seed.parse().unwrap());
+    torture::worker_if_asked();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cfg = torture::Config::new(8, 10_000, torture::clock_seed());
+    let mut deadline = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().and_then(|v| v.parse::<u64>().ok());
+        let Some(v) = value else {
+            eprintln!("{flag}: needs a number\n{USAGE}");
+            std::process::exit(2);
+        };
+        match flag.as_str() {
+            "--kills" => cfg.kills = v,
+            "--workers" => cfg.workers = v as usize,
+            "--seed" => cfg.seed = v,
+            "--payload-kib" => cfg.payload_kib = v as usize,
+            "--max-pause-us" => cfg.max_pause = Duration::from_micros(v),
+            "--deadline-secs" => deadline = Some(Duration::from_secs(v)),
+            _ => {
+                eprintln!("unknown option {flag}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
     }
-    let flag = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{name} takes a number"))
-            })
-            .unwrap_or(default)
-    };
-    let kills = flag("--kills", 10_000);
-    let workers = flag("--workers", 8) as usize;
-    let seed = flag(
-        "--seed",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
+    if !(1..=torture::MAX_SLOTS).contains(&cfg.workers)
+        || !(1..=torture::MAX_PAYLOAD_KIB).contains(&cfg.payload_kib)
+    {
+        eprintln!(
+            "--workers 1..={} and --payload-kib 1..={}\n{USAGE}",
+            torture::MAX_SLOTS,
+            torture::MAX_PAYLOAD_KIB
+        );
+        std::process::exit(2);
+    }
+    let fresh = torture::Config::new(cfg.workers, cfg.kills, cfg.seed);
+    cfg.deadline = deadline.unwrap_or(fresh.deadline);
+    println!(
+        "torture: {} kills of {} workers, {} KiB payload, seed {}",
+        cfg.kills, cfg.workers, cfg.payload_kib, cfg.seed
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("torture.lock");
-    let exe = std::env::current_exe().unwrap();
-    let s = torture::supervise(&path, workers, kills, seed, |slot, seed| {
-        let mut c = Command::new(&exe);
-        c.env("RM_TORTURE_PATH", &path)
-            .env("RM_SLOT", slot.to_string())
-            .env("RM_SEED", seed.to_string())
-            .stdout(Stdio::null());
-        c
-    });
-    println!("{}", s.line());
-    assert_eq!(s.updates, s.tallied, "lost or doubled updates");
-    assert!(s.owner_died_reports <= s.library_owner_deaths);
+    let exe = std::env::current_exe().expect("current_exe");
+    let spawn = || Command::new(&exe);
+    match torture::supervise(&path, &cfg, &spawn) {
+        Ok(s) => println!("{s}"),
+        Err(e) => {
+            eprintln!("torture FAILED: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -180,7 +180,12 @@ impl<T: Pod> std::fmt::Debug for Recovery<'_, T> {
 
 impl<'a, T: Pod> Recovery<'a, T> {
     /// The dead owner's record: pid, tid, label, when it took the lock.
-    /// `None` if it died before writing one.
+    /// `None` if no holder ever wrote one.
+    ///
+    /// The record is written a few instructions after the kernel hands over
+    /// the lock. A holder killed inside that window leaves the record of the
+    /// holder before it, so in that (rare) case this names an earlier death:
+    /// the death itself is still reported exactly once, only its name is stale.
     ///
     /// # Examples
     /// ```no_run

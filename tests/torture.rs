@@ -1,5 +1,8 @@
-//! Crash torture, short version (about 200 kills); see tests/common/torture.rs.
+//! Crash torture, short version: about 200 random SIGKILLs of worker
+//! processes; the logic and what it checks are in tests/common/torture.rs.
 //! The long run is `cargo run --release --example torture -- --kills 100000`.
+//!
+//! Replay a run's random choices with `TORTURE_SEED=<seed>` (printed first).
 
 mod common;
 #[path = "common/torture.rs"]
@@ -9,52 +12,146 @@ use std::process::Command;
 
 #[test]
 fn child_main() {
-    if let Some((role, path)) = common::child_role() {
-        assert_eq!(role, "torture");
-        let slot = std::env::var("RM_SLOT").unwrap().parse().unwrap();
-        let seed = std::env::var("RM_SEED").unwrap().parse().unwrap();
-        torture::worker(&path, slot, seed);
+    let Some((role, path)) = common::child_role() else {
+        return;
+    };
+    match role.as_str() {
+        "torture" => {
+            torture::worker_if_asked();
+            panic!("a torture child without its worker environment");
+        }
+        // Lock through the library (so the owner record names us), say so,
+        // and wait to be killed.
+        "hold" => {
+            let m = robust_mutex::SharedMutex::<u64>::open(&path).unwrap();
+            let g = m.lock().unwrap();
+            assert!(!g.owner_died());
+            common::say("locked");
+            common::hang();
+        }
+        // The state of a process killed inside `SharedMutex::lock` right
+        // after `pthread_mutex_lock` returned EOWNERDEAD and before the
+        // library wrote its owner record: the lock is ours (the kernel knows,
+        // the robust list has it), the record is untouched.
+        "raw_owner_died" => {
+            common::say(format!("locked={}", raw_lock(&path)));
+            common::hang();
+        }
+        other => panic!("unknown role {other}"),
     }
 }
 
+/// Locks the file's mutex with plain `pthread_mutex_lock` through a private
+/// mapping, bypassing the library; returns the error number (0, EOWNERDEAD).
+fn raw_lock(path: &std::path::Path) -> i32 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: maps a file we opened; checked for MAP_FAILED below. The
+    // mapping is never unmapped: the process hangs until killed.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    // SAFETY: offset 256 holds the file's initialised robust, process-shared
+    // mutex (docs/design.md), inside the live mapping.
+    unsafe { libc::pthread_mutex_lock(base.cast::<u8>().add(256).cast()) }
+}
+
+/// The protocol itself, exhaustively and without timing: every state a chain
+/// of up to four holders, each killed after any of its stores, can leave is
+/// recognised, and every recovery ends consistent with the books balanced.
+/// (It found a state the first version of `classify` rejected, which the
+/// long run had met once in 37,000 kills.)
 #[test]
-fn two_hundred_random_kills_lose_nothing_and_double_nothing() {
+fn every_death_point_of_the_update_protocol_is_recognised_and_repaired() {
+    let checked = torture::check_protocol(4).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{checked} death states checked");
+    assert!(checked > 100_000, "{checked}");
+}
+
+#[test]
+fn two_hundred_random_kills_lose_nothing_double_nothing_and_hang_nowhere() {
     let (_dir, path) = common::temp_path("torture");
     let seed = std::env::var("TORTURE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("torture seed {seed} (rerun with TORTURE_SEED={seed})");
+        .unwrap_or_else(torture::clock_seed);
+    eprintln!("torture seed {seed} (replay with TORTURE_SEED={seed})");
     let exe = std::env::current_exe().unwrap();
-    let s = torture::supervise(&path, 8, 200, seed, |slot, seed| {
+    let spawn = || {
         let mut c = Command::new(&exe);
-        c.args(["--exact", "child_main", "--nocapture", "-q"])
-            .env(common::ROLE, "torture")
-            .env(common::PATH, &path)
-            .env("RM_SLOT", slot.to_string())
-            .env("RM_SEED", seed.to_string())
-            .stdout(std::process::Stdio::null());
+        c.args([
+            "--exact",
+            "child_main",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(common::ROLE, "torture")
+        .env(common::PATH, &path);
         c
-    });
-    eprintln!("{}", s.line());
-    assert_eq!(
-        s.updates,
-        s.tallied,
-        "lost or doubled updates: {}",
-        s.line()
-    );
-    // Every report names a distinct death (checked by the workers); the
-    // library saw at least as many as were recorded, and no more than kills.
+    };
+    let cfg = torture::Config::new(8, 200, seed);
+    let s = torture::supervise(&path, &cfg, &spawn).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{s}");
+    // `supervise` fails on any violation; these restate the headline.
+    assert_eq!((s.hangs, s.lost, s.doubled), (0, 0, 0), "{s}");
+    assert_eq!(s.deaths_holding, s.reports + s.unseen, "{s}");
+    assert!(s.deaths_holding > 0, "no kill landed while holding: {s}");
+    assert!(s.updates > 0, "no progress: {s}");
+}
+
+/// LIBRARY BUG (found by the torture, which counts it as "stale
+/// previous_owner() names"; run with `--ignored`). When the owner that dies
+/// holding the lock had itself just acquired it with EOWNERDEAD and was
+/// killed before `SharedMutex::lock` wrote its owner record
+/// (`guard::record_acquired`), the next locker's
+/// `Recovery::previous_owner()` returns the record of the *earlier* dead
+/// owner, whose death was already reported (to the killed one), instead of
+/// `None` as documented ("`None` if it died before writing one"). So one
+/// death is named twice and the other never; `status().owner` shows the
+/// same stale record while the lock is owner-dead. The record is only
+/// rewritten by a locker that gets to run `record_acquired`, and nothing
+/// marks it as already reported.
+///
+/// Reproduced deterministically: A locks through the library and is
+/// SIGKILLed; B takes the lock with plain `pthread_mutex_lock` (EOWNERDEAD),
+/// which is exactly the state of a process killed inside `lock` between the
+/// kernel handing it the lock and the record write, and is SIGKILLed; C
+/// locks.
+#[test]
+#[ignore = "LIBRARY BUG: previous_owner() names an owner whose death was already reported"]
+fn library_bug_previous_owner_names_an_already_reported_death() {
+    use robust_mutex::{Acquired, SharedMutex};
+    let (_dir, path) = common::temp_path("stale-owner");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut a = common::Kid::spawn("hold", &path);
+    a.expect("locked");
+    let a_pid = a.pid();
+    a.kill();
+    let mut b = common::Kid::spawn("raw_owner_died", &path);
+    assert_eq!(b.expect("locked"), libc::EOWNERDEAD.to_string());
+    let b_pid = b.pid();
+    b.kill();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("B died holding the lock: expected OwnerDied");
+    };
+    let named = r.previous_owner().map(|o| o.pid);
+    drop(r.mark_consistent());
     assert!(
-        s.owner_died_reports <= s.library_owner_deaths,
-        "{}",
-        s.line()
+        named.is_none() || named == Some(b_pid),
+        "previous_owner() named pid {named:?}: A (pid {a_pid}), whose death was \
+         already reported to B; B (pid {b_pid}) is the one that died holding"
     );
-    assert!(s.library_owner_deaths <= s.kills + 1, "{}", s.line());
-    assert!(s.updates > 0, "no progress at all: {}", s.line());
 }
