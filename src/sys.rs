@@ -711,3 +711,49 @@ pub(crate) fn deadline_passed(deadline: &libc::timespec) -> bool {
     let d = Duration::new(deadline.tv_sec as u64, deadline.tv_nsec as u32);
     now >= d
 }
+
+// ---------------------------------------------------------------------------
+// Bare (pymutex) files: src/bare.rs
+// ---------------------------------------------------------------------------
+
+/// The size of one `pthread_mutex_t`, the whole of a bare (pymutex) file.
+pub(crate) const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+
+/// The bytes of a freshly initialised robust, process-shared mutex of
+/// `kind`, made in private memory. glibc's `pthread_mutex_init` stores no
+/// address (it clears the mutex and sets `__kind`), so these bytes are a
+/// valid unlocked mutex wherever they are written: pymutex creates its files
+/// this way, initialising a buffer and writing it with one `write`.
+pub(crate) fn initialised_mutex_bytes(kind: MutexKind) -> io::Result<[u8; MUTEX_SIZE]> {
+    let mut scratch = std::mem::MaybeUninit::<libc::pthread_mutex_t>::zeroed();
+    // SAFETY: `scratch` is private, aligned, zeroed memory that nobody uses
+    // as a mutex; it is only copied out below, never locked.
+    unsafe { mutex_init(scratch.as_mut_ptr(), kind) }?;
+    let mut out = [0u8; MUTEX_SIZE];
+    // SAFETY: `scratch` is MUTEX_SIZE bytes of initialised plain memory and
+    // `out` is a distinct array of the same length.
+    unsafe {
+        std::ptr::copy_nonoverlapping(scratch.as_ptr().cast::<u8>(), out.as_mut_ptr(), MUTEX_SIZE)
+    };
+    Ok(out)
+}
+
+/// `pwrite(2)` of all of `buf` at `offset` (one call for a buffer this
+/// small; loops on short writes).
+pub(crate) fn write_all_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let off = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: `rest` is valid readable memory of `rest.len()` bytes.
+        let n = cvt_r(|| unsafe {
+            libc::pwrite(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off) as libc::c_int
+        })?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
