@@ -1,0 +1,292 @@
+//! The command line: clap definitions of every subcommand and its options,
+//! the help texts (with the exit-code table), and the parsers of option
+//! values. Nothing here runs anything.
+
+use crate::exit::code;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use robust_mutex::LockState;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  robust-mutex run /run/lock/backup.lock -- rsync -a /src /dst
+  robust-mutex run --nonblock /run/lock/job.lock -- ./job.sh || echo busy
+  robust-mutex status --json /run/lock/backup.lock
+  robust-mutex reset /run/lock/backup.lock
+
+Exit codes:
+  0      success (run: COMMAND's own status; status: unlocked)
+  1      run: the lock is held (--conflict-exit-code); status: locked;
+         reset, remove: refused (healthy, or held; use --force)
+  2      status: owner-dead, not-recoverable or stuck
+  64     usage error                  65  not a usable mutex file
+  66     no such file                 69  mutex not recoverable or stuck
+  70     internal error               73  cannot create
+  74     I/O error                    75  still being initialised
+  77     permission denied
+  126    COMMAND not executable       127 COMMAND not found
+  128+N  COMMAND killed by signal N, or the wait abandoned on signal N
+         (130: SIGINT)";
+
+/// A crash-safe, path-named lock for shell scripts: like flock(1), but the
+/// next holder is told when the previous one died holding the lock.
+#[derive(Parser, Debug)]
+#[command(name = "robust-mutex", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    Run(RunArgs),
+    Status(StatusArgs),
+    Watch(WatchArgs),
+    Create(CreateArgs),
+    Remove(RemoveArgs),
+    Reset(ResetArgs),
+}
+
+/// Take the lock, run COMMAND, release the lock; exit with COMMAND's status.
+///
+/// PATH is created (mode 0600, or --mode) unless --no-create is given.
+///
+/// If the previous holder died holding the lock, COMMAND is the recovery
+/// handler: it runs with ROBUST_MUTEX_OWNER_DIED=1 and
+/// ROBUST_MUTEX_PREVIOUS_OWNER_PID=<pid> (when known) in its environment,
+/// and the mutex is marked consistent only if COMMAND exits 0; otherwise it
+/// becomes not recoverable until `robust-mutex reset PATH`.
+///
+/// COMMAND dies with `run` (PR_SET_PDEATHSIG=SIGKILL). SIGINT, SIGTERM,
+/// SIGHUP and SIGQUIT sent to `run` are forwarded to COMMAND; during the
+/// wait for the lock they abandon the wait instead. If COMMAND is killed by
+/// a signal, its work may be half done: the lock is handed on in the
+/// owner-died state, so the next holder recovers.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex run /run/lock/backup.lock -- rsync -a /src /dst
+  robust-mutex run --nonblock --label nightly /run/lock/job.lock -- ./job.sh
+  robust-mutex run --timeout 2.5 --conflict-exit-code 75 /dev/shm/x.lock -- make
+  robust-mutex run /dev/shm/db.lock -- sh -c '
+      if [ \"$ROBUST_MUTEX_OWNER_DIED\" = 1 ]; then ./repair.sh || exit 1; fi
+      exec ./update.sh'
+
+Exit status: COMMAND's own; the --conflict-exit-code (1) when the lock is
+held; 69 when the mutex is not recoverable or stuck; 126/127 when COMMAND
+cannot be run; 128+N when COMMAND is killed by signal N or the wait is
+abandoned on signal N (130: SIGINT). See `robust-mutex --help` for the rest.")]
+pub(crate) struct RunArgs {
+    /// Give up after SECS seconds (fractions allowed; 0 = try once).
+    #[arg(
+        long,
+        short = 'w',
+        value_name = "SECS",
+        conflicts_with = "nonblock",
+        allow_negative_numbers = true,
+        value_parser = parse_secs
+    )]
+    pub(crate) timeout: Option<Duration>,
+    /// Fail at once if the lock is held.
+    #[arg(long, short = 'n')]
+    pub(crate) nonblock: bool,
+    /// Exit code when the lock cannot be had (default 1, as flock(1)).
+    #[arg(long, short = 'E', value_name = "N", default_value_t = code::HELD)]
+    pub(crate) conflict_exit_code: u8,
+    /// A label for the owner record, shown by `status`, `watch` and waiters.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) label: Option<String>,
+    /// Fail if PATH does not exist, instead of creating it.
+    #[arg(long)]
+    pub(crate) no_create: bool,
+    /// Mode of PATH if `run` creates it, in octal (must include 0600).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub(crate) mode: Option<u32>,
+    /// Use a lock file owned by another user (e.g. a group-shared 0660 file).
+    #[arg(long)]
+    pub(crate) allow_other_owners: bool,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+    /// The command and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// Show the lock's state, holder, counters and file facts (without locking).
+///
+/// The holder is shown with its pid, tid, label, how long it has held the
+/// lock and, while it runs, its command line from /proc. For owner-dead and
+/// stuck mutexes it is the dead holder.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex status /run/lock/backup.lock
+  robust-mutex status --json /run/lock/backup.lock | jq .owner.pid
+  if robust-mutex status /run/lock/job.lock >/dev/null; then echo free; fi
+
+JSON keys: path, state, owner (null, or pid, tid, label, alive, cmdline,
+acquired_at, acquired_at_unix, held_for_secs), counters (acquisitions,
+contended, owner_deaths, recoveries, resets), lock_word, file (version,
+kind, abi, generation, value_size, created_at, boot_id_matches, mode, uid).
+
+Exit status: 0 unlocked, 1 locked, 2 owner-dead, not-recoverable or stuck;
+errors as in `robust-mutex --help`.")]
+pub(crate) struct StatusArgs {
+    /// One line of JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+}
+
+/// Print one timestamped line per change of state or holder, until Ctrl-C.
+///
+/// Times are UTC. --count and --until-state end it earlier. Follows PATH:
+/// a reset (which replaces the file) and a removal are reported, and a new
+/// file at PATH is picked up.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex watch /run/lock/backup.lock
+  robust-mutex watch --interval 50 --until-state unlocked /run/lock/job.lock
+
+Output:
+  2026-01-31T12:00:00.000Z unlocked
+  2026-01-31T12:00:01.250Z locked pid 4242 tid 4242 (nightly)
+  2026-01-31T12:00:09.100Z owner-dead pid 4242 tid 4242 (nightly)
+  2026-01-31T12:00:12.800Z replaced: generation 2")]
+pub(crate) struct WatchArgs {
+    /// How often to look, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) interval: u64,
+    /// Stop after printing N lines.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// Stop after printing a line with this state.
+    #[arg(long, value_name = "STATE")]
+    pub(crate) until_state: Option<StateArg>,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+}
+
+/// Create a new lock file; fails if PATH exists.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex create /run/lock/job.lock
+  robust-mutex create --mode 0660 /run/lock/shared.lock
+
+Exit status: 0 created, 73 PATH exists or cannot be created, 64 bad mode.")]
+pub(crate) struct CreateArgs {
+    /// Mode in octal; must include 0600 (the owner reads and writes).
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_mode)]
+    pub(crate) mode: u32,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+}
+
+/// Remove a lock file (only a robust-mutex file is ever removed).
+///
+/// Refuses while a live process holds the lock: a new file at PATH would
+/// let the next `run` take the lock while the old holder still works.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex remove /run/lock/old.lock
+  robust-mutex remove --force /run/lock/old.lock
+
+Exit status: 0 removed, 1 refused (held; use --force), 65 not a mutex file.")]
+pub(crate) struct RemoveArgs {
+    /// Remove it even while it is held.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+}
+
+/// Repair a broken (not-recoverable or stuck) mutex.
+///
+/// Replaces PATH with a fresh file that keeps the value and counters; every
+/// process moves to it, and the next locker runs its recovery.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  robust-mutex reset /run/lock/backup.lock
+  robust-mutex reset --force /run/lock/backup.lock
+
+Exit status: 0 reset, 1 refused (the mutex is not broken; use --force).")]
+pub(crate) struct ResetArgs {
+    /// Reset even a healthy mutex (its holder and waiters finish on the old file).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// The lock file.
+    pub(crate) path: PathBuf,
+}
+
+/// A state name for `watch --until-state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StateArg {
+    Unlocked,
+    Locked,
+    OwnerDead,
+    NotRecoverable,
+    Stuck,
+}
+
+impl StateArg {
+    pub(crate) fn matches(self, s: LockState) -> bool {
+        let name = match self {
+            StateArg::Unlocked => "unlocked",
+            StateArg::Locked => "locked",
+            StateArg::OwnerDead => "owner-dead",
+            StateArg::NotRecoverable => "not-recoverable",
+            StateArg::Stuck => "stuck",
+        };
+        s.as_str() == name
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode such as 0600"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => {
+            // Too long to represent: as good as for ever.
+            Ok(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX))
+        }
+        _ => Err(format!("{s:?} is not a number of seconds such as 2.5")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_modes() {
+        assert_eq!(parse_secs("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_secs("1e30"), Ok(Duration::MAX));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert!(parse_secs("inf").is_err());
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("17777").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

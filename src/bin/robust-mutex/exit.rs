@@ -1,0 +1,113 @@
+//! Exit codes: the table of codes, and the mapping from a library error, a
+//! lock state or a signal to the code the program exits with.
+
+use crate::format::warn;
+use robust_mutex::{Error, LockState};
+use std::path::Path;
+
+/// Exit codes, documented in `--help` (see [`crate::cli`]) and the README's
+/// "Exit codes" table.
+pub(crate) mod code {
+    /// Success; `status`: unlocked.
+    pub const OK: u8 = 0;
+    /// `run`: the lock is held (default `--conflict-exit-code`, as flock(1));
+    /// `status`: locked; `reset`/`remove`: refused (healthy / held).
+    pub const HELD: u8 = 1;
+    /// `status`: owner-dead, not-recoverable or stuck.
+    pub const BROKEN: u8 = 2;
+    /// EX_USAGE: bad command line.
+    pub const USAGE: u8 = 64;
+    /// EX_DATAERR: PATH is not a usable mutex file (left untouched).
+    pub const DATA: u8 = 65;
+    /// EX_NOINPUT: PATH does not exist.
+    pub const NO_INPUT: u8 = 66;
+    /// EX_UNAVAILABLE: the mutex is not recoverable or stuck; reset it.
+    pub const UNAVAILABLE: u8 = 69;
+    /// EX_SOFTWARE: a bug in this program.
+    pub const SOFTWARE: u8 = 70;
+    /// EX_CANTCREAT: `create` could not create PATH.
+    pub const CANT_CREATE: u8 = 73;
+    /// EX_IOERR.
+    pub const IO: u8 = 74;
+    /// EX_TEMPFAIL: another process is still initialising PATH.
+    pub const TEMP_FAIL: u8 = 75;
+    /// EX_NOPERM.
+    pub const NO_PERM: u8 = 77;
+    /// COMMAND exists but cannot be executed (as shells do).
+    pub const CANNOT_EXECUTE: u8 = 126;
+    /// COMMAND not found (as shells do).
+    pub const COMMAND_NOT_FOUND: u8 = 127;
+    /// 128 + N: COMMAND was killed by signal N, or the wait was abandoned on
+    /// signal N (130 for SIGINT).
+    pub const SIGNAL_BASE: u8 = 128;
+}
+
+/// What the program was doing when the library said no.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Open,
+    Create,
+    Remove,
+    Reset,
+}
+
+/// Prints one line for a library error, naming the path and the cause, and
+/// picks its exit code.
+pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
+    let p = path.display();
+    let verb = match op {
+        Op::Open => "open",
+        Op::Create => "create",
+        Op::Remove => "remove",
+        Op::Reset => "reset",
+    };
+    let (code, msg) = match e {
+        Error::NotFound { .. } if op == Op::Create => (
+            code::CANT_CREATE,
+            format!("create {p}: its directory does not exist"),
+        ),
+        Error::NotFound { .. } => (code::NO_INPUT, e.to_string()),
+        Error::AlreadyExists { .. } => (code::CANT_CREATE, e.to_string()),
+        Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
+        Error::ForeignOwner { owner, ours, .. } => (
+            code::NO_PERM,
+            format!(
+                "{verb} {p}: owned by uid {owner}, not by this user (uid {ours}); `run --allow-other-owners` shares it"
+            ),
+        ),
+        Error::InvalidMode { .. } => (code::USAGE, format!("{verb} {p}: {e}")),
+        Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
+            (code::SOFTWARE, format!("{verb} {p}: {e}"))
+        }
+        Error::InitTimeout { .. } => (code::TEMP_FAIL, e.to_string()),
+        Error::ResetRefused { state, .. } => (
+            code::HELD,
+            format!(
+                "reset {p}: the mutex is {state}, not broken (not-recoverable or stuck); use --force to reset it anyway"
+            ),
+        ),
+        Error::Io { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
+        Error::Io { .. } => (code::IO, e.to_string()),
+        // Not a robust-mutex file, corrupt, truncated, another version, ABI,
+        // kind or PID namespace, a symlink, directory or device, a network
+        // filesystem: all leave the file untouched.
+        _ => (code::DATA, e.to_string()),
+    };
+    warn(msg);
+    code
+}
+
+/// The exit code for COMMAND killed by signal `sig`, or a wait abandoned on
+/// it: 128 + N, as shells do.
+pub(crate) fn with_signal(sig: i32) -> u8 {
+    code::SIGNAL_BASE.saturating_add(u8::try_from(sig).unwrap_or(u8::MAX))
+}
+
+/// `status`'s exit code for a lock state: 0 unlocked, 1 locked, 2 broken.
+pub(crate) fn state_code(s: LockState) -> u8 {
+    match s {
+        LockState::Unlocked => code::OK,
+        LockState::Locked => code::HELD,
+        _ => code::BROKEN,
+    }
+}

@@ -1,0 +1,286 @@
+//! The `run` subcommand: take the lock, run COMMAND as a child (its
+//! recovery handler when the previous holder died), forward signals to it,
+//! and hand the lock on in the state COMMAND's end calls for.
+
+use crate::cli::RunArgs;
+use crate::exit::{Op, code, fail, with_signal};
+use crate::format::{describe_holder, warn};
+use crate::os;
+use robust_mutex::{Acquired, LockError, LockState, OpenOptions, SharedMutex};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Set to 1 in a recovery COMMAND's environment.
+const OWNER_DIED_VAR: &str = "ROBUST_MUTEX_OWNER_DIED";
+/// The dead holder's pid, in a recovery COMMAND's environment (when known).
+const PREVIOUS_PID_VAR: &str = "ROBUST_MUTEX_PREVIOUS_OWNER_PID";
+
+/// `run`: opens (or creates) PATH, takes the lock, runs COMMAND, and
+/// returns the exit code (`Err`: a failure, already reported).
+pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
+    let path = a.path.as_path();
+    let mut opts = OpenOptions::new();
+    opts.create(!a.no_create)
+        .allow_other_owners(a.allow_other_owners);
+    if let Some(mode) = a.mode {
+        opts.mode(mode);
+    }
+    let m = opts
+        .open_lock_only(path)
+        .map_err(|e| fail(&e, Op::Open, path))?;
+    os::install_forwarding();
+    let acquired = acquire(&m, a)?;
+    os::lock_taken();
+    if let Some(sig) = os::pending_signal() {
+        // A signal arrived as the lock was taken: COMMAND never starts.
+        warn(format_args!(
+            "{}: {} arrived as the lock was taken; COMMAND not run",
+            path.display(),
+            signal_name(sig)
+        ));
+        return match acquired {
+            Acquired::Clean(g) => {
+                drop(g);
+                Err(with_signal(sig))
+            }
+            // Nothing was repaired: hand the owner-died state on.
+            Acquired::OwnerDied(r) => exit_holding(r, with_signal(sig)),
+        };
+    }
+
+    let program = a.command[0].to_string_lossy().into_owned();
+    let mut cmd = Command::new(&a.command[0]);
+    cmd.args(&a.command[1..]);
+    os::die_with_parent(&mut cmd);
+
+    match acquired {
+        Acquired::Clean(mut g) => {
+            if let Some(l) = &a.label {
+                g.set_label(l);
+            }
+            // Never inherit an outer `run`'s recovery verdict.
+            cmd.env_remove(OWNER_DIED_VAR).env_remove(PREVIOUS_PID_VAR);
+            match spawn_and_wait(&mut cmd, &program, path) {
+                Ok(Ended::Code(c)) => Ok(c),
+                Ok(Ended::Signal(sig)) => {
+                    warn(format_args!(
+                        "{}: COMMAND was killed by {} while holding the lock; the next holder is told its owner died",
+                        path.display(),
+                        signal_name(sig)
+                    ));
+                    exit_holding(g, with_signal(sig))
+                }
+                // COMMAND never ran: release cleanly (the guard drops).
+                Err(c) => Err(c),
+            }
+        }
+        Acquired::OwnerDied(r) => {
+            let prev = r.previous_owner().map(|o| o.pid);
+            warn(format_args!(
+                "{}: the previous holder{} died holding the lock; running COMMAND as its recovery",
+                path.display(),
+                prev.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ));
+            cmd.env(OWNER_DIED_VAR, "1");
+            match prev {
+                Some(p) => cmd.env(PREVIOUS_PID_VAR, p.to_string()),
+                None => cmd.env_remove(PREVIOUS_PID_VAR),
+            };
+            match spawn_and_wait(&mut cmd, &program, path) {
+                Ok(Ended::Code(0)) => {
+                    drop(r.mark_consistent());
+                    Ok(code::OK)
+                }
+                Ok(ended) => {
+                    // Unlock without marking consistent: not recoverable.
+                    drop(r);
+                    let (c, how) = match ended {
+                        Ended::Code(c) => (c, format!("exited {c}")),
+                        Ended::Signal(s) => {
+                            (with_signal(s), format!("was killed by {}", signal_name(s)))
+                        }
+                    };
+                    warn(format_args!(
+                        "{}: recovery COMMAND {how}; the mutex is now not recoverable; after repairing, run `robust-mutex reset {}`",
+                        path.display(),
+                        path.display()
+                    ));
+                    Ok(c)
+                }
+                // COMMAND never ran, so nothing was repaired or broken:
+                // exit holding, and the kernel hands the owner-died state to
+                // the next locker instead of making the mutex not recoverable.
+                Err(c) => exit_holding(r, c),
+            }
+        }
+    }
+}
+
+/// Exits at once, still holding the lock: the kernel releases it in the
+/// owner-died state, so the next holder recovers.
+fn exit_holding<T>(held: T, code: u8) -> ! {
+    // Not dropped: dropping would release the lock (or, for a Recovery, make
+    // the mutex not recoverable).
+    std::mem::forget(held);
+    std::process::exit(i32::from(code))
+}
+
+/// Waits for the lock as asked; every failure is reported and turned into
+/// the exit code.
+fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<'a, ()>, u8> {
+    let path = a.path.as_path();
+    let got = if a.nonblock {
+        m.try_lock()
+    } else {
+        wait_for(m, a.timeout)
+    };
+    match got {
+        Ok(acquired) => Ok(acquired),
+        Err(LockError::WouldBlock | LockError::TimedOut) => {
+            let s = m.status();
+            warn(format_args!(
+                "{}: {}",
+                path.display(),
+                describe_holder(&s, path)
+            ));
+            Err(if s.state == LockState::Stuck {
+                code::UNAVAILABLE
+            } else {
+                a.conflict_exit_code
+            })
+        }
+        Err(LockError::Cancelled) => {
+            let sig = os::pending_signal().unwrap_or(libc::SIGINT);
+            warn(format_args!(
+                "{}: wait abandoned on {}; the lock was not taken",
+                path.display(),
+                signal_name(sig)
+            ));
+            Err(with_signal(sig))
+        }
+        Err(LockError::NotRecoverable) => {
+            warn(format_args!(
+                "{}: the mutex is not recoverable (an owner died and its recovery failed); after repairing, run `robust-mutex reset {}`",
+                path.display(),
+                path.display()
+            ));
+            Err(code::UNAVAILABLE)
+        }
+        Err(LockError::Io(e)) => {
+            warn(format_args!("lock {}: {e}", path.display()));
+            Err(code::IO)
+        }
+        Err(e) => {
+            warn(format_args!("lock {}: {e}", path.display()));
+            Err(code::SOFTWARE)
+        }
+    }
+}
+
+/// How often a long wait looks whether the lock became stuck.
+const STUCK_CHECK: Duration = Duration::from_millis(500);
+
+/// Waits (at most `timeout`) in slices; gives up early on a stuck mutex,
+/// which nobody will ever release, once two looks a slice apart agree.
+fn wait_for(m: &SharedMutex<()>, timeout: Option<Duration>) -> Result<Acquired<'_, ()>, LockError> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut stuck_looks = 0;
+    loop {
+        let left = deadline.map_or(STUCK_CHECK, |d| d.saturating_duration_since(Instant::now()));
+        match m.lock_cancellable(&os::CANCEL, Some(left.min(STUCK_CHECK))) {
+            Err(LockError::TimedOut) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(LockError::TimedOut);
+                }
+                if m.status().state == LockState::Stuck {
+                    stuck_looks += 1;
+                    if stuck_looks >= 2 {
+                        return Err(LockError::TimedOut);
+                    }
+                } else {
+                    stuck_looks = 0;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How COMMAND ended.
+enum Ended {
+    Code(u8),
+    Signal(i32),
+}
+
+/// Runs COMMAND and waits for it, forwarding signals meanwhile. `Err` means
+/// COMMAND never ran (127 not found, 126 cannot execute), already reported.
+fn spawn_and_wait(cmd: &mut Command, program: &str, path: &Path) -> Result<Ended, u8> {
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let c = match e.kind() {
+                io::ErrorKind::NotFound => code::COMMAND_NOT_FOUND,
+                _ => code::CANNOT_EXECUTE,
+            };
+            warn(format_args!(
+                "run {}: cannot run {program}: {e}",
+                path.display()
+            ));
+            return Err(c);
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    os::forward_to(pid);
+    // Wait without reaping first, so that no forwarded signal can reach
+    // another process that reuses the pid.
+    let waited = os::wait_exit_no_reap(pid);
+    os::stop_forwarding();
+    if let Err(e) = waited {
+        warn(format_args!(
+            "{}: waiting for {program}: {e}",
+            path.display()
+        ));
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(st) => break st,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                warn(format_args!(
+                    "{}: waiting for {program}: {e}",
+                    path.display()
+                ));
+                return Ok(Ended::Code(code::IO));
+            }
+        }
+    };
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => Ended::Code(u8::try_from(c).unwrap_or(code::IO)),
+        (None, Some(s)) => Ended::Signal(s),
+        _ => Ended::Code(code::IO),
+    })
+}
+
+/// A signal's name for messages (`SIGINT`), or `signal N` for the rarer ones.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
