@@ -1,18 +1,32 @@
 //! Process control for `run`: the only system calls this program makes
-//! itself. Signal forwarding to COMMAND (and cancelling the wait for the
-//! lock on a signal), the parent-death signal, and waiting for COMMAND's
-//! exit without reaping it.
+//! itself, all through `nix`. Signal forwarding to COMMAND (and cancelling
+//! the wait for the lock on a signal), the parent-death signal, and waiting
+//! for COMMAND's exit without reaping it.
 
+use nix::errno::Errno;
+// nix has no names of its own for these: the handler's signature is nix's
+// `SigHandler::SigAction`, spelled with libc's `siginfo_t` (nix re-exports
+// libc), and nix names no `si_code` values, so SI_KERNEL is libc's constant.
+use nix::libc::{SI_KERNEL, siginfo_t};
+use nix::sys::prctl;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::{self, Pid};
 use robust_mutex::CancelToken;
 use std::ffi::{c_int, c_void};
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
 
 /// The signals `run` forwards to COMMAND (as timeout(1) does), and that
 /// abandon a wait for the lock.
-const FORWARDED: [c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// `TARGET` while waiting for the lock: a signal cancels the wait.
 const WAITING: i32 = 0;
@@ -22,30 +36,33 @@ const NO_TARGET: i32 = -1;
 
 /// WAITING, NO_TARGET, or the pid of the running COMMAND.
 static TARGET: AtomicI32 = AtomicI32::new(WAITING);
-/// The last signal that was not forwarded (0: none).
+/// The number of the last signal that was not forwarded (0: none).
 static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Abandons the wait for the lock.
 pub static CANCEL: CancelToken = CancelToken::new();
 
-extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
-    // SAFETY: __errno_location returns this thread's errno slot; saving
-    // and restoring it keeps the interrupted code's errno intact.
-    let errno = unsafe { *libc::__errno_location() };
+/// The handler of [`FORWARDED`]. Async-signal-safe: atomics, errno, and
+/// the `nix` wrappers of kill, getpgid and getpgrp (plain system calls that
+/// neither allocate nor lock), and [`CancelToken::cancel`].
+extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, _: *mut c_void) {
+    // Saved and restored: the interrupted code may be about to read errno.
+    let errno = Errno::last_raw();
     let target = TARGET.load(SeqCst);
     if target > 0 {
+        let target = Pid::from_raw(target);
         // A terminal's Ctrl-C reaches the whole foreground process
         // group, COMMAND included: do not deliver it twice.
         // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t
         // (checked for null anyway), which we only read.
-        let from_tty = !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL;
-        // SAFETY: getpgid and getpgrp take no pointers and are
-        // async-signal-safe.
-        let same_group = unsafe { libc::getpgid(target) == libc::getpgrp() };
+        let from_tty = !info.is_null() && unsafe { (*info).si_code } == SI_KERNEL;
+        let same_group = unistd::getpgid(Some(target)).is_ok_and(|g| g == unistd::getpgrp());
         if !(from_tty && same_group) {
-            // SAFETY: kill is async-signal-safe; `target` is our child,
-            // not yet reaped (see `wait_exit_no_reap`), so it is not
-            // another process reusing the pid.
-            unsafe { libc::kill(target, sig) };
+            // `target` is our child, not yet reaped (see
+            // `wait_exit_no_reap`), so it is not another process reusing
+            // the pid. `sig` is one of FORWARDED, so it converts.
+            if let Ok(sig) = Signal::try_from(sig) {
+                let _ = signal::kill(target, sig);
+            }
         }
     } else {
         PENDING.store(sig, SeqCst);
@@ -53,30 +70,36 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, _: *mut c_void) 
             CANCEL.cancel(); // async-signal-safe: a store and a futex wake
         }
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
+    Errno::set_raw(errno);
 }
 
 /// Installs the forwarding handler for [`FORWARDED`]; a signal that is
 /// ignored (e.g. under nohup) stays ignored, and COMMAND inherits that.
 pub fn install_forwarding() {
+    let ours = SigAction::new(
+        SigHandler::SigAction(on_signal),
+        SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in FORWARDED {
-        // SAFETY: an all-zero `sigaction` is a valid value of the C
-        // struct; sigaction(2) only reads `act` and writes `old`, both
-        // valid for the call; `on_signal` is async-signal-safe (atomics,
-        // kill, getpgid, getpgrp, CancelToken::cancel).
+        // nix's sigaction cannot only look (no null new action): ours goes
+        // in, and an ignored disposition found there is put back. The
+        // signal is blocked meanwhile, so it cannot reach `on_signal` in
+        // between; one that arrives then is discarded when SIG_IGN returns.
+        let mask = SigSet::from(sig).thread_swap_mask(SigmaskHow::SIG_BLOCK);
+        // SAFETY: `on_signal` is async-signal-safe (see its doc) and only
+        // shares atomics with the rest of the program. The old action is
+        // never called: it is only tested for SIG_IGN, and then put back
+        // exactly as the kernel gave it.
         unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
-                || old.sa_sigaction == libc::SIG_IGN
-            {
-                continue;
+            if let Ok(old) = signal::sigaction(sig, &ours) {
+                if matches!(old.handler(), SigHandler::SigIgn) {
+                    let _ = signal::sigaction(sig, &old);
+                }
             }
-            let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+        if let Ok(mask) = mask {
+            let _ = mask.thread_set_mask();
         }
     }
 }
@@ -94,14 +117,21 @@ pub fn pending_signal() -> Option<i32> {
     }
 }
 
-/// Forward signals to `pid` from now on, starting with one that arrived
+/// The pid of `child`, as nix spells it. Pids are below 2^22
+/// (PID_MAX_LIMIT), so the cast never wraps.
+fn pid_of(child: &Child) -> Pid {
+    Pid::from_raw(child.id() as i32)
+}
+
+/// Forward signals to `child` from now on, starting with one that arrived
 /// while COMMAND was being started.
-pub fn forward_to(pid: libc::pid_t) {
-    TARGET.store(pid, SeqCst);
+pub fn forward_to(child: &Child) {
+    let pid = pid_of(child);
+    TARGET.store(pid.as_raw(), SeqCst);
     let sig = PENDING.swap(0, SeqCst);
-    if sig != 0 {
-        // SAFETY: kill takes no pointers; `pid` is our unreaped child.
-        unsafe { libc::kill(pid, sig) };
+    if let Ok(sig) = Signal::try_from(sig) {
+        // `pid` is our unreaped child.
+        let _ = signal::kill(pid, sig);
     }
 }
 
@@ -113,55 +143,35 @@ pub fn stop_forwarding() {
 /// Makes COMMAND receive SIGKILL when `run` dies, and never start if
 /// `run` is already dead.
 pub fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
+    let parent = unistd::getpid();
     let hook = move || -> io::Result<()> {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and is
-        // async-signal-safe.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: getppid takes no arguments and cannot fail.
-        if unsafe { libc::getppid() } != parent {
+        prctl::set_pdeathsig(Signal::SIGKILL)?;
+        if unistd::getppid() != parent {
             // `run` died before the prctl: never run unprotected.
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            return Err(Errno::ESRCH.into());
         }
         Ok(())
     };
     // SAFETY: `hook` runs in the forked child before exec; it only makes
-    // async-signal-safe system calls, and neither allocates nor takes locks.
+    // async-signal-safe system calls (prctl, getppid), and neither
+    // allocates nor takes locks (an `io::Error` from an errno is a plain
+    // number).
     unsafe { cmd.pre_exec(hook) };
 }
 
-/// Waits until child `pid` has exited, leaving it unreaped (waitid with
+/// Waits until `child` has exited, leaving it unreaped (waitid with
 /// WNOWAIT), so that its pid cannot be reused meanwhile.
-pub fn wait_exit_no_reap(pid: libc::pid_t) -> io::Result<()> {
+pub fn wait_exit_no_reap(child: &Child) -> io::Result<()> {
+    let pid = pid_of(child);
     loop {
-        // SAFETY: an all-zero siginfo_t is a valid value of the C struct.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes only into `info`, valid for the call.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            // With these valid arguments waitid(2) itself never fails with
+            // EINVAL: it is nix failing to decode how the child ended (a
+            // real-time signal has no `Signal`). It has exited all the same.
+            Err(Errno::EINVAL) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
 }

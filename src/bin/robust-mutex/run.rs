@@ -6,6 +6,7 @@ use crate::cli::RunArgs;
 use crate::exit::{Op, code, fail, with_signal};
 use crate::format::{describe_holder, warn};
 use crate::os;
+use nix::sys::signal::Signal;
 use robust_mutex::{Acquired, LockError, LockState, OpenOptions, SharedMutex};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -153,7 +154,7 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<'a, ()>, 
             })
         }
         Err(LockError::Cancelled) => {
-            let sig = os::pending_signal().unwrap_or(libc::SIGINT);
+            let sig = os::pending_signal().unwrap_or(Signal::SIGINT as i32);
             warn(format_args!(
                 "{}: wait abandoned on {}; the lock was not taken",
                 path.display(),
@@ -232,11 +233,10 @@ fn spawn_and_wait(cmd: &mut Command, program: &str, path: &Path) -> Result<Ended
             return Err(c);
         }
     };
-    let pid = child.id() as libc::pid_t;
-    os::forward_to(pid);
+    os::forward_to(&child);
     // Wait without reaping first, so that no forwarded signal can reach
     // another process that reuses the pid.
-    let waited = os::wait_exit_no_reap(pid);
+    let waited = os::wait_exit_no_reap(&child);
     os::stop_forwarding();
     if let Err(e) = waited {
         warn(format_args!(
@@ -266,21 +266,40 @@ fn spawn_and_wait(cmd: &mut Command, program: &str, path: &Path) -> Result<Ended
 
 /// A signal's name for messages (`SIGINT`), or `signal N` for the rarer ones.
 fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_owned()
+    match Signal::try_from(sig) {
+        Ok(
+            s @ (Signal::SIGHUP
+            | Signal::SIGINT
+            | Signal::SIGQUIT
+            | Signal::SIGILL
+            | Signal::SIGABRT
+            | Signal::SIGBUS
+            | Signal::SIGFPE
+            | Signal::SIGKILL
+            | Signal::SIGSEGV
+            | Signal::SIGPIPE
+            | Signal::SIGALRM
+            | Signal::SIGTERM
+            | Signal::SIGXCPU),
+        ) => s.as_str().to_owned(),
+        _ => format!("signal {sig}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_and_codes() {
+        assert_eq!(signal_name(2), "SIGINT");
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(24), "SIGXCPU");
+        // Named by number: the rarer ones, real-time ones, and nonsense.
+        assert_eq!(signal_name(10), "signal 10");
+        assert_eq!(signal_name(34), "signal 34");
+        assert_eq!(signal_name(0), "signal 0");
+        assert_eq!(with_signal(2), 130);
+        assert_eq!(with_signal(1000), 255);
+    }
 }
