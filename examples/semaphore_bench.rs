@@ -2,7 +2,7 @@
 //! `cargo run --release --example semaphore_bench` (`--quick` for fewer rounds).
 //!
 //! 1. A blocked `acquire()` gets a SIGKILLed holder's permit: latency from
-//!    the `kill(2)` to the waiter holding `Permit::OwnerDied` (target: p99
+//!    the `kill(2)` to the waiter holding `Acquired::OwnerDied` (target: p99
 //!    under 50 ms), with 4 and with 127 permits, and for two waiters when
 //!    one thread holding two permits dies (the wake-up hand-over).
 //! 2. CPU time a waiter spends while blocked (it must sleep, not poll).
@@ -11,7 +11,7 @@
 //!    permits with one load each, no system call).
 //! 4. POSIX `sem_open` for comparison: a SIGKILLed holder's permit is gone.
 
-use robust_mutex::{Permit, SharedSemaphore};
+use robust_mutex::{Acquired, SharedSemaphore};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,7 +34,7 @@ fn main() {
         "Command: `cargo run --release --example semaphore_bench{}`\n",
         if quick { " -- --quick" } else { "" }
     );
-    println!("## 1. SIGKILL of a holder → the blocked waiter's `Permit::OwnerDied`\n");
+    println!("## 1. SIGKILL of a holder → the blocked waiter's `Acquired::OwnerDied`\n");
     println!("| permits | waiters | kills | median | p99 | max | p99 < 50 ms |");
     println!("|---|---|---|---|---|---|---|");
     owner_death(&dir.path().join("death4"), 4, rounds);
@@ -120,7 +120,7 @@ fn child(args: &[String]) {
         "hold" => {
             let sem = SharedSemaphore::open(&path, permits).unwrap();
             let held: Vec<_> = (0..k)
-                .map(|_| sem.acquire().unwrap().recover_with(|| {}))
+                .map(|_| sem.acquire().unwrap().recover_with(|_| {}))
                 .collect();
             println!("held {}", held.len());
             loop {
@@ -199,8 +199,8 @@ fn owner_death(path: &Path, permits: usize, rounds: usize) {
                 tx.send(gettid()).unwrap();
                 let p = sem.acquire().unwrap();
                 let t1 = Instant::now();
-                assert!(matches!(p, Permit::OwnerDied(_)));
-                drop(p.recover_with(|| {}));
+                assert!(matches!(p, Acquired::OwnerDied(_)));
+                drop(p.recover_with(|_| {}));
                 t1
             });
             wait_until_sleeping(rx.recv().unwrap());
@@ -233,7 +233,7 @@ fn two_waiters(path: &Path, rounds: usize) {
                         tx.send(gettid()).unwrap();
                         let p = sem.acquire().unwrap();
                         let t1 = Instant::now();
-                        let g = p.recover_with(|| {});
+                        let g = p.recover_with(|_| {});
                         both.wait(); // hold it until the other has one too
                         drop(g);
                         t1
@@ -353,6 +353,6 @@ fn posix_comparison() {
     println!(
         "value before {before}, while held {held}, after the holder's death **{after}**: \
          the dead holder's permit is gone for ever. A `SharedSemaphore` gives it back \
-         as `Permit::OwnerDied` (section 1).\n"
+         as `Acquired::OwnerDied` (section 1).\n"
     );
 }

@@ -1,5 +1,5 @@
-//! Long crash-torture run; the logic (shared with `tests/torture.rs`) and
-//! what it checks are in tests/common/torture.rs.
+//! Long crash-torture run; the logic (shared with `tests/mutex/torture.rs`) and
+//! what it checks are in tests/common/torture/.
 //!
 //! ```text
 //! cargo run --release --example torture -- --kills 100000
@@ -9,7 +9,7 @@
 //! Prints the seed first, then a one-line summary and where the kills
 //! landed; exits 1 (with the seed) if any invariant failed.
 
-#[path = "../tests/common/torture.rs"]
+#[path = "../tests/common/torture/mod.rs"]
 mod torture;
 
 use std::process::Command;

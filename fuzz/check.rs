@@ -1,6 +1,6 @@
 //! The fuzzing property, shared by the cargo-fuzz target
 //! (`fuzz/fuzz_targets/open_file.rs`) and the corpus replay in `cargo test`
-//! (`tests/fuzz_corpus.rs`), which include this file with `#[path]`.
+//! (`tests/file/fuzz_corpus.rs`), which include this file with `#[path]`.
 //!
 //! Whatever bytes and mode a file holds, opening it never panics, crashes,
 //! raises SIGBUS or hangs, and:
@@ -24,8 +24,8 @@
 //! * byte 0, bits 0-1: the value type `T` (`u64`, `()`, `[u8; 4096]`, a
 //!   16-aligned struct), or for a semaphore the permit count (1, 2, 4, 127);
 //! * byte 0, bits 2-4: what opens it: 0 and 5-7 `OpenOptions::open::<T>`,
-//!   1 `open_reentrant::<T>`, 2 `SharedSemaphore::open_with`,
-//!   3 `open_lock_only` (any value type), 4 `open_bare` (pymutex format);
+//!   1 `ReentrantMutex::open_with`, 2 `SharedSemaphore::open_with`,
+//!   3 `open_lock_only` (any value type), 4 `BareMutex::open_with` (pymutex format);
 //! * byte 0, bit 7: bit-flip mode (below);
 //! * bytes 1-2 (little-endian `sel`): the mode: `sel % 8` picks 0600, 0400
 //!   (the creator's mark), 0644, 0444, 0660, 0000, or (6, 7) the arbitrary
@@ -232,15 +232,15 @@ fn valid_file(opener: Opener, ty: u8) -> Vec<u8> {
             _ => drop(o.open::<Aligned16>(&p).unwrap()),
         },
         Opener::Reentrant => match ty {
-            0 => drop(o.open_reentrant::<u64>(&p).unwrap()),
-            1 => drop(o.open_reentrant::<()>(&p).unwrap()),
-            2 => drop(o.open_reentrant::<[u8; 4096]>(&p).unwrap()),
-            _ => drop(o.open_reentrant::<Aligned16>(&p).unwrap()),
+            0 => drop(robust_mutex::ReentrantMutex::<u64>::open_with(&p, &o).unwrap()),
+            1 => drop(robust_mutex::ReentrantMutex::<()>::open_with(&p, &o).unwrap()),
+            2 => drop(robust_mutex::ReentrantMutex::<[u8; 4096]>::open_with(&p, &o).unwrap()),
+            _ => drop(robust_mutex::ReentrantMutex::<Aligned16>::open_with(&p, &o).unwrap()),
         },
         Opener::Semaphore => {
             drop(SharedSemaphore::open_with(&p, PERMITS[ty as usize], &o).unwrap())
         }
-        Opener::Bare => drop(o.open_bare(&p).unwrap()),
+        Opener::Bare => drop(robust_mutex::BareMutex::open_with(&p, &o).unwrap()),
     }
     let bytes = std::fs::read(&p).unwrap();
     cache.insert((opener, ty), bytes.clone());
@@ -440,7 +440,7 @@ fn use_reentrant<T: bytemuck::Pod>(
     before: &Snap,
     may_write: bool,
 ) -> Result<(), Error> {
-    let m = opts().open_reentrant::<T>(path)?;
+    let m = robust_mutex::ReentrantMutex::<T>::open_with(path, &opts())?;
     after_open(path, before, may_write);
     let _ = m.status();
     if let Ok(a) = m.try_lock() {
@@ -457,8 +457,7 @@ fn use_reentrant<T: bytemuck::Pod>(
     drop(m.lock_cancellable(&CancelToken::new(), Some(Duration::from_millis(1))));
     drop(m);
     drop(
-        opts()
-            .open_reentrant::<T>(path)
+        robust_mutex::ReentrantMutex::<T>::open_with(path, &opts())
             .expect("a file that opened once opens again"),
     );
     Ok(())
@@ -469,11 +468,11 @@ fn use_semaphore(permits: usize, path: &Path, before: &Snap, may_write: bool) ->
     after_open(path, before, may_write);
     let _ = s.status();
     let _ = s.file_info();
-    let first = s.try_acquire().ok().map(|p| p.recover_with(|| {}));
+    let first = s.try_acquire().ok().map(|p| p.recover_with(|_| {}));
     let second = s
         .acquire_timeout(Duration::from_millis(1))
         .ok()
-        .map(|p| p.recover_with(|| {}));
+        .map(|p| p.recover_with(|_| {}));
     let _ = s.status();
     drop(s.acquire_cancellable(&CancelToken::new(), Some(Duration::from_millis(1))));
     drop((first, second));
@@ -486,11 +485,11 @@ fn use_semaphore(permits: usize, path: &Path, before: &Snap, may_write: bool) ->
 }
 
 fn use_bare(path: &Path, before: &Snap, may_write: bool) -> Result<(), Error> {
-    let m = opts().open_bare(path)?;
+    let m = robust_mutex::BareMutex::open_with(path, &opts())?;
     after_open(path, before, may_write);
     let _ = m.status();
     if let Ok(a) = m.try_lock() {
-        let g = a.recover_with(|| {});
+        let g = a.recover_with(|_| {});
         assert!(
             matches!(m.try_lock(), Err(LockError::Deadlock)),
             "an errorcheck mutex held by this thread did not report Deadlock"

@@ -1,5 +1,5 @@
 //! [`CancelToken`]: abandon a blocked wait from another thread or a signal
-//! handler (shmlock's `exit_event`).
+//! handler.
 
 use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};

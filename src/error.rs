@@ -108,14 +108,14 @@ pub enum Error {
     },
     /// Holds another kind of lock (e.g. a semaphore, or a re-entrant mutex
     /// opened as a plain one).
-    #[error("open {path}: holds a {found}, not a {expected}")]
+    #[error("open {path}: holds a {found} lock, not a {expected} lock")]
     KindMismatch {
         /// The path.
         path: PathBuf,
-        /// The kind in the file, e.g. "semaphore".
-        found: &'static str,
+        /// The kind in the file.
+        found: crate::LockKind,
         /// The kind asked for.
-        expected: &'static str,
+        expected: crate::LockKind,
     },
     /// The options contradict each other or the type opened.
     #[error("invalid options: {reason}")]

@@ -20,11 +20,15 @@ extern "C" fn after_fork_in_child() {
 
 /// What an owner record says about its holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Me {
+pub struct Me {
     generation: u32,
+    /// Process id.
     pub pid: u32,
+    /// Kernel thread id.
     pub tid: u32,
+    /// Inode of `/proc/self/ns/pid`.
     pub pidns_ino: u64,
+    /// Field 22 of `/proc/self/stat`.
     pub start_time: u64,
 }
 
@@ -42,20 +46,26 @@ thread_local! {
     static ME: Cell<Me> = const { Cell::new(Me::UNSET) };
 }
 
-/// The calling thread's facts, cached.
-#[inline]
-pub(crate) fn me() -> Me {
+/// The calling thread's facts, cached. On the lock path: one relaxed load
+/// and one thread-local read (`LocalKey::get`, which inlines where a
+/// `with` closure did not).
+#[inline(always)]
+pub fn me() -> Me {
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    ME.with(|c| {
-        let m = c.get();
-        if m.generation == generation {
-            m
-        } else {
-            let m = compute(generation);
-            c.set(m);
-            m
-        }
-    })
+    let m = ME.get();
+    if m.generation == generation {
+        m
+    } else {
+        refresh(generation)
+    }
+}
+
+/// The first call on a thread, or the first after a fork.
+#[cold]
+fn refresh(generation: u32) -> Me {
+    let m = compute(generation);
+    ME.set(m);
+    m
 }
 
 #[cold]
@@ -114,12 +124,13 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
 
 /// `/proc/sys/kernel/random/boot_id` as 16 bytes.
 ///
-/// Debug builds honour `ROBUST_MUTEX_TEST_BOOT_ID` (32 hex digits, dashes
-/// allowed), so tests can fake a reboot. Release builds never read it.
+/// With the `test-hooks` feature (this crate's own tests only), honours
+/// `ROBUST_MUTEX_TEST_BOOT_ID` (32 hex digits, dashes allowed), so tests can
+/// fake a reboot. No user's build ever reads it.
 pub(crate) fn boot_id() -> [u8; 16] {
     static BOOT_ID: OnceLock<[u8; 16]> = OnceLock::new();
     *BOOT_ID.get_or_init(|| {
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "test-hooks")]
         if let Some(id) = std::env::var("ROBUST_MUTEX_TEST_BOOT_ID")
             .ok()
             .and_then(|s| parse_uuid(&s))

@@ -1,78 +1,37 @@
-//! # robust-mutex: a crash-safe lock named by a file path
-//!
-//! Worker processes that share state can be killed at any moment: SIGKILL,
-//! the OOM killer, a crash. `flock`/`fcntl` locks are released when the
-//! holder dies but never say so, so the next holder builds on half-written
-//! state; POSIX semaphores and hand-made "lock files" stay held for ever.
-//!
-//! A [`SharedMutex<T>`] is a `pthread_mutex_t` initialised PROCESS_SHARED +
-//! ROBUST + ERRORCHECK, in a memory-mapped file beside the plain-old-data
-//! value `T` it protects. When a holder dies, the kernel releases the lock
-//! and the next locker is told so, as [`Acquired::OwnerDied`]: it repairs `T`
-//! and marks the mutex consistent. It neither hangs nor lies.
-//!
-//! ```
-//! use robust_mutex::{Acquired, SharedMutex};
-//!
-//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-//! #[repr(C)]
-//! struct Account { balance: u64, balance_copy: u64 }
-//!
-//! # let dir = tempfile::tempdir()?;
-//! # let path = dir.path().join("account.lock");
-//! let m = SharedMutex::<Account>::open(&path)?; // open or create, by path
-//! let mut g = match m.lock()? {
-//!     Acquired::Clean(g) => g,
-//!     Acquired::OwnerDied(mut r) => {
-//!         // The last holder died mid-update: repair, then mark consistent.
-//!         if let Some(o) = r.previous_owner() {
-//!             eprintln!("pid {} died holding the lock", o.pid);
-//!         }
-//!         r.balance_copy = r.balance;
-//!         r.mark_consistent()
-//!     }
-//! };
-//! g.balance += 10;
-//! g.balance_copy += 10;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! The file format, the initialisation handshake and the recovery semantics
-//! are described in `docs/design.md`.
-
+#![doc = include_str!("../README.md")]
 #![cfg(target_os = "linux")]
 
 mod bare;
 mod cancel;
 mod error;
-mod guard;
-mod handshake;
+mod file;
 mod identity;
-mod layout;
 mod mutex;
 mod options;
+mod outcome;
+mod owner;
+mod raw;
 mod reentrant;
 mod registry;
+mod remove;
 mod reset;
 mod semaphore;
-mod stale;
 mod status;
 mod sync;
 mod sys;
 mod wait;
 
-pub use bare::{BARE_SIZE, BareAcquired, BareGuard, BareMutex, BareRecovery};
+pub use bare::{BARE_SIZE, BareGuard, BareMutex};
 pub use cancel::CancelToken;
 pub use error::{Error, LockError};
-pub use guard::{Acquired, Guard, Recovery};
-pub use mutex::SharedMutex;
+pub use file::layout::LockKind;
+pub use mutex::{Guard, SharedMutex};
 pub use options::OpenOptions;
-pub use reentrant::{ReentrantAcquired, ReentrantGuard, ReentrantMutex, ReentrantRecovery};
+pub use outcome::{Acquired, LockGuard, Recovery};
+pub use reentrant::{ReentrantGuard, ReentrantMutex};
+pub use remove::remove;
 pub use reset::{ResetOutcome, reset};
-pub use semaphore::{
-    MAX_PERMITS, Permit, PermitGuard, PermitRecovery, PermitStatus, SemaphoreStatus,
-    SharedSemaphore,
-};
+pub use semaphore::{MAX_PERMITS, PermitGuard, PermitStatus, SemaphoreStatus, SharedSemaphore};
 pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 
 /// Re-exported so users can derive `Pod` for their value types.
@@ -82,6 +41,33 @@ pub use bytemuck;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::handshake::{Marked, decide_marked};
+    pub use crate::file::open::{Marked, decide_marked};
     pub use crate::registry::Registry;
+}
+
+/// Internals for this crate's own benchmarks, whose step-by-step replica of
+/// the fast path prices each piece of the bookkeeping: the format's offsets
+/// and records, the identity cache and the clock the owner record uses. Not
+/// API: compiled only with the `test-hooks` feature, which only this
+/// crate's own dev-dependency on itself turns on.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::file::layout::{
+        COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET,
+        OwnerRecord,
+    };
+    pub use crate::identity::{Me, me};
+
+    /// The coarse wall clock the owner record stores, ns since the epoch.
+    pub fn coarse_unix_ns() -> u64 {
+        crate::sys::coarse_unix_ns()
+    }
+
+    /// glibc's `pthread_mutex_clocklock`, which the `libc` crate lacks.
+    pub use crate::sys::pthread_mutex_clocklock;
+
+    /// The expired deadline a non-blocking `pthread_mutex_clocklock` uses
+    /// (negative: glibc answers it without a system call).
+    pub const PAST_DEADLINE: libc::timespec = crate::sys::PAST_DEADLINE;
 }

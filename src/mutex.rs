@@ -1,16 +1,20 @@
-//! [`SharedMutex`]: the path-named, crash-safe, process-shared mutex.
+//! [`SharedMutex`]: the path-named, crash-safe, process-shared mutex, and
+//! its [`Guard`].
 
+use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};
-use crate::guard::{self, Acquired, Guard, Recovery};
-use crate::handshake;
-use crate::layout::DataLayout;
-use crate::options::OpenOptions;
+use crate::file;
+use crate::file::layout::DataLayout;
+use crate::file::layout::LockKind;
+use crate::options::{OpenOptions, Spec};
+use crate::outcome::{Acquired, LockGuard, Recovery};
+use crate::raw::{Fail, Got, Name, RawMutex, Wait};
 use crate::registry::{self, Mapping};
 use crate::status::{self, Status};
-use crate::sys::{self, LockFail, Locked};
+use crate::sys;
 use bytemuck::Pod;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +50,8 @@ pub struct SharedMutex<T: Pod = ()> {
     path: PathBuf,
     layout: DataLayout,
     opts: OpenOptions,
+    /// What it was opened as (a reset's replacement is opened the same way).
+    spec: Spec,
     /// The mapping in use: one of `maps`, which keeps it alive.
     current: AtomicPtr<Mapping>,
     /// Every mapping this handle has used (more than one only after a reset
@@ -90,21 +96,51 @@ impl<T: Pod> SharedMutex<T> {
         OpenOptions::new().create(true).open(path)
     }
 
-    pub(crate) fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self, Error> {
+    /// Opens (or creates, as `opts` say) the mutex file at `path`, holding
+    /// a `T`. The same as [`OpenOptions::open`].
+    ///
+    /// # Errors
+    /// Every cause has its own [`Error`] variant, and a rejected file is
+    /// never changed: a missing file without `create`
+    /// ([`Error::NotFound`]), a foreign, truncated or corrupt file, another
+    /// format version, ABI, kind ([`Error::KindMismatch`]) or `T`
+    /// ([`Error::TypeMismatch`]), a directory, FIFO, device or symlink, a
+    /// network filesystem, a creator still at work after the init timeout
+    /// ([`Error::InitTimeout`]), or an OS error.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{Error, OpenOptions, SharedMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// let missing = SharedMutex::<u64>::open_with(&path, &OpenOptions::new());
+    /// assert!(matches!(missing, Err(Error::NotFound { .. })));
+    /// let m = SharedMutex::<u64>::open_with(&path, OpenOptions::new().create_new(true))?;
+    /// # drop(m);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self, Error> {
         let layout = DataLayout::of::<T>().ok_or(Error::UnsupportedType {
             align: std::mem::align_of::<T>(),
         })?;
-        let opened = handshake::open(path, opts, layout)?;
-        let layout = if opts.any_value {
+        Self::open_spec(path.as_ref(), opts, Spec::new(LockKind::Mutex, layout))
+    }
+
+    /// Opens a file of `spec`'s kind; with `spec.any_value`, the value's
+    /// layout is the file's.
+    pub(crate) fn open_spec(path: &Path, opts: &OpenOptions, spec: Spec) -> Result<Self, Error> {
+        let opened = file::open(path, opts, &spec)?;
+        let layout = if spec.any_value {
             opened.header.data_layout()
         } else {
-            layout
+            spec.layout
         };
         let map = opened.map;
         Ok(SharedMutex {
             path: path.to_owned(),
             layout,
             opts: opts.clone(),
+            spec,
             current: AtomicPtr::new(Arc::as_ptr(&map).cast_mut()),
             maps: Mutex::new(vec![map]),
             _value: PhantomData,
@@ -128,6 +164,14 @@ impl<T: Pod> SharedMutex<T> {
         unsafe { &*p }
     }
 
+    /// The lock's name in the log.
+    pub(crate) fn name(&self) -> Name<'_> {
+        Name {
+            path: &self.path,
+            permit: None,
+        }
+    }
+
     /// Blocks until the lock is acquired.
     ///
     /// # Errors
@@ -147,25 +191,8 @@ impl<T: Pod> SharedMutex<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn lock(&self) -> Result<Acquired<'_, T>, LockError> {
-        loop {
-            let map = self.map();
-            // Try once without blocking (glibc answers an expired deadline
-            // itself) and block only if the lock is busy: `contended` is
-            // then exact, and no load of the lock word sits in front of
-            // glibc's CAS on the fast path (measured: 1.23x -> 1.14x raw).
-            // SAFETY: the mutex was initialised before the file became READY
-            // and the mapping lives as long as `self`.
-            let (r, contended) =
-                match unsafe { sys::mutex_clocklock(map.mutex(), &sys::PAST_DEADLINE) } {
-                    // SAFETY: as above.
-                    Err(LockFail::Busy) => (unsafe { sys::mutex_lock(map.mutex()) }, true),
-                    r => (r, false),
-                };
-            if let Some(out) = self.finish(map, r, contended, || LockError::WouldBlock)? {
-                return Ok(out);
-            }
-        }
+    pub fn lock(&self) -> Result<Acquired<Guard<'_, T>>, LockError> {
+        self.acquire(Wait::Block)
     }
 
     /// Acquires the lock only if it is free now.
@@ -187,8 +214,8 @@ impl<T: Pod> SharedMutex<T> {
     /// # drop(held);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_lock(&self) -> Result<Acquired<'_, T>, LockError> {
-        self.lock_until(&sys::PAST_DEADLINE, || LockError::WouldBlock)
+    pub fn try_lock(&self) -> Result<Acquired<Guard<'_, T>>, LockError> {
+        self.acquire(Wait::Try)
     }
 
     /// Waits at most `timeout` for the lock, measured on CLOCK_MONOTONIC, so
@@ -206,26 +233,8 @@ impl<T: Pod> SharedMutex<T> {
     /// # drop(g);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired<'_, T>, LockError> {
-        let deadline = sys::deadline_after(timeout);
-        self.lock_until(&deadline, || LockError::TimedOut)
-    }
-
-    fn lock_until(
-        &self,
-        deadline: &libc::timespec,
-        busy: fn() -> LockError,
-    ) -> Result<Acquired<'_, T>, LockError> {
-        loop {
-            let map = self.map();
-            // SAFETY: the mutex lies in the live mapping.
-            let contended = unsafe { sys::lock_word_snapshot(map.mutex()) } != 0;
-            // SAFETY: initialised mutex in a mapping that lives as long as `self`.
-            let r = unsafe { sys::mutex_clocklock(map.mutex(), deadline) };
-            if let Some(out) = self.finish(map, r, contended, busy)? {
-                return Ok(out);
-            }
-        }
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired<Guard<'_, T>>, LockError> {
+        self.acquire(Wait::Until(&sys::deadline_after(timeout)))
     }
 
     /// Like [`lock`](Self::lock) (or [`lock_timeout`](Self::lock_timeout)
@@ -251,19 +260,11 @@ impl<T: Pod> SharedMutex<T> {
     /// ```
     pub fn lock_cancellable(
         &self,
-        cancel: &crate::CancelToken,
+        cancel: &CancelToken,
         timeout: Option<Duration>,
-    ) -> Result<Acquired<'_, T>, LockError> {
+    ) -> Result<Acquired<Guard<'_, T>>, LockError> {
         let deadline = timeout.map(sys::deadline_after);
-        loop {
-            let map = self.map();
-            // SAFETY: initialised mutex in a mapping that lives as long as `self`.
-            let (r, slept) =
-                unsafe { crate::wait::lock_cancellable(map.mutex(), cancel, deadline.as_ref())? };
-            if let Some(out) = self.finish(map, r, slept, || LockError::WouldBlock)? {
-                return Ok(out);
-            }
-        }
+        self.acquire(Wait::Cancellable(cancel, deadline.as_ref()))
     }
 
     /// Locks, and if the previous owner died, runs `repair` on the value and
@@ -283,93 +284,28 @@ impl<T: Pod> SharedMutex<T> {
         Ok(self.lock()?.recover_with(repair))
     }
 
-    /// Turns a lock call's result into an outcome; `Ok(None)` means "retry,
-    /// the handle moved to a reset's replacement file".
+    /// Every lock call: the raw lock of the current mapping, following a
+    /// reset to its replacement file when the current one is retired.
     #[inline]
-    fn finish<'a>(
-        &'a self,
-        map: &'a Mapping,
-        r: Result<Locked, LockFail>,
-        contended: bool,
-        busy: fn() -> LockError,
-    ) -> Result<Option<Acquired<'a, T>>, LockError> {
-        match r {
-            Ok(Locked::Clean) => {
-                guard::on_acquired(map, false, contended);
-                // One relaxed load of log's max level when logging is off.
-                log::debug!(
-                    "{}: acquired{}",
-                    self.path.display(),
-                    if contended { " after contention" } else { "" }
-                );
-                Ok(Some(Acquired::Clean(self.guard(map))))
-            }
-            Ok(Locked::OwnerDied) => self.owner_died(map, contended),
-            Err(LockFail::Busy) => {
-                let e = busy();
-                log::debug!("{}: {}", self.path.display(), e);
-                Err(e)
-            }
-            Err(LockFail::Deadlock) => Err(LockError::Deadlock),
-            Err(LockFail::NotRecoverable) => {
-                if self.follow_reset(map) {
-                    return Ok(None);
+    fn acquire(&self, wait: Wait<'_>) -> Result<Acquired<Guard<'_, T>>, LockError> {
+        loop {
+            let map = self.map();
+            match map.raw().acquire(wait, || self.name()) {
+                // SAFETY: `acquire` returned Ok: this thread holds the lock.
+                Ok(Got::Clean) => return Ok(Acquired::Clean(unsafe { Guard::new(self, map) })),
+                Ok(Got::OwnerDied(previous)) => {
+                    // SAFETY: held with EOWNERDEAD, not yet marked consistent.
+                    let r = unsafe { Recovery::new(Guard::new(self, map), previous) };
+                    return Ok(Acquired::OwnerDied(r));
                 }
-                log::error!(
-                    "{}: mutex is not recoverable; reset it",
-                    self.path.display()
-                );
-                Err(LockError::NotRecoverable)
-            }
-            Err(LockFail::Other(e)) => Err(LockError::Io(e)),
-        }
-    }
-
-    #[cold]
-    fn owner_died<'a>(
-        &'a self,
-        map: &'a Mapping,
-        contended: bool,
-    ) -> Result<Option<Acquired<'a, T>>, LockError> {
-        if map.state().load(Ordering::Acquire) == crate::layout::STATE_RETIRED {
-            // A reset woke us on the old file: bounce (leaving the old mutex
-            // not recoverable, so every other old waiter bounces too) and move.
-            // SAFETY: we hold the old mutex (EOWNERDEAD gave it to us).
-            let _ = unsafe { sys::mutex_unlock(map.mutex()) };
-            if self.follow_reset(map) {
-                return Ok(None);
-            }
-            return Err(LockError::NotRecoverable);
-        }
-        let previous = guard::on_acquired(map, true, contended);
-        match &previous {
-            Some(o) => log::warn!(
-                "{}: previous owner pid {} tid {}{} died holding the lock; recovering",
-                self.path.display(),
-                o.pid,
-                o.tid,
-                if o.label.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", o.label)
+                Err(Fail::Lock(e)) => return Err(e),
+                Err(Fail::NotRecoverable) => {
+                    if !self.follow_reset(map) {
+                        log::error!("{}: mutex is not recoverable; reset it", self.name());
+                        return Err(LockError::NotRecoverable);
+                    }
                 }
-            ),
-            None => log::warn!(
-                "{}: previous owner died holding the lock; recovering",
-                self.path.display()
-            ),
-        }
-        Ok(Some(Acquired::OwnerDied(Recovery {
-            guard: ManuallyDrop::new(self.guard(map)),
-            previous,
-        })))
-    }
-
-    fn guard<'a>(&'a self, map: &'a Mapping) -> Guard<'a, T> {
-        Guard {
-            mutex: self,
-            map,
-            _not_send: PhantomData,
+            }
         }
     }
 
@@ -389,7 +325,7 @@ impl<T: Pod> SharedMutex<T> {
         }
         let mut opts = self.opts.clone();
         opts.create(false).create_new(false);
-        match handshake::open(&self.path, &opts, self.layout) {
+        match file::open(&self.path, &opts, &self.spec) {
             Ok(o) if o.header.generation > 0 => {
                 log::warn!(
                     "{}: moved to the reset mutex file (generation {})",
@@ -433,7 +369,7 @@ impl<T: Pod> SharedMutex<T> {
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
     /// let info = m.file_info();
-    /// assert_eq!((info.version, info.kind, info.value_size), (1, "mutex", 8));
+    /// assert_eq!((info.version, info.kind, info.value_size), (1, robust_mutex::LockKind::Mutex, 8));
     /// assert!(info.boot_id_matches);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -460,26 +396,6 @@ impl<T: Pod> SharedMutex<T> {
     pub fn reset(&self, force: bool) -> Result<crate::ResetOutcome, Error> {
         crate::reset::reset(&self.path, force)
     }
-
-    /// Removes the name `path` if it is a robust-mutex file. Handles that are
-    /// open keep working on the unlinked file; a later `open` creates a new one.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::Symlink`], [`Error::NotRegularFile`] or
-    /// [`Error::ForeignFile`] (nothing is removed), or [`Error::Io`].
-    ///
-    /// # Examples
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let path = dir.path().join("m");
-    /// robust_mutex::SharedMutex::<()>::open(&path)?;
-    /// robust_mutex::SharedMutex::<()>::remove(&path)?;
-    /// assert!(!path.exists());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn remove(path: impl AsRef<Path>) -> Result<(), Error> {
-        handshake::remove(path.as_ref())
-    }
 }
 
 impl<T: Pod> Drop for SharedMutex<T> {
@@ -488,6 +404,211 @@ impl<T: Pod> Drop for SharedMutex<T> {
         for m in maps.drain(..) {
             registry::detach(m);
         }
+    }
+}
+
+/// Holds the lock; gives access to the value; unlocks on drop.
+///
+/// Not `Send`: POSIX requires the thread that locked a mutex to unlock it.
+///
+/// ```compile_fail
+/// # let dir = tempfile::tempdir().unwrap();
+/// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m")).unwrap();
+/// let g = m.lock_or_recover(|_| {}).unwrap();
+/// std::thread::spawn(move || drop(g)); // error: Guard is not Send
+/// ```
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+/// let mut g = m.lock_or_recover(|v| *v = 0)?;
+/// *g += 1;
+/// drop(g); // unlocks
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "if unused the mutex will immediately unlock"]
+pub struct Guard<'a, T: Pod> {
+    mutex: &'a SharedMutex<T>,
+    map: &'a Mapping,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a `&Guard` only gives `&T`, so sharing it between threads is as
+// safe as sharing `&T`, which `T: Sync` allows.
+unsafe impl<T: Pod + Sync> Sync for Guard<'_, T> {}
+
+impl<T: Pod> std::fmt::Debug for Guard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("path", &self.mutex.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> Guard<'a, T> {
+    /// # Safety
+    /// The calling thread holds `map`'s mutex, taken through its raw lock;
+    /// the guard releases it when dropped.
+    unsafe fn new(mutex: &'a SharedMutex<T>, map: &'a Mapping) -> Self {
+        Guard {
+            mutex,
+            map,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The value's address in the mapping.
+    pub(crate) fn data(&self) -> *mut T {
+        self.map.data(self.mutex.data_offset()).cast()
+    }
+
+    /// The mapping this guard holds the lock of.
+    pub(crate) fn map(&self) -> &'a Mapping {
+        self.map
+    }
+
+    /// The owner record's nesting depth (1 unless re-entrant).
+    pub(crate) fn depth(&self) -> u32 {
+        // SAFETY: we hold the lock, so the owner record is ours to read; it
+        // lies in the live mapping.
+        unsafe { (*self.map.owner()).depth }
+    }
+
+    /// Sets a short label in the owner record (at most 88 bytes; longer text
+    /// is cut at a character boundary), which `status()` and a recovering
+    /// successor's [`Recovery::previous_owner`](crate::Recovery::previous_owner)
+    /// show. E.g. `"compaction #3"`.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let mut g = m.lock_or_recover(|v| *v = 0)?;
+    /// g.set_label("compaction #3");
+    /// assert_eq!(m.status().owner.unwrap().label, "compaction #3");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_label(&mut self, label: &str) {
+        // SAFETY: we hold the lock, so we are the only writer of the owner
+        // record, which lies in the live mapping.
+        unsafe { (*self.map.owner()).set_label(label) };
+    }
+
+    /// The mutex this guard locks.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let g = m.lock_or_recover(|_| {})?;
+    /// assert_eq!(g.mutex().path(), m.path());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mutex(&self) -> &'a SharedMutex<T> {
+        self.mutex
+    }
+}
+
+impl<T: Pod> LockGuard for Guard<'_, T> {
+    type Value = T;
+
+    fn raw_lock(&self) -> RawMutex<'_> {
+        self.map.raw()
+    }
+
+    fn lock_name(&self) -> Name<'_> {
+        self.mutex.name()
+    }
+
+    fn with_value(&mut self, f: &mut dyn FnMut(&mut T)) {
+        f(self);
+    }
+}
+
+impl<T: Pod> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: we hold the lock, so no cooperating thread or process writes
+        // the value; it lies aligned in the live mapping; `T: Pod` makes every
+        // bit pattern a valid `T`, even one a dead owner left half-written.
+        unsafe { &*self.data() }
+    }
+}
+
+impl<T: Pod> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`, and `&mut self` makes this the only
+        // reference in this process.
+        unsafe { &mut *self.data() }
+    }
+}
+
+impl<T: Pod> Drop for Guard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: a Guard exists only while its (not Send) thread holds the
+        // lock, taken through this mapping's raw lock.
+        unsafe { self.map.raw().release() };
+        log::debug!("{}: released", self.mutex.path().display());
+    }
+}
+
+impl<T: Pod> Recovery<Guard<'_, T>> {
+    /// Sets the label of the owner record while recovering; see
+    /// [`Guard::set_label`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// if let robust_mutex::Acquired::OwnerDied(mut r) = m.lock()? {
+    ///     r.set_label("repairing");
+    ///     *r = 0;
+    ///     r.mark_consistent();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_label(&mut self, label: &str) {
+        let map = self.guard().map;
+        // SAFETY: this thread holds the lock (a Recovery's contract), so it
+        // is the only writer of the owner record, in the live mapping.
+        unsafe { (*map.owner()).set_label(label) };
+    }
+}
+
+/// The shorthands for opening a [`SharedMutex`] from the builder.
+impl OpenOptions {
+    /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.
+    ///
+    /// # Errors
+    /// Every cause has its own [`Error`] variant: a missing file without
+    /// `create`, a foreign, truncated or corrupt file, another format version,
+    /// ABI or `T`, a directory, FIFO, device or symlink, a network filesystem,
+    /// a creator still at work after the init timeout, or an OS error.
+    pub fn open<T: Pod>(&self, path: impl AsRef<Path>) -> Result<SharedMutex<T>, Error> {
+        SharedMutex::open_with(path, self)
+    }
+
+    /// Opens a mutex file whatever value type it holds, as a
+    /// `SharedMutex<()>`: for tools (like the `robust-mutex` command) that
+    /// take the lock and read its status without touching the value. A file
+    /// it creates holds no value.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), except that the value type is never a mismatch.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// robust_mutex::SharedMutex::<[u64; 8]>::open(&path)?;
+    /// let lock = robust_mutex::OpenOptions::new().open_lock_only(&path)?;
+    /// drop(lock.lock_or_recover(|()| {})?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_lock_only(&self, path: impl AsRef<Path>) -> Result<SharedMutex<()>, Error> {
+        SharedMutex::open_spec(path.as_ref(), self, Spec::any_value(LockKind::Mutex))
     }
 }
 

@@ -1,9 +1,12 @@
 //! [`ReentrantMutex`]: the re-entrant kind, whose holder may lock again.
 
 use crate::error::{Error, LockError};
-use crate::guard::{Acquired, Guard, Recovery};
-use crate::options::OpenOptions;
-use crate::status::{OwnerInfo, Status};
+use crate::file::layout::{DataLayout, LockKind};
+use crate::mutex::Guard;
+use crate::options::{OpenOptions, Spec};
+use crate::outcome::{Acquired, LockGuard, Recovery};
+use crate::raw::{Name, RawMutex};
+use crate::status::Status;
 use crate::{CancelToken, SharedMutex};
 use bytemuck::Pod;
 use std::marker::PhantomData;
@@ -13,7 +16,7 @@ use std::time::Duration;
 /// A robust, process-shared, re-entrant (PTHREAD_MUTEX_RECURSIVE) mutex in a
 /// file, guarding a `T`. The thread that holds it may lock it again; guards
 /// nest, and the lock is released with the last one. When the holder dies at
-/// any depth, the next locker gets [`ReentrantAcquired::OwnerDied`].
+/// any depth, the next locker gets [`Acquired::OwnerDied`].
 ///
 /// Because guards nest, two of them can be alive on one thread, so they
 /// cannot hand out references to `T` (they would alias). Values are copied
@@ -38,16 +41,6 @@ pub struct ReentrantMutex<T: Pod = ()> {
     inner: SharedMutex<T>,
 }
 
-/// What a lock of a [`ReentrantMutex`] returns.
-#[must_use = "if unused the mutex will immediately unlock"]
-#[derive(Debug)]
-pub enum ReentrantAcquired<'a, T: Pod> {
-    /// The lock is yours (possibly again) and the state consistent.
-    Clean(ReentrantGuard<'a, T>),
-    /// The previous holder died holding it: repair, then mark consistent.
-    OwnerDied(ReentrantRecovery<'a, T>),
-}
-
 /// One level of a held [`ReentrantMutex`]. Neither `Send` nor `Sync`.
 #[must_use = "if unused the mutex will immediately unlock"]
 #[derive(Debug)]
@@ -56,20 +49,7 @@ pub struct ReentrantGuard<'a, T: Pod> {
     _single_thread: PhantomData<*const ()>,
 }
 
-/// A [`ReentrantMutex`] after its previous holder died. Dropping it without
-/// [`mark_consistent`](Self::mark_consistent) makes the mutex not
-/// recoverable, as for [`Recovery`].
-#[derive(Debug)]
-pub struct ReentrantRecovery<'a, T: Pod> {
-    inner: Recovery<'a, T>,
-    _single_thread: PhantomData<*const ()>,
-}
-
 impl<T: Pod> ReentrantMutex<T> {
-    pub(crate) fn from_inner(inner: SharedMutex<T>) -> Self {
-        ReentrantMutex { inner }
-    }
-
     /// Opens the re-entrant mutex file at `path`, creating it if missing.
     ///
     /// # Errors
@@ -83,20 +63,39 @@ impl<T: Pod> ReentrantMutex<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        OpenOptions::new().create(true).open_reentrant(path)
+        Self::open_with(path, OpenOptions::new().create(true))
     }
 
-    fn wrap(a: Acquired<'_, T>) -> ReentrantAcquired<'_, T> {
-        match a {
-            Acquired::Clean(inner) => ReentrantAcquired::Clean(ReentrantGuard {
-                inner,
-                _single_thread: PhantomData,
-            }),
-            Acquired::OwnerDied(inner) => ReentrantAcquired::OwnerDied(ReentrantRecovery {
-                inner,
-                _single_thread: PhantomData,
-            }),
-        }
+    /// Opens (or creates, as `opts` say) the re-entrant mutex file at `path`.
+    ///
+    /// # Errors
+    /// As [`SharedMutex::open_with`]; a plain (non-re-entrant) mutex file
+    /// gives [`Error::KindMismatch`].
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{OpenOptions, ReentrantMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = ReentrantMutex::<u64>::open_with(dir.path().join("r"), OpenOptions::new().create(true))?;
+    /// let outer = m.lock()?.recover_with(|_| {});
+    /// let inner = m.lock()?.recover_with(|_| {}); // same thread: no deadlock
+    /// assert_eq!(inner.depth(), 2);
+    /// # drop(inner); drop(outer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self, Error> {
+        let layout = DataLayout::of::<T>().ok_or(Error::UnsupportedType {
+            align: std::mem::align_of::<T>(),
+        })?;
+        let spec = Spec::new(LockKind::Reentrant, layout);
+        SharedMutex::open_spec(path.as_ref(), opts, spec).map(|inner| ReentrantMutex { inner })
+    }
+
+    fn wrap(a: Acquired<Guard<'_, T>>) -> Acquired<ReentrantGuard<'_, T>> {
+        a.map(|inner| ReentrantGuard {
+            inner,
+            _single_thread: PhantomData,
+        })
     }
 
     /// Blocks until the lock is held by this thread (at once if it already is).
@@ -107,7 +106,7 @@ impl<T: Pod> ReentrantMutex<T> {
     ///
     /// # Examples
     /// See [`ReentrantMutex`].
-    pub fn lock(&self) -> Result<ReentrantAcquired<'_, T>, LockError> {
+    pub fn lock(&self) -> Result<Acquired<ReentrantGuard<'_, T>>, LockError> {
         self.inner.lock().map(Self::wrap)
     }
 
@@ -125,7 +124,7 @@ impl<T: Pod> ReentrantMutex<T> {
     /// # drop(b); drop(a);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_lock(&self) -> Result<ReentrantAcquired<'_, T>, LockError> {
+    pub fn try_lock(&self) -> Result<Acquired<ReentrantGuard<'_, T>>, LockError> {
         self.inner.try_lock().map(Self::wrap)
     }
 
@@ -142,7 +141,10 @@ impl<T: Pod> ReentrantMutex<T> {
     /// # drop(g);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ReentrantAcquired<'_, T>, LockError> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Acquired<ReentrantGuard<'_, T>>, LockError> {
         self.inner.lock_timeout(timeout).map(Self::wrap)
     }
 
@@ -163,7 +165,7 @@ impl<T: Pod> ReentrantMutex<T> {
         &self,
         cancel: &CancelToken,
         timeout: Option<Duration>,
-    ) -> Result<ReentrantAcquired<'_, T>, LockError> {
+    ) -> Result<Acquired<ReentrantGuard<'_, T>>, LockError> {
         self.inner.lock_cancellable(cancel, timeout).map(Self::wrap)
     }
 
@@ -186,26 +188,6 @@ impl<T: Pod> ReentrantMutex<T> {
     }
 }
 
-impl<'a, T: Pod> ReentrantAcquired<'a, T> {
-    /// The guard, repairing first with `repair` if the previous owner died.
-    pub fn recover_with(self, repair: impl FnOnce(&mut T)) -> ReentrantGuard<'a, T> {
-        match self {
-            ReentrantAcquired::Clean(g) => g,
-            ReentrantAcquired::OwnerDied(r) => {
-                let mut v = r.get();
-                repair(&mut v);
-                r.set(v);
-                r.mark_consistent()
-            }
-        }
-    }
-
-    /// True if the previous owner died holding the lock.
-    pub fn owner_died(&self) -> bool {
-        matches!(self, ReentrantAcquired::OwnerDied(_))
-    }
-}
-
 impl<T: Pod> ReentrantGuard<'_, T> {
     /// A copy of the value.
     pub fn get(&self) -> T {
@@ -223,8 +205,7 @@ impl<T: Pod> ReentrantGuard<'_, T> {
 
     /// How many guards this thread holds on the mutex (1 = outermost).
     pub fn depth(&self) -> u32 {
-        // SAFETY: we hold the lock, so the owner record is ours to read.
-        unsafe { (*self.inner.map.owner()).depth }
+        self.inner.depth()
     }
 
     /// Sets the label of the owner record; see [`Guard::set_label`].
@@ -233,29 +214,44 @@ impl<T: Pod> ReentrantGuard<'_, T> {
     }
 }
 
-impl<'a, T: Pod> ReentrantRecovery<'a, T> {
-    /// A copy of the value the dead owner left.
-    pub fn get(&self) -> T {
-        // SAFETY: as for `ReentrantGuard::set`.
-        unsafe { self.inner.guard.data().read() }
+impl<T: Pod> LockGuard for ReentrantGuard<'_, T> {
+    type Value = T;
+
+    fn raw_lock(&self) -> RawMutex<'_> {
+        self.inner.raw_lock()
     }
 
-    /// Replaces the value.
-    pub fn set(&self, value: T) {
-        // SAFETY: as for `ReentrantGuard::set`.
-        unsafe { self.inner.guard.data().write(value) };
+    fn lock_name(&self) -> Name<'_> {
+        self.inner.lock_name()
     }
 
-    /// The dead owner's record.
-    pub fn previous_owner(&self) -> Option<&OwnerInfo> {
-        self.inner.previous_owner()
+    fn with_value(&mut self, f: &mut dyn FnMut(&mut T)) {
+        let mut v = self.get();
+        f(&mut v);
+        self.set(v);
     }
+}
 
-    /// Declares the value repaired; goes on holding the lock.
-    pub fn mark_consistent(self) -> ReentrantGuard<'a, T> {
-        ReentrantGuard {
-            inner: self.inner.mark_consistent(),
-            _single_thread: PhantomData,
-        }
+impl<T: Pod> Recovery<ReentrantGuard<'_, T>> {
+    /// Sets the label of the owner record while recovering; see
+    /// [`Guard::set_label`](crate::Guard::set_label). (The value is read and
+    /// replaced through [`guard`](Recovery::guard)`().get()` / `.set(..)`.)
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::ReentrantMutex::<u64>::open(dir.path().join("r"))?;
+    /// if let robust_mutex::Acquired::OwnerDied(mut r) = m.lock()? {
+    ///     r.set_label("repairing");
+    ///     r.guard().set(0);
+    ///     r.mark_consistent();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_label(&mut self, label: &str) {
+        let map = self.guard().inner.map();
+        // SAFETY: this thread holds the lock (a Recovery's contract), so it
+        // is the only writer of the owner record, in the live mapping.
+        unsafe { (*map.owner()).set_label(label) };
     }
 }

@@ -9,11 +9,12 @@
 //! last handle goes while a thread of this process holds the lock (a
 //! forgotten guard), the mapping stays.
 
-use crate::layout::{self, Counters, Header, OwnerRecord};
+use crate::file::layout::{self, Counters, Header, OwnerRecord};
+use crate::raw::{Books, RawMutex};
 use crate::sync::Mutex;
-use crate::sys;
 use memmap2::MmapRaw;
 use std::collections::HashMap;
+use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 
@@ -25,13 +26,24 @@ pub(crate) type Key = (u64, u64);
 pub(crate) struct Mapping {
     raw: MmapRaw,
     key: Key,
+    /// The start of the mapping, never null: the lock path builds its
+    /// [`RawMutex`] from it without a check.
+    base: NonNull<u8>,
 }
+
+// SAFETY: `base` is only the start address of `raw`, which is Send and Sync
+// (memmap2's MmapRaw); every access through it is to the shared mapping and
+// goes through pthread calls, atomics, or the lock's holder.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Wraps a mapping at least `DATA_MIN_OFFSET` bytes long.
     pub fn new(raw: MmapRaw, key: Key) -> Mapping {
         assert!(raw.len() >= layout::DATA_MIN_OFFSET);
-        Mapping { raw, key }
+        let base = NonNull::new(raw.as_mut_ptr()).expect("a mapping is never at address 0");
+        Mapping { raw, key, base }
     }
 
     /// (device, inode) of the file.
@@ -72,6 +84,32 @@ impl Mapping {
         self.at(layout::COUNTERS_OFFSET).cast()
     }
 
+    /// The file's robust mutex, with the owner record and counters.
+    #[inline]
+    pub fn raw(&self) -> RawMutex<'_> {
+        debug_assert!(
+            self.is_ready_lock(),
+            "raw() of a mapping that is not a READY lock file"
+        );
+        // SAFETY: a Mapping wraps a READY file (the handshake initialised the
+        // mutex before publishing READY, and only then attaches it), mapped
+        // for as long as `self` lives, at least DATA_MIN_OFFSET long; the
+        // mutex lies at MUTEX_OFFSET (so `add` stays in bounds) with the
+        // header's record, counters and state word at their layout offsets
+        // around it. Only the holder writes the record and counters (a
+        // semaphore's main mutex is never locked, so its counters, shared by
+        // the permits, are never written through this).
+        unsafe { RawMutex::new(self.base.add(layout::MUTEX_OFFSET).cast(), Books::Header) }
+    }
+
+    /// A READY (or RETIRED) mutex or re-entrant file: what `raw` requires.
+    fn is_ready_lock(&self) -> bool {
+        // SAFETY: the header is the first 256 bytes of the live mapping.
+        let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
+        (h.state == layout::STATE_READY || h.state == layout::STATE_RETIRED)
+            && h.kind != layout::Kind::Semaphore.code()
+    }
+
     /// The value region at `offset`.
     pub fn data(&self, offset: u64) -> *mut u8 {
         self.at(offset as usize)
@@ -81,23 +119,14 @@ impl Mapping {
     /// semaphore, any permit's mutex) right now. (A thread that exited
     /// holding it had it marked OWNER_DIED by the kernel.)
     fn held_by_this_process(&self) -> bool {
-        let mut mutexes = vec![self.mutex()];
         // SAFETY: the header lies in the live mapping; it is immutable.
         let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
-        if h.kind == layout::Kind::Semaphore.code() {
-            let n = h.data_size as usize / layout::SLOT_SIZE;
-            mutexes.extend((0..n).map(|i| {
-                self.data(h.data_offset + (i * layout::SLOT_SIZE) as u64)
-                    .cast()
-            }));
-        }
-        mutexes.into_iter().any(|m| {
-            // SAFETY: every mutex lies in this live mapping.
-            let word = unsafe { sys::lock_word_snapshot(m) };
-            let tid = word & sys::FUTEX_TID_MASK;
-            tid != 0
-                && word & sys::FUTEX_OWNER_DIED == 0
-                && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+        h.mutexes().any(|offset| {
+            let m = NonNull::new(self.at(offset).cast()).expect("mapped");
+            // SAFETY: every mutex the header names lies in this live mapping
+            // and was initialised before the file became READY; no books:
+            // this RawMutex is only read.
+            unsafe { RawMutex::new(m, Books::None) }.held_by_live_thread_here()
         })
     }
 }

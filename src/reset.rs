@@ -12,16 +12,15 @@
 //! repair code runs.
 
 use crate::error::Error;
-use crate::handshake::{self, Fill};
-use crate::layout::{self, DataLayout};
-use crate::options::OpenOptions;
+use crate::file::layout::{self, LockKind};
+use crate::file::{self, init::Fill};
+use crate::options::{OpenOptions, Spec};
 use crate::registry;
 use crate::status::{self, LockState};
 use crate::sys;
 use std::mem::offset_of;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 /// What a reset did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,29 +56,17 @@ pub struct ResetOutcome {
 /// ```
 pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error> {
     let path = path.as_ref();
-    let io = |op| {
-        move |source| Error::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    };
     let mut opts = OpenOptions::new();
-    opts.any_value = true;
-    opts.any_kind = true;
     opts.allow_other_owners = true; // an operator (root) resets users' locks
-    let old = handshake::open(path, &opts, DataLayout::of::<()>().expect("unit layout"))?;
+    let spec = Spec {
+        any_kind: true,
+        ..Spec::any_value(LockKind::Mutex)
+    };
+    let old = file::open(path, &opts, &spec)?;
     // One reset at a time: hold the old file's init flock throughout.
-    let start = Instant::now();
-    while !sys::try_flock_exclusive(&old.fd).map_err(io("flock"))? {
-        if start.elapsed() > Duration::from_secs(5) {
-            registry::detach(old.map);
-            return Err(Error::InitTimeout {
-                path: path.to_owned(),
-                waited: start.elapsed(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if let Err(e) = file::wait_for_flock(path, &old.fd, opts.init_timeout) {
+        registry::detach(old.map);
+        return Err(e);
     }
     let result = replace(path, &old, force);
     let _ = sys::funlock(&old.fd);
@@ -87,7 +74,7 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     result
 }
 
-fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOutcome, Error> {
+fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome, Error> {
     if old.header.kind == layout::Kind::Semaphore.code() {
         // Its permits are per-slot mutexes, which this judge-and-move design
         // does not cover (open handles would not follow either).
@@ -128,7 +115,7 @@ fn replace(path: &Path, old: &handshake::Opened, force: bool) -> Result<ResetOut
     carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
 
     let generation = old.header.generation + 1;
-    handshake::publish_new_file(
+    file::init::publish_new_file(
         path,
         old.stat.perm(),
         Some((old.stat.uid, old.stat.gid)),

@@ -1,7 +1,8 @@
 //! [`Status`]: who holds the lock and what happened, read without locking.
 
+use crate::file::layout::{self, OwnerRecord};
 use crate::identity;
-use crate::layout::{self, OwnerRecord};
+pub use crate::owner::OwnerInfo;
 use crate::registry::Mapping;
 use crate::sys;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,52 +44,6 @@ impl LockState {
 impl std::fmt::Display for LockState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A holder of the lock, as its owner record describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct OwnerInfo {
-    /// Process id (in the holder's PID namespace).
-    pub pid: u32,
-    /// Thread id (in the holder's PID namespace).
-    pub tid: u32,
-    /// The label the holder set with [`Guard::set_label`](crate::Guard::set_label); empty when none.
-    pub label: String,
-    /// Inode of the holder's PID namespace.
-    pub pid_namespace: u64,
-    /// The holder's process start time (field 22 of `/proc/<pid>/stat`, in
-    /// clock ticks since boot), which tells it apart from a later process
-    /// that reuses the pid.
-    pub start_time: u64,
-    /// When the lock was taken (wall clock, coarse).
-    pub acquired_at: SystemTime,
-}
-
-impl OwnerInfo {
-    pub(crate) fn from_record(r: &OwnerRecord) -> OwnerInfo {
-        let n = (r.label_len as usize).min(layout::LABEL_MAX);
-        OwnerInfo {
-            pid: r.pid,
-            tid: r.tid,
-            label: String::from_utf8_lossy(&r.label[..n]).into_owned(),
-            pid_namespace: r.pidns_ino,
-            start_time: r.start_time,
-            acquired_at: UNIX_EPOCH + Duration::from_nanos(r.acquired_unix_ns),
-        }
-    }
-
-    /// How long ago the lock was taken (zero if the clock went back).
-    pub fn held_for(&self) -> Duration {
-        SystemTime::now()
-            .duration_since(self.acquired_at)
-            .unwrap_or_default()
-    }
-
-    /// Whether the holder's process still runs (same pid and start time).
-    pub fn is_alive(&self) -> bool {
-        identity::process_alive(self.pid, self.start_time)
     }
 }
 
@@ -209,8 +164,8 @@ pub(crate) unsafe fn lock_state(
 pub struct FileInfo {
     /// Format version.
     pub version: u32,
-    /// "mutex", "re-entrant mutex" or "semaphore".
-    pub kind: &'static str,
+    /// The kind of lock.
+    pub kind: crate::LockKind,
     /// Architecture, C library and `pthread_mutex_t` size of the writer.
     pub abi: String,
     /// 1 for a new file, +1 for every reset.
@@ -233,7 +188,7 @@ pub(crate) fn file_info(map: &Mapping) -> FileInfo {
     let h: layout::Header = unsafe { std::ptr::read_volatile(map.header()) };
     FileInfo {
         version: h.version,
-        kind: layout::Kind::name_of(h.kind),
+        kind: layout::Kind::from_code(h.kind).unwrap_or(layout::Kind::Mutex),
         abi: h.abi().to_string(),
         generation: h.generation,
         value_size: h.data_size,

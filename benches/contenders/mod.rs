@@ -1,5 +1,5 @@
 //! The contenders, shared by the criterion benches (`benches/*.rs`) and the
-//! one-table program (`examples/bench.rs`, which includes this file with
+//! one-table program (`examples/bench/`, which includes this file with
 //! `#[path]`).
 //!
 //! Every contender guards a `u64` counter that lives in a `MAP_SHARED` file,
@@ -20,7 +20,6 @@
 #![allow(dead_code)] // each bench target uses a different part
 
 use robust_mutex::{Acquired, SharedMutex};
-use std::cell::Cell;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
@@ -31,14 +30,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Where the `pthread_mutex_t` lies, as in the crate's format.
-pub const MUTEX_OFFSET: usize = 256;
-/// Where the owner record lies.
-pub const OWNER_OFFSET: usize = 320;
-/// Where the counters lie.
-pub const COUNTERS_OFFSET: usize = 448;
+/// The crate's own format offsets, records, identity cache and clock (not
+/// API: exposed to its own benches only).
+pub use robust_mutex::internals::{COUNTERS_OFFSET, MUTEX_OFFSET, OWNER_OFFSET};
+use robust_mutex::internals::{
+    Counters, OwnerRecord, PAST_DEADLINE, coarse_unix_ns, me, pthread_mutex_clocklock,
+};
 /// Where the guarded `u64` lies.
-pub const DATA_OFFSET: usize = 512;
+pub const DATA_OFFSET: usize = robust_mutex::internals::DATA_MIN_OFFSET;
 /// Length of every contender's file and mapping.
 pub const FILE_LEN: usize = 4096;
 
@@ -580,98 +579,11 @@ pub fn wait_until_blocked(pid: u32, tid: u32, nr: libc::c_long, timeout: Duratio
 // The replica: SharedMutex's bookkeeping re-done on the raw mutex, step by step
 // ---------------------------------------------------------------------------
 
-/// The owner record, laid out as the crate's (offset 320, 128 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct OwnerRecord {
-    pid: u32,
-    tid: u32,
-    pidns_ino: u64,
-    start_time: u64,
-    acquired_unix_ns: u64,
-    label_len: u32,
-    depth: u32,
-    label: [u8; 88],
-}
-
-/// The counters, laid out as the crate's (offset 448, 64 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct Counters {
-    acquisitions: u64,
-    contended: u64,
-    owner_deaths: u64,
-    recoveries: u64,
-    resets: u64,
-    reserved: [u64; 3],
-}
-
-const _: () = assert!(std::mem::size_of::<OwnerRecord>() == 128);
-const _: () = assert!(std::mem::size_of::<Counters>() == 64);
-
-#[derive(Clone, Copy)]
-struct Me {
-    generation: u32,
-    pid: u32,
-    tid: u32,
-    pidns_ino: u64,
-    start_time: u64,
-}
-
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
-
-thread_local! {
-    static ME: Cell<Me> = const { Cell::new(Me { generation: u32::MAX, pid: 0, tid: 0, pidns_ino: 0, start_time: 0 }) };
-}
-
-/// The per-thread identity cache, as the crate keeps it.
-#[inline]
-fn me() -> Me {
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    ME.with(|c| {
-        let m = c.get();
-        if m.generation == generation {
-            m
-        } else {
-            let m = compute_me(generation);
-            c.set(m);
-            m
-        }
-    })
-}
-
-#[cold]
-fn compute_me(generation: u32) -> Me {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let start_time = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Me {
-        generation,
-        pid: std::process::id(),
-        tid: gettid() as u32,
-        pidns_ino: std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino()),
-        start_time,
-    }
-}
-
-fn coarse_unix_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The replica's steps, cumulative: each level adds one piece of what
 /// `SharedMutex::lock` + `Guard::drop` do on top of the raw mutex. Level 6
-/// is level 5 with the proposed change: no load of the lock word; the lock
-/// is taken by `pthread_mutex_clocklock` with an expired deadline, and only
-/// a busy lock falls back to `pthread_mutex_lock` (so `contended` is exact).
+/// is level 5 taken the way the shipped fast path takes it: no load of the
+/// lock word; `pthread_mutex_clocklock` with an expired deadline, and only a
+/// busy lock falls back to `pthread_mutex_lock` (so `contended` is exact).
 pub const REPLICA_LEVELS: [&str; 7] = [
     "raw lock+unlock (pthread_mutex_lock/unlock)",
     "+ lock-word snapshot (contended flag)",
@@ -679,23 +591,8 @@ pub const REPLICA_LEVELS: [&str; 7] = [
     "+ counters (acquisitions, contended, deaths)",
     "+ coarse wall clock in the record",
     "+ log level checks = full replica",
-    "proposed: full replica, taken by an expired clocklock first (no snapshot)",
+    "shipped: full replica, taken by an expired clocklock first (no snapshot)",
 ];
-
-unsafe extern "C" {
-    /// glibc >= 2.30; not declared by the `libc` crate.
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
-
-/// An expired deadline that glibc answers itself (negative: no syscall).
-const PAST: libc::timespec = libc::timespec {
-    tv_sec: -1,
-    tv_nsec: 0,
-};
 
 /// Level 8, a control for the multi-process cases: level 2 (snapshot +
 /// owner record) with the record written to process-private memory instead
@@ -712,20 +609,9 @@ const fn pieces(l: u8) -> u8 {
     }
 }
 
-const ZERO_RECORD: OwnerRecord = OwnerRecord {
-    pid: 0,
-    tid: 0,
-    pidns_ino: 0,
-    start_time: 0,
-    acquired_unix_ns: 0,
-    label_len: 0,
-    depth: 0,
-    label: [0; 88],
-};
-
 thread_local! {
     static PRIVATE_RECORD: std::cell::UnsafeCell<OwnerRecord> =
-        const { std::cell::UnsafeCell::new(ZERO_RECORD) };
+        std::cell::UnsafeCell::new(bytemuck::Zeroable::zeroed());
 }
 
 /// One lock+unlock of `raw` with the first `L` pieces of the crate's
@@ -747,7 +633,8 @@ pub fn replica_acquire<const L: u8>(raw: &RawRobust, path: &Path) -> bool {
     let p = pieces(L);
     let (rc, contended) = if L == 6 {
         // SAFETY: an initialised robust mutex in a live mapping; a valid timespec.
-        match unsafe { pthread_mutex_clocklock(shm.mutex(), libc::CLOCK_MONOTONIC, &PAST) } {
+        match unsafe { pthread_mutex_clocklock(shm.mutex(), libc::CLOCK_MONOTONIC, &PAST_DEADLINE) }
+        {
             // SAFETY: as above.
             libc::ETIMEDOUT => (unsafe { libc::pthread_mutex_lock(shm.mutex()) }, true),
             rc => (rc, false),

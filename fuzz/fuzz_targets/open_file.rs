@@ -2,7 +2,7 @@
 //! mutex of one of four value types, a re-entrant mutex, a semaphore, a
 //! lock-only handle or a pymutex bare file) and use it.
 //! The property and the input layout are in ../check.rs, which
-//! `tests/fuzz_corpus.rs` shares to replay the corpus in `cargo test`.
+//! `tests/file/fuzz_corpus.rs` shares to replay the corpus in `cargo test`.
 #![no_main]
 
 #[path = "../check.rs"]

@@ -1,11 +1,19 @@
 //! Shared test plumbing: child processes made by re-running the test binary.
 //!
-//! A test file defines `#[test] fn child_main()` that calls [`child_main`]
-//! with its own role table. The parent spawns `current_exe --exact child_main`
-//! with `RM_CHILD_ROLE` set; the child talks back with lines that start
-//! `@@` on stdout (libtest's own lines are skipped) and reads commands from
-//! stdin. Synchronisation is by these pipes only, never by sleeping.
+//! Every test binary that includes this module has a
+//! `#[test] fn child_main()` that calls [`roles::run_if_child`], where all
+//! the roles a child can play are. The parent spawns
+//! `current_exe --exact child_main` with `RM_CHILD_ROLE` set ([`Kid`],
+//! [`child_command`]); the child talks back with lines that start `@@` on
+//! stdout (libtest's own lines are skipped) and reads commands from stdin.
+//! Synchronisation is by these pipes only, never by sleeping.
+//!
+//! Also here: [`torture`], the crash torture (run short by the mutex tests,
+//! long by `examples/torture.rs`), and file snapshots.
 #![allow(dead_code)]
+
+pub mod roles;
+pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +21,28 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 pub const ROLE: &str = "RM_CHILD_ROLE";
 pub const PATH: &str = "RM_CHILD_PATH";
+
+/// The test binary's arguments that make it run only `child_main`.
+pub const CHILD_ARGS: [&str; 5] = [
+    "--exact",
+    "child_main",
+    "--nocapture",
+    "--test-threads=1",
+    "-q",
+];
+
+/// The command that re-runs this test binary as a child playing `role` on
+/// `path` (see [`roles`]).
+pub fn child_command(role: &str, path: &Path) -> Command {
+    child_command_at(&std::env::current_exe().unwrap(), role, path)
+}
+
+/// [`child_command`] with the test binary at `exe`.
+fn child_command_at(exe: &Path, role: &str, path: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(CHILD_ARGS).env(ROLE, role).env(PATH, path);
+    cmd
+}
 
 /// A child process running one role.
 pub struct Kid {
@@ -52,23 +82,14 @@ impl Kid {
             exe = copy;
             exe_dir = Some(d);
         }
-        let mut cmd = Command::new(&exe);
+        let mut cmd = child_command_at(&exe, role, path);
         if let Some((uid, gid)) = user {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(gid);
         }
-        cmd.args([
-            "--exact",
-            "child_main",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE, role)
-        .env(PATH, path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -185,6 +206,12 @@ pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, p)
 }
 
+/// The permission bits of the file at `path` (with setuid, setgid, sticky).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 /// What a rejected file must keep: its bytes (the first MiB of a huge
 /// file), mode, length and modification time.
 #[derive(Debug, PartialEq, Eq)]
@@ -213,38 +240,5 @@ pub fn snapshot(path: &Path) -> FileSnapshot {
         mode: md.mode(),
         len: md.len(),
         mtime: (md.mtime(), md.mtime_nsec()),
-    }
-}
-
-/// In a child: locks the mutex of the file at `path` through a private raw
-/// mapping, then unmaps it while holding the lock and returns. When the
-/// process exits, the kernel's robust-list walk faults on the unmapped entry
-/// and gives up, so the lock word keeps naming a dead TID: a stuck lock.
-pub fn lock_then_unmap(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let len = 4096;
-    // SAFETY: maps a file we opened; checked for MAP_FAILED below.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(base, libc::MAP_FAILED);
-    // SAFETY: offset 256 holds an initialised robust mutex (docs/design.md);
-    // the mapping is live until the munmap right after.
-    unsafe {
-        let m = base.cast::<u8>().add(256).cast::<libc::pthread_mutex_t>();
-        assert_eq!(libc::pthread_mutex_lock(m), 0);
-        assert_eq!(libc::munmap(base, len), 0);
     }
 }

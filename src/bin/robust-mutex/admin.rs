@@ -4,7 +4,7 @@
 use crate::exit::{Op, code, fail};
 use crate::format::{describe_holder, emit, warn};
 use crate::status::open_existing;
-use robust_mutex::{LockState, OpenOptions, SharedMutex};
+use robust_mutex::{LockState, OpenOptions};
 use std::path::Path;
 
 /// `create`: makes a new lock file at PATH with `mode`; fails if PATH exists.
@@ -33,7 +33,7 @@ pub(crate) fn remove(path: &Path, force: bool) -> Result<u8, u8> {
             return Err(code::HELD);
         }
     }
-    SharedMutex::<()>::remove(path)
+    robust_mutex::remove(path)
         .map(|()| code::OK)
         .map_err(|e| fail(&e, Op::Remove, path))
 }

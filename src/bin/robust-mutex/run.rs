@@ -7,7 +7,7 @@ use crate::exit::{Op, code, fail, with_signal};
 use crate::format::{describe_holder, warn};
 use crate::os;
 use nix::sys::signal::Signal;
-use robust_mutex::{Acquired, LockError, LockState, OpenOptions, SharedMutex};
+use robust_mutex::{Acquired, Guard, LockError, LockState, OpenOptions, SharedMutex};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -131,7 +131,7 @@ fn exit_holding<T>(held: T, code: u8) -> ! {
 
 /// Waits for the lock as asked; every failure is reported and turned into
 /// the exit code.
-fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<'a, ()>, u8> {
+fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a, ()>>, u8> {
     let path = a.path.as_path();
     let got = if a.nonblock {
         m.try_lock()
@@ -186,7 +186,10 @@ const STUCK_CHECK: Duration = Duration::from_millis(500);
 
 /// Waits (at most `timeout`) in slices; gives up early on a stuck mutex,
 /// which nobody will ever release, once two looks a slice apart agree.
-fn wait_for(m: &SharedMutex<()>, timeout: Option<Duration>) -> Result<Acquired<'_, ()>, LockError> {
+fn wait_for(
+    m: &SharedMutex<()>,
+    timeout: Option<Duration>,
+) -> Result<Acquired<Guard<'_, ()>>, LockError> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut stuck_looks = 0;
     loop {

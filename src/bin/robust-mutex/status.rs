@@ -135,7 +135,7 @@ pub(crate) fn render_json(s: &Status, info: &FileInfo, f: &Facts) -> serde_json:
         "lock_word": s.lock_word,
         "file": {
             "version": info.version,
-            "kind": info.kind,
+            "kind": info.kind.as_str(),
             "abi": info.abi,
             "generation": info.generation,
             "value_size": info.value_size,

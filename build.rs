@@ -1,0 +1,47 @@
+//! Finds out what some tests need from this machine, so that a test that
+//! cannot run here is reported as ignored, with the reason, instead of
+//! passing without having checked anything. The library does not use these
+//! cfgs.
+//!
+//! * `no_python3`: `python3` with ctypes (and `libc.so.6` through it) does
+//!   not run: the pymutex interop tests (`tests/file/pymutex.rs`);
+//! * `no_pymutex`: the real pymutex (not on PyPI) is not importable;
+//! * `not_root`: not built as root: the tests that act as a second user or
+//!   rely on root's disregard of mode bits.
+//!
+//! Run again only when `PATH` changes (a python3 installed or removed in
+//! place is not noticed: `cargo clean -p robust-mutex`).
+
+use std::process::{Command, Stdio};
+
+fn python3_runs(code: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The effective uid, from `/proc/self/status` (`Uid: real effective ...`).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let python3 = python3_runs("import ctypes, mmap; ctypes.CDLL('libc.so.6')");
+    if !python3 {
+        println!("cargo:rustc-cfg=no_python3");
+    }
+    if !python3 || !python3_runs("import pymutex") {
+        println!("cargo:rustc-cfg=no_pymutex");
+    }
+    if effective_uid() != Some(0) {
+        println!("cargo:rustc-cfg=not_root");
+    }
+}

@@ -1,0 +1,464 @@
+//! [`BareMutex`]: pymutex interop. A pymutex file holds the bare glibc
+//! `pthread_mutex_t` (40 bytes on x86_64) and nothing else: no header, no
+//! value, no owner record. pymutex creates it with `O_CREAT|O_EXCL` and mode
+//! 0400, initialises ERRORCHECK + ROBUST + PSHARED in a private buffer, writes
+//! those bytes with one `write`, maps the file and chmods it to 0600; its
+//! loader insists on the exact size. Python (pymutex, ctypes) and Rust can
+//! share one file.
+//!
+//! The handshake without a header (`docs/pymutex.md`):
+//!
+//! * **Creating**: `O_CREAT|O_EXCL` with mode 0400, our `flock`, one `pwrite`
+//!   of a mutex initialised in private memory (like pymutex, so no reader
+//!   ever sees a zero-filled mutex), `fchmod` to the final mode, unlock.
+//! * **Opening a writable file**: it must be exactly one `pthread_mutex_t`
+//!   with glibc's kind word for robust + pshared + errorcheck; anything else
+//!   is a typed error and the file is not changed.
+//! * **Opening a 0400 file** (the creator's mark): pymutex creators take no
+//!   `flock`, so a live one cannot be told from a dead one. If its content is
+//!   what a creator leaves (nothing, zeros, or the initialised mutex), the
+//!   opener waits up to `init_timeout` for the mode to change; then, under our
+//!   `flock`, it finishes the job: it writes a fresh mutex into an empty or
+//!   zeroed file, or only chmods a file that already holds the mutex (root
+//!   pymutex loaders ignore the mode and may be using it). Other content is
+//!   refused at once.
+
+mod open;
+
+pub(crate) use open::is_bare_file;
+
+use crate::cancel::CancelToken;
+use crate::error::{Error, LockError};
+use crate::file::layout::OwnerRecord;
+use crate::identity;
+use crate::options::OpenOptions;
+use crate::outcome::{Acquired, LockGuard, Recovery};
+use crate::raw::{Books, Fail, Got, Name, RawMutex, Wait};
+use crate::registry::{Key, Registry};
+use crate::status::{self, Counters, LockState, Status};
+use crate::sys;
+use memmap2::MmapRaw;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The size of a bare (pymutex) file: exactly one glibc `pthread_mutex_t`
+/// (40 bytes on x86_64 and aarch64).
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("py.lock");
+/// robust_mutex::BareMutex::open(&path)?;
+/// assert_eq!(std::fs::metadata(&path)?.len(), robust_mutex::BARE_SIZE as u64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub const BARE_SIZE: usize = sys::MUTEX_SIZE;
+
+/// A mapping of a bare file.
+#[derive(Debug)]
+pub(crate) struct BareMap {
+    raw: MmapRaw,
+}
+
+impl BareMap {
+    /// The mutex: the whole file.
+    fn raw(&self) -> RawMutex<'_> {
+        let m = NonNull::new(self.raw.as_mut_ptr()).expect("a mapping is never at address 0");
+        // SAFETY: a BareMap is only made by `attach`, for a file validated as
+        // exactly one initialised robust pshared errorcheck mutex, mapped
+        // for as long as `self` lives. No books: a bare file has none.
+        unsafe { RawMutex::new(m.cast(), Books::None) }
+    }
+
+    /// A live thread of this process holds it. Unmapping a robust mutex that
+    /// a live thread holds makes the kernel abandon that thread's robust-list
+    /// walk at death (see registry.rs), so such a mapping stays.
+    fn held_here(&self) -> bool {
+        let held = self.raw().held_by_live_thread_here();
+        if held {
+            log::warn!(
+                "last handle of a bare robust mutex dropped while this process holds it; keeping it mapped"
+            );
+        }
+        held
+    }
+}
+
+/// One mapping per (device, inode) per process, for bare files.
+fn registry() -> &'static Registry<BareMap> {
+    static REGISTRY: OnceLock<Registry<BareMap>> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+/// A robust mutex in a pymutex-compatible bare file: exactly one
+/// `pthread_mutex_t` (PROCESS_SHARED + ROBUST + ERRORCHECK), no header, no
+/// value, no owner record. Python processes using pymutex (or the same
+/// `pthread_mutex_*` calls through ctypes) and Rust processes can share one
+/// file, and an owner death on either side reaches the other.
+///
+/// The lock semantics are those of [`SharedMutex`](crate::SharedMutex).
+/// What a bare file cannot have: a protected value, counters, a label, a
+/// boot id (a file from an earlier boot may be [`LockState::Stuck`]: remove
+/// such files at boot, or keep them in a tmpfs such as `/dev/shm`), a
+/// PID-namespace check, and [`reset`](crate::reset). See `docs/pymutex.md`.
+///
+/// `BareMutex` is `Send` and `Sync`; its guards are not `Send`.
+///
+/// # Examples
+/// ```
+/// use robust_mutex::{Acquired, BareMutex};
+/// # let dir = tempfile::tempdir()?;
+/// let m = BareMutex::open(dir.path().join("py.lock"))?; // pymutex can load this file
+/// let guard = match m.lock()? {
+///     Acquired::Clean(g) => g,
+///     Acquired::OwnerDied(r) => {
+///         // A holder (Python or Rust) died holding it: repair what it
+///         // protects, then say so.
+///         r.mark_consistent()
+///     }
+/// };
+/// drop(guard);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct BareMutex {
+    path: PathBuf,
+    key: Key,
+    map: Option<Arc<BareMap>>,
+}
+
+/// Holds a [`BareMutex`]; unlocks on drop. Not `Send`: only the locking
+/// thread may unlock.
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+/// let g = m.lock()?.recover_with(|_| {});
+/// assert_eq!(g.mutex().path(), m.path());
+/// drop(g); // unlocks
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<robust_mutex::BareGuard<'static>>();
+/// ```
+#[must_use = "if unused the mutex will immediately unlock"]
+#[derive(Debug)]
+pub struct BareGuard<'a> {
+    mutex: &'a BareMutex,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl BareMutex {
+    /// Opens the bare file at `path`, creating it (the way pymutex does) if
+    /// it is missing: `BareMutex::open_with(path, OpenOptions::new().create(true))`.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("py.lock");
+    /// let created = robust_mutex::BareMutex::open(&path)?;
+    /// let opened = robust_mutex::BareMutex::open(&path)?; // the same lock
+    /// let g = created.try_lock()?;
+    /// // An errorcheck mutex: this thread holds it already.
+    /// assert!(matches!(opened.try_lock(), Err(robust_mutex::LockError::Deadlock)));
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(path, OpenOptions::new().create(true))
+    }
+
+    /// Opens (or creates, as `opts` say) the bare file at `path`. Honours
+    /// `create`, `create_new`, `mode` (default 0600), `init_timeout` and
+    /// `allow_other_owners`.
+    ///
+    /// # Errors
+    /// * [`Error::Truncated`] (shorter) or [`Error::ForeignFile`] (longer, for
+    ///   instance a [`SharedMutex`](crate::SharedMutex) file) for a file that
+    ///   is not exactly [`BARE_SIZE`] bytes;
+    /// * [`Error::Corrupt`] if it is not a robust process-shared errorcheck
+    ///   mutex (glibc's kind word);
+    /// * [`Error::ForeignFile`] for a read-only file that is not a creator's
+    ///   leftover;
+    /// * [`Error::InitTimeout`] if a creator holding our `flock` is still at
+    ///   work after `init_timeout`;
+    /// * [`Error::NotFound`], [`Error::AlreadyExists`], [`Error::Symlink`],
+    ///   [`Error::NotRegularFile`], [`Error::PermissionDenied`],
+    ///   [`Error::ForeignOwner`], [`Error::UnsupportedFilesystem`],
+    ///   [`Error::InvalidMode`], [`Error::InvalidOptions`] (`replace`, which
+    ///   bare files do not have), [`Error::Io`].
+    ///
+    /// A rejected file is left untouched.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{BareMutex, Error, OpenOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("py.lock");
+    /// let opts = OpenOptions::new().create_new(true).mode(0o660).clone();
+    /// let m = BareMutex::open_with(&path, &opts)?;
+    /// assert!(matches!(
+    ///     BareMutex::open_with(&path, &opts),
+    ///     Err(Error::AlreadyExists { .. })
+    /// ));
+    /// # drop(m);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self, Error> {
+        open::open(path.as_ref(), opts)
+    }
+
+    /// The path it was opened by.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("py.lock");
+    /// let m = robust_mutex::BareMutex::open(&path)?;
+    /// assert_eq!(m.path(), path);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock's name in the log.
+    fn name(&self) -> Name<'_> {
+        Name {
+            path: &self.path,
+            permit: None,
+        }
+    }
+
+    fn raw(&self) -> RawMutex<'_> {
+        self.map.as_ref().expect("mapped until drop").raw()
+    }
+
+    /// Every lock call.
+    #[inline]
+    fn acquire(&self, wait: Wait<'_>) -> Result<Acquired<BareGuard<'_>>, LockError> {
+        match self.raw().acquire(wait, || self.name()) {
+            // SAFETY: `acquire` returned Ok: this thread holds the lock.
+            Ok(Got::Clean) => Ok(Acquired::Clean(unsafe { BareGuard::new(self) })),
+            Ok(Got::OwnerDied(previous)) => {
+                // SAFETY: this thread holds the lock, taken with EOWNERDEAD
+                // and not yet marked consistent.
+                let r = unsafe { Recovery::new(BareGuard::new(self), previous) };
+                Ok(Acquired::OwnerDied(r))
+            }
+            Err(Fail::Lock(e)) => Err(e),
+            Err(Fail::NotRecoverable) => {
+                log::error!("{}: mutex is not recoverable; remove the file", self.name());
+                Err(LockError::NotRecoverable)
+            }
+        }
+    }
+
+    /// Blocks until the lock is acquired (`pthread_mutex_lock`).
+    ///
+    /// # Errors
+    /// [`LockError::Deadlock`] if this thread holds it already,
+    /// [`LockError::NotRecoverable`] after a recovery was abandoned (by
+    /// Rust or by Python), [`LockError::Io`] for anything else.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// let g = m.lock()?.recover_with(|_| {});
+    /// assert!(matches!(m.lock(), Err(robust_mutex::LockError::Deadlock)));
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self) -> Result<Acquired<BareGuard<'_>>, LockError> {
+        self.acquire(Wait::Block)
+    }
+
+    /// Acquires the lock only if it is free now. Uses `clocklock` with a
+    /// past deadline, never glibc's `pthread_mutex_trylock`, which strands a
+    /// not-recoverable mutex.
+    ///
+    /// # Errors
+    /// [`LockError::WouldBlock`] if another thread (of any process, Python or
+    /// Rust) holds it; else as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// let g = m.try_lock()?;
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&self) -> Result<Acquired<BareGuard<'_>>, LockError> {
+        self.acquire(Wait::Try)
+    }
+
+    /// Waits at most `timeout` (CLOCK_MONOTONIC, so wall-clock jumps neither
+    /// stretch nor cut it).
+    ///
+    /// # Errors
+    /// [`LockError::TimedOut`]; else as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// let g = m.lock_timeout(std::time::Duration::from_millis(10))?;
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired<BareGuard<'_>>, LockError> {
+        self.acquire(Wait::Until(&sys::deadline_after(timeout)))
+    }
+
+    /// A wait that [`CancelToken::cancel`] can abandon (from another thread
+    /// or a signal handler), with an optional timeout; see
+    /// [`SharedMutex::lock_cancellable`](crate::SharedMutex::lock_cancellable).
+    /// Python waiters are woken and served alike: the wait follows glibc's
+    /// own protocol on the lock word.
+    ///
+    /// # Errors
+    /// [`LockError::Cancelled`], [`LockError::TimedOut`]; else as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// let g = m.lock_cancellable(&robust_mutex::CancelToken::new(), None)?;
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_cancellable(
+        &self,
+        cancel: &CancelToken,
+        timeout: Option<Duration>,
+    ) -> Result<Acquired<BareGuard<'_>>, LockError> {
+        let deadline = timeout.map(sys::deadline_after);
+        self.acquire(Wait::Cancellable(cancel, deadline.as_ref()))
+    }
+
+    /// The lock's state, read without locking. A bare file has no owner
+    /// record, so the owner comes from the TID in the lock word and `/proc`:
+    /// `owner` is `Some` while a thread of this PID namespace holds it
+    /// ([`LockState::Locked`], with its pid, tid and process start time; the
+    /// label is empty and `acquired_at` is unknown, the epoch) or after it
+    /// vanished without the kernel marking it dead ([`LockState::Stuck`]).
+    /// After an owner death the kernel clears the TID, so
+    /// [`LockState::OwnerDead`] comes without an owner. `counters` are zero
+    /// and `generation` is 0.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::LockState;
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// assert_eq!(m.status().state, LockState::Unlocked);
+    /// let g = m.lock()?.recover_with(|_| {});
+    /// let s = m.status();
+    /// assert_eq!(s.state, LockState::Locked);
+    /// assert_eq!(s.owner.unwrap().pid, std::process::id());
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn status(&self) -> Status {
+        let raw = self.raw();
+        let tid = raw.word().load(std::sync::atomic::Ordering::Relaxed) & sys::FUTEX_TID_MASK;
+        let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
+        if tid != 0 {
+            // The holder's process: its start time names it (a thread's own
+            // start time would not match the process's).
+            let pid = tgid_of(tid).unwrap_or(tid);
+            rec.tid = tid;
+            rec.pid = pid;
+            rec.start_time = identity::start_time_of(pid).unwrap_or(0);
+            rec.pidns_ino = identity::pid_namespace();
+            rec.depth = 1;
+        }
+        // SAFETY: the mutex is the live mapping; `rec` is a local record.
+        let (state, owner, word) = unsafe { status::lock_state(raw.as_ptr(), &rec) };
+        let owner = owner.filter(|_| state != LockState::NotRecoverable);
+        Status {
+            state,
+            owner,
+            counters: Counters::default(),
+            generation: 0,
+            lock_word: word,
+        }
+    }
+}
+
+/// The process (thread group) of thread `tid`, from `/proc/<tid>/status`.
+fn tgid_of(tid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Drop for BareMutex {
+    fn drop(&mut self) {
+        if let Some(m) = self.map.take() {
+            registry().detach(self.key, m, BareMap::held_here);
+        }
+    }
+}
+
+impl<'a> BareGuard<'a> {
+    /// # Safety
+    /// The calling thread holds `mutex`'s lock, taken through its raw lock;
+    /// the guard releases it when dropped.
+    unsafe fn new(mutex: &'a BareMutex) -> Self {
+        BareGuard {
+            mutex,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The mutex this guard locks.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// let g = m.lock()?.recover_with(|_| {});
+    /// assert_eq!(g.mutex().status().state, robust_mutex::LockState::Locked);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mutex(&self) -> &BareMutex {
+        self.mutex
+    }
+}
+
+impl LockGuard for BareGuard<'_> {
+    type Value = ();
+
+    fn raw_lock(&self) -> RawMutex<'_> {
+        self.mutex.raw()
+    }
+
+    fn lock_name(&self) -> Name<'_> {
+        self.mutex.name()
+    }
+
+    fn with_value(&mut self, f: &mut dyn FnMut(&mut ())) {
+        f(&mut ());
+    }
+}
+
+impl Drop for BareGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a BareGuard exists only while its (not Send) thread holds
+        // the mutex, taken through this raw lock.
+        unsafe { self.mutex.raw().release() };
+    }
+}

@@ -1,0 +1,162 @@
+//! Initialising a lock file: size it, zero it, write the header (state
+//! INIT), initialise every mutex in place, publish READY, then chmod away
+//! the creator's mark. Used by a creator, a takeover, a reset's replacement
+//! (published with an atomic rename) and the stale-boot repair.
+
+use super::io_err;
+use super::layout::{self, DataLayout, Header};
+use crate::error::Error;
+use crate::identity;
+use crate::registry::Mapping;
+use crate::sys;
+use memmap2::MmapOptions;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Fault-injection point (only with the `test-hooks` feature, which only
+/// this crate's own tests turn on): with `ROBUST_MUTEX_TEST_PAUSE_AT=<step>`
+/// the creator prints `paused:<step>` on stdout and stops for ever there, so
+/// a test can SIGKILL it at exactly that step.
+pub(crate) fn checkpoint(step: &str) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "paused:{step}");
+        let _ = out.flush();
+        loop {
+            std::thread::park();
+        }
+    }
+    let _ = step;
+}
+
+/// What a freshly initialised file holds besides a fresh mutex.
+pub(crate) enum Fill<'a> {
+    /// A new file: zeroed value, generation 1.
+    Fresh,
+    /// A reset's replacement: the old value, owner record and counters, the
+    /// next generation, and a mutex that reports OWNER_DIED to its first locker.
+    Replacement {
+        generation: u64,
+        /// Bytes from OWNER_OFFSET to the end of the value.
+        carried: &'a [u8],
+    },
+}
+
+/// Sizes, maps and initialises the file behind `fd` (whose flock we hold),
+/// leaving it READY with mode `mode`. The mutex is initialised in place.
+pub(crate) fn initialise(
+    path: &Path,
+    fd: &OwnedFd,
+    mode: u32,
+    want: DataLayout,
+    kind: layout::Kind,
+    fill: &Fill<'_>,
+) -> Result<(), Error> {
+    sys::set_len(fd, want.file_len).map_err(io_err("ftruncate", path))?;
+    checkpoint("sized");
+    let map = MmapOptions::new()
+        .len(want.file_len as usize)
+        .map_raw(fd)
+        .map_err(io_err("mmap", path))?;
+    let base = map.as_mut_ptr();
+    let generation = match fill {
+        Fill::Fresh => 1,
+        Fill::Replacement { generation, .. } => *generation,
+    };
+    // SAFETY: the mapping is `file_len` bytes long and private to us: the file
+    // carries the creator's mark and we hold its flock, so no process has it
+    // mapped as a mutex. Every write stays inside the mapping.
+    unsafe {
+        std::ptr::write_bytes(base, 0, want.file_len as usize);
+        if let Fill::Replacement { carried, .. } = fill {
+            let n = carried
+                .len()
+                .min(want.file_len as usize - layout::OWNER_OFFSET);
+            std::ptr::copy_nonoverlapping(carried.as_ptr(), base.add(layout::OWNER_OFFSET), n);
+        }
+    }
+    // Our magic goes in first, with the state still INIT: from here on a
+    // crashed creator's leftover is recognisable as ours.
+    let header = layout::new_header(
+        kind,
+        want,
+        generation,
+        identity::boot_id(),
+        identity::me().pidns_ino,
+        sys::coarse_unix_ns(),
+    );
+    // SAFETY: the header region is the first 256 bytes of the mapping and is
+    // private to us; `state` stays INIT until the release store below.
+    unsafe { std::ptr::write(base.cast::<Header>(), header) };
+    let mutex = base
+        .wrapping_add(layout::MUTEX_OFFSET)
+        .cast::<libc::pthread_mutex_t>();
+    // Every mutex of the file: the main one (of the file's kind), then a
+    // semaphore's permits (errorcheck).
+    for (i, offset) in header.mutexes().enumerate() {
+        let mk = if i == 0 {
+            kind.mutex_kind()
+        } else {
+            sys::MutexKind::ErrorCheck
+        };
+        // SAFETY: each mutex lies aligned (64-byte slots in a page-aligned
+        // mapping) inside the mapping, which is private to us: nobody else
+        // can use it yet (see above).
+        unsafe { sys::mutex_init(base.wrapping_add(offset).cast(), mk) }
+            .map_err(io_err("pthread_mutex_init", path))?;
+    }
+    if let Fill::Replacement { .. } = fill {
+        // SAFETY: just initialised, and still private to us.
+        unsafe { sys::mark_owner_died(mutex) };
+    }
+    checkpoint("mutex_init");
+    let m = Mapping::new(map, (0, 0));
+    m.state()
+        .store(layout::STATE_READY, std::sync::atomic::Ordering::Release);
+    checkpoint("header");
+    sys::fchmod(fd, mode).map_err(io_err("fchmod", path))?;
+    checkpoint("chmod");
+    Ok(())
+}
+
+/// Builds a new, READY file as an unnamed `O_TMPFILE` beside `path` and
+/// publishes it over `path` with `rename` (atomic). `owner`: chown it to this
+/// uid and gid (when running as root).
+pub(crate) fn publish_new_file(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    want: DataLayout,
+    kind: layout::Kind,
+    fill: &Fill<'_>,
+) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let fd =
+        sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(io_err("open O_TMPFILE", path))?;
+    if let Some((uid, gid)) = owner {
+        if sys::geteuid() == 0 && (uid, gid) != (0, 0) {
+            sys::fchown(&fd, uid, gid).map_err(io_err("fchown", path))?;
+        }
+    }
+    initialise(path, &fd, mode, want, kind, fill)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.new-{}-{}",
+        std::process::id(),
+        sys::coarse_unix_ns()
+    ));
+    sys::link_unnamed(&fd, &tmp).map_err(io_err("link", path))?;
+    if let Err(e) = sys::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("rename", path)(e));
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! [`PermitGuard`]: one held permit.
+
+use super::SharedSemaphore;
+use crate::outcome::{LockGuard, Recovery};
+use crate::raw::{Name, RawMutex};
+use std::marker::PhantomData;
+
+/// A held permit; released when dropped.
+///
+/// Not `Send`: POSIX requires the thread that locked a mutex to unlock it.
+///
+/// ```compile_fail
+/// # let dir = tempfile::tempdir().unwrap();
+/// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1).unwrap();
+/// let p = sem.acquire().unwrap().recover_with(|_| {});
+/// std::thread::spawn(move || drop(p)); // error: PermitGuard is not Send
+/// ```
+#[must_use = "if unused the permit is released at once"]
+pub struct PermitGuard<'a> {
+    sem: &'a SharedSemaphore,
+    slot: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for PermitGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PermitGuard")
+            .field("path", &self.sem.path)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl<'a> PermitGuard<'a> {
+    /// # Safety
+    /// The calling thread holds permit `slot` of `sem`, taken through its
+    /// raw lock; the guard releases it when dropped.
+    pub(super) unsafe fn new(sem: &'a SharedSemaphore, slot: usize) -> Self {
+        PermitGuard {
+            sem,
+            slot,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Which permit (slot) this is, `0..permits`: e.g. an index into
+    /// per-permit resources (scratch files, connections) that a recovering
+    /// successor must clean up.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 2)?;
+    /// let a = sem.acquire()?.recover_with(|_| {});
+    /// let b = sem.acquire()?.recover_with(|_| {});
+    /// assert_ne!(a.slot(), b.slot());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The semaphore this permit belongs to.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 2)?;
+    /// let p = sem.acquire()?.recover_with(|_| {});
+    /// assert_eq!(p.semaphore().status().held, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn semaphore(&self) -> &'a SharedSemaphore {
+        self.sem
+    }
+
+    /// Sets a short label in this permit's owner record (at most 88 bytes;
+    /// longer text is cut at a character boundary), which
+    /// [`SharedSemaphore::status`] and a recovering successor's
+    /// [`Recovery::previous_owner`](crate::Recovery::previous_owner) show.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
+    /// let mut p = sem.acquire()?.recover_with(|_| {});
+    /// p.set_label("upload #12");
+    /// assert_eq!(sem.status().holders[0].label, "upload #12");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_label(&mut self, label: &str) {
+        let mut rec = self
+            .sem
+            .slot(self.slot)
+            .record()
+            .expect("a permit has a record");
+        // SAFETY: we hold the permit, so we are the only writer of its owner
+        // record, which lies in the live mapping.
+        unsafe { rec.as_mut() }.set_label(label);
+    }
+}
+
+impl LockGuard for PermitGuard<'_> {
+    type Value = ();
+
+    fn raw_lock(&self) -> RawMutex<'_> {
+        self.sem.slot(self.slot)
+    }
+
+    fn lock_name(&self) -> Name<'_> {
+        self.sem.name(Some(self.slot))
+    }
+
+    fn with_value(&mut self, f: &mut dyn FnMut(&mut ())) {
+        f(&mut ());
+    }
+}
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a PermitGuard exists only while its (not Send) thread holds
+        // the permit, taken through this slot's raw lock.
+        unsafe { self.sem.slot(self.slot).release() };
+        log::debug!("{}: released permit {}", self.sem.path.display(), self.slot);
+    }
+}
+
+impl Recovery<PermitGuard<'_>> {
+    /// Sets the label of this permit's owner record while recovering; see
+    /// [`PermitGuard::set_label`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
+    /// if let robust_mutex::Acquired::OwnerDied(mut r) = sem.acquire()? {
+    ///     r.set_label("cleaning up");
+    ///     r.mark_consistent();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_label(&mut self, label: &str) {
+        let guard = self.guard();
+        let mut rec = guard
+            .sem
+            .slot(guard.slot)
+            .record()
+            .expect("a permit has a record");
+        // SAFETY: this thread holds the permit (a Recovery's contract), so
+        // it is the only writer of its owner record, in the live mapping.
+        unsafe { rec.as_mut() }.set_label(label);
+    }
+}

@@ -1,0 +1,229 @@
+//! Files: opening without following symlinks, `stat`, `flock`, ownership
+//! and size, positioned reads and writes. Every call goes through `nix` (or
+//! std); this file has no `unsafe`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+
+use super::retry;
+
+/// The path as a C string. Checked here, before `nix` sees it, so that a NUL
+/// byte keeps its own error message; `nix` then uses the `CStr` as it is.
+fn cstr(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// The flags of every open of a named file.
+fn open_flags() -> OFlag {
+    OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK
+}
+
+/// `open(2)` through `nix`, retried on EINTR. `mode` is passed bit for bit.
+fn open(path: &CStr, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let mode = Mode::from_bits_retain(mode as libc::mode_t);
+    retry(|| nix::fcntl::open(path, flags, mode))
+}
+
+/// Opens an existing path without following a final symlink and without
+/// blocking on a FIFO. `write` selects O_RDWR over O_RDONLY.
+pub(crate) fn open_existing(path: &Path, write: bool) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let access = if write {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_RDONLY
+    };
+    open(&c, access | open_flags(), 0)
+}
+
+/// Creates a new file with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, read-write,
+/// with the creator's mark as its mode.
+pub(crate) fn create_exclusive(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | open_flags();
+    open(&c, flags, mode)
+}
+
+/// Creates an unnamed file in `dir` (O_TMPFILE), read-write.
+pub(crate) fn create_unnamed(dir: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(dir)?;
+    let flags = OFlag::O_RDWR | OFlag::O_TMPFILE | OFlag::O_CLOEXEC;
+    open(&c, flags, mode)
+}
+
+/// Gives an unnamed (O_TMPFILE) file the name `path`; fails if it exists.
+pub(crate) fn link_unnamed(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    let to = cstr(path)?;
+    nix::unistd::linkat(
+        AT_FDCWD,
+        from.as_c_str(),
+        AT_FDCWD,
+        to.as_c_str(),
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `rename(2)`.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)
+}
+
+/// The facts of a file that the handshake decides on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u64,
+}
+
+impl FileStat {
+    fn from_raw(st: &libc::stat) -> Self {
+        FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            nlink: st.st_nlink,
+        }
+    }
+    /// The file-type bits only.
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    /// True for a regular file.
+    pub fn is_regular(&self) -> bool {
+        self.file_type() == libc::S_IFREG
+    }
+    /// A human name for the file type.
+    pub fn type_name(&self) -> &'static str {
+        match self.file_type() {
+            libc::S_IFDIR => "directory",
+            libc::S_IFIFO => "FIFO",
+            libc::S_IFCHR => "character device",
+            libc::S_IFBLK => "block device",
+            libc::S_IFSOCK => "socket",
+            libc::S_IFLNK => "symlink",
+            libc::S_IFREG => "regular file",
+            _ => "unknown file type",
+        }
+    }
+    /// Permission bits (including setuid/setgid/sticky).
+    pub fn perm(&self) -> u32 {
+        self.mode & 0o7777
+    }
+}
+
+/// `fstat(2)`.
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<FileStat> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok(FileStat::from_raw(&st))
+}
+
+/// `lstat(2)`: the facts of the name itself, without following a symlink.
+pub(crate) fn lstat(path: &Path) -> io::Result<FileStat> {
+    let c = cstr(path)?;
+    let st = nix::sys::stat::lstat(c.as_c_str())?;
+    Ok(FileStat::from_raw(&st))
+}
+
+/// The `f_type` of the filesystem holding `fd` (`fstatfs(2)`).
+pub(crate) fn fs_type(fd: &OwnedFd) -> io::Result<i64> {
+    let st = nix::sys::statfs::fstatfs(fd)?;
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    Ok(st.filesystem_type().0 as i64)
+}
+
+/// `flock(fd, arg)` on the caller's descriptor, retried on EINTR.
+///
+/// nix deprecates `fcntl::flock` in favour of `Flock<T>`, which takes the
+/// descriptor by value and unlocks when dropped. That does not fit here: the
+/// callers keep their `OwnedFd`, hold the lock across other calls and release
+/// it explicitly with [`funlock`], so the plain call is used on purpose.
+#[allow(deprecated)]
+fn flock(fd: &OwnedFd, arg: FlockArg) -> io::Result<()> {
+    retry(|| nix::fcntl::flock(fd.as_raw_fd(), arg))
+}
+
+/// Takes an exclusive `flock(2)` (`LOCK_EX|LOCK_NB`) without blocking.
+/// `Ok(false)` means another open file description holds it. Released only
+/// by [`funlock`] or by closing the open file description.
+pub(crate) fn try_flock_exclusive(fd: &OwnedFd) -> io::Result<bool> {
+    match flock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(Errno::EWOULDBLOCK as i32) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases a `flock(2)` (`LOCK_UN`).
+pub(crate) fn funlock(fd: &OwnedFd) -> io::Result<()> {
+    flock(fd, FlockArg::Unlock)
+}
+
+/// `fchmod(2)`.
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    let mode = Mode::from_bits_retain(mode as libc::mode_t);
+    retry(|| nix::sys::stat::fchmod(fd, mode))
+}
+
+/// `fchown(2)`.
+pub(crate) fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    retry(|| nix::unistd::fchown(fd, Some(uid), Some(gid)))
+}
+
+/// `ftruncate(2)`.
+pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    retry(|| nix::unistd::ftruncate(fd, len))
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+/// (fewer only at end of file). Never touches a mapping, so a short file
+/// cannot raise SIGBUS.
+pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = (offset + done as u64) as libc::off_t;
+        let n = retry(|| nix::sys::uio::pread(fd, &mut buf[done..], off))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// `pwrite(2)` of all of `buf` at `offset` (one call for a buffer this
+/// small; loops on short writes).
+pub(crate) fn write_all_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let n = retry(|| nix::sys::uio::pwrite(fd, &buf[done..], off))?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Process and thread identity, liveness and the fork hook. Everything goes
+//! through `nix` except `pthread_atfork`, which `nix` does not wrap.
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+/// The calling process's pid.
+pub(crate) fn getpid() -> u32 {
+    nix::unistd::getpid().as_raw() as u32
+}
+
+/// The calling thread's kernel TID.
+pub(crate) fn gettid() -> u32 {
+    nix::unistd::gettid().as_raw() as u32
+}
+
+/// The current uid.
+pub(crate) fn geteuid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`; EPERM still means it exists).
+pub(crate) fn pid_exists(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p <= 0 {
+        return false;
+    }
+    // Signal 0 (`None`) performs only the existence and permission check.
+    matches!(kill(Pid::from_raw(p), None), Ok(()) | Err(Errno::EPERM))
+}
+
+/// Registers `child` to run in the child after every `fork()`.
+pub(crate) fn at_fork_child(child: unsafe extern "C" fn()) {
+    // SAFETY: the handler is a plain function that only touches atomics,
+    // which is async-signal-safe and fine after fork.
+    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    debug_assert_eq!(r, 0);
+}

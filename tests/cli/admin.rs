@@ -1,0 +1,108 @@
+//! `robust-mutex reset` and `remove`: the way back from a not-recoverable or
+//! stuck mutex, and removal of a held lock.
+
+use crate::*;
+
+#[test]
+fn a_failed_recovery_leaves_it_not_recoverable_and_reset_brings_it_back() {
+    let (_dir, path) = temp_path("l");
+    let mut h = Holder::start(&path, &[]);
+    h.kill_run();
+    let o = cli(&["run", p(&path), "--", "sh", "-c", "exit 1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not recoverable")
+            && err.contains(&format!("robust-mutex reset {}", p(&path))),
+        "{err}"
+    );
+    let (v, c) = json_status(&path);
+    assert_eq!((v["state"].as_str(), c), (Some("not-recoverable"), 2));
+    let o = cli(&["run", p(&path), "--", "true"]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(stderr(&o).contains("reset"), "{}", stderr(&o));
+
+    let o = cli(&["reset", p(&path)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("generation 2"), "{}", stdout(&o));
+    let o = cli(&[
+        "run",
+        p(&path),
+        "--",
+        "sh",
+        "-c",
+        "echo $ROBUST_MUTEX_OWNER_DIED",
+    ]);
+    assert_eq!(stdout(&o).trim(), "1", "the next locker recovers");
+    let (v, c) = json_status(&path);
+    assert_eq!((v["state"].as_str(), c), (Some("unlocked"), 0));
+    assert_eq!(v["counters"]["resets"], 1);
+    assert_eq!(v["file"]["generation"], 2);
+
+    // A healthy mutex is reset only with --force.
+    let o = cli(&["reset", p(&path)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(cli(&["reset", "--force", p(&path)]).status.code(), Some(0));
+}
+
+#[test]
+fn a_stuck_mutex_is_reported_and_reset_repairs_it() {
+    // A copy of a held mutex file names the holder's thread in its lock
+    // word, but is on nobody's robust list: when the holder dies, the kernel
+    // never marks the copy owner-dead. Nobody will ever release it.
+    let (dir, path) = temp_path("l");
+    let stuck = dir.path().join("stuck");
+    let mut h = Holder::start(&path, &["--label", "copied"]);
+    std::fs::copy(&path, &stuck).unwrap();
+    h.kill_run();
+    let (v, c) = json_status(&stuck);
+    assert_eq!((v["state"].as_str(), c), (Some("stuck"), 2));
+    assert_eq!(v["owner"]["pid"], h.pid());
+    let hint = format!("robust-mutex reset {}", p(&stuck));
+    assert!(stdout(&cli(&["status", p(&stuck)])).contains(&hint));
+
+    let o = cli(&["run", "-n", p(&stuck), "--", "true"]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(
+        stderr(&o).contains("stuck") && stderr(&o).contains(&hint),
+        "{}",
+        stderr(&o)
+    );
+    // A long wait gives up once the mutex is seen stuck (about 1 s).
+    let t = Instant::now();
+    let o = cli(&["run", "--timeout", "60", p(&stuck), "--", "true"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+
+    let o = cli(&["reset", p(&stuck)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "a stuck mutex needs no --force: {}",
+        stderr(&o)
+    );
+    let o = cli(&[
+        "run",
+        p(&stuck),
+        "--",
+        "sh",
+        "-c",
+        "echo $ROBUST_MUTEX_OWNER_DIED",
+    ]);
+    assert_eq!(stdout(&o).trim(), "1");
+    assert_eq!(json_status(&stuck).0["state"], "unlocked");
+}
+
+#[test]
+fn remove_refuses_a_held_lock_unless_forced() {
+    let (_dir, path) = temp_path("l");
+    let h = Holder::start(&path, &[]);
+    let o = cli(&["remove", p(&path)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("pid {}", h.pid())));
+    assert!(path.exists());
+    assert_eq!(cli(&["remove", "--force", p(&path)]).status.code(), Some(0));
+    assert!(!path.exists());
+}

@@ -1,0 +1,36 @@
+//! The mutex file: how it is created, opened, refused, shared between users
+//! and with pymutex, reported on and replaced. One test binary, one module
+//! per concern.
+//!
+//! * `handshake`: racing creators, creators killed at each step, takeovers;
+//! * `bad_files`: every broken or hostile file gets a typed error and is left
+//!   untouched;
+//! * `fuzz_corpus`: the saved fuzz inputs replayed (`fuzz/check.rs`);
+//! * `permissions`: other users (uid 65534), modes, owners;
+//! * `status`: `status()` in every state;
+//! * `reset`: the way back from broken mutexes, earlier boots, PID
+//!   namespaces;
+//! * `bare`: the bare (pymutex-format) file, on our side only;
+//! * `pymutex`: the bare file shared with a Python peer making pymutex's
+//!   calls (`pymutex_peer.py`), and with the real pymutex;
+//! * `test_hooks`: a user's build ignores the test-only fault-injection
+//!   variables.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_files;
+mod bare;
+mod fuzz_corpus;
+mod handshake;
+mod permissions;
+mod pymutex;
+mod reset;
+mod status;
+mod test_hooks;
+
+/// Not a test: the entry point of child processes (see `common::roles`).
+#[test]
+fn child_main() {
+    common::roles::run_if_child();
+}

@@ -1,0 +1,32 @@
+//! The mutex kinds (`SharedMutex`, `ReentrantMutex`) in use, with real
+//! processes and real SIGKILLs: one test binary, one module per concern.
+//!
+//! * `locking`: mutual exclusion across processes, `Deadlock`, `WouldBlock`,
+//!   `TimedOut`, one mapping per file per process;
+//! * `owner_death`: killed holders and exited threads give `OwnerDied`,
+//!   recovery, not recoverable;
+//! * `reentrant`: the re-entrant kind;
+//! * `cancel`: cancellable waits;
+//! * `logging`: events through the `log` facade;
+//! * `torture`: the crash torture, short (the logic is in
+//!   `tests/common/torture/`).
+//!
+//! The file itself (creation, bad files, permissions, status, reset) is
+//! tested by `tests/file`, the semaphore by `tests/semaphore`, the command
+//! by `tests/cli`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cancel;
+mod locking;
+mod logging;
+mod owner_death;
+mod reentrant;
+mod torture;
+
+/// Not a test: the entry point of child processes (see `common::roles`).
+#[test]
+fn child_main() {
+    common::roles::run_if_child();
+}
