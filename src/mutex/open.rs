@@ -1,0 +1,152 @@
+//! Opening a [`SharedMutex`], and following a reset to its replacement
+//! file.
+
+use super::SharedMutex;
+use crate::error::Error;
+use crate::file;
+use crate::file::layout::{DataLayout, LockKind};
+use crate::options::{OpenOptions, Spec};
+use crate::registry::Mapping;
+use bytemuck::Pod;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
+
+impl<T: Pod> SharedMutex<T> {
+    /// Opens the mutex file at `path`, creating it (mode 0600, zeroed `T`) if
+    /// it does not exist. Same as `OpenOptions::new().create(true).open(path)`.
+    ///
+    /// # Errors
+    /// See [`OpenOptions::open`]: every cause has its own [`Error`] variant,
+    /// and a rejected file is never changed.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<[u32; 4]>::open(dir.path().join("m"))?;
+    /// assert_eq!(*m.lock_or_recover(|_| {})?, [0; 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        OpenOptions::new().create(true).open(path)
+    }
+
+    /// Opens (or creates, as `opts` say) the mutex file at `path`, holding
+    /// a `T`. The same as [`OpenOptions::open`].
+    ///
+    /// # Errors
+    /// Every cause has its own [`Error`] variant, and a rejected file is
+    /// never changed: a missing file without `create`
+    /// ([`Error::NotFound`]), a foreign, truncated or corrupt file, another
+    /// format version, ABI, kind ([`Error::KindMismatch`]) or `T`
+    /// ([`Error::TypeMismatch`]), a directory, FIFO, device or symlink, a
+    /// network filesystem, a creator still at work after the init timeout
+    /// ([`Error::InitTimeout`]), or an OS error.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{Error, OpenOptions, SharedMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// let missing = SharedMutex::<u64>::open_with(&path, &OpenOptions::new());
+    /// assert!(matches!(missing, Err(Error::NotFound { .. })));
+    /// let m = SharedMutex::<u64>::open_with(&path, OpenOptions::new().create_new(true))?;
+    /// # drop(m);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self, Error> {
+        let layout = DataLayout::of::<T>().ok_or(Error::UnsupportedType {
+            align: std::mem::align_of::<T>(),
+        })?;
+        Self::open_spec(path.as_ref(), opts, Spec::new(LockKind::Mutex, layout))
+    }
+
+    /// Opens a file of `spec`'s kind; with `spec.any_value`, the value's
+    /// layout is the file's.
+    pub(crate) fn open_spec(path: &Path, opts: &OpenOptions, spec: Spec) -> Result<Self, Error> {
+        let opened = file::open(path, opts, &spec)?;
+        let layout = if spec.any_value {
+            opened.header.data_layout()
+        } else {
+            spec.layout
+        };
+        let map = opened.map;
+        Ok(SharedMutex {
+            path: path.to_owned(),
+            layout,
+            opts: opts.clone(),
+            spec,
+            current: AtomicPtr::new(Arc::as_ptr(&map).cast_mut()),
+            maps: Mutex::new(vec![map]),
+            _value: PhantomData,
+        })
+    }
+
+    /// If a reset replaced the file at our path, attach to the replacement
+    /// and make it current. Returns whether the handle moved.
+    #[cold]
+    pub(super) fn follow_reset(&self, old: &Mapping) -> bool {
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        if !std::ptr::eq(self.current.load(Ordering::Acquire), old) {
+            return true; // another thread of ours already moved
+        }
+        let Ok(st) = crate::sys::lstat(&self.path) else {
+            return false;
+        };
+        if (st.dev, st.ino) == old.key() {
+            return false;
+        }
+        let mut opts = self.opts.clone();
+        opts.create(false).create_new(false);
+        match file::open(&self.path, &opts, &self.spec) {
+            Ok(o) if o.header.generation > 0 => {
+                log::warn!(
+                    "{}: moved to the reset mutex file (generation {})",
+                    self.path.display(),
+                    o.header.generation
+                );
+                self.current
+                    .store(Arc::as_ptr(&o.map).cast_mut(), Ordering::Release);
+                maps.push(o.map);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The shorthands for opening a [`SharedMutex`] from the builder.
+impl OpenOptions {
+    /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.
+    ///
+    /// # Errors
+    /// Every cause has its own [`Error`] variant: a missing file without
+    /// `create`, a foreign, truncated or corrupt file, another format version,
+    /// ABI or `T`, a directory, FIFO, device or symlink, a network filesystem,
+    /// a creator still at work after the init timeout, or an OS error.
+    pub fn open<T: Pod>(&self, path: impl AsRef<Path>) -> Result<SharedMutex<T>, Error> {
+        SharedMutex::open_with(path, self)
+    }
+
+    /// Opens a mutex file whatever value type it holds, as a
+    /// `SharedMutex<()>`: for tools (like the `robust-mutex` command) that
+    /// take the lock and read its status without touching the value. A file
+    /// it creates holds no value.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), except that the value type is never a mismatch.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// robust_mutex::SharedMutex::<[u64; 8]>::open(&path)?;
+    /// let lock = robust_mutex::OpenOptions::new().open_lock_only(&path)?;
+    /// drop(lock.lock_or_recover(|()| {})?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_lock_only(&self, path: impl AsRef<Path>) -> Result<SharedMutex<()>, Error> {
+        SharedMutex::open_spec(path.as_ref(), self, Spec::any_value(LockKind::Mutex))
+    }
+}
