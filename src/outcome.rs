@@ -233,11 +233,11 @@ impl<G: LockGuard> Recovery<G> {
     /// See [`Recovery`].
     pub fn mark_consistent(self) -> G {
         let (guard, _) = self.into_parts();
-        // SAFETY: a Recovery is only made (`new`'s contract) for a lock its
-        // thread acquired with EOWNERDEAD and still holds; the guard is never
-        // handed out mutably, so it is still that lock's; Recovery is not
-        // Send, so we are on that thread; `into_parts` consumed it, so this
-        // runs once.
+        // A Recovery is only made (`new`'s contract) for a lock its thread
+        // acquired with EOWNERDEAD and still holds; the guard is never handed
+        // out mutably, so it is still that lock's.
+        // SAFETY: so this thread holds it after EOWNERDEAD (Recovery is not
+        // Send), and `into_parts` consumed `self`: this runs once.
         unsafe { guard.raw_lock().mark_consistent(guard.lock_name()) };
         guard
     }

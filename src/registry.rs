@@ -91,14 +91,14 @@ impl Mapping {
             self.is_ready_lock(),
             "raw() of a mapping that is not a READY lock file"
         );
-        // SAFETY: a Mapping wraps a READY file (the handshake initialised the
-        // mutex before publishing READY, and only then attaches it), mapped
-        // for as long as `self` lives, at least DATA_MIN_OFFSET long; the
-        // mutex lies at MUTEX_OFFSET (so `add` stays in bounds) with the
-        // header's record, counters and state word at their layout offsets
-        // around it. Only the holder writes the record and counters (a
-        // semaphore's main mutex is never locked, so its counters, shared by
-        // the permits, are never written through this).
+        // A Mapping wraps a READY file (the handshake initialised the mutex
+        // before publishing READY, and only then attaches it), mapped for as
+        // long as `self` lives, at least DATA_MIN_OFFSET long. Only the
+        // holder writes the record and counters (a semaphore's main mutex is
+        // never locked: its counters, shared by the permits, are never
+        // written through this).
+        // SAFETY: so the mutex at MUTEX_OFFSET (in bounds) is initialised,
+        // with the header's record, counters and state word around it.
         unsafe { RawMutex::new(self.base.add(layout::MUTEX_OFFSET).cast(), Books::Header) }
     }
 

@@ -264,12 +264,12 @@ impl SharedSemaphore {
         debug_assert!(i < self.permits);
         let data = self.data_offset as usize;
         let map = self.map();
-        // SAFETY: the handshake validated a READY semaphore file of
-        // `permits` slots, each initialised before READY, and every slot's
-        // mutex kind word; the mapping lives as long as `self`. A slot's
-        // owner record follows its mutex (RECORD_AFTER_MUTEX) and only the
-        // permit's holder writes it; the counters, shared by every permit
-        // holder, are only updated atomically (Books::Permit).
+        // The handshake validated a READY semaphore file of `permits` slots,
+        // each initialised before READY, and every slot's mutex kind word; a
+        // slot's owner record follows its mutex (RECORD_AFTER_MUTEX).
+        // SAFETY: so slot `i`'s mutex is initialised, in the mapping that
+        // lives as long as `self`; only the permit's holder writes its record,
+        // and the shared counters are only updated atomically (Books::Permit).
         unsafe {
             RawMutex::new(
                 self.slot_at(layout::slot_mutex(data, i)).cast(),

@@ -87,10 +87,10 @@ pub fn install_forwarding() {
         // signal is blocked meanwhile, so it cannot reach `on_signal` in
         // between; one that arrives then is discarded when SIG_IGN returns.
         let mask = SigSet::from(sig).thread_swap_mask(SigmaskHow::SIG_BLOCK);
+        // The old action is never called: it is only tested for SIG_IGN,
+        // and then put back exactly as the kernel gave it.
         // SAFETY: `on_signal` is async-signal-safe (see its doc) and only
-        // shares atomics with the rest of the program. The old action is
-        // never called: it is only tested for SIG_IGN, and then put back
-        // exactly as the kernel gave it.
+        // shares atomics with the rest of the program.
         unsafe {
             if let Ok(old) = signal::sigaction(sig, &ours) {
                 if matches!(old.handler(), SigHandler::SigIgn) {
@@ -152,10 +152,10 @@ pub fn die_with_parent(cmd: &mut Command) {
         }
         Ok(())
     };
-    // SAFETY: `hook` runs in the forked child before exec; it only makes
-    // async-signal-safe system calls (prctl, getppid), and neither
-    // allocates nor takes locks (an `io::Error` from an errno is a plain
-    // number).
+    // `hook` neither allocates nor takes locks (an `io::Error` from an
+    // errno is a plain number).
+    // SAFETY: it runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid).
     unsafe { cmd.pre_exec(hook) };
 }
 
