@@ -25,15 +25,7 @@ fn a_failed_recovery_leaves_it_not_recoverable_and_reset_brings_it_back() {
     let o = cli(&["reset", p(&path)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("generation 2"), "{}", stdout(&o));
-    let o = cli(&[
-        "run",
-        p(&path),
-        "--",
-        "sh",
-        "-c",
-        "echo $ROBUST_MUTEX_OWNER_DIED",
-    ]);
-    assert_eq!(stdout(&o).trim(), "1", "the next locker recovers");
+    assert_eq!(run_sees_owner_died(&path), "1", "the next locker recovers");
     let (v, c) = json_status(&path);
     assert_eq!((v["state"].as_str(), c), (Some("unlocked"), 0));
     assert_eq!(v["counters"]["resets"], 1);
@@ -82,15 +74,7 @@ fn a_stuck_mutex_is_reported_and_reset_repairs_it() {
         "a stuck mutex needs no --force: {}",
         stderr(&o)
     );
-    let o = cli(&[
-        "run",
-        p(&stuck),
-        "--",
-        "sh",
-        "-c",
-        "echo $ROBUST_MUTEX_OWNER_DIED",
-    ]);
-    assert_eq!(stdout(&o).trim(), "1");
+    assert_eq!(run_sees_owner_died(&stuck), "1");
     assert_eq!(json_status(&stuck).0["state"], "unlocked");
 }
 

@@ -133,6 +133,21 @@ fn signal(pid: u32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
 }
 
+/// What a `run` on `path` is told: `"1"` if the previous holder died
+/// (`ROBUST_MUTEX_OWNER_DIED` set for its command), else `"0"`.
+fn run_sees_owner_died(path: &Path) -> String {
+    let o = cli(&[
+        "run",
+        p(path),
+        "--",
+        "sh",
+        "-c",
+        "echo ${ROBUST_MUTEX_OWNER_DIED:-0}",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
 fn json_status(path: &Path) -> (serde_json::Value, i32) {
     let o = cli(&["status", "--json", p(path)]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)

@@ -95,15 +95,7 @@ fn a_sigkilled_run_takes_its_command_along_and_the_next_run_recovers() {
     assert_eq!(stdout(&o).trim(), format!("1 {run_pid}"));
     assert!(stderr(&o).contains("recovery"), "{}", stderr(&o));
     // Recovered: the next run is clean.
-    let o = cli(&[
-        "run",
-        p(&path),
-        "--",
-        "sh",
-        "-c",
-        "echo ${ROBUST_MUTEX_OWNER_DIED:-0}",
-    ]);
-    assert_eq!(stdout(&o).trim(), "0");
+    assert_eq!(run_sees_owner_died(&path), "0");
     let v = json_status(&path).0;
     assert_eq!(v["counters"]["owner_deaths"], 1);
     assert_eq!(v["counters"]["recoveries"], 1);
@@ -120,15 +112,7 @@ fn a_command_killed_by_a_signal_hands_the_lock_on_as_owner_dead() {
     assert_eq!(v["owner"]["pid"], h.pid());
     assert_eq!(v["owner"]["alive"], false);
     assert_eq!(v["owner"]["cmdline"], serde_json::Value::Null);
-    let o = cli(&[
-        "run",
-        p(&path),
-        "--",
-        "sh",
-        "-c",
-        "echo $ROBUST_MUTEX_OWNER_DIED",
-    ]);
-    assert_eq!(stdout(&o).trim(), "1");
+    assert_eq!(run_sees_owner_died(&path), "1");
 }
 
 #[test]
@@ -139,15 +123,7 @@ fn a_recovery_command_that_cannot_run_leaves_the_owner_death_for_the_next() {
     let o = cli(&["run", p(&path), "--", "/no/such/command"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert_eq!(json_status(&path).0["state"], "owner-dead");
-    let o = cli(&[
-        "run",
-        p(&path),
-        "--",
-        "sh",
-        "-c",
-        "echo $ROBUST_MUTEX_OWNER_DIED",
-    ]);
-    assert_eq!(stdout(&o).trim(), "1");
+    assert_eq!(run_sees_owner_died(&path), "1");
 }
 
 #[test]
