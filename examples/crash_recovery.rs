@@ -77,7 +77,7 @@ fn worker(role: &str, path: &str) -> Result<(), Box<dyn std::error::Error>> {
     match role {
         "victim" => {
             let mut g = m.lock_or_recover(|_| {})?;
-            g.set_label("transfer #1");
+            g.set_label("transfer #1")?;
             g.from -= 100; // step 1 of 2 ...
             println!("from={} to={} (100 in flight)", g.from, g.to);
             std::io::stdout().flush()?;

@@ -172,11 +172,16 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
-    /// The final mode would not let the owner read and write the file.
-    #[error("mode {mode:#o} is not usable: the owner needs read and write permission (0o600)")]
+    /// The final mode is not one a lock file may have: the owner must read
+    /// and write it, and execute, set-user-ID, set-group-ID and sticky bits
+    /// are refused (a lock file is never run; an executable one invites
+    /// someone to run it).
+    #[error("mode {mode:#o} is not usable: {reason}")]
     InvalidMode {
         /// The mode asked for.
         mode: u32,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// The file was created in another PID namespace. Robust futexes store
     /// namespace-local TIDs, so two namespaces can both "own" the lock.
@@ -210,6 +215,35 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// A label longer than an owner record holds
+/// ([`LabelTooLong::LIMIT`] bytes); the record keeps its previous label.
+///
+/// # Examples
+/// ```
+/// use robust_mutex::LabelTooLong;
+/// # let dir = tempfile::tempdir()?;
+/// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+/// let mut g = m.lock_or_recover(|v| *v = 0)?;
+/// let e = g.set_label(&"x".repeat(100)).unwrap_err();
+/// assert_eq!(e, LabelTooLong { len: 100 });
+/// assert_eq!(e.to_string(), "label of 100 bytes is too long: an owner record holds at most 88");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "label of {len} bytes is too long: an owner record holds at most {}",
+    Self::LIMIT
+)]
+pub struct LabelTooLong {
+    /// The label's length in bytes.
+    pub len: usize,
+}
+
+impl LabelTooLong {
+    /// The most bytes of UTF-8 a label may have.
+    pub const LIMIT: usize = crate::file::layout::LABEL_MAX;
 }
 
 /// Why a lock was not acquired.

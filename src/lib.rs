@@ -23,7 +23,7 @@ mod wait;
 
 pub use bare::{BARE_SIZE, BareGuard, BareMutex};
 pub use cancel::CancelToken;
-pub use error::{Error, LockError};
+pub use error::{Error, LabelTooLong, LockError};
 pub use file::layout::LockKind;
 pub use mutex::{Guard, SharedMutex};
 pub use options::OpenOptions;

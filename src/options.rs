@@ -1,8 +1,9 @@
 //! [`OpenOptions`]: how to open or create a mutex file.
 
-use crate::file::layout::{DataLayout, LockKind};
+use crate::Error;
 #[cfg(doc)]
-use crate::{Error, SharedMutex};
+use crate::SharedMutex;
+use crate::file::layout::{DataLayout, LockKind};
 use std::time::Duration;
 
 /// Options for opening or creating a [`SharedMutex`], in the style of
@@ -87,8 +88,28 @@ impl OpenOptions {
     }
 
     /// The file's mode once it is ready (default 0o600). While it is being
-    /// initialised it has mode 0o400, the creator's mark. The mode must give
-    /// the owner read and write permission.
+    /// initialised it has mode 0o400, the creator's mark.
+    ///
+    /// The mode must give the owner read and write permission, and must not
+    /// have execute, set-user-ID, set-group-ID or sticky bits (a lock file
+    /// is never run); opening with such a mode fails with
+    /// [`Error::InvalidMode`] before anything is touched. World-writable
+    /// modes are allowed here, but whoever can write the file can break the
+    /// lock; the command refuses them unless asked.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{Error, OpenOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// let e = OpenOptions::new()
+    ///     .create(true)
+    ///     .mode(0o755)
+    ///     .open::<u64>(dir.path().join("m"))
+    ///     .unwrap_err();
+    /// assert!(matches!(e, Error::InvalidMode { mode: 0o755, .. }), "{e}");
+    /// assert!(!dir.path().join("m").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = mode;
         self
@@ -126,6 +147,26 @@ impl OpenOptions {
     pub fn allow_foreign_pid_namespace(&mut self, allow: bool) -> &mut Self {
         self.allow_foreign_pid_namespace = allow;
         self
+    }
+}
+
+impl OpenOptions {
+    /// Checks the final mode (see [`mode`](Self::mode)); every open calls it
+    /// first.
+    pub(crate) fn check_mode(&self) -> Result<(), Error> {
+        let mode = self.mode;
+        let reason = if mode & !0o7777 != 0 {
+            "not a permission mode (bits above 0o7777)"
+        } else if mode & 0o7000 != 0 {
+            "set-user-ID, set-group-ID and sticky bits are refused on a lock file"
+        } else if mode & 0o111 != 0 {
+            "execute bits are refused: a lock file is never run"
+        } else if mode & 0o600 != 0o600 {
+            "the owner needs read and write permission (0o600)"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidMode { mode, reason })
     }
 }
 
@@ -175,6 +216,41 @@ impl Spec {
                 LockKind::Reentrant => &[LockKind::Reentrant],
                 LockKind::Semaphore => &[LockKind::Semaphore],
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refused mode, with the reason its error gives.
+    #[test]
+    fn modes_with_execute_or_special_bits_are_refused_with_the_reason() {
+        let reason = |mode| match OpenOptions::new().mode(mode).check_mode() {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        for ok in [0o600, 0o640, 0o660, 0o666, 0o644] {
+            assert_eq!(reason(ok), "ok", "{ok:o}");
+        }
+        for (bad, why) in [
+            (0o777, "execute bits"),
+            (0o700, "execute bits"),
+            (0o601, "execute bits"),
+            (0o610, "execute bits"),
+            (0o4600, "set-user-ID"),
+            (0o1600, "sticky"),
+            (0o10600, "above 0o7777"),
+            (0o400, "read and write"),
+            (0o200, "read and write"),
+        ] {
+            let r = reason(bad);
+            assert!(
+                r.starts_with(&format!("mode {bad:#o} is not usable: ")),
+                "{r}"
+            );
+            assert!(r.contains(why), "{bad:o}: {r}");
         }
     }
 }

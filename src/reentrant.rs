@@ -209,8 +209,13 @@ impl<T: Pod> ReentrantGuard<'_, T> {
     }
 
     /// Sets the label of the owner record; see [`Guard::set_label`].
-    pub fn set_label(&mut self, label: &str) {
-        self.inner.set_label(label);
+    ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
+        self.inner.set_label(label)
     }
 }
 
@@ -237,21 +242,26 @@ impl<T: Pod> Recovery<ReentrantGuard<'_, T>> {
     /// [`Guard::set_label`](crate::Guard::set_label). (The value is read and
     /// replaced through [`guard`](Recovery::guard)`().get()` / `.set(..)`.)
     ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
+    ///
     /// # Examples
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::ReentrantMutex::<u64>::open(dir.path().join("r"))?;
     /// if let robust_mutex::Acquired::OwnerDied(mut r) = m.lock()? {
-    ///     r.set_label("repairing");
+    ///     r.set_label("repairing")?;
     ///     r.guard().set(0);
     ///     r.mark_consistent();
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_label(&mut self, label: &str) {
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let map = self.guard().inner.map();
         // SAFETY: this thread holds the lock (a Recovery's contract), so it
         // is the only writer of the owner record, in the live mapping.
-        unsafe { (*map.owner()).set_label(label) };
+        unsafe { (*map.owner()).set_label(label) }
     }
 }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 /// Opens (or creates, as `opts` say) the bare file at `path`: the state
 /// machine of the module docs.
 pub(super) fn open(path: &Path, opts: &OpenOptions) -> Result<BareMutex, Error> {
-    if opts.mode & 0o600 != 0o600 || opts.mode & !0o7777 != 0 {
-        return Err(Error::InvalidMode { mode: opts.mode });
-    }
+    opts.check_mode()?;
     if opts.replace {
         return Err(Error::InvalidOptions {
             reason: "replace is not supported for bare (pymutex) files: remove the file instead",

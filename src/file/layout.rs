@@ -259,15 +259,16 @@ impl OwnerRecord {
         }
     }
 
-    /// Sets the label: at most [`LABEL_MAX`] bytes, cut at a character
-    /// boundary.
-    pub fn set_label(&mut self, label: &str) {
-        let mut n = label.len().min(LABEL_MAX);
-        while !label.is_char_boundary(n) {
-            n -= 1;
+    /// Sets the label: at most [`LABEL_MAX`] bytes. A longer label is
+    /// refused and the record keeps its previous one (never a silent cut).
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
+        let n = label.len();
+        if n > LABEL_MAX {
+            return Err(crate::LabelTooLong { len: n });
         }
-        self.label[..n].copy_from_slice(&label.as_bytes()[..n]);
+        self.label[..n].copy_from_slice(label.as_bytes());
         self.label_len = n as u32;
+        Ok(())
     }
 }
 

@@ -57,12 +57,7 @@ enum Step {
 pub(crate) fn open(path: &Path, opts: &OpenOptions, spec: &Spec) -> Result<Opened, Error> {
     let cx = Ctx { path, opts, spec };
     let want = spec.layout;
-    if opts.mode & 0o600 != 0o600
-        || opts.mode & !0o7777 != 0
-        || opts.mode & 0o7777 == layout::CREATOR_MODE
-    {
-        return Err(Error::InvalidMode { mode: opts.mode });
-    }
+    opts.check_mode()?;
     if opts.replace {
         match check_ours(path) {
             Ok(_) => {

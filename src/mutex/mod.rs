@@ -374,24 +374,30 @@ impl<'a, T: Pod> Guard<'a, T> {
         unsafe { (*self.map.owner()).depth }
     }
 
-    /// Sets a short label in the owner record (at most 88 bytes; longer text
-    /// is cut at a character boundary), which `status()` and a recovering
-    /// successor's [`Recovery::previous_owner`](crate::Recovery::previous_owner)
-    /// show. E.g. `"compaction #3"`.
+    /// Sets a short label in the owner record (at most 88 bytes of UTF-8),
+    /// which `status()` and a recovering successor's
+    /// [`Recovery::previous_owner`](crate::Recovery::previous_owner) show.
+    /// E.g. `"compaction #3"`. It is stored as given; the command escapes
+    /// control characters when it prints one.
+    ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
     ///
     /// # Examples
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
     /// let mut g = m.lock_or_recover(|v| *v = 0)?;
-    /// g.set_label("compaction #3");
+    /// g.set_label("compaction #3")?;
     /// assert_eq!(m.status().owner.unwrap().label, "compaction #3");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_label(&mut self, label: &str) {
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         // SAFETY: we hold the lock, so we are the only writer of the owner
         // record, which lies in the live mapping.
-        unsafe { (*self.map.owner()).set_label(label) };
+        unsafe { (*self.map.owner()).set_label(label) }
     }
 
     /// The mutex this guard locks.
@@ -457,22 +463,27 @@ impl<T: Pod> Recovery<Guard<'_, T>> {
     /// Sets the label of the owner record while recovering; see
     /// [`Guard::set_label`].
     ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
+    ///
     /// # Examples
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
     /// if let robust_mutex::Acquired::OwnerDied(mut r) = m.lock()? {
-    ///     r.set_label("repairing");
+    ///     r.set_label("repairing")?;
     ///     *r = 0;
     ///     r.mark_consistent();
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_label(&mut self, label: &str) {
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let map = self.guard().map;
         // SAFETY: this thread holds the lock (a Recovery's contract), so it
         // is the only writer of the owner record, in the live mapping.
-        unsafe { (*map.owner()).set_label(label) };
+        unsafe { (*map.owner()).set_label(label) }
     }
 }
 

@@ -323,7 +323,7 @@ impl SharedSemaphore {
     /// # let dir = tempfile::tempdir()?;
     /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 2)?;
     /// let mut p = sem.acquire()?.recover_with(|_| {});
-    /// p.set_label("job 7");
+    /// p.set_label("job 7")?;
     /// let s = sem.status();
     /// assert_eq!((s.total, s.available, s.held), (2, 1, 1));
     /// assert_eq!(s.holders[0].pid, std::process::id());

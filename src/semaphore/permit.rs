@@ -74,21 +74,26 @@ impl<'a> PermitGuard<'a> {
         self.sem
     }
 
-    /// Sets a short label in this permit's owner record (at most 88 bytes;
-    /// longer text is cut at a character boundary), which
-    /// [`SharedSemaphore::status`] and a recovering successor's
-    /// [`Recovery::previous_owner`](crate::Recovery::previous_owner) show.
+    /// Sets a short label in this permit's owner record (at most 88 bytes of
+    /// UTF-8), which [`SharedSemaphore::status`] and a recovering
+    /// successor's [`Recovery::previous_owner`](crate::Recovery::previous_owner)
+    /// show.
+    ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
     ///
     /// # Examples
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
     /// let mut p = sem.acquire()?.recover_with(|_| {});
-    /// p.set_label("upload #12");
+    /// p.set_label("upload #12")?;
     /// assert_eq!(sem.status().holders[0].label, "upload #12");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_label(&mut self, label: &str) {
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let mut rec = self
             .sem
             .slot(self.slot)
@@ -96,7 +101,7 @@ impl<'a> PermitGuard<'a> {
             .expect("a permit has a record");
         // SAFETY: we hold the permit, so we are the only writer of its owner
         // record, which lies in the live mapping.
-        unsafe { rec.as_mut() }.set_label(label);
+        unsafe { rec.as_mut() }.set_label(label)
     }
 }
 
@@ -129,17 +134,22 @@ impl Recovery<PermitGuard<'_>> {
     /// Sets the label of this permit's owner record while recovering; see
     /// [`PermitGuard::set_label`].
     ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) when `label` is longer than
+    /// [`LabelTooLong::LIMIT`](crate::LabelTooLong::LIMIT) (88) bytes; the
+    /// record keeps its previous label.
+    ///
     /// # Examples
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
     /// if let robust_mutex::Acquired::OwnerDied(mut r) = sem.acquire()? {
-    ///     r.set_label("cleaning up");
+    ///     r.set_label("cleaning up")?;
     ///     r.mark_consistent();
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_label(&mut self, label: &str) {
+    pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let guard = self.guard();
         let mut rec = guard
             .sem
@@ -148,6 +158,6 @@ impl Recovery<PermitGuard<'_>> {
             .expect("a permit has a record");
         // SAFETY: this thread holds the permit (a Recovery's contract), so
         // it is the only writer of its owner record, in the live mapping.
-        unsafe { rec.as_mut() }.set_label(label);
+        unsafe { rec.as_mut() }.set_label(label)
     }
 }

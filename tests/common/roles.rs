@@ -107,7 +107,7 @@ pub fn run_if_child() {
                 panic!("hold: expected a clean lock");
             };
             *g = HELD_VALUE;
-            g.set_label(HELD_LABEL);
+            g.set_label(HELD_LABEL).unwrap();
             say("locked");
             hang();
         }
@@ -227,7 +227,7 @@ pub fn run_if_child() {
         "sem_hold" => {
             let sem = semaphore(path);
             let mut p = sem.acquire().unwrap().recover_with(|_| {});
-            p.set_label("worker");
+            p.set_label("worker").unwrap();
             say(format!("slot={}", p.slot()));
             hang();
         }

@@ -60,7 +60,9 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     match acquired {
         Acquired::Clean(mut g) => {
             if let Some(l) = &a.label {
-                g.set_label(l);
+                if let Err(e) = g.set_label(l) {
+                    warn(format_args!("run {}: --label: {e}", path.display()));
+                }
             }
             // Never inherit an outer `run`'s recovery verdict.
             cmd.env_remove(OWNER_DIED_VAR).env_remove(PREVIOUS_PID_VAR);

@@ -272,7 +272,7 @@ mod tests {
         let Acquired::Clean(mut g) = m.lock().unwrap() else {
             panic!("a fresh mutex is clean");
         };
-        g.set_label("nightly");
+        g.set_label("nightly").unwrap();
         let (s, info) = (m.status(), m.file_info());
         let o = s.owner.clone().expect("the holder's record");
         let now = o.acquired_at + Duration::from_secs(90);
