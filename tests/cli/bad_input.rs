@@ -121,3 +121,53 @@ fn bad_input_gets_a_clear_error_and_never_creates_or_changes_a_file() {
     assert_eq!(cli(&["remove", p(&m)]).status.code(), Some(0));
     assert!(!m.exists());
 }
+
+#[test]
+fn modes_with_execute_bits_are_refused_and_world_writable_ones_need_a_flag() {
+    let (dir, _) = temp_path("unused");
+    let m = dir.path().join("m");
+    let creates = |mode: &str, extra: &[&str]| -> [Vec<String>; 2] {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut create = words(&["create", "--mode", mode]);
+        create.extend(words(extra));
+        create.push(p(&m).to_owned());
+        let mut run = words(&["run", "--mode", mode]);
+        run.extend(words(extra));
+        run.extend(words(&[p(&m), "--", "true"]));
+        [create, run]
+    };
+    // Execute (and special) bits: refused always, saying why.
+    for (bad, why) in [
+        ("0777", "execute bits"),
+        ("0755", "execute bits"),
+        ("0700", "execute bits"),
+        ("0610", "execute bits"),
+        ("4600", "set-user-ID"),
+    ] {
+        for args in creates(bad, &["--allow-world-writable"]) {
+            let o = bin().args(&args).output().unwrap();
+            assert_eq!(o.status.code(), Some(64), "{args:?}");
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+            assert!(!m.exists(), "{args:?}");
+        }
+    }
+    // World-writable: refused unless asked for, naming the option.
+    for args in creates("0666", &[]) {
+        let o = bin().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("world-writable"), "{err}");
+        assert!(err.contains("--allow-world-writable"), "{err}");
+        assert!(!m.exists(), "{args:?}");
+    }
+    for args in creates("0666", &["--allow-world-writable"]) {
+        let o = bin().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(json_status(&m).0["file"]["mode"], "0666");
+        // (`run` finds the file `create` made.)
+    }
+    assert_eq!(cli(&["remove", p(&m)]).status.code(), Some(0));
+}

@@ -6,8 +6,12 @@
 
 mod admin;
 mod bad_input;
+mod containers;
+mod kill_tree;
+mod labels;
 mod run;
 mod status;
+mod truncation;
 mod watch;
 
 use std::io::{BufRead, BufReader};
@@ -81,11 +85,17 @@ struct Holder {
 
 impl Holder {
     fn start(path: &Path, extra: &[&str]) -> Holder {
+        Holder::start_script(path, extra, "echo $$; echo ready; exec sleep 1000")
+    }
+
+    /// A `run` of `sh -c script` that prints a pid, then "ready", and holds
+    /// on; the pid is killed when the Holder drops.
+    fn start_script(path: &Path, extra: &[&str], script: &str) -> Holder {
         let mut run = bin()
             .arg("run")
             .args(extra)
             .arg(path)
-            .args(["--", "sh", "-c", "echo $$; echo ready; exec sleep 1000"])
+            .args(["--", "sh", "-c", script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -131,6 +141,17 @@ fn line(r: &mut impl BufRead) -> String {
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a process this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// `run [extra] PATH -- sh -c script`, its output.
+fn run_sh(path: &Path, extra: &[&str], script: &str) -> Output {
+    bin()
+        .arg("run")
+        .args(extra)
+        .args([p(path), "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// What a `run` on `path` is told: `"1"` if the previous holder died

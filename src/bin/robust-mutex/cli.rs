@@ -24,7 +24,8 @@ Exit codes:
   64     usage error                  65  not a usable mutex file
   66     no such file                 69  mutex not recoverable or stuck
   70     internal error               73  cannot create
-  74     I/O error                    75  still being initialised
+  74     I/O error, or PATH was truncated while in use (one line says so)
+  75     still being initialised
   77     permission denied
   126    COMMAND not executable       127 COMMAND not found
   128+N  COMMAND killed by signal N, or the wait abandoned on signal N
@@ -47,6 +48,24 @@ pub(crate) enum Cmd {
     Create(CreateArgs),
     Remove(RemoveArgs),
     Reset(ResetArgs),
+    /// The init of `run --kill-tree`'s PID namespace (internal).
+    #[command(name = "__tree-init", hide = true)]
+    TreeInit(TreeInitArgs),
+}
+
+impl Cmd {
+    /// The lock file the subcommand works on (none for the internal init).
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Cmd::Run(a) => Some(&a.path),
+            Cmd::Status(a) => Some(&a.path),
+            Cmd::Watch(a) => Some(&a.path),
+            Cmd::Create(a) => Some(&a.path),
+            Cmd::Remove(a) => Some(&a.path),
+            Cmd::Reset(a) => Some(&a.path),
+            Cmd::TreeInit(_) => None,
+        }
+    }
 }
 
 /// Take the lock, run COMMAND, release the lock; exit with COMMAND's status.
@@ -59,7 +78,8 @@ pub(crate) enum Cmd {
 /// and the mutex is marked consistent only if COMMAND exits 0; otherwise it
 /// becomes not recoverable until `robust-mutex reset PATH`.
 ///
-/// COMMAND dies with `run` (PR_SET_PDEATHSIG=SIGKILL). SIGINT, SIGTERM,
+/// COMMAND dies with `run` (PR_SET_PDEATHSIG=SIGKILL), but what COMMAND
+/// starts does not, unless --kill-tree is given. SIGINT, SIGTERM,
 /// SIGHUP and SIGQUIT sent to `run` are forwarded to COMMAND; during the
 /// wait for the lock they abandon the wait instead. If COMMAND is killed by
 /// a signal, its work may be half done: the lock is handed on in the
@@ -74,10 +94,25 @@ Examples:
       if [ \"$ROBUST_MUTEX_OWNER_DIED\" = 1 ]; then ./repair.sh || exit 1; fi
       exec ./update.sh'
 
+--kill-tree: COMMAND runs as PID 2 of a new PID namespace, under a small
+init (PID 1) that forwards signals and reaps. When COMMAND ends or is
+killed, or `run` is killed, the kernel kills everything COMMAND started,
+and `run` releases the lock only once all of it is gone. If `run` itself is
+SIGKILLed, the kernel frees the lock a moment before the tree is gone; the
+next `run` then waits for the tree (it holds a beacon lock on the file)
+before it starts its COMMAND; a library locker does not wait. It needs root
+or unprivileged user namespaces; where neither is allowed, `run` says so and
+falls back to killing COMMAND's process group when COMMAND ends (which
+misses processes that leave the group, and does nothing when `run` is
+SIGKILLed). Inside the namespace no lock can be used (a nested
+`robust-mutex run` or `create` is refused): to nest locks as with
+flock(1), leave --kill-tree off the outer run.
+
 Exit status: COMMAND's own; the --conflict-exit-code (1) when the lock is
-held; 69 when the mutex is not recoverable or stuck; 126/127 when COMMAND
-cannot be run; 128+N when COMMAND is killed by signal N or the wait is
-abandoned on signal N (130: SIGINT). See `robust-mutex --help` for the rest.")]
+held; 69 when the mutex is not recoverable or stuck; 74 when PATH was
+truncated while in use; 126/127 when COMMAND cannot be run; 128+N when
+COMMAND is killed by signal N or the wait is abandoned on signal N (130:
+SIGINT). See `robust-mutex --help` for the rest.")]
 pub(crate) struct RunArgs {
     /// Give up after SECS seconds (fractions allowed; 0 = try once).
     #[arg(
@@ -95,18 +130,32 @@ pub(crate) struct RunArgs {
     /// Exit code when the lock cannot be had (default 1, as flock(1)).
     #[arg(long, short = 'E', value_name = "N", default_value_t = code::HELD)]
     pub(crate) conflict_exit_code: u8,
-    /// A label for the owner record, shown by `status`, `watch` and waiters.
+    /// A label for the owner record, shown by `status`, `watch` and waiters
+    /// (at most 88 bytes; control characters are shown escaped).
     #[arg(long, value_name = "TEXT")]
     pub(crate) label: Option<String>,
     /// Fail if PATH does not exist, instead of creating it.
     #[arg(long)]
     pub(crate) no_create: bool,
-    /// Mode of PATH if `run` creates it, in octal (must include 0600).
+    /// Mode of PATH if `run` creates it, in octal (must include 0600; no
+    /// execute bits; world-writable only with --allow-world-writable).
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     pub(crate) mode: Option<u32>,
+    /// Accept a world-writable --mode (anyone could then break the lock).
+    #[arg(long)]
+    pub(crate) allow_world_writable: bool,
     /// Use a lock file owned by another user (e.g. a group-shared 0660 file).
     #[arg(long)]
     pub(crate) allow_other_owners: bool,
+    /// Use a lock file created in another PID namespace (another container).
+    /// Unsafe if processes of both namespaces use it: their thread ids can
+    /// clash, and one could unlock the other's lock.
+    #[arg(long)]
+    pub(crate) allow_foreign_pid_namespace: bool,
+    /// Run COMMAND in its own PID namespace, so that everything it starts
+    /// dies with it, before the lock is released; see KILL-TREE below.
+    #[arg(long)]
+    pub(crate) kill_tree: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
     /// The command and its arguments, after `--`.
@@ -181,9 +230,13 @@ Examples:
 
 Exit status: 0 created, 73 PATH exists or cannot be created, 64 bad mode.")]
 pub(crate) struct CreateArgs {
-    /// Mode in octal; must include 0600 (the owner reads and writes).
+    /// Mode in octal; must include 0600 (the owner reads and writes); no
+    /// execute bits; world-writable only with --allow-world-writable.
     #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_mode)]
     pub(crate) mode: u32,
+    /// Accept a world-writable --mode (anyone could then break the lock).
+    #[arg(long)]
+    pub(crate) allow_world_writable: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
 }
@@ -226,6 +279,23 @@ pub(crate) struct ResetArgs {
     pub(crate) path: PathBuf,
 }
 
+/// `__tree-init`: PID 1 of `run --kill-tree`'s namespace.
+#[derive(Args, Debug)]
+pub(crate) struct TreeInitArgs {
+    /// Where the init reports how COMMAND started and ended.
+    #[arg(long)]
+    pub(crate) report_fd: i32,
+    /// Read end of a pipe only `run` writes: EOF means `run` is gone.
+    #[arg(long)]
+    pub(crate) alive_fd: i32,
+    /// The lock file, for messages.
+    #[arg(long)]
+    pub(crate) path: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub(crate) command: Vec<OsString>,
+}
+
 /// A state name for `watch --until-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StateArg {
@@ -257,6 +327,21 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is not an octal mode such as 0600"))
 }
 
+/// The most bytes a label may have (an owner record's room).
+pub(crate) const LABEL_LIMIT: usize = robust_mutex::LabelTooLong::LIMIT;
+
+/// Refuses a `--label` longer than an owner record holds (checked after
+/// parsing, so that the message does not repeat a huge label).
+pub(crate) fn check_label(label: Option<&str>) -> Result<(), String> {
+    match label {
+        Some(l) if l.len() > LABEL_LIMIT => Err(format!(
+            "--label is {} bytes; a label holds at most {LABEL_LIMIT} bytes",
+            l.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(t) if t.is_finite() && t >= 0.0 => {
@@ -282,6 +367,12 @@ mod tests {
         assert_eq!(parse_mode("0o600"), Ok(0o600));
         assert!(parse_mode("0999").is_err());
         assert!(parse_mode("17777").is_err());
+        assert!(check_label(Some(&"é".repeat(44))).is_ok());
+        let e = check_label(Some(&"é".repeat(45))).unwrap_err();
+        assert!(
+            e.contains("90 bytes") && e.contains("at most 88 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub(crate) mod code {
     pub const SOFTWARE: u8 = 70;
     /// EX_CANTCREAT: `create` could not create PATH.
     pub const CANT_CREATE: u8 = 73;
-    /// EX_IOERR.
+    /// EX_IOERR; also: PATH was truncated while in use (the command's
+    /// mapping of it faulted: SIGBUS, caught, one line, this code).
     pub const IO: u8 = 74;
     /// EX_TEMPFAIL: another process is still initialising PATH.
     pub const TEMP_FAIL: u8 = 75;
@@ -76,6 +77,12 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
             ),
         ),
         Error::InvalidMode { .. } => (code::USAGE, format!("{verb} {p}: {e}")),
+        Error::PidNamespaceMismatch { file_ns, ours, .. } => (
+            code::DATA,
+            format!(
+                "{verb} {p}: created in another PID namespace ({file_ns}; this process is in {ours}), where thread ids can clash with ours; `run --allow-foreign-pid-namespace` uses it anyway (safe only if the other namespace's processes never use it meanwhile)"
+            ),
+        ),
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }

@@ -8,9 +8,50 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One line on stderr. Never panics, even if stderr is gone.
+/// One line on stderr. Never panics, even if stderr is gone. Control
+/// characters in the message (from a label, a path, a command line) are
+/// escaped, so it is always exactly one line.
 pub(crate) fn warn(msg: impl Display) {
-    let _ = writeln!(io::stderr().lock(), "robust-mutex: {msg}");
+    let line = escape(&msg.to_string());
+    let _ = writeln!(io::stderr().lock(), "robust-mutex: {line}");
+}
+
+/// `s` with every character that could forge output escaped: control
+/// characters (`\n`, `\r`, `\t`, `\x1b` and the rest as `\xNN` or
+/// `\u{NNNN}`), the invisible format characters that reorder or hide text
+/// (bidirectional overrides, zero-width spaces), and the backslash itself
+/// (`\\`), so an escape in the output always means one in the input.
+pub(crate) fn escape(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x100 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() || is_format_char(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode format characters that change how the text around them shows:
+/// zero-width ones, bidirectional marks, embeddings, overrides and
+/// isolates, and the byte-order mark.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A path for a message: as `Path::display`, with [`escape`] applied.
+pub(crate) fn path_text(p: &Path) -> String {
+    escape(&p.display().to_string())
 }
 
 /// Writes `text` to stdout and flushes it.
@@ -65,7 +106,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// ` (label)`, escaped, or nothing for an empty label: for stdout.
 pub(crate) fn label_suffix(label: &str) -> String {
+    raw_label_suffix(&escape(label))
+}
+
+/// ` (label)` as it is, or nothing: for text that [`warn`] escapes whole.
+fn raw_label_suffix(label: &str) -> String {
     if label.is_empty() {
         String::new()
     } else {
@@ -73,13 +120,14 @@ pub(crate) fn label_suffix(label: &str) -> String {
     }
 }
 
-/// Why the lock cannot be had, for one line on stderr.
+/// Why the lock cannot be had, for one line on stderr through [`warn`]
+/// (which escapes it).
 pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
     match (&s.owner, s.state) {
         (Some(o), LockState::Stuck) => format!(
             "stuck: its holder, pid {}{}, is gone, yet the lock it took {} ago was never released; run `robust-mutex reset {}`",
             o.pid,
-            label_suffix(&o.label),
+            raw_label_suffix(&o.label),
             human(o.held_for()),
             path.display()
         ),
@@ -90,7 +138,7 @@ pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
         (Some(o), LockState::Locked) => format!(
             "held by pid {}{} for {}",
             o.pid,
-            label_suffix(&o.label),
+            raw_label_suffix(&o.label),
             human(o.held_for())
         ),
         (None, LockState::Locked) => "held (its holder is not recorded yet)".to_owned(),
@@ -98,7 +146,7 @@ pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
         (Some(o), state) => format!(
             "held by pid {}{} until a moment ago (now {state})",
             o.pid,
-            label_suffix(&o.label)
+            raw_label_suffix(&o.label)
         ),
         (None, state) => format!("held until a moment ago (now {state})"),
     }
@@ -116,5 +164,20 @@ mod tests {
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn escape_leaves_one_line_and_no_live_escape_codes() {
+        assert_eq!(escape("nightly backup #3 é"), "nightly backup #3 é");
+        assert_eq!(escape("a\nb\x1b[31mc"), "a\\nb\\x1b[31mc");
+        assert_eq!(escape("\r\t\0\x7f\u{85}"), "\\r\\t\\x00\\x7f\\x85");
+        assert_eq!(
+            escape("a\\nb"),
+            "a\\\\nb",
+            "a backslash in the input is doubled"
+        );
+        assert_eq!(escape("x\u{202e}y\u{200b}"), "x\\u{202e}y\\u{200b}");
+        assert_eq!(label_suffix(""), "");
+        assert_eq!(label_suffix("a\nb"), " (a\\nb)");
     }
 }

@@ -14,6 +14,7 @@ mod format;
 mod os;
 mod run;
 mod status;
+mod tree;
 mod watch;
 
 use clap::Parser;
@@ -41,15 +42,53 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return ExitCode::from(usage_error(&e)),
     };
+    if let Some(path) = cli.cmd.path() {
+        os::catch_truncation(path);
+    }
     let r = match cli.cmd {
-        Cmd::Run(a) => run::run(&a),
+        Cmd::Run(a) => check_mode(a.mode, a.allow_world_writable)
+            .and_then(|()| cli::check_label(a.label.as_deref()).map_err(|e| usage(&e)))
+            .and_then(|()| run::run(&a)),
         Cmd::Status(a) => status::status(&a.path, a.json),
         Cmd::Watch(a) => watch::watch(&a),
-        Cmd::Create(a) => admin::create(&a.path, a.mode),
+        Cmd::Create(a) => {
+            check_mode(Some(a.mode), a.allow_world_writable).and_then(|()| create(&a.path, a.mode))
+        }
         Cmd::Remove(a) => admin::remove(&a.path, a.force),
         Cmd::Reset(a) => admin::reset(&a.path, a.force),
+        Cmd::TreeInit(a) => tree::init(&a),
     };
     ExitCode::from(r.unwrap_or_else(|c| c))
+}
+
+/// Refuses a world-writable `--mode` unless `--allow-world-writable`: whoever
+/// can write a lock file can break the lock. (Execute and special bits and
+/// modes without 0600 are the library's to refuse, `Error::InvalidMode`,
+/// so they are left to it.)
+fn check_mode(mode: Option<u32>, allow_world_writable: bool) -> Result<(), u8> {
+    match mode {
+        Some(m) if m & 0o002 != 0 && m & 0o7111 == 0 && !allow_world_writable => {
+            Err(usage(&format!(
+                "--mode {m:04o} is world-writable: anyone could break the lock; give --allow-world-writable to use it anyway"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reports a usage error found after parsing; returns its exit code.
+fn usage(msg: &str) -> u8 {
+    warn(format_args!("{msg} (try --help)"));
+    code::USAGE
+}
+
+/// `create`, unless this process runs where no lock can be used safely.
+fn create(path: &std::path::Path, mode: u32) -> Result<u8, u8> {
+    if tree::inside_kill_tree() {
+        tree::refuse_inside("create", path);
+        return Err(code::DATA);
+    }
+    admin::create(path, mode)
 }
 
 /// Prints a usage error as one line (help and version as they are); returns

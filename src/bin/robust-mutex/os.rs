@@ -1,13 +1,20 @@
 //! Process control for `run`: the only system calls this program makes
-//! itself, all through `nix`. Signal forwarding to COMMAND (and cancelling
-//! the wait for the lock on a signal), the parent-death signal, and waiting
-//! for COMMAND's exit without reaping it.
+//! itself, through `nix` (raw libc only where nix lacks a call, said there).
+//! Signal forwarding to COMMAND (and cancelling the wait for the lock on a
+//! signal), the parent-death signal, waiting for COMMAND's exit without
+//! reaping it, the PID namespace of `run --kill-tree` and its init's
+//! reaping, and the SIGBUS handler that reports a truncated lock file.
 
+use crate::exit::code;
+use crate::format::path_text;
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 // nix has no names of its own for these: the handler's signature is nix's
 // `SigHandler::SigAction`, spelled with libc's `siginfo_t` (nix re-exports
-// libc), and nix names no `si_code` values, so SI_KERNEL is libc's constant.
-use nix::libc::{SI_KERNEL, siginfo_t};
+// libc), and nix names no `si_code` values, so SI_KERNEL and BUS_ADRERR are
+// libc's constants.
+use nix::libc::{BUS_ADRERR, SI_KERNEL, siginfo_t};
+use nix::sched::{self, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
@@ -15,8 +22,12 @@ use nix::unistd::{self, Pid};
 use robust_mutex::CancelToken;
 use std::ffi::{c_int, c_void};
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
 
 /// The signals `run` forwards to COMMAND (as timeout(1) does), and that
@@ -135,6 +146,12 @@ pub fn forward_to(child: &Child) {
     }
 }
 
+/// SIGKILLs `child`, which has exited or not but is not reaped yet (so its
+/// pid is not anyone else's).
+pub fn kill(child: &Child) {
+    let _ = signal::kill(pid_of(child), Signal::SIGKILL);
+}
+
 /// Stop forwarding (before COMMAND is reaped).
 pub fn stop_forwarding() {
     TARGET.store(NO_TARGET, SeqCst);
@@ -173,5 +190,235 @@ pub fn wait_exit_no_reap(child: &Child) -> io::Result<()> {
             Err(Errno::EINVAL) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The line the SIGBUS handler writes, formatted before anything is mapped:
+/// the handler itself may only write(2) and _exit(2).
+static TRUNCATED_LINE: OnceLock<Box<[u8]>> = OnceLock::new();
+
+/// The handler of SIGBUS: a fault on a mapped file past its end (`si_code`
+/// BUS_ADRERR) means someone truncated PATH while this program used it.
+/// Async-signal-safe: an atomic load (`OnceLock::get` after it was set),
+/// write(2) and _exit(2).
+extern "C" fn on_sigbus(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t (checked
+    // for null anyway), which we only read.
+    let past_end = !info.is_null() && unsafe { (*info).si_code } == BUS_ADRERR;
+    if past_end {
+        if let Some(line) = TRUNCATED_LINE.get() {
+            // SAFETY: fd 2 is borrowed for one write(2); if it is closed,
+            // write fails with EBADF and nothing else happens.
+            let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+            let _ = unistd::write(stderr, line);
+        }
+        // nix has no `_exit`; `std::process::exit` is not async-signal-safe.
+        // SAFETY: _exit(2) is async-signal-safe and never returns.
+        unsafe { nix::libc::_exit(i32::from(code::IO)) };
+    }
+    // Another bus error (a bug, not truncation): die of it as before. With
+    // the default action back, the faulting access faults again.
+    // SAFETY: SIG_DFL is no handler; sigaction is async-signal-safe.
+    let _ = unsafe { signal::signal(Signal::SIGBUS, SigHandler::SigDfl) };
+}
+
+/// From now on a SIGBUS from a truncated mapping ends the program with one
+/// line, "robust-mutex: PATH was truncated while in use", and exit code 74,
+/// instead of a silent "Bus error" (135). Call before PATH is mapped.
+pub fn catch_truncation(path: &Path) {
+    let line = format!(
+        "robust-mutex: {} was truncated while in use\n",
+        path_text(path)
+    );
+    let _ = TRUNCATED_LINE.set(line.into_bytes().into_boxed_slice());
+    let ours = SigAction::new(
+        SigHandler::SigAction(on_sigbus),
+        SaFlags::SA_SIGINFO | SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    // SAFETY: `on_sigbus` is async-signal-safe (see its doc) and reads only
+    // `TRUNCATED_LINE`, set above, before the handler is installed.
+    let _ = unsafe { signal::sigaction(Signal::SIGBUS, &ours) };
+}
+
+/// Puts the next child of this process into a new PID namespace, as its
+/// PID 1: with CLONE_NEWPID alone when privileged, else together with a new
+/// user namespace that maps only our own uid and gid (unprivileged user
+/// namespaces). This process itself stays in its PID namespace.
+///
+/// # Errors
+/// The errno of unshare(2) (EPERM: not allowed here; EINVAL: not supported)
+/// or of writing the user namespace's maps.
+pub fn new_pid_namespace() -> io::Result<()> {
+    let privileged = sched::unshare(CloneFlags::CLONE_NEWPID);
+    let Err(first) = privileged else {
+        return Ok(());
+    };
+    if first != Errno::EPERM {
+        return Err(first.into());
+    }
+    let (uid, gid) = (unistd::geteuid(), unistd::getegid());
+    sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID)?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}
+
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`).
+pub fn pid_namespace() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// A pipe whose ends are both close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// Lets `fd` pass through exec (for the one child it is meant for), or not.
+pub fn set_inherited(fd: BorrowedFd<'_>, inherited: bool) -> io::Result<()> {
+    let flags = if inherited {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// Whether the writer of the pipe `fd` reads from still has it open: a
+/// read that would block means yes, end of file means no.
+pub fn writer_alive(fd: BorrowedFd<'_>) -> bool {
+    let nonblocking = fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut byte = [0u8; 1];
+    nonblocking.is_ok() && unistd::read(fd, &mut byte) == Err(Errno::EAGAIN)
+}
+
+/// Makes a child receive SIGKILL when this process dies. Unlike
+/// [`die_with_parent`] it does not compare parent pids: a child in a new
+/// PID namespace sees its parent as pid 0. Its caller checks instead, after
+/// exec, that we are still there ([`writer_alive`]).
+pub fn die_with_parent_unchecked(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe and does not allocate.
+    unsafe { cmd.pre_exec(|| Ok(prctl::set_pdeathsig(Signal::SIGKILL)?)) };
+}
+
+/// Makes COMMAND the leader of a process group of its own, so that
+/// [`kill_group`] reaches what it starts (unless that leaves the group).
+pub fn own_process_group(cmd: &mut Command) {
+    cmd.process_group(0);
+}
+
+/// SIGKILLs the process group led by `child`, which has exited but is not
+/// reaped yet, so its pid (and the group's id) is not anyone else's.
+pub fn kill_group(child: &Child) {
+    let _ = signal::killpg(pid_of(child), Signal::SIGKILL);
+}
+
+/// How a child ended, as waitpid(2) tells it.
+pub enum Reaped {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal number (real-time ones too).
+    Signal(i32),
+}
+
+/// Reaps any one child (waitpid(-1)): its pid and how it ended; None when
+/// there are no children left.
+///
+/// Raw libc: nix's `waitpid` fails with EINVAL on a child killed by a
+/// real-time signal (it has no `Signal` for it), after the child has been
+/// reaped, so its pid and status would be lost.
+pub fn reap_any() -> Option<(i32, Reaped)> {
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: `status` is a valid, writable c_int for the call.
+        let pid = unsafe { nix::libc::waitpid(-1, &mut status, 0) };
+        if pid > 0 {
+            let how = if nix::libc::WIFSIGNALED(status) {
+                Reaped::Signal(nix::libc::WTERMSIG(status))
+            } else {
+                Reaped::Code(nix::libc::WEXITSTATUS(status))
+            };
+            return Some((pid, how));
+        }
+        if Errno::last() != Errno::EINTR {
+            return None;
+        }
+    }
+}
+
+/// Takes ownership of a descriptor this process was started with (named
+/// on its command line by its parent); None if `fd` is not open.
+pub fn adopt_fd(fd: i32) -> Option<OwnedFd> {
+    // Checked first, so that no OwnedFd ever names a closed descriptor.
+    std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).ok()?;
+    // SAFETY: `fd` is open (checked above), was handed to this process for
+    // it alone, and nothing else in this process owns or closes it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The byte of a lock file whose OFD read lock marks a living process tree
+/// of `run --kill-tree`: far past any lock file's end and never written.
+/// The library locks files only with flock(2), which fcntl locks ignore.
+const TREE_BEACON: i64 = 1 << 62;
+
+/// An OFD lock request on [`TREE_BEACON`] (`F_RDLCK` or `F_WRLCK`).
+fn beacon_lock(kind: c_int) -> nix::libc::flock {
+    // nix takes libc's `struct flock` as it is. l_pid must be 0 for OFD
+    // locks; the constants are small (0..=2), so the casts never wrap.
+    nix::libc::flock {
+        l_type: kind as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: TREE_BEACON,
+        l_len: 1,
+        l_pid: 0,
+    }
+}
+
+/// Opens PATH again and read-locks its tree beacon on that new open file
+/// description. Every process that inherits the descriptor shares the
+/// lock, which the kernel drops when the last of them has closed it or
+/// died: COMMAND's whole tree in its PID namespace.
+pub fn tree_beacon(path: &Path) -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    let fd = OwnedFd::from(f);
+    fcntl(&fd, FcntlArg::F_OFD_SETLK(&beacon_lock(nix::libc::F_RDLCK)))?;
+    Ok(fd)
+}
+
+/// How long [`wait_for_trees`] waits at most before going on with a word.
+const TREE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until no process tree of an earlier `run --kill-tree` on PATH is
+/// left: a holder that was SIGKILLed lost its lock a moment before the
+/// kernel killed its namespace (see `tree`). Returns at once when there is
+/// none (one uncontended fcntl), early on a signal (its caller sees it
+/// pending), and after [`TREE_PATIENCE`] with `Ok(false)`.
+pub fn wait_for_trees(path: &Path) -> io::Result<bool> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    let probe = beacon_lock(nix::libc::F_WRLCK);
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        match fcntl(&f, FcntlArg::F_OFD_SETLK(&probe)) {
+            // Ours now, and released when `f` closes.
+            Ok(_) => return Ok(true),
+            Err(Errno::EAGAIN | Errno::EACCES | Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if pending_signal().is_some() || start.elapsed() >= TREE_PATIENCE {
+            return Ok(false);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(5));
     }
 }

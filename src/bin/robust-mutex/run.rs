@@ -6,6 +6,7 @@ use crate::cli::RunArgs;
 use crate::exit::{Op, code, fail, with_signal};
 use crate::format::{describe_holder, warn};
 use crate::os;
+use crate::tree::{self, Report, Tree};
 use nix::sys::signal::Signal;
 use robust_mutex::{Acquired, Guard, LockError, LockState, OpenOptions, SharedMutex};
 use std::io;
@@ -23,9 +24,14 @@ const PREVIOUS_PID_VAR: &str = "ROBUST_MUTEX_PREVIOUS_OWNER_PID";
 /// returns the exit code (`Err`: a failure, already reported).
 pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     let path = a.path.as_path();
+    if tree::inside_kill_tree() && !a.allow_foreign_pid_namespace {
+        tree::refuse_inside("run", path);
+        return Err(code::DATA);
+    }
     let mut opts = OpenOptions::new();
     opts.create(!a.no_create)
-        .allow_other_owners(a.allow_other_owners);
+        .allow_other_owners(a.allow_other_owners)
+        .allow_foreign_pid_namespace(a.allow_foreign_pid_namespace);
     if let Some(mode) = a.mode {
         opts.mode(mode);
     }
@@ -35,6 +41,20 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     os::install_forwarding();
     let acquired = acquire(&m, a)?;
     os::lock_taken();
+    // A holder killed with SIGKILL lost the lock a moment before the kernel
+    // killed the tree of its `--kill-tree`: wait until that is gone too.
+    match os::wait_for_trees(path) {
+        Ok(true) => {}
+        Ok(false) if os::pending_signal().is_some() => {}
+        Ok(false) => warn(format_args!(
+            "{}: processes of an earlier `run --kill-tree` still hold its tree beacon; going on",
+            path.display()
+        )),
+        Err(e) => warn(format_args!(
+            "{}: looking for processes of an earlier `run --kill-tree`: {e}; going on",
+            path.display()
+        )),
+    }
     if let Some(sig) = os::pending_signal() {
         // A signal arrived as the lock was taken: COMMAND never starts.
         warn(format_args!(
@@ -53,20 +73,37 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     }
 
     let program = a.command[0].to_string_lossy().into_owned();
-    let mut cmd = Command::new(&a.command[0]);
-    cmd.args(&a.command[1..]);
-    os::die_with_parent(&mut cmd);
+    let mut tree = if a.kill_tree {
+        Tree::prepare(path)
+    } else {
+        Tree::Off
+    };
+    let mut cmd = match tree.command(&a.command, path) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            warn(format_args!("run {}: --kill-tree: {e}", path.display()));
+            // Nothing ran: as for a COMMAND that cannot be run.
+            return match acquired {
+                Acquired::Clean(g) => {
+                    drop(g);
+                    Err(code::IO)
+                }
+                Acquired::OwnerDied(r) => exit_holding(r, code::IO),
+            };
+        }
+    };
 
     match acquired {
         Acquired::Clean(mut g) => {
             if let Some(l) = &a.label {
+                // Checked when the command line was parsed (cli::parse_label).
                 if let Err(e) = g.set_label(l) {
                     warn(format_args!("run {}: --label: {e}", path.display()));
                 }
             }
             // Never inherit an outer `run`'s recovery verdict.
             cmd.env_remove(OWNER_DIED_VAR).env_remove(PREVIOUS_PID_VAR);
-            match spawn_and_wait(&mut cmd, &program, path) {
+            match spawn_and_wait(&mut cmd, &mut tree, &program, path) {
                 Ok(Ended::Code(c)) => Ok(c),
                 Ok(Ended::Signal(sig)) => {
                     warn(format_args!(
@@ -92,7 +129,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                 Some(p) => cmd.env(PREVIOUS_PID_VAR, p.to_string()),
                 None => cmd.env_remove(PREVIOUS_PID_VAR),
             };
-            match spawn_and_wait(&mut cmd, &program, path) {
+            match spawn_and_wait(&mut cmd, &mut tree, &program, path) {
                 Ok(Ended::Code(0)) => {
                     drop(r.mark_consistent());
                     Ok(code::OK)
@@ -221,28 +258,27 @@ enum Ended {
     Signal(i32),
 }
 
-/// Runs COMMAND and waits for it, forwarding signals meanwhile. `Err` means
+/// Runs COMMAND and waits for it (and, with `--kill-tree`, for the end of
+/// everything it started), forwarding signals meanwhile. `Err` means
 /// COMMAND never ran (127 not found, 126 cannot execute), already reported.
-fn spawn_and_wait(cmd: &mut Command, program: &str, path: &Path) -> Result<Ended, u8> {
-    let mut child = match cmd.spawn() {
+fn spawn_and_wait(
+    cmd: &mut Command,
+    tree: &mut Tree,
+    program: &str,
+    path: &Path,
+) -> Result<Ended, u8> {
+    let spawned = cmd.spawn();
+    tree.started();
+    let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            let c = match e.kind() {
-                io::ErrorKind::NotFound => code::COMMAND_NOT_FOUND,
-                _ => code::CANNOT_EXECUTE,
-            };
-            warn(format_args!(
-                "run {}: cannot run {program}: {e}",
-                path.display()
-            ));
-            return Err(c);
-        }
+        Err(e) => return Err(cannot_run(&e, program, path)),
     };
     os::forward_to(&child);
     // Wait without reaping first, so that no forwarded signal can reach
     // another process that reuses the pid.
-    let waited = os::wait_exit_no_reap(&child);
+    let waited = tree.wait(&child);
     os::stop_forwarding();
+    let report = waited.as_ref().ok().copied().flatten();
     if let Err(e) = waited {
         warn(format_args!(
             "{}: waiting for {program}: {e}",
@@ -262,11 +298,28 @@ fn spawn_and_wait(cmd: &mut Command, program: &str, path: &Path) -> Result<Ended
             }
         }
     };
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => Ended::Code(u8::try_from(c).unwrap_or(code::IO)),
-        (None, Some(s)) => Ended::Signal(s),
+    Ok(match (report, status.code(), status.signal()) {
+        // The init of COMMAND's namespace told how COMMAND ended.
+        (Some(Report::NeverRan(c)), _, _) => return Err(c),
+        (Some(Report::Exited(c)), _, _) => Ended::Code(c),
+        (Some(Report::Killed(s)), _, _) => Ended::Signal(s),
+        (None, Some(c), _) => Ended::Code(u8::try_from(c).unwrap_or(code::IO)),
+        (None, None, Some(s)) => Ended::Signal(s),
         _ => Ended::Code(code::IO),
     })
+}
+
+/// Reports that COMMAND (`program`) could not be started; returns the exit
+/// code, as shells have it: 127 not found, 126 cannot execute.
+pub(crate) fn cannot_run(e: &io::Error, program: &str, path: &Path) -> u8 {
+    warn(format_args!(
+        "run {}: cannot run {program}: {e}",
+        path.display()
+    ));
+    match e.kind() {
+        io::ErrorKind::NotFound => code::COMMAND_NOT_FOUND,
+        _ => code::CANNOT_EXECUTE,
+    }
 }
 
 /// A signal's name for messages (`SIGINT`), or `signal N` for the rarer ones.

@@ -7,7 +7,7 @@
 //! functions of the library's [`Status`] and [`FileInfo`] and those facts.
 
 use crate::exit::{Op, code, fail, state_code};
-use crate::format::{emit, human, rfc3339, warn};
+use crate::format::{emit, escape, human, path_text, rfc3339, warn};
 use robust_mutex::{Error, FileInfo, LockState, OpenOptions, OwnerInfo, SharedMutex, Status};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -149,7 +149,7 @@ pub(crate) fn render_json(s: &Status, info: &FileInfo, f: &Facts) -> serde_json:
 
 /// The status as lines of text for a person, ending in a newline.
 pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
-    let path = f.path.display();
+    let path = path_text(&f.path);
     let c = s.counters;
     let mut t = format!("{path}: {}\n", s.state);
     if let Some(o) = &s.owner {
@@ -160,7 +160,7 @@ pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
         let label = if o.label.is_empty() {
             String::new()
         } else {
-            format!(", label {:?}", o.label)
+            format!(", label \"{}\"", escape(&o.label))
         };
         t += &format!(
             "  {role}: pid {}, tid {}{label}, took it {} ago ({})\n",
@@ -170,7 +170,7 @@ pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
             rfc3339(o.acquired_at)
         );
         if let Some(cl) = &f.owner_cmdline {
-            t += &format!("  command: {cl}\n");
+            t += &format!("  command: {}\n", escape(cl));
         }
     }
     match s.state {
