@@ -199,6 +199,36 @@ pub enum Error {
         /// Its state.
         state: crate::LockState,
     },
+    /// The file carries the creator's mark (mode 0400) and is not a ready
+    /// lock yet: a creator is at work on it, or one died before finishing.
+    /// Read-only callers ([`inspect`](crate::inspect())) report it and
+    /// leave it alone; the next [`open`](crate::OpenOptions::open) waits for
+    /// a live creator or takes over from a dead one.
+    #[error(
+        "open {path}: being created, or its creator died before finishing (mode 0400, not ready); the next open finishes it or takes it over (left untouched)"
+    )]
+    BeingCreated {
+        /// The path.
+        path: PathBuf,
+    },
+    /// [`remove`](crate::remove()) without
+    /// [`force`](crate::RemoveOptions::force) on a lock that is held, or
+    /// whose state a removal would discard (owner-dead, not recoverable,
+    /// stuck: see [`remove`](crate::remove()) for each). The file is left
+    /// untouched.
+    #[error("remove {path}: the lock is {state}: {}", remove_refused_why(*.state, .holder, *.kind, .path))]
+    RemoveRefused {
+        /// The path.
+        path: PathBuf,
+        /// Its state (for a semaphore, its worst permit's: see
+        /// [`Inspected::state`](crate::Inspected::state)).
+        state: crate::LockState,
+        /// The holder, or the dead holder, when its owner record names it
+        /// (for a semaphore, the first such permit's).
+        holder: Option<crate::OwnerInfo>,
+        /// The file's kind; `None` for a bare (pymutex) file.
+        kind: Option<crate::LockKind>,
+    },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -210,6 +240,40 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// The rest of [`Error::RemoveRefused`]'s message: why, and the way out.
+fn remove_refused_why(
+    state: crate::LockState,
+    holder: &Option<crate::OwnerInfo>,
+    kind: Option<crate::LockKind>,
+    path: &std::path::Path,
+) -> String {
+    use crate::LockState::*;
+    let repair = match kind {
+        Some(crate::LockKind::Mutex | crate::LockKind::Reentrant) => format!(
+            "Reset it to repair (`robust-mutex reset {}`), or use force to remove it anyway",
+            path.display()
+        ),
+        _ => "It cannot be reset: use force to remove it anyway".to_owned(),
+    };
+    match state {
+        Locked => {
+            let by = holder
+                .as_ref()
+                .map_or(String::new(), |o| format!(" by pid {}", o.pid));
+            format!(
+                "held{by}; with the file gone, the next opener would take a new lock while this one is held; use force to remove it anyway"
+            )
+        }
+        OwnerDead => "its holder died and the next locker would run its repair; removing it discards that. Let the next locker repair it, or use force to remove it anyway".to_owned(),
+        NotRecoverable => format!(
+            "a recovery was abandoned and the state was never repaired; removing it would let the next opener start clean on it. {repair}"
+        ),
+        _ => format!(
+            "its holder is gone but the lock was never released; removing it would let the next opener start clean, skipping the repair. {repair}"
+        ),
+    }
 }
 
 /// Why a lock was not acquired.

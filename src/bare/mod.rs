@@ -25,7 +25,7 @@
 
 mod open;
 
-pub(crate) use open::is_bare_file;
+pub(crate) use open::{creator_leftover, holds_mutex, is_bare_file};
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};
@@ -39,6 +39,7 @@ use crate::status::{self, Counters, LockState, Status};
 use crate::sys;
 use memmap2::MmapRaw;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
@@ -61,9 +62,32 @@ pub const BARE_SIZE: usize = sys::MUTEX_SIZE;
 #[derive(Debug)]
 pub(crate) struct BareMap {
     raw: MmapRaw,
+    /// A `dup` of the opener's descriptor, to check the file's size
+    /// ([`intact`](Self::intact)).
+    fd: OwnedFd,
 }
 
 impl BareMap {
+    /// Whether the file still backs the mapping: `BARE_SIZE` bytes or more
+    /// (`fstat`) and still a robust pshared errorcheck mutex (not cut and
+    /// grown again to zeros). A truncation right after this check is not
+    /// caught (see [`crate::registry::Mapping::intact`]).
+    fn intact(&self) -> bool {
+        if !self.covered() {
+            return false;
+        }
+        // SAFETY: the file covers the mapping (just checked); a racy copy
+        // of the mutex's bytes, used only to check its kind word.
+        let bytes: [u8; BARE_SIZE] = unsafe { std::ptr::read_volatile(self.raw.as_ptr().cast()) };
+        open::kind_ok(&bytes)
+    }
+
+    /// Whether the file is still `BARE_SIZE` bytes or more (`fstat`), so
+    /// that reading the mapping cannot fault.
+    fn covered(&self) -> bool {
+        sys::fstat(&self.fd).map_or(true, |st| st.size >= BARE_SIZE as u64)
+    }
+
     /// The mutex: the whole file.
     fn raw(&self) -> RawMutex<'_> {
         let m = NonNull::new(self.raw.as_mut_ptr()).expect("a mapping is never at address 0");
@@ -76,8 +100,10 @@ impl BareMap {
     /// A live thread of this process holds it. Unmapping a robust mutex that
     /// a live thread holds makes the kernel abandon that thread's robust-list
     /// walk at death (see registry.rs), so such a mapping stays.
+    /// A file truncated under us counts as held: its lock word cannot be
+    /// read without SIGBUS.
     fn held_here(&self) -> bool {
-        let held = self.raw().held_by_live_thread_here();
+        let held = !self.covered() || self.raw().held_by_live_thread_here();
         if held {
             log::warn!(
                 "last handle of a bare robust mutex dropped while this process holds it; keeping it mapped"
@@ -371,29 +397,45 @@ impl BareMutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self) -> Status {
-        let raw = self.raw();
-        let tid = raw.word().load(std::sync::atomic::Ordering::Relaxed) & sys::FUTEX_TID_MASK;
-        let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
-        if tid != 0 {
-            // The holder's process: its start time names it (a thread's own
-            // start time would not match the process's).
-            let pid = tgid_of(tid).unwrap_or(tid);
-            rec.tid = tid;
-            rec.pid = pid;
-            rec.start_time = identity::start_time_of(pid).unwrap_or(0);
-            rec.pidns_ino = identity::pid_namespace();
-            rec.depth = 1;
+        let map = self.map.as_deref().expect("mapped until drop");
+        if !map.intact() {
+            return Status::truncated();
         }
-        // SAFETY: the mutex is the live mapping; `rec` is a local record.
-        let (state, owner, word) = unsafe { status::lock_state(raw.as_ptr(), &rec) };
-        let owner = owner.filter(|_| state != LockState::NotRecoverable);
-        Status {
-            state,
-            owner,
-            counters: Counters::default(),
-            generation: 0,
-            lock_word: word,
-        }
+        // SAFETY: the file (validated at open as exactly one robust mutex)
+        // still covers the live mapping: just checked.
+        unsafe { status_at(self.raw().as_ptr()) }
+    }
+}
+
+/// The state of the bare mutex at `mutex`, without locking. Only Relaxed
+/// loads of at most 4 bytes: a read-only mapping is enough.
+///
+/// # Safety
+/// `mutex` is the start of a live mapping of a bare file, backed by the file
+/// over `BARE_SIZE` bytes.
+pub(crate) unsafe fn status_at(mutex: *mut libc::pthread_mutex_t) -> Status {
+    // SAFETY: forwarded from the caller.
+    let tid = unsafe { sys::lock_word_snapshot(mutex) } & sys::FUTEX_TID_MASK;
+    let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
+    if tid != 0 {
+        // The holder's process: its start time names it (a thread's own
+        // start time would not match the process's).
+        let pid = tgid_of(tid).unwrap_or(tid);
+        rec.tid = tid;
+        rec.pid = pid;
+        rec.start_time = identity::start_time_of(pid).unwrap_or(0);
+        rec.pidns_ino = identity::pid_namespace();
+        rec.depth = 1;
+    }
+    // SAFETY: the mutex is in the live mapping; `rec` is a local record.
+    let (state, owner, word) = unsafe { status::lock_state(mutex, &rec) };
+    let owner = owner.filter(|_| state != LockState::NotRecoverable);
+    Status {
+        state,
+        owner,
+        counters: Counters::default(),
+        generation: 0,
+        lock_word: word,
     }
 }
 

@@ -227,11 +227,12 @@ fn inspect(
 fn attach(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<BareMutex, Error> {
     let key = (st.dev, st.ino);
     let map = registry().attach(key, || {
-        MmapOptions::new()
+        let raw = MmapOptions::new()
             .len(BARE_SIZE)
             .map_raw(fd)
-            .map(|raw| BareMap { raw })
-            .map_err(io_err("mmap", path))
+            .map_err(io_err("mmap", path))?;
+        let fd = fd.try_clone().map_err(io_err("dup", path))?;
+        Ok::<_, Error>(BareMap { raw, fd })
     })?;
     Ok(BareMutex {
         path: path.to_owned(),
@@ -242,7 +243,7 @@ fn attach(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<BareMutex, Er
 
 /// Whether `bytes` hold glibc's kind word for a robust, process-shared
 /// errorcheck mutex (only checkable on glibc).
-fn kind_ok(bytes: &[u8]) -> bool {
+pub(super) fn kind_ok(bytes: &[u8]) -> bool {
     static WANT: OnceLock<i32> = OnceLock::new();
     !cfg!(target_env = "gnu")
         || sys::glibc_kind_word(bytes)
@@ -263,6 +264,19 @@ pub(crate) fn is_bare_file(path: &Path) -> Result<bool, Error> {
         Content::Empty | Content::Zeros => st.perm() == layout::CREATOR_MODE,
         Content::Other => false,
     })
+}
+
+/// Whether the file open as `fd` (`size` bytes) holds only what a pymutex
+/// creator leaves under its 0400 mark: nothing, zeros, or the mutex written
+/// before the chmod. Read with `pread`, never mapped.
+pub(crate) fn creator_leftover(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool, Error> {
+    Ok(size <= BARE_SIZE as u64 && content(path, fd, size)? != Content::Other)
+}
+
+/// Whether the file open as `fd` (`size` bytes) is exactly one robust
+/// process-shared errorcheck mutex: a bare file. Read with `pread`.
+pub(crate) fn holds_mutex(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool, Error> {
+    Ok(size == BARE_SIZE as u64 && content(path, fd, size)? == Content::Mutex)
 }
 
 /// Classifies the file's bytes (read with `pread`, never mapped).

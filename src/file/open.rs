@@ -249,7 +249,7 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
             path: path.to_owned(),
         });
     }
-    let map = registry::attach((st.dev, st.ino), || {
+    let map = registry::attach((st.dev, st.ino), &fd, path, || {
         MmapOptions::new()
             .len(header.file_len as usize)
             .map_raw(&fd)

@@ -1,5 +1,6 @@
 //! `robust-mutex reset` and `remove`: the way back from a not-recoverable or
-//! stuck mutex, and removal of a held lock.
+//! stuck mutex, and removal, refused for a held or broken lock and for
+//! another user's file.
 
 use crate::*;
 
@@ -88,5 +89,66 @@ fn remove_refuses_a_held_lock_unless_forced() {
     assert!(stderr(&o).contains(&format!("pid {}", h.pid())));
     assert!(path.exists());
     assert_eq!(cli(&["remove", "--force", p(&path)]).status.code(), Some(0));
+    assert!(!path.exists());
+}
+
+/// `remove` without --force refuses `path` in `state` (exit 2, the reset
+/// hint), leaves it untouched; with --force removes it.
+fn remove_refuses_broken(path: &Path, state: &str) {
+    let before = snapshot(path);
+    let o = cli(&["remove", p(path)]);
+    assert_eq!(o.status.code(), Some(2), "{state}: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(state)
+            && err.contains(&format!("robust-mutex reset {}", p(path)))
+            && err.contains("--force")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(snapshot(path), before, "{state}");
+    let o = cli(&["remove", "--force", p(path)]);
+    assert_eq!(o.status.code(), Some(0), "{state}: {}", stderr(&o));
+    assert!(!path.exists());
+}
+
+#[test]
+fn remove_refuses_broken_locks_unless_forced() {
+    let (dir, path) = temp_path("l");
+    let mut h = Holder::start(&path, &[]);
+    h.kill_run();
+    remove_refuses_broken(&path, "owner-dead");
+
+    let path = dir.path().join("nr");
+    make_not_recoverable(&path);
+    remove_refuses_broken(&path, "not-recoverable");
+
+    let path = dir.path().join("held");
+    let stuck = dir.path().join("stuck");
+    let mut h = Holder::start(&path, &[]);
+    std::fs::copy(&path, &stuck).unwrap();
+    h.kill_run();
+    remove_refuses_broken(&stuck, "stuck");
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: chowns a file to uid 65534")]
+fn remove_refuses_another_users_abandoned_creation() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let before = snapshot(&path);
+    let o = cli(&["remove", p(&path)]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(stderr(&o).contains("uid 65534"), "{}", stderr(&o));
+    assert_eq!(snapshot(&path), before);
+}
+
+#[test]
+fn remove_takes_our_abandoned_creation() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    let o = cli(&["remove", p(&path)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!path.exists());
 }

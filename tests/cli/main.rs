@@ -6,6 +6,8 @@
 
 mod admin;
 mod bad_input;
+#[path = "../common/mount.rs"]
+mod mount;
 mod run;
 mod status;
 mod watch;
@@ -146,6 +148,25 @@ fn run_sees_owner_died(path: &Path) -> String {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     stdout(&o).trim().to_owned()
+}
+
+/// Runs the binary as uid and gid `uid`, with `args` (root only).
+fn cli_as(uid: u32, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    bin()
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// An empty file of mode 0400: what a creator that crashed right after
+/// `O_CREAT` leaves.
+fn abandoned_creation(path: &Path) {
+    std::fs::File::create(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
 }
 
 fn json_status(path: &Path) -> (serde_json::Value, i32) {

@@ -12,7 +12,9 @@
 //! long by `examples/torture.rs`), and file snapshots.
 #![allow(dead_code)]
 
+pub mod mount;
 pub mod roles;
+pub mod roles_inspect;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

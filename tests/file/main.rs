@@ -25,6 +25,7 @@ mod fuzz_corpus;
 mod handshake;
 mod permissions;
 mod pymutex;
+mod remove;
 mod reset;
 mod status;
 mod test_hooks;
