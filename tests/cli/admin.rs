@@ -92,16 +92,16 @@ fn remove_refuses_a_held_lock_unless_forced() {
     assert!(!path.exists());
 }
 
-/// `remove` without --force refuses `path` in `state` (exit 2, the reset
-/// hint), leaves it untouched; with --force removes it.
-fn remove_refuses_broken(path: &Path, state: &str) {
+/// `remove` without --force refuses `path` in `state` (exit 2, one line
+/// with the way out: `hint`), leaves it untouched; with --force removes it.
+fn remove_refuses_broken(path: &Path, state: &str, hint: &str) {
     let before = snapshot(path);
     let o = cli(&["remove", p(path)]);
     assert_eq!(o.status.code(), Some(2), "{state}: {}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains(state)
-            && err.contains(&format!("robust-mutex reset {}", p(path)))
+        err.contains(&format!("the lock is {state}"))
+            && err.contains(hint)
             && err.contains("--force")
             && err.lines().count() == 1,
         "{err}"
@@ -117,18 +117,20 @@ fn remove_refuses_broken_locks_unless_forced() {
     let (dir, path) = temp_path("l");
     let mut h = Holder::start(&path, &[]);
     h.kill_run();
-    remove_refuses_broken(&path, "owner-dead");
+    remove_refuses_broken(&path, "owner-dead", "the next locker would run its repair");
 
     let path = dir.path().join("nr");
     make_not_recoverable(&path);
-    remove_refuses_broken(&path, "not-recoverable");
+    let reset = format!("robust-mutex reset {}", p(&path));
+    remove_refuses_broken(&path, "not-recoverable", &reset);
 
     let path = dir.path().join("held");
     let stuck = dir.path().join("stuck");
     let mut h = Holder::start(&path, &[]);
     std::fs::copy(&path, &stuck).unwrap();
     h.kill_run();
-    remove_refuses_broken(&stuck, "stuck");
+    let reset = format!("robust-mutex reset {}", p(&stuck));
+    remove_refuses_broken(&stuck, "stuck", &reset);
 }
 
 #[test]

@@ -38,7 +38,9 @@ fn watch_follows_a_reset_a_removal_and_a_new_file() {
     assert_eq!(cli(&["reset", p(&path)]).status.code(), Some(0));
     w.expect("the replacement", |l| l == "replaced: generation 2");
     w.expect("owner-dead", |l| l.starts_with("owner-dead"));
-    assert_eq!(cli(&["remove", p(&path)]).status.code(), Some(0));
+    // Owner-dead after the reset: only a forced remove discards that.
+    assert_eq!(cli(&["remove", p(&path)]).status.code(), Some(2));
+    assert_eq!(cli(&["remove", "--force", p(&path)]).status.code(), Some(0));
     w.expect("the removal", |l| l == "removed");
     assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0));
     w.expect("the new file", |l| l == "created: generation 1");
