@@ -16,6 +16,7 @@ use crate::bare;
 use crate::error::Error;
 use crate::file::checks::{
     check_file, check_permit_mutexes, crashed_creator_leftover, invalid_to_error, read_header,
+    replaced_by_reset,
 };
 use crate::file::layout::{self, Kind, LockKind};
 use crate::file::{io_err, open_error};
@@ -331,15 +332,7 @@ pub(crate) fn look(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Erro
         check_permit_mutexes(path, fd, &header)?;
     }
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
-        // As an opener decides: a reset renames the new file over the path
-        // before it marks the old one RETIRED.
-        let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
-        if here && st.nlink > 0 {
-            return Err(Error::Corrupt {
-                path: path.to_owned(),
-                reason: "marked as replaced by a reset, yet still at its path",
-            });
-        }
+        replaced_by_reset(path, &st)?; // as an opener decides
         return Ok(None);
     }
     let ours = identity::me().pidns_ino;

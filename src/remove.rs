@@ -130,21 +130,10 @@ impl RemoveOptions {
     /// replaced while we looked.
     fn remove_look(&self, path: &Path, looks: u32) -> Result<(), Error> {
         let fd = sys::open_existing(path, false).map_err(|e| open_error(path, e))?;
-        let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
-        if !st.is_regular() {
-            return Err(Error::NotRegularFile {
-                path: path.to_owned(),
-                kind: st.type_name(),
-            });
-        }
-        let ours = sys::geteuid();
-        if st.uid != ours && !self.allow_other_owners {
-            return Err(Error::ForeignOwner {
-                path: path.to_owned(),
-                owner: st.uid,
-                ours,
-            });
-        }
+        // A regular file, ours unless allowed, on a local filesystem.
+        let mut opts = crate::OpenOptions::new();
+        opts.allow_other_owners(self.allow_other_owners);
+        let st = file::checks::check_file(path, &fd, &opts)?;
         if !self.force {
             match inspect::look(path, &fd) {
                 Ok(Some(i)) => refuse_unless_free(path, &i)?,

@@ -136,6 +136,22 @@ pub(crate) fn check_permit_mutexes(
     Ok(())
 }
 
+/// The verdict on a file that is RETIRED or has no name left (`st`): a reset
+/// replaced it between an open and now (`Ok`: look at the path again), or
+/// it is RETIRED yet still at its path, which a reset never leaves (a reset
+/// renames the new file over the path before it marks the old one RETIRED):
+/// [`Error::Corrupt`], so that nobody looks again for ever.
+pub(crate) fn replaced_by_reset(path: &Path, st: &sys::FileStat) -> Result<(), Error> {
+    let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
+    if here && st.nlink > 0 {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            reason: "marked as replaced by a reset, yet still at its path",
+        });
+    }
+    Ok(())
+}
+
 /// True if the file holds only what a crashed creator can leave: nothing,
 /// zeros, or our magic with the header in the INIT (or, before the chmod,
 /// READY) state.

@@ -15,7 +15,7 @@
 
 use super::checks::{
     check_file, check_ours, check_permit_mutexes, crashed_creator_leftover, invalid_to_error,
-    read_header,
+    read_header, replaced_by_reset,
 };
 use super::init::{Fill, checkpoint, initialise, publish_new_file};
 use super::layout;
@@ -223,17 +223,8 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         check_permit_mutexes(path, &fd, &header)?;
     }
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
-        // A reset renames the new file over the path *before* it marks the
-        // old one RETIRED, so a RETIRED file still at the path was not left
-        // by a reset: refuse it rather than look again for ever.
-        let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
-        if here && st.nlink > 0 {
-            return Err(Error::Corrupt {
-                path: path.to_owned(),
-                reason: "marked as replaced by a reset, yet still at its path",
-            });
-        }
         // A reset replaced it between our open and now: open the new one.
+        replaced_by_reset(path, &st)?;
         return Ok(Step::Retry);
     }
     let our_ns = identity::me().pidns_ino;

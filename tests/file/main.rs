@@ -7,7 +7,8 @@
 //!   untouched;
 //! * `fuzz_corpus`: the saved fuzz inputs replayed (`fuzz/check.rs`);
 //! * `permissions`: other users (uid 65534), modes, owners;
-//! * `status`: `status()` in every state;
+//! * `status`: `status()` in every state, and read-only `inspect()`;
+//! * `remove`: what `remove` refuses (held, broken, another user's) and takes;
 //! * `reset`: the way back from broken mutexes, earlier boots, PID
 //!   namespaces;
 //! * `bare`: the bare (pymutex-format) file, on our side only;

@@ -4,7 +4,8 @@
 //! user's file.
 
 use crate::common::{Kid, snapshot, temp_path};
-use robust_mutex::{Acquired, Error, LockState, RemoveOptions, SharedMutex, SharedSemaphore};
+use crate::status::{not_recoverable_file, owner_dead_file};
+use robust_mutex::{Error, LockState, RemoveOptions, SharedMutex, SharedSemaphore};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -38,10 +39,7 @@ fn remove_refuses_a_held_lock_unless_forced() {
 #[test]
 fn remove_refuses_an_owner_dead_lock_unless_forced() {
     let (_dir, path) = temp_path("m");
-    SharedMutex::<u64>::open(&path).unwrap();
-    let mut k = Kid::spawn("hold", &path);
-    k.expect("locked");
-    k.kill();
+    owner_dead_file(&path);
     refused_then_forced(
         &path,
         LockState::OwnerDead,
@@ -52,15 +50,7 @@ fn remove_refuses_an_owner_dead_lock_unless_forced() {
 #[test]
 fn remove_refuses_a_not_recoverable_lock_unless_forced() {
     let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut k = Kid::spawn("hold", &path);
-    k.expect("locked");
-    k.kill();
-    match m.lock().unwrap() {
-        Acquired::OwnerDied(r) => drop(r),
-        Acquired::Clean(_) => panic!("expected OwnerDied"),
-    }
-    drop(m);
+    not_recoverable_file(&path);
     refused_then_forced(&path, LockState::NotRecoverable, "robust-mutex reset");
 }
 

@@ -70,17 +70,32 @@ fn owner_dead_after_a_kill_names_the_dead_owner_until_someone_recovers() {
     assert_eq!((s.counters.owner_deaths, s.counters.recoveries), (1, 1));
 }
 
-#[test]
-fn not_recoverable_after_an_abandoned_recovery() {
-    let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kid = Kid::spawn("hold", &path);
+/// Makes `path` a mutex file whose holder, a child, was killed holding it;
+/// returns the dead holder's pid.
+pub(crate) fn owner_dead_file(path: &Path) -> u32 {
+    SharedMutex::<u64>::open(path).unwrap();
+    let mut kid = Kid::spawn("hold", path);
     kid.expect("locked");
+    let pid = kid.pid();
     kid.kill();
-    match m.lock().unwrap() {
+    pid
+}
+
+/// Makes `path` a mutex file that is not recoverable: its holder died and
+/// the recovery was dropped without `mark_consistent`.
+pub(crate) fn not_recoverable_file(path: &Path) {
+    owner_dead_file(path);
+    match SharedMutex::<u64>::open(path).unwrap().lock().unwrap() {
         Acquired::OwnerDied(r) => drop(r),
         Acquired::Clean(_) => panic!("expected OwnerDied"),
     }
+}
+
+#[test]
+fn not_recoverable_after_an_abandoned_recovery() {
+    let (_dir, path) = temp_path("m");
+    not_recoverable_file(&path);
+    let m = SharedMutex::<u64>::open(&path).unwrap();
     assert_eq!(m.status().state, LockState::NotRecoverable);
     inspect_agrees(&path, &m.status());
 }

@@ -20,11 +20,12 @@ Exit codes:
   0      success (run: COMMAND's own status; status: unlocked)
   1      run: the lock is held (--conflict-exit-code); status: locked;
          reset, remove: refused (healthy, or held; use --force)
-  2      status: owner-dead, not-recoverable or stuck
+  2      status: owner-dead, not-recoverable or stuck;
+         remove: refused (owner-dead, not-recoverable or stuck; use --force)
   64     usage error                  65  not a usable mutex file
   66     no such file                 69  mutex not recoverable or stuck
   70     internal error               73  cannot create
-  74     I/O error                    75  still being initialised
+  74     I/O error                    75  still being created
   77     permission denied
   126    COMMAND not executable       127 COMMAND not found
   128+N  COMMAND killed by signal N, or the wait abandoned on signal N
@@ -118,7 +119,9 @@ pub(crate) struct RunArgs {
 ///
 /// The holder is shown with its pid, tid, label, how long it has held the
 /// lock and, while it runs, its command line from /proc. For owner-dead and
-/// stuck mutexes it is the dead holder.
+/// stuck mutexes it is the dead holder. Works for every kind of lock file
+/// (mutex, re-entrant, semaphore, bare pymutex file). Only reads: read
+/// permission is enough, a read-only mount too, and nothing is ever written.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -130,8 +133,12 @@ JSON keys: path, state, owner (null, or pid, tid, label, alive, cmdline,
 acquired_at, acquired_at_unix, held_for_secs), counters (acquisitions,
 contended, owner_deaths, recoveries, resets), lock_word, file (version,
 kind, abi, generation, value_size, created_at, boot_id_matches, mode, uid).
+A semaphore adds permits (total, available, held, owner_dead,
+not_recoverable, stuck, holders, slots) and its state is its worst
+permit's; a bare file has file.kind \"bare\" and no counters.
 
 Exit status: 0 unlocked, 1 locked, 2 owner-dead, not-recoverable or stuck;
+75 being created (or its creator died: the next opener takes it over);
 errors as in `robust-mutex --help`.")]
 pub(crate) struct StatusArgs {
     /// One line of JSON instead of text.
@@ -144,8 +151,8 @@ pub(crate) struct StatusArgs {
 /// Print one timestamped line per change of state or holder, until Ctrl-C.
 ///
 /// Times are UTC. --count and --until-state end it earlier. Follows PATH:
-/// a reset (which replaces the file) and a removal are reported, and a new
-/// file at PATH is picked up.
+/// a reset (which replaces the file), a removal and a file being created are
+/// reported, and a new file at PATH is picked up. Only reads, as `status`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -191,16 +198,20 @@ pub(crate) struct CreateArgs {
 /// Remove a lock file (only a robust-mutex file is ever removed).
 ///
 /// Refuses while a live process holds the lock: a new file at PATH would
-/// let the next `run` take the lock while the old holder still works.
+/// let the next `run` take the lock while the old holder still works. Refuses
+/// an owner-dead, not-recoverable or stuck lock: the repair it awaits would
+/// be lost (`reset` repairs). Refuses another user's file. The file is
+/// judged without writing to it, and a refused file is left untouched.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   robust-mutex remove /run/lock/old.lock
   robust-mutex remove --force /run/lock/old.lock
 
-Exit status: 0 removed, 1 refused (held; use --force), 65 not a mutex file.")]
+Exit status: 0 removed, 1 refused (held), 2 refused (owner-dead,
+not-recoverable or stuck), 77 another user's file, 65 not a mutex file.")]
 pub(crate) struct RemoveArgs {
-    /// Remove it even while it is held.
+    /// Remove it even while it is held or broken, or another user's.
     #[arg(long)]
     pub(crate) force: bool,
     /// The lock file.

@@ -13,7 +13,8 @@ pub(crate) mod code {
     /// `run`: the lock is held (default `--conflict-exit-code`, as flock(1));
     /// `status`: locked; `reset`/`remove`: refused (healthy / held).
     pub const HELD: u8 = 1;
-    /// `status`: owner-dead, not-recoverable or stuck.
+    /// `status`: owner-dead, not-recoverable or stuck; `remove`: refused
+    /// for that.
     pub const BROKEN: u8 = 2;
     /// EX_USAGE: bad command line.
     pub const USAGE: u8 = 64;
@@ -29,7 +30,8 @@ pub(crate) mod code {
     pub const CANT_CREATE: u8 = 73;
     /// EX_IOERR.
     pub const IO: u8 = 74;
-    /// EX_TEMPFAIL: another process is still initialising PATH.
+    /// EX_TEMPFAIL: another process is still initialising PATH, or PATH
+    /// carries the creator's mark (being created, or its creator died).
     pub const TEMP_FAIL: u8 = 75;
     /// EX_NOPERM.
     pub const NO_PERM: u8 = 77;
