@@ -32,6 +32,19 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Fills it: one file takes every free block (the write ends in ENOSPC).
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let block = vec![0xa5u8; 64 << 10];
+        let full = loop {
+            if let Err(e) = f.write_all(&block) {
+                break e;
+            }
+        };
+        assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    }
+
     /// Remounts it read-only. Fails while a file on it is open for writing
     /// (a lock holder): make the state first, then remount.
     pub fn remount_read_only(&self) {
