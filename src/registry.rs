@@ -188,6 +188,9 @@ impl Mapping {
     /// strand its other robust mutexes; the mapping stays.
     fn held_by_this_process(&self) -> bool {
         if !self.covered() {
+            log::warn!(
+                "last handle of a robust mutex whose file was truncated under it; keeping it mapped"
+            );
             return true;
         }
         // The header as attached (the file's own may have been zeroed).
@@ -306,7 +309,7 @@ pub(crate) fn attach(
 pub(crate) fn detach(map: Arc<Mapping>) {
     let kept = registry().detach(map.key(), map, |m| {
         let held = m.held_by_this_process();
-        if held {
+        if held && m.covered() {
             log::warn!(
                 "last handle of a robust mutex dropped while this process holds it; keeping it mapped"
             );

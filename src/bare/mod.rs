@@ -103,7 +103,13 @@ impl BareMap {
     /// A file truncated under us counts as held: its lock word cannot be
     /// read without SIGBUS.
     fn held_here(&self) -> bool {
-        let held = !self.covered() || self.raw().held_by_live_thread_here();
+        if !self.covered() {
+            log::warn!(
+                "last handle of a bare robust mutex whose file was truncated under it; keeping it mapped"
+            );
+            return true;
+        }
+        let held = self.raw().held_by_live_thread_here();
         if held {
             log::warn!(
                 "last handle of a bare robust mutex dropped while this process holds it; keeping it mapped"
