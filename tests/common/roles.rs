@@ -69,6 +69,9 @@
 //! * `torture`: a crash-torture worker (its identity is in the torture's own
 //!   environment variables).
 //!
+//! * the read-only inspection roles of [`super::roles_inspect`]
+//!   (`inspect_report`).
+//!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
 
