@@ -3,8 +3,8 @@
 //! the creator's mark. Used by a creator, a takeover, a reset's replacement
 //! (published with an atomic rename) and the stale-boot repair.
 
-use super::io_err;
 use super::layout::{self, DataLayout, Header};
+use super::{io_err, write_error};
 use crate::error::Error;
 use crate::identity;
 use crate::registry::Mapping;
@@ -46,6 +46,12 @@ pub(crate) enum Fill<'a> {
 
 /// Sizes, maps and initialises the file behind `fd` (whose flock we hold),
 /// leaving it READY with mode `mode`. The mutex is initialised in place.
+///
+/// Every block of the file is reserved (`posix_fallocate`) before it is
+/// mapped, so a full disk is [`Error::NoSpace`] here, with the file as it
+/// was, and never a SIGBUS on the first store into a page the filesystem
+/// cannot supply. Only then is the length set exactly (a larger leftover
+/// is cut down to size).
 pub(crate) fn initialise(
     path: &Path,
     fd: &OwnedFd,
@@ -54,6 +60,7 @@ pub(crate) fn initialise(
     kind: layout::Kind,
     fill: &Fill<'_>,
 ) -> Result<(), Error> {
+    sys::reserve(fd, want.file_len).map_err(write_error("fallocate", path))?;
     sys::set_len(fd, want.file_len).map_err(io_err("ftruncate", path))?;
     checkpoint("sized");
     let map = MmapOptions::new()

@@ -1,6 +1,6 @@
-//! Files: opening without following symlinks, `stat`, `flock`, ownership
-//! and size, positioned reads and writes. Every call goes through `nix` (or
-//! std); this file has no `unsafe`.
+//! Files: opening without following symlinks, `stat`, `flock`, ownership,
+//! size and reserved blocks, positioned reads and writes. Every call goes
+//! through `nix` (or std); this file has no `unsafe`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -189,11 +189,40 @@ pub(crate) fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
     retry(|| nix::unistd::fchown(fd, Some(uid), Some(gid)))
 }
 
+/// A length as an `off_t`.
+fn off(len: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))
+}
+
 /// `ftruncate(2)`.
 pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    let len = off(len)?;
     retry(|| nix::unistd::ftruncate(fd, len))
+}
+
+/// Reserves the blocks of bytes `0..len` (`posix_fallocate(3)`), growing
+/// the file to `len` if it is shorter. Holes in that range are filled with
+/// allocated zeros; data is never changed. After it, no store into a shared
+/// mapping of that range can fault for want of space (SIGBUS): a full disk
+/// is ENOSPC (or EDQUOT) here instead. glibc falls back to writing a byte
+/// per block where the filesystem has no `fallocate`.
+pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = off(len)?;
+    retry(|| nix::fcntl::posix_fallocate(fd, 0, len))
+}
+
+/// Whether bytes `0..len` of the file hold a hole (`lseek(SEEK_HOLE)`),
+/// which a store through a shared mapping would have to allocate. A
+/// filesystem without hole support reports none (its end of file).
+pub(crate) fn has_hole_before(fd: &OwnedFd, len: u64) -> io::Result<bool> {
+    use nix::unistd::{Whence, lseek};
+    match lseek(fd, 0, Whence::SeekHole) {
+        Ok(at) => Ok((at as u64) < len),
+        // Past the end (ENXIO: an empty file): nothing to map there.
+        Err(Errno::ENXIO) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; returns how many were read

@@ -6,9 +6,13 @@
 
 mod admin;
 mod bad_input;
+mod full_disk;
 mod run;
 mod status;
 mod watch;
+
+#[path = "../common/tmpfs.rs"]
+mod tmpfs;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -13,6 +13,8 @@
 #![allow(dead_code)]
 
 pub mod roles;
+pub mod roles_file;
+pub mod tmpfs;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

@@ -78,10 +78,38 @@ fn someone_elses_data_is_refused() {
 }
 
 #[test]
-fn an_empty_writable_file_is_truncated_not_ours() {
+fn an_empty_file_is_named_empty_with_a_hint_for_flock_users() {
     let (_dir, path) = temp_path("m");
-    write_file(&path, b"", 0o600);
-    assert!(matches!(rejected(&path), Error::Truncated { len: 0, .. }));
+    // What touch leaves, and flock(1) (0644 under the usual umask), and
+    // other modes; only 0400 is a creator's mark (taken over instead).
+    for mode in [0o644, 0o600, 0o666, 0o444, 0o000] {
+        write_file(&path, b"", mode);
+        let e = rejected(&path);
+        assert!(
+            matches!(&e, Error::Empty { path: p } if *p == path),
+            "{mode:o}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("empty") && text.contains("flock(1)") && text.contains("reset --force"),
+            "{text}"
+        );
+        assert!(!text.contains("truncated"), "{text}");
+    }
+}
+
+#[test]
+fn a_file_left_by_flock_1_is_named_empty_and_left_alone() {
+    let (_dir, path) = temp_path("flocked");
+    let st = std::process::Command::new("flock")
+        .arg(&path)
+        .arg("true")
+        .status();
+    if !matches!(st, Ok(s) if s.success()) {
+        eprintln!("SKIPPED: flock(1) does not run here ({st:?})");
+        return;
+    }
+    assert!(matches!(rejected(&path), Error::Empty { .. }));
 }
 
 #[test]
@@ -96,7 +124,10 @@ fn a_file_cut_at_every_field_boundary_is_refused() {
             write_file(&path, &good[..cut], 0o600);
             let e = rejected(&path);
             assert!(
-                matches!(e, Error::Truncated { .. } | Error::ForeignFile { .. }),
+                matches!(
+                    e,
+                    Error::Truncated { .. } | Error::ForeignFile { .. } | Error::Empty { .. }
+                ),
                 "cut in {field} at {cut}: {e}"
             );
         }

@@ -25,7 +25,8 @@ pub(crate) mod code {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: a bug in this program.
     pub const SOFTWARE: u8 = 70;
-    /// EX_CANTCREAT: `create` could not create PATH.
+    /// EX_CANTCREAT: `create` could not create PATH; no space for a lock
+    /// file (any command).
     pub const CANT_CREATE: u8 = 73;
     /// EX_IOERR.
     pub const IO: u8 = 74;
@@ -72,8 +73,21 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::ForeignOwner { owner, ours, .. } => (
             code::NO_PERM,
             format!(
-                "{verb} {p}: owned by uid {owner}, not by this user (uid {ours}); `run --allow-other-owners` shares it"
+                "{verb} {p}: owned by uid {owner}, not by this user (uid {ours}); `{} --allow-other-owners` {}",
+                if op == Op::Reset { "reset" } else { "run" },
+                if op == Op::Reset {
+                    "resets it"
+                } else {
+                    "shares it"
+                },
             ),
+        ),
+        Error::NoSpace { .. } => (code::CANT_CREATE, e.to_string()),
+        Error::ReadOnlyFilesystem { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
+        Error::ReadOnlyFilesystem { .. } => (code::IO, e.to_string()),
+        Error::Truncated { .. } if op == Op::Open => (
+            code::DATA,
+            format!("{e}; `robust-mutex reset --force {p}` replaces it with a new mutex"),
         ),
         Error::InvalidMode { .. } => (code::USAGE, format!("{verb} {p}: {e}")),
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
