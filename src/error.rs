@@ -209,6 +209,18 @@ pub enum Error {
         /// Its state.
         state: crate::LockState,
     },
+    /// [`reset`](crate::reset()) without `force` on a file that is empty or
+    /// a mutex file cut short: it holds no lock to carry over. With `force`,
+    /// a reset replaces it with a new mutex.
+    #[error(
+        "reset {path}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use force to replace it with a new mutex"
+    )]
+    ResetNeedsForce {
+        /// The path.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
     /// The filesystem has no room for the file's blocks (ENOSPC), or the
     /// user's disk quota is used up (EDQUOT). Creation, a takeover of a
     /// crashed creation and a reset's replacement reserve every block of the

@@ -183,10 +183,10 @@ pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     retry(|| nix::sys::stat::fchmod(fd, mode))
 }
 
-/// `fchown(2)`.
-pub(crate) fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    retry(|| nix::unistd::fchown(fd, Some(uid), Some(gid)))
+/// `fchown(2)`; `None` leaves that id as it is.
+pub(crate) fn fchown(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+    retry(|| nix::unistd::fchown(fd, uid, gid))
 }
 
 /// A length as an `off_t`.

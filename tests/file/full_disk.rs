@@ -102,4 +102,40 @@ fn a_read_only_filesystem_is_named_as_such() {
     assert!(e.to_string().contains("read-only"), "{e}");
     let e = SharedMutex::<u64>::open(&existing).unwrap_err();
     assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
+    let e = robust_mutex::reset(&existing, true).unwrap_err();
+    assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
+    let fs = SmallTmpfs::mount("64k");
+    let path = fs.join("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    *m.lock_or_recover(|_| {}).unwrap() = 9;
+    let cut = fs.join("cut");
+    std::fs::copy(&path, &cut).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    fs.fill();
+    for p in [&path, &cut] {
+        let before = snapshot(p);
+        let e = robust_mutex::reset(p, true).unwrap_err();
+        assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+        assert_eq!(snapshot(p), before);
+    }
+    // No temporary file was left beside them.
+    let names: Vec<_> = std::fs::read_dir(fs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(*m.lock_or_recover(|_| {}).unwrap(), 9);
+    fs.free();
+    assert_eq!(robust_mutex::reset(&path, true).unwrap().generation, 2);
+    robust_mutex::reset(&cut, true).unwrap();
 }

@@ -4,7 +4,7 @@
 use crate::exit::{Op, code, fail};
 use crate::format::{describe_holder, emit, warn};
 use crate::status::open_existing;
-use robust_mutex::{LockState, OpenOptions};
+use robust_mutex::{LockState, OpenOptions, ResetOptions};
 use std::path::Path;
 
 /// `create`: makes a new lock file at PATH with `mode`; fails if PATH exists.
@@ -39,13 +39,23 @@ pub(crate) fn remove(path: &Path, force: bool) -> Result<u8, u8> {
 }
 
 /// `reset`: replaces a broken mutex (any mutex with `force`) with a fresh
-/// file that keeps its value and counters.
-pub(crate) fn reset(path: &Path, force: bool) -> Result<u8, u8> {
-    let out = robust_mutex::reset(path, force).map_err(|e| fail(&e, Op::Reset, path))?;
+/// file that keeps its value and counters; with `force`, also what is left
+/// of a lock file (empty or truncated). Another user's file only with
+/// `allow_other_owners`.
+pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Result<u8, u8> {
+    let out = ResetOptions::new()
+        .force(force)
+        .allow_other_owners(allow_other_owners)
+        .reset(path)
+        .map_err(|e| fail(&e, Op::Reset, path))?;
+    let before = match out.remnant_len {
+        Some(0) => "it was empty".to_owned(),
+        Some(n) => format!("{n} bytes were left of it"),
+        None => format!("{} before", out.previous_state),
+    };
     let text = format!(
-        "{}: reset ({} before), now generation {}; the next locker runs its recovery\n",
+        "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
         path.display(),
-        out.previous_state,
         out.generation
     );
     // The reset is done; a closed stdout does not undo it.

@@ -11,7 +11,8 @@ pub(crate) mod code {
     /// Success; `status`: unlocked.
     pub const OK: u8 = 0;
     /// `run`: the lock is held (default `--conflict-exit-code`, as flock(1));
-    /// `status`: locked; `reset`/`remove`: refused (healthy / held).
+    /// `status`: locked; `reset`/`remove`: refused (healthy / held; `reset`:
+    /// empty or truncated).
     pub const HELD: u8 = 1;
     /// `status`: owner-dead, not-recoverable or stuck.
     pub const BROKEN: u8 = 2;
@@ -69,6 +70,14 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         ),
         Error::NotFound { .. } => (code::NO_INPUT, e.to_string()),
         Error::AlreadyExists { .. } => (code::CANT_CREATE, e.to_string()),
+        // A reset creates its replacement in the file's directory.
+        Error::PermissionDenied { path: dir } if op == Op::Reset && dir != path => (
+            code::NO_PERM,
+            format!(
+                "reset {p}: {}: permission denied (the new file is made in this directory)",
+                dir.display()
+            ),
+        ),
         Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
         Error::ForeignOwner { owner, ours, .. } => (
             code::NO_PERM,
@@ -85,6 +94,12 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::NoSpace { .. } => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } => (code::IO, e.to_string()),
+        Error::ResetNeedsForce { len, .. } => (
+            code::HELD,
+            format!(
+                "reset {p}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use --force to replace it with a new mutex"
+            ),
+        ),
         Error::Truncated { .. } if op == Op::Open => (
             code::DATA,
             format!("{e}; `robust-mutex reset --force {p}` replaces it with a new mutex"),
