@@ -1,8 +1,8 @@
-//! `create` and `run` on a full filesystem (a real small tmpfs, so root
-//! only): exit 73 with one line naming the path, never a SIGBUS; once space
-//! is freed, both work.
+//! `create` and `run` on a full filesystem (a real small tmpfs and ext4,
+//! so root only): exit 73 with one line naming the path, never a SIGBUS;
+//! once space is freed, both work.
 
-use crate::tmpfs::SmallTmpfs;
+use crate::small_fs::SmallFs;
 use crate::*;
 
 /// Runs the command; asserts it exited (no signal) with `code` and one
@@ -24,23 +24,25 @@ fn exits_with(args: &[&str], code: i32, path: &Path) -> String {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn create_and_run_on_a_full_disk_exit_73_and_work_once_space_is_freed() {
-    let fs = SmallTmpfs::mount("64k");
-    fs.fill();
-    let path = fs.join("a.lock");
-    let err = exits_with(&["create", p(&path)], 73, &path);
-    assert!(err.contains("no space"), "{err}");
-    assert!(!path.exists(), "nothing left behind");
-    exits_with(&["run", p(&path), "--", "true"], 73, &path);
-    assert!(!path.exists(), "nothing left behind");
-    fs.free();
-    assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0));
-    assert_eq!(cli(&["run", p(&path), "--", "true"]).status.code(), Some(0));
+    for (name, fs) in SmallFs::tmpfs_and_ext4() {
+        fs.fill();
+        let path = fs.join("a.lock");
+        let err = exits_with(&["create", p(&path)], 73, &path);
+        assert!(err.contains("no space"), "{name}: {err}");
+        assert!(!path.exists(), "{name}: nothing left behind");
+        exits_with(&["run", p(&path), "--", "true"], 73, &path);
+        assert!(!path.exists(), "{name}: nothing left behind");
+        fs.free();
+        assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0), "{name}");
+        let o = cli(&["run", p(&path), "--", "true"]);
+        assert_eq!(o.status.code(), Some(0), "{name}");
+    }
 }
 
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn a_sparse_leftover_on_a_full_disk_kills_no_command() {
-    let fs = SmallTmpfs::mount("64k");
+    let fs = SmallFs::tmpfs("64k");
     let path = fs.sparse_leftover("left.lock");
     fs.fill();
     exits_with(&["run", p(&path), "--", "true"], 73, &path);

@@ -11,8 +11,8 @@ mod run;
 mod status;
 mod watch;
 
-#[path = "../common/tmpfs.rs"]
-mod tmpfs;
+#[path = "../common/small_fs.rs"]
+mod small_fs;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -14,7 +14,7 @@
 
 pub mod roles;
 pub mod roles_file;
-pub mod tmpfs;
+pub mod small_fs;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,10 +1,11 @@
-//! Full and read-only filesystems, on a real small tmpfs (so root only):
+//! Full and read-only filesystems, on a real small tmpfs and ext4 (so root
+//! only):
 //! creation reserves the file's blocks before it maps anything, so a full
 //! disk is a typed error ([`Error::NoSpace`]), never a SIGBUS, and leaves
 //! nothing that crashes anyone later; once space is freed, opening works.
 
 use crate::common::roles_file::KIND_ENV;
-use crate::common::tmpfs::SmallTmpfs;
+use crate::common::small_fs::SmallFs;
 use crate::common::{Kid, snapshot};
 use robust_mutex::{Error, SharedMutex};
 use std::path::Path;
@@ -23,26 +24,27 @@ fn open_in_child(kind: &str, path: &Path) -> String {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn creating_any_kind_on_a_full_disk_is_a_typed_error_and_works_once_space_is_freed() {
-    let fs = SmallTmpfs::mount("64k");
-    fs.fill();
-    for kind in KINDS {
-        let path = fs.join(kind);
-        let r = open_in_child(kind, &path);
-        assert!(r.starts_with("no-space "), "{kind}: {r}");
-        assert!(r.contains(path.to_str().unwrap()), "{kind}: {r}");
-        // Nothing left behind: the creator removed its own empty file.
-        assert!(!path.exists(), "{kind}: a file was left behind");
-    }
-    fs.free();
-    for kind in KINDS {
-        assert_eq!(open_in_child(kind, &fs.join(kind)), "ok", "{kind}");
+    for (name, fs) in SmallFs::tmpfs_and_ext4() {
+        fs.fill();
+        for kind in KINDS {
+            let path = fs.join(kind);
+            let r = open_in_child(kind, &path);
+            assert!(r.starts_with("no-space "), "{name}, {kind}: {r}");
+            assert!(r.contains(path.to_str().unwrap()), "{name}, {kind}: {r}");
+            // Nothing left behind: the creator removed its own empty file.
+            assert!(!path.exists(), "{name}, {kind}: a file was left behind");
+        }
+        fs.free();
+        for kind in KINDS {
+            assert_eq!(open_in_child(kind, &fs.join(kind)), "ok", "{name}, {kind}");
+        }
     }
 }
 
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn a_crashed_creators_sparse_leftover_on_a_full_disk_is_refused_then_taken_over() {
-    let fs = SmallTmpfs::mount("64k");
+    let fs = SmallFs::tmpfs("64k");
     let path = fs.sparse_leftover("left.lock");
     fs.fill();
     let before = snapshot(&path);
@@ -62,7 +64,7 @@ fn a_crashed_creators_sparse_leftover_on_a_full_disk_is_refused_then_taken_over(
 fn a_sparse_copy_of_a_mutex_file_on_a_full_disk_is_refused_not_mapped() {
     // A valid file whose value pages are holes (`cp --sparse=always`):
     // writing the value through the mapping would need new pages.
-    let fs = SmallTmpfs::mount("64k");
+    let fs = SmallFs::tmpfs("64k");
     let path = fs.join("sparse.lock");
     let bytes = {
         let dir = tempfile::tempdir().unwrap();
@@ -89,7 +91,7 @@ fn a_sparse_copy_of_a_mutex_file_on_a_full_disk_is_refused_not_mapped() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn a_read_only_filesystem_is_named_as_such() {
-    let fs = SmallTmpfs::mount("64k");
+    let fs = SmallFs::tmpfs("64k");
     let existing = fs.join("m");
     SharedMutex::<u64>::open(&existing).unwrap();
     fs.remount_read_only();
@@ -109,7 +111,7 @@ fn a_read_only_filesystem_is_named_as_such() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
 fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
-    let fs = SmallTmpfs::mount("64k");
+    let fs = SmallFs::tmpfs("64k");
     let path = fs.join("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
     *m.lock_or_recover(|_| {}).unwrap() = 9;
