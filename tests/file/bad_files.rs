@@ -82,7 +82,7 @@ fn an_empty_file_is_named_empty_with_a_hint_for_flock_users() {
     let (_dir, path) = temp_path("m");
     // What touch leaves, and flock(1) (0644 under the usual umask), and
     // other modes; only 0400 is a creator's mark (taken over instead).
-    for mode in [0o644, 0o600, 0o666, 0o444, 0o000] {
+    for mode in [0o644, 0o600, 0o666, 0o444] {
         write_file(&path, b"", mode);
         let e = rejected(&path);
         assert!(
@@ -96,6 +96,26 @@ fn an_empty_file_is_named_empty_with_a_hint_for_flock_users() {
         );
         assert!(!text.contains("truncated"), "{text}");
     }
+}
+
+#[test]
+fn an_empty_file_whose_flock_is_held_is_named_empty_after_the_init_timeout() {
+    // While a flock is held on an empty file the opener waits (it may be a
+    // non-root takeover lifting the creator's mark for one open); when the
+    // holder is a flock(1) user, the answer after the timeout is the same.
+    use std::os::fd::AsRawFd;
+    let (_dir, path) = temp_path("held");
+    write_file(&path, b"", 0o644);
+    let holder = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock(2) on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let before = snapshot(&path);
+    let e = OpenOptions::new()
+        .init_timeout(Duration::from_millis(20))
+        .open::<u64>(&path)
+        .unwrap_err();
+    assert!(matches!(e, Error::Empty { .. }), "{e}");
+    assert_eq!(snapshot(&path), before);
 }
 
 #[test]
