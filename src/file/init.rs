@@ -156,7 +156,7 @@ pub(crate) fn publish_new_file(
     let fd =
         sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(|e| match e.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: dir.clone() },
-            _ => write_error("open O_TMPFILE in", dir.clone())(e),
+            _ => write_error("create (O_TMPFILE) a replacement for", path)(e),
         })?;
     if let Some((uid, gid)) = owner {
         let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
