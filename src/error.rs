@@ -85,6 +85,16 @@ pub enum Error {
         /// The length its header (or the format) needs.
         needed: u64,
     },
+    /// The file is empty (0 bytes) and not a creator's mark (mode 0400):
+    /// flock(1) and `touch` leave such files. Never changed by an open;
+    /// [`reset`](crate::reset()) with `force` makes it a mutex.
+    #[error(
+        "open {path}: the file is empty, not a robust-mutex file (flock(1) and touch leave empty files); remove it, or run `robust-mutex reset --force {path}` to make it a mutex"
+    )]
+    Empty {
+        /// The path.
+        path: PathBuf,
+    },
     /// Written by another version of the format.
     #[error("open {path}: format version {found}, this build reads version {expected}")]
     UnsupportedVersion {
@@ -228,6 +238,47 @@ pub enum Error {
         holder: Option<crate::OwnerInfo>,
         /// The file's kind; `None` for a bare (pymutex) file.
         kind: Option<crate::LockKind>,
+    },
+    /// [`reset`](crate::reset()) without `force` on a file that is empty or
+    /// a mutex file cut short: it holds no lock to carry over. With `force`,
+    /// a reset replaces it with a new mutex.
+    #[error(
+        "reset {path}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use force to replace it with a new mutex"
+    )]
+    ResetNeedsForce {
+        /// The path.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// The filesystem has no room for the file's blocks (ENOSPC), or the
+    /// user's disk quota is used up (EDQUOT). Creation, a takeover of a
+    /// crashed creation and a reset's replacement reserve every block of the
+    /// file (`posix_fallocate`) before they map it, so a full disk is this
+    /// error and never a SIGBUS. Nothing is left behind that anyone could
+    /// fault on: a creator removes its own new file, a takeover leaves the
+    /// crashed creator's file as it was (the next opener takes it over once
+    /// there is room), a reset leaves the old file as it was. `source` is
+    /// the OS error ([`io::ErrorKind::StorageFull`] or
+    /// [`io::ErrorKind::QuotaExceeded`]).
+    #[error(
+        "{op} {path}: no space left for the lock file ({source}); free some space and try again"
+    )]
+    NoSpace {
+        /// What was being done: "create", "take over", "reset".
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is on a read-only filesystem (EROFS), and opening a lock
+    /// (or creating or resetting one) needs to write it.
+    #[error("open {path}: on a read-only filesystem; a lock file must be writable")]
+    ReadOnlyFilesystem {
+        /// The path.
+        path: PathBuf,
     },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]

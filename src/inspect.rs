@@ -215,7 +215,7 @@ const MAX_LOOKS: u32 = 16;
 /// creation in progress, or a crashed creator's leftover);
 /// [`Error::NotFound`], [`Error::Symlink`], [`Error::NotRegularFile`],
 /// [`Error::PermissionDenied`] (no read permission),
-/// [`Error::UnsupportedFilesystem`], [`Error::ForeignFile`],
+/// [`Error::UnsupportedFilesystem`], [`Error::Empty`], [`Error::ForeignFile`],
 /// [`Error::Truncated`], [`Error::UnsupportedVersion`],
 /// [`Error::AbiMismatch`], [`Error::Corrupt`],
 /// [`Error::PidNamespaceMismatch`] (its TIDs would be read in the wrong
@@ -279,6 +279,12 @@ pub(crate) fn look(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Erro
                 foreign()
             },
         );
+    }
+    if st.size == 0 {
+        // As an opener decides: not our mark, so flock(1)'s or touch's file.
+        return Err(Error::Empty {
+            path: path.to_owned(),
+        });
     }
     if st.perm() & 0o200 == 0 {
         return Err(foreign()); // read-only, but not the creator's mark

@@ -32,7 +32,7 @@ pub use options::OpenOptions;
 pub use outcome::{Acquired, LockGuard, Recovery};
 pub use reentrant::{ReentrantGuard, ReentrantMutex};
 pub use remove::{RemoveOptions, remove};
-pub use reset::{ResetOutcome, reset};
+pub use reset::{ResetOptions, ResetOutcome, reset};
 pub use semaphore::{MAX_PERMITS, PermitGuard, PermitStatus, SemaphoreStatus, SharedSemaphore};
 pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 

@@ -5,7 +5,7 @@ use super::{BARE_SIZE, BareMap, BareMutex, registry};
 use crate::error::Error;
 use crate::file::layout;
 use crate::file::open::writable_fd;
-use crate::file::{checks::check_file, io_err, open_error};
+use crate::file::{checks::check_file, io_err, open_error, remove_if_same, write_error};
 use crate::options::OpenOptions;
 use crate::sys;
 use memmap2::MmapOptions;
@@ -139,7 +139,7 @@ fn try_create(path: &Path, opts: &OpenOptions, created: &mut bool) -> Result<Loo
 fn create(path: &Path, fd: OwnedFd, opts: &OpenOptions) -> Result<Look, Error> {
     if let Err(e) = check_file(path, &fd, opts) {
         // On a network filesystem, say: our empty file must not stay behind.
-        remove_ours(path, &fd);
+        remove_if_same(path, &fd);
         return Err(e);
     }
     // Between O_CREAT and flock an opener that has waited out its timeout
@@ -154,19 +154,14 @@ fn create(path: &Path, fd: OwnedFd, opts: &OpenOptions) -> Result<Look, Error> {
     }
     let r = write_mutex(path, &fd)
         .and_then(|()| sys::fchmod(&fd, opts.mode).map_err(io_err("fchmod", path)));
+    if r.is_err() {
+        // A full disk, say: our own half-made file must not stay behind.
+        remove_if_same(path, &fd);
+    }
     let _ = sys::funlock(&fd);
     r?;
     log::debug!("created bare (pymutex) mutex file {}", path.display());
     attach(path, &fd, &st).map(Look::Ready)
-}
-
-/// Unlinks `path` if it still names the file open as `fd`.
-fn remove_ours(path: &Path, fd: &OwnedFd) {
-    if let (Ok(a), Ok(b)) = (sys::fstat(fd), sys::lstat(path)) {
-        if (a.dev, a.ino) == (b.dev, b.ino) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// Decides what to do with an existing path opened as `fd` (read-write if
@@ -326,11 +321,12 @@ fn validate(path: &Path, size: u64, found: Content) -> Result<(), Error> {
     }
 }
 
-/// Writes a freshly initialised mutex over the whole file in one `pwrite`.
+/// Writes a freshly initialised mutex over the whole file in one `pwrite`
+/// (never through a mapping: a full disk is [`Error::NoSpace`], no SIGBUS).
 fn write_mutex(path: &Path, fd: &OwnedFd) -> Result<(), Error> {
     let bytes = sys::initialised_mutex_bytes(sys::MutexKind::ErrorCheck)
         .map_err(io_err("pthread_mutex_init", path))?;
-    sys::write_all_at(fd, &bytes, 0).map_err(io_err("write", path))
+    sys::write_all_at(fd, &bytes, 0).map_err(write_error("write", path))
 }
 
 /// A creator left the 0400 mark and the init timeout has passed; we hold the

@@ -19,7 +19,7 @@ use super::checks::{
 };
 use super::init::{Fill, checkpoint, initialise, publish_new_file};
 use super::layout;
-use super::{Opened, io_err, open_error};
+use super::{Opened, io_err, open_error, write_error};
 use crate::error::Error;
 use crate::identity;
 use crate::options::{OpenOptions, Spec};
@@ -49,8 +49,9 @@ enum Step {
     Attached(Box<Opened>),
     /// Look again now (the file changed under us).
     Retry,
-    /// A live creator holds the flock: wait a little, then look again.
-    Wait,
+    /// A live creator holds the flock: wait a little, then look again. At
+    /// the init timeout, fail with this error (or [`Error::InitTimeout`]).
+    Wait(Option<Error>),
 }
 
 /// Opens or creates the mutex file at `path` for a value laid out as `want`.
@@ -117,13 +118,13 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, spec: &Spec) -> Result<Opene
                 });
             }
             Step::Retry => retries += 1,
-            Step::Wait => {
+            Step::Wait(on_timeout) => {
                 let waited = start.elapsed();
                 if waited >= opts.init_timeout {
-                    return Err(Error::InitTimeout {
+                    return Err(on_timeout.unwrap_or(Error::InitTimeout {
                         path: path.to_owned(),
                         waited,
-                    });
+                    }));
                 }
                 // Polling the flock: flock(2) has no timed wait.
                 std::thread::sleep(pause.min(opts.init_timeout - waited));
@@ -153,7 +154,7 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     // take the initialisation over; then we simply become an opener.
     if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
         return Ok(if opts.create_new {
-            Step::Wait
+            Step::Wait(None)
         } else {
             Step::Retry
         });
@@ -165,7 +166,14 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
         let _ = sys::funlock(&fd);
         return Ok(Step::Retry);
     }
-    initialise(path, &fd, opts.mode, want, spec.kind, &Fill::Fresh)?;
+    if let Err(e) = initialise(path, &fd, opts.mode, want, spec.kind, &Fill::Fresh) {
+        // Nobody can have attached to our half-made file (it still has the
+        // mark): remove it rather than leave a leftover (a full disk, say),
+        // so that a later `create_new` finds the path free.
+        super::remove_if_same(path, &fd);
+        let _ = sys::funlock(&fd);
+        return Err(e);
+    }
     let _ = sys::funlock(&fd);
     log::debug!("created robust mutex file {}", path.display());
     if opts.create_new {
@@ -186,6 +194,19 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     let st = check_file(path, &fd, opts)?;
     if st.perm() == layout::CREATOR_MODE {
         return creator_marked(cx, fd, writable);
+    }
+    if st.size == 0 {
+        // Not our mark, so not a creator at work: flock(1) and touch leave
+        // such files. A non-root takeover lifts the mark for one `open`
+        // while it holds the flock (see `writable_fd`): wait while it does.
+        let empty = Error::Empty {
+            path: path.to_owned(),
+        };
+        if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
+            return Ok(Step::Wait(Some(empty)));
+        }
+        let _ = sys::funlock(&fd);
+        return Err(empty);
     }
     if st.perm() & 0o200 == 0 {
         // Read-only, but not our mark: someone else's file.
@@ -212,7 +233,7 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         // Writable yet not ready: only a takeover by a non-root user makes
         // this for a moment (see `writable_fd`); wait while it holds the flock.
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
-            return Ok(Step::Wait);
+            return Ok(Step::Wait(None));
         }
         let _ = sys::funlock(&fd);
     }
@@ -241,6 +262,12 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         });
     }
     let map = registry::attach((st.dev, st.ino), &fd, path, || {
+        // A file with holes (a sparse copy, say) would need pages at the
+        // first store into them; on a full disk that store is a SIGBUS.
+        // Fill them now, where a full disk is an error (data is unchanged).
+        if sys::has_hole_before(&fd, header.file_len).map_err(io_err("lseek", path))? {
+            sys::fill_holes(&fd, header.file_len).map_err(write_error("fallocate", path))?;
+        }
         MmapOptions::new()
             .len(header.file_len as usize)
             .map_raw(&fd)
@@ -263,7 +290,7 @@ fn creator_marked(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Err
     let Ctx { path, opts, spec } = *cx;
     let want = spec.layout;
     if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
-        return Ok(Step::Wait); // a live creator is at work
+        return Ok(Step::Wait(None)); // a live creator is at work
     }
     // We hold the flock. Look again: the creator may have finished (and
     // chmodded) between our fstat and our flock, or the name may be gone.

@@ -12,7 +12,8 @@
 //!   - `fstat`, `lstat` and `fchmod` (`nix::sys::stat`), and `fstatfs`
 //!     (`nix::sys::statfs`);
 //!   - `flock` (`nix::fcntl::flock`);
-//!   - `fchown` and `ftruncate` (`nix::unistd`);
+//!   - `fchown`, `ftruncate` and `lseek(SEEK_HOLE)` (`nix::unistd`), and
+//!     `posix_fallocate` and `fallocate` (`nix::fcntl`);
 //!   - `pread` and `pwrite` (`nix::sys::uio`);
 //!   - `linkat`, which names an `O_TMPFILE` file through `/proc/self/fd`
 //!     (`nix::unistd::linkat`), and `rename` (`std::fs::rename`).
@@ -65,9 +66,9 @@ mod pthread;
 
 pub(crate) use clock::{PAST_DEADLINE, coarse_unix_ns, deadline_after, deadline_passed};
 pub(crate) use fs::{
-    FileStat, create_exclusive, create_unnamed, fchmod, fchown, fs_type, fstat, funlock,
-    link_unnamed, lstat, open_existing, read_at, rename, set_len, try_flock_exclusive,
-    write_all_at,
+    FileStat, create_exclusive, create_unnamed, fchmod, fchown, fill_holes, fs_type, fstat,
+    funlock, has_hole_before, link_unnamed, lstat, open_existing, read_at, rename, reserve,
+    set_len, try_flock_exclusive, write_all_at,
 };
 pub(crate) use futex::{FutexWait, Woke, futex_waitv, futex_wake, release_dead_owner};
 pub(crate) use glibc::{

@@ -6,11 +6,13 @@
 
 mod admin;
 mod bad_input;
-#[path = "../common/mount.rs"]
-mod mount;
+mod full_disk;
 mod run;
 mod status;
 mod watch;
+
+#[path = "../common/small_fs.rs"]
+mod small_fs;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -2,7 +2,7 @@
 //! every kind of lock file; read-only (read permission and a read-only
 //! mount suffice), changing nothing.
 
-use crate::mount::Tmpfs;
+use crate::small_fs::SmallFs;
 use crate::*;
 
 const NOBODY: u32 = 65534;
@@ -135,7 +135,7 @@ fn status_needs_only_read_permission() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
 fn status_works_on_a_read_only_mount() {
-    let fs = Tmpfs::new();
+    let fs = SmallFs::tmpfs("1m");
     let (free, dead, broken) = (
         fs.path().join("free"),
         fs.path().join("dead"),
@@ -211,15 +211,8 @@ fn status_leaves_another_users_abandoned_creation_alone() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
 fn status_and_remove_of_a_leftover_on_a_full_filesystem() {
-    let fs = Tmpfs::new();
-    let path = fs.path().join("l");
-    abandoned_creation(&path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(512)
-        .unwrap();
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.sparse_leftover("l");
     fs.fill();
     status_leaves_an_abandoned_creation_alone_sized(&path, 512);
     let o = cli(&["remove", p(&path)]);

@@ -1,7 +1,7 @@
 //! `robust-mutex watch`: transitions, resets, removals and new files, and a
 //! reader that goes away.
 
-use crate::mount::Tmpfs;
+use crate::small_fs::SmallFs;
 use crate::*;
 
 #[test]
@@ -65,7 +65,7 @@ fn watch_stops_quietly_when_its_reader_goes_away() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
 fn watch_works_on_a_read_only_mount() {
-    let fs = Tmpfs::new();
+    let fs = SmallFs::tmpfs("1m");
     let dead = fs.path().join("dead");
     let mut h = Holder::start(&dead, &[]);
     h.kill_run();

@@ -12,9 +12,10 @@
 //! long by `examples/torture.rs`), and file snapshots.
 #![allow(dead_code)]
 
-pub mod mount;
 pub mod roles;
+pub mod roles_file;
 pub mod roles_inspect;
+pub mod small_fs;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

@@ -296,6 +296,7 @@ pub fn run_if_child() {
             torture::worker_if_asked();
             panic!("a torture child without its worker environment");
         }
+        other if super::roles_file::run(other, path) => {}
         other if super::roles_inspect::run(other, path) => {}
         other => panic!("unknown role {other}"),
     }

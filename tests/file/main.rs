@@ -5,6 +5,7 @@
 //! * `handshake`: racing creators, creators killed at each step, takeovers;
 //! * `bad_files`: every broken or hostile file gets a typed error and is left
 //!   untouched;
+//! * `full_disk`: full and read-only filesystems (a real small tmpfs);
 //! * `fuzz_corpus`: the saved fuzz inputs replayed (`fuzz/check.rs`);
 //! * `permissions`: other users (uid 65534), modes, owners;
 //! * `status`: `status()` in every state, and read-only `inspect()`;
@@ -22,6 +23,7 @@ mod common;
 
 mod bad_files;
 mod bare;
+mod full_disk;
 mod fuzz_corpus;
 mod handshake;
 mod permissions;

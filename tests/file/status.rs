@@ -1,8 +1,8 @@
 //! `status()` reaches every state for real, without locking; `inspect()`
 //! reads the same states from the path alone, read-only, and changes nothing.
 
-use crate::common::mount::Tmpfs;
 use crate::common::roles::HELD_LABEL;
+use crate::common::small_fs::SmallFs;
 use crate::common::{Kid, snapshot, temp_path};
 use robust_mutex::{
     Acquired, BareMutex, Error, Inspected, LockKind, LockState, ReentrantMutex, SharedMutex,
@@ -206,6 +206,13 @@ fn inspect_refuses_what_open_refuses_and_changes_nothing() {
     let e = robust_mutex::inspect(&path).unwrap_err();
     assert!(matches!(e, Error::ForeignFile { .. }), "{e}");
     assert_eq!(snapshot(&path), before);
+    // What flock(1) and touch leave: named empty, as an open names it.
+    let empty = dir.path().join("empty");
+    std::fs::File::create(&empty).unwrap();
+    let before = snapshot(&empty);
+    let e = robust_mutex::inspect(&empty).unwrap_err();
+    assert!(matches!(e, Error::Empty { .. }), "{e}");
+    assert_eq!(snapshot(&empty), before);
     let e = robust_mutex::inspect(dir.path().join("missing")).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     let e = robust_mutex::inspect(dir.path()).unwrap_err();
@@ -318,7 +325,7 @@ fn inspect_needs_only_read_permission() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
 fn inspect_works_on_a_read_only_mount() {
-    let fs = Tmpfs::new();
+    let fs = SmallFs::tmpfs("1m");
     let (free, dead, sem, bare) = (
         fs.path().join("free"),
         fs.path().join("dead"),

@@ -3,7 +3,9 @@
 
 use crate::exit::{Op, code, fail, state_code};
 use crate::format::{emit, human, label_suffix, warn};
-use robust_mutex::{Error, LockKind, LockState, OpenOptions, OwnerInfo, RemoveOptions};
+use robust_mutex::{
+    Error, LockKind, LockState, OpenOptions, OwnerInfo, RemoveOptions, ResetOptions,
+};
 use std::path::Path;
 
 /// `create`: makes a new lock file at PATH with `mode`; fails if PATH exists.
@@ -18,12 +20,13 @@ pub(crate) fn create(path: &Path, mode: u32) -> Result<u8, u8> {
 
 /// `remove`: removes the lock file at PATH, refusing (without `force`) a
 /// held lock (exit 1), a broken one whose repair it would discard (exit 2:
-/// owner-dead, not-recoverable, stuck) and another user's file (exit 77).
-/// The file is judged read-only; a refused file is left untouched.
-pub(crate) fn remove(path: &Path, force: bool) -> Result<u8, u8> {
+/// owner-dead, not-recoverable, stuck) and (without `allow_other_owners`)
+/// another user's file (exit 77). The file is judged read-only; a refused
+/// file is left untouched.
+pub(crate) fn remove(path: &Path, force: bool, allow_other_owners: bool) -> Result<u8, u8> {
     let removed = RemoveOptions::new()
         .force(force)
-        .allow_other_owners(force)
+        .allow_other_owners(allow_other_owners)
         .remove(path);
     let p = path.display();
     match removed {
@@ -39,7 +42,7 @@ pub(crate) fn remove(path: &Path, force: bool) -> Result<u8, u8> {
         }
         Err(Error::ForeignOwner { owner, ours, .. }) => {
             warn(format_args!(
-                "remove {p}: owned by uid {owner}, not by this user (uid {ours}): not ours to remove; use --force to remove it anyway"
+                "remove {p}: owned by uid {owner}, not by this user (uid {ours}); `remove --allow-other-owners` removes it"
             ));
             Err(code::NO_PERM)
         }
@@ -90,13 +93,23 @@ fn remove_refused(
 }
 
 /// `reset`: replaces a broken mutex (any mutex with `force`) with a fresh
-/// file that keeps its value and counters.
-pub(crate) fn reset(path: &Path, force: bool) -> Result<u8, u8> {
-    let out = robust_mutex::reset(path, force).map_err(|e| fail(&e, Op::Reset, path))?;
+/// file that keeps its value and counters; with `force`, also what is left
+/// of a lock file (empty or truncated). Another user's file only with
+/// `allow_other_owners`.
+pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Result<u8, u8> {
+    let out = ResetOptions::new()
+        .force(force)
+        .allow_other_owners(allow_other_owners)
+        .reset(path)
+        .map_err(|e| fail(&e, Op::Reset, path))?;
+    let before = match out.remnant_len {
+        Some(0) => "it was empty".to_owned(),
+        Some(n) => format!("{n} bytes were left of it"),
+        None => format!("{} before", out.previous_state),
+    };
     let text = format!(
-        "{}: reset ({} before), now generation {}; the next locker runs its recovery\n",
+        "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
         path.display(),
-        out.previous_state,
         out.generation
     );
     // The reset is done; a closed stdout does not undo it.

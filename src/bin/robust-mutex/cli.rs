@@ -19,12 +19,13 @@ Examples:
 Exit codes:
   0      success (run: COMMAND's own status; status: unlocked)
   1      run: the lock is held (--conflict-exit-code); status: locked;
-         reset, remove: refused (healthy, or held; use --force)
+         reset, remove: refused (healthy, held, empty or truncated;
+         use --force)
   2      status: owner-dead, not-recoverable or stuck;
          remove: refused (owner-dead, not-recoverable or stuck; use --force)
   64     usage error                  65  not a usable mutex file
   66     no such file                 69  mutex not recoverable or stuck
-  70     internal error               73  cannot create
+  70     internal error               73  cannot create (or disk full)
   74     I/O error                    75  still being created
   77     permission denied
   126    COMMAND not executable       127 COMMAND not found
@@ -209,11 +210,15 @@ Examples:
   robust-mutex remove --force /run/lock/old.lock
 
 Exit status: 0 removed, 1 refused (held), 2 refused (owner-dead,
-not-recoverable or stuck), 77 another user's file, 65 not a mutex file.")]
+not-recoverable or stuck), 77 another user's file (--allow-other-owners),
+65 not a mutex file.")]
 pub(crate) struct RemoveArgs {
-    /// Remove it even while it is held or broken, or another user's.
+    /// Remove it even while it is held, owner-dead, not-recoverable or stuck.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Remove it even if another user owns it.
+    #[arg(long)]
+    pub(crate) allow_other_owners: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
 }
@@ -221,18 +226,26 @@ pub(crate) struct RemoveArgs {
 /// Repair a broken (not-recoverable or stuck) mutex.
 ///
 /// Replaces PATH with a fresh file that keeps the value and counters; every
-/// process moves to it, and the next locker runs its recovery.
+/// process moves to it, and the next locker runs its recovery. With
+/// --force, also replaces what is left of a lock file: an empty file (as
+/// flock(1) and touch leave) or a truncated one. Never someone else's data.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   robust-mutex reset /run/lock/backup.lock
   robust-mutex reset --force /run/lock/backup.lock
 
-Exit status: 0 reset, 1 refused (the mutex is not broken; use --force).")]
+Exit status: 0 reset, 1 refused (the mutex is not broken, or the file is
+empty or truncated; use --force), 73 no space for the new file, 77 another
+user's file (--allow-other-owners) or a directory this user cannot write.")]
 pub(crate) struct ResetArgs {
-    /// Reset even a healthy mutex (its holder and waiters finish on the old file).
+    /// Reset even a healthy mutex (its holder and waiters finish on the old
+    /// file), and replace an empty or truncated file.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Reset a file owned by another user (the new file keeps its owner).
+    #[arg(long)]
+    pub(crate) allow_other_owners: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
 }

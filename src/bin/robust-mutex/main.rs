@@ -46,8 +46,8 @@ fn main() -> ExitCode {
         Cmd::Status(a) => status::status(&a.path, a.json),
         Cmd::Watch(a) => watch::watch(&a),
         Cmd::Create(a) => admin::create(&a.path, a.mode),
-        Cmd::Remove(a) => admin::remove(&a.path, a.force),
-        Cmd::Reset(a) => admin::reset(&a.path, a.force),
+        Cmd::Remove(a) => admin::remove(&a.path, a.force, a.allow_other_owners),
+        Cmd::Reset(a) => admin::reset(&a.path, a.force, a.allow_other_owners),
     };
     ExitCode::from(r.unwrap_or_else(|c| c))
 }
