@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod roles;
+pub mod roles_acc;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

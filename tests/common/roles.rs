@@ -293,6 +293,7 @@ pub fn run_if_child() {
             torture::worker_if_asked();
             panic!("a torture child without its worker environment");
         }
+        other if super::roles_acc::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }
@@ -362,7 +363,7 @@ static WAITED: AtomicBool = AtomicBool::new(false);
 
 /// Maps the first page of the mutex file at `path` privately to this
 /// process (read-write, shared), past the library.
-fn raw_map(path: &Path) -> *mut libc::c_void {
+pub fn raw_map(path: &Path) -> *mut libc::c_void {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .read(true)
