@@ -201,7 +201,12 @@ impl<'m> RawMutex<'m> {
                 r => (r, false),
             },
             Wait::Cancellable(cancel, deadline) => {
-                crate::wait::lock_cancellable(self, cancel, deadline, &name).map_err(Fail::Lock)?
+                let (r, slept) = crate::wait::lock_cancellable(self, cancel, deadline, &name)
+                    .map_err(Fail::Lock)?;
+                if slept && r.is_ok() {
+                    self.unchanged_after_wait(name())?;
+                }
+                (r, slept)
             }
         };
         match r {
@@ -237,6 +242,9 @@ impl<'m> RawMutex<'m> {
             let (until, is_deadline) = crate::wait::slice_end(deadline);
             // SAFETY: an initialised robust mutex in a live mapping (`new`).
             let r = unsafe { sys::mutex_clocklock(self.as_ptr(), &until) };
+            if r.is_ok() {
+                self.unchanged_after_wait(name())?;
+            }
             if !matches!(r, Err(LockFail::Busy)) || is_deadline {
                 return Ok(r);
             }
@@ -344,17 +352,27 @@ impl<'m> RawMutex<'m> {
         s != layout::STATE_READY && s != layout::STATE_RETIRED
     }
 
-    /// After a contended acquisition found the file changed under us: let
-    /// the lock go at once and say so.
+    /// Right after the calling thread took the lock following a wait (and
+    /// before any bookkeeping): if the file changed under us meanwhile
+    /// (truncated or overwritten: the header no longer says READY), lets
+    /// the lock go at once and says so. Never on the fast path.
+    ///
+    /// # Errors
+    /// [`LockError::FileChanged`], as above.
     #[cold]
-    fn give_back_changed(&self, name: Name<'_>) -> Fail {
-        // SAFETY: the calling thread just took the lock (`took`'s contract).
+    #[inline(never)]
+    pub(crate) fn unchanged_after_wait(&self, name: Name<'_>) -> Result<(), Fail> {
+        if !self.file_changed() {
+            return Ok(());
+        }
+        // SAFETY: the calling thread just took the lock (this function's
+        // callers run it right after a lock call returned it).
         let _ = unsafe { sys::mutex_unlock(self.as_ptr()) };
         let e = LockError::FileChanged {
             path: name.path.to_path_buf(),
         };
         log::error!("{e}");
-        Fail::Lock(e)
+        Err(Fail::Lock(e))
     }
 
     /// Whether the lock word names the calling thread (as a holder through
@@ -378,9 +396,6 @@ impl<'m> RawMutex<'m> {
         contended: bool,
         name: impl Fn() -> Name<'n>,
     ) -> Result<Got, Fail> {
-        if contended && self.file_changed() {
-            return Err(self.give_back_changed(name()));
-        }
         if !died {
             // SAFETY: we hold the lock (caller's contract).
             unsafe { self.record_acquired(false, contended) };
@@ -506,21 +521,28 @@ impl<'m> RawMutex<'m> {
         }
         // SAFETY: the word names us: we hold it (and the caller's contract).
         unsafe { self.unlock_ours() };
+        log::debug!("{}: released", name());
         Ok(())
     }
 
     /// [`Self::release`] for a guard's `Drop`: the same, with any error
-    /// only logged (where it is found), so that the fast path never builds
-    /// a `Result`.
+    /// only logged (where it is found), and the debug line "released"
+    /// written here for every kind. The fast path builds no `Result` and
+    /// tests one condition; everything else (not ours, panicking, debug
+    /// logging on) is one out-of-line call, so the drop stays small enough
+    /// to be inlined.
     ///
     /// # Safety
     /// As [`Self::release`].
     #[inline(always)]
-    pub(crate) unsafe fn release_in_drop<'n>(&self, name: impl Fn() -> Name<'n>) {
+    pub(crate) unsafe fn release_in_drop(&self, name: &dyn Fn() -> Name<'m>) {
         let w = self.word().load(Ordering::Relaxed);
-        if w & sys::FUTEX_TID_MASK != identity::locker_tid() || std::thread::panicking() {
+        if w & sys::FUTEX_TID_MASK != identity::locker_tid()
+            || std::thread::panicking()
+            || log::max_level() >= log::LevelFilter::Debug
+        {
             // SAFETY: forwarded from the caller.
-            unsafe { self.release_cold_in_drop(w, name()) };
+            unsafe { self.release_slow_in_drop(w, name) };
             return;
         }
         // SAFETY: the word names us: we hold it (and the caller's contract).
@@ -531,9 +553,16 @@ impl<'m> RawMutex<'m> {
     /// As [`Self::release`].
     #[cold]
     #[inline(never)]
-    unsafe fn release_cold_in_drop(&self, w: u32, name: Name<'_>) {
+    unsafe fn release_slow_in_drop(&self, w: u32, name: &dyn Fn() -> Name<'m>) {
+        if w & sys::FUTEX_TID_MASK == identity::locker_tid() && !std::thread::panicking() {
+            // Only debug logging brought us here.
+            // SAFETY: the word names us (and the caller's contract).
+            unsafe { self.unlock_ours() };
+            log::debug!("{}: released", name());
+            return;
+        }
         // SAFETY: forwarded from the caller. The error was logged.
-        let _ = unsafe { self.release_cold(w, name) };
+        let _ = unsafe { self.release_cold(w, name()) };
     }
 
     /// Clears one level of the owner record, counts the outermost release

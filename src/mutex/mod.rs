@@ -444,9 +444,7 @@ impl<'a, T: Pod> Guard<'a, T> {
         // SAFETY: a Guard exists only while its (not Send) thread holds the
         // lock, taken through this mapping's raw lock (`release` checks the
         // lock word says so too).
-        let r = unsafe { self.map.raw().release(|| self.mutex.name()) };
-        log::debug!("{}: released", self.mutex.path().display());
-        r
+        unsafe { self.map.raw().release(|| self.mutex.name()) }
     }
 
     /// The mutex this guard locks.
@@ -504,19 +502,8 @@ impl<T: Pod> Drop for Guard<'_, T> {
         // SAFETY: a Guard exists only while its (not Send) thread holds the
         // lock, taken through this mapping's raw lock (checked again by the
         // lock word). A failure is logged where it is found.
-        unsafe { self.map.raw().release_in_drop(|| self.mutex.name()) };
-        if log::log_enabled!(log::Level::Debug) {
-            log_released(self.mutex.path());
-        }
+        unsafe { self.map.raw().release_in_drop(&|| self.mutex.name()) };
     }
-}
-
-/// The release's debug line, out of line: the formatting would otherwise
-/// keep the guard's drop from being inlined into the caller.
-#[cold]
-#[inline(never)]
-fn log_released(path: &Path) {
-    log::debug!("{}: released", path.display());
 }
 
 impl<T: Pod> Recovery<Guard<'_, T>> {

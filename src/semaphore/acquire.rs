@@ -355,6 +355,11 @@ impl SharedSemaphore {
                         wait::after_sleep(word);
                     }
                     let name = || self.name(Some(i));
+                    if after_sleep {
+                        if let Err(Fail::Lock(e)) = slot.unchanged_after_wait(name()) {
+                            return Err(e);
+                        }
+                    }
                     // SAFETY: `try_once` just gave this thread slot `i`;
                     // `how` says whether with EOWNERDEAD.
                     let got = unsafe { slot.took(how == Locked::OwnerDied, after_sleep, name) };
@@ -370,8 +375,8 @@ impl SharedSemaphore {
                             Acquired::OwnerDied(r)
                         }
                         // A slot has no state word: never retired.
-                        // The file changed under us (a slot has no state
-                        // word of its own, so it is never "retired").
+                        // A slot has no state word of its own: it is never
+                        // "retired".
                         Err(Fail::Lock(e)) => return Err(e),
                         Err(Fail::NotRecoverable) => return Err(LockError::NotRecoverable),
                     }));

@@ -88,13 +88,11 @@ impl<'a> PermitGuard<'a> {
         // SAFETY: a PermitGuard exists only while its (not Send) thread
         // holds the permit, taken through this slot's raw lock (`release`
         // checks the lock word says so too).
-        let r = unsafe {
+        unsafe {
             self.sem
                 .slot(self.slot)
                 .release(|| self.sem.name(Some(self.slot)))
-        };
-        log::debug!("{}: released permit {}", self.sem.path.display(), self.slot);
-        r
+        }
     }
 
     /// The semaphore this permit belongs to.
@@ -161,9 +159,8 @@ impl Drop for PermitGuard<'_> {
         unsafe {
             self.sem
                 .slot(self.slot)
-                .release_in_drop(|| self.sem.name(Some(self.slot)))
+                .release_in_drop(&|| self.sem.name(Some(self.slot)))
         };
-        log::debug!("{}: released permit {}", self.sem.path.display(), self.slot);
     }
 }
 

@@ -23,6 +23,9 @@
 //! * `fork_drop_then_hold`: `SharedMutex<u64>`: locks (label `parent`),
 //!   forks; the fork child drops the guard and exits; says
 //!   `child-done=<wait status>` and waits to be killed, still holding.
+//! * `sem_stuck`: semaphore of 1 permit (or `RM_PERMITS`): locks the permit's mutex (offset
+//!   512) through a raw mapping, unmaps it while holding and exits: a stuck
+//!   permit; says `unmapped`.
 //! * `wait_and_report`: `SharedMutex<u64>`: says `waiting`, calls `lock()`
 //!   and says `got=clean`, `got=died` or `got=error <Debug of the error>`.
 
@@ -102,6 +105,23 @@ pub fn play(role: &str, path: &Path) -> bool {
             say(format!("child-done={status}"));
             std::mem::forget(g);
             hang();
+        }
+        "sem_stuck" => {
+            let n = std::env::var(super::roles::PERMITS_ENV).map_or(1, |s| s.parse().unwrap());
+            drop(SharedSemaphore::open(path, n).unwrap());
+            let base = super::roles::raw_map(path);
+            let m = base
+                .cast::<u8>()
+                .wrapping_add(512)
+                .cast::<libc::pthread_mutex_t>();
+            // SAFETY: the first permit's initialised robust mutex lies at
+            // the data offset, 512 (docs/design.md); the mapping is live
+            // until the munmap right after.
+            unsafe {
+                assert_eq!(libc::pthread_mutex_lock(m), 0);
+                assert_eq!(libc::munmap(base, 4096), 0);
+            }
+            say("unmapped");
         }
         "wait_and_report" => {
             let m = SharedMutex::<u64>::open(path).unwrap();

@@ -199,3 +199,22 @@ fn truncation_under_a_holder_and_a_waiter_is_reported_not_clean() {
     let got = waiter.expect("got");
     assert!(got.starts_with("error FileChanged"), "the waiter got {got}");
 }
+
+#[test]
+fn a_panic_holding_a_bare_lock_is_a_death_too() {
+    let (_dir, path) = temp_path("py.lock");
+    let b = robust_mutex::BareMutex::open(&path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _g = b.lock().unwrap().recover_with(|_| {});
+                std::panic::resume_unwind(Box::new("holder panics"));
+            }));
+            assert!(r.is_err());
+            // The thread lives on; its panic released the lock as a death.
+            assert_eq!(b.status().state, LockState::OwnerDead);
+        });
+    });
+    // The next locker gets OwnerDied.
+    assert!(b.lock().unwrap().owner_died());
+}
