@@ -123,6 +123,12 @@ impl<T: Pod> ReentrantMutex<T> {
     /// # Errors
     /// [`LockError::NotRecoverable`] after an abandoned recovery;
     /// [`LockError::Io`] for anything unexpected. Never `Deadlock`.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// See [`ReentrantMutex`].

@@ -290,6 +290,12 @@ impl BareMutex {
     /// [`LockError::Deadlock`] if this thread holds it already,
     /// [`LockError::NotRecoverable`] after a recovery was abandoned (by
     /// Rust or by Python), [`LockError::Io`] for anything else.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```

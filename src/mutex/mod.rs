@@ -129,6 +129,12 @@ impl<T: Pod> SharedMutex<T> {
     /// [`LockError::Deadlock`] if this thread already holds it (never a
     /// hang), [`LockError::NotRecoverable`] after an abandoned recovery (until
     /// a reset), [`LockError::Io`] for anything unexpected.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```

@@ -111,6 +111,8 @@ impl SharedSemaphore {
     /// [`LockError::WouldBlock`] if every usable permit is held (by others
     /// or by this thread); [`LockError::NotRecoverable`] if every permit is
     /// lost; [`LockError::Io`] for anything unexpected.
+    /// [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks.
     ///
     /// # Examples
     /// ```
@@ -138,6 +140,13 @@ impl SharedSemaphore {
     /// [`LockError::Deadlock`] if every usable permit is held by the calling
     /// thread (waiting would never end); [`LockError::NotRecoverable`] if
     /// every permit is lost; [`LockError::Io`] for anything unexpected.
+    /// [`LockError::Stuck`] if, after about a second of waiting, every
+    /// permit held by others is found stuck: its holder gone and never
+    /// released by the kernel (see the variant); [`LockError::TooManyHeld`]
+    /// if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```
