@@ -353,4 +353,70 @@ pub enum LockError {
     /// An unexpected OS error.
     #[error("mutex operation failed: {0}")]
     Io(#[from] io::Error),
+    /// The lock word names a thread that no longer exists, and the kernel
+    /// never marked the owner dead (its robust-list walk stopped: more than
+    /// 2048 held locks, the mapping unmapped while held, the OOM reaper; a
+    /// holder without a robust list; a file from a crashed boot). Nobody
+    /// will ever release it: waiting would never end. Found within about a
+    /// second of waiting; never reported for a holder that is merely
+    /// exiting, nor for a file shared with another PID namespace
+    /// (`allow_foreign_pid_namespace`: its TIDs are not ours to check).
+    #[error("{}", stuck_text(path, *permit, *tid, remedy))]
+    Stuck {
+        /// The dead holder's TID (in this PID namespace).
+        tid: u32,
+        /// The lock's path.
+        path: PathBuf,
+        /// The permit, for a semaphore.
+        permit: Option<usize>,
+        /// The way out, in words: reset a mutex file, replace a semaphore,
+        /// recreate a bare file.
+        remedy: &'static str,
+    },
+    /// The calling thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks: one more
+    /// might not be released by the kernel if the thread died.
+    #[error(
+        "this thread already holds {held} locks, the most one thread may hold ({max}): the kernel could not release more at its death"
+    )]
+    TooManyHeld {
+        /// Locks the thread holds.
+        held: usize,
+        /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD).
+        max: usize,
+    },
+    /// An unlock found the lock word no longer naming the calling thread:
+    /// the file was truncated, reset or otherwise overwritten under the
+    /// holder (or the guard was inherited through `fork`). Nothing was
+    /// unlocked and the owner record was left as it was.
+    #[error(
+        "unlock {path}: this thread no longer holds the lock: the file was truncated, reset or otherwise changed under the holder (or the guard came through fork); nothing was unlocked"
+    )]
+    NotOwner {
+        /// The lock's path.
+        path: PathBuf,
+    },
+    /// After waiting, the file's header no longer said READY: the file was
+    /// truncated or overwritten while in use. The lock was let go at once;
+    /// it protects nothing any more.
+    #[error(
+        "{path}: the file was truncated or overwritten while in use; its lock protects nothing now: replace it (`robust-mutex reset --force {path}` or robust_mutex::reset)"
+    )]
+    FileChanged {
+        /// The lock's path.
+        path: PathBuf,
+    },
+}
+
+/// [`LockError::Stuck`]'s text: the dead TID and the way out.
+fn stuck_text(path: &std::path::Path, permit: Option<usize>, tid: u32, remedy: &str) -> String {
+    let p = path.display();
+    let what = match permit {
+        Some(i) => format!("permit {i}"),
+        None => "the lock".to_owned(),
+    };
+    let remedy = remedy.replace("<path>", &p.to_string());
+    format!(
+        "{p}: {what} is stuck: its holder, thread {tid}, is gone and the kernel never released it; {remedy}"
+    )
 }

@@ -26,6 +26,7 @@ pub use bare::{BARE_SIZE, BareGuard, BareMutex};
 pub use cancel::CancelToken;
 pub use error::{Error, LockError};
 pub use file::layout::LockKind;
+pub use identity::MAX_HELD_PER_THREAD;
 pub use inspect::{Inspected, Inspection, inspect, inspect_file, inspect_semaphore};
 pub use mutex::{Guard, SharedMutex};
 pub use options::OpenOptions;

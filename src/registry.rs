@@ -151,10 +151,7 @@ impl Mapping {
     /// The file's robust mutex, with the owner record and counters.
     #[inline]
     pub fn raw(&self) -> RawMutex<'_> {
-        debug_assert!(
-            self.is_ready_lock(),
-            "raw() of a mapping that is not a READY lock file"
-        );
+        debug_assert!(self.is_ready_lock(), "raw() of a semaphore file's mapping");
         // A Mapping wraps a READY file (the handshake initialised the mutex
         // before publishing READY, and only then attaches it), mapped for as
         // long as `self` lives, at least DATA_MIN_OFFSET long. Only the
@@ -166,12 +163,13 @@ impl Mapping {
         unsafe { RawMutex::new(self.base.add(layout::MUTEX_OFFSET).cast(), Books::Header) }
     }
 
-    /// A READY (or RETIRED) mutex or re-entrant file: what `raw` requires.
+    /// Not a semaphore file: what `raw` requires. (It was a READY mutex
+    /// file when attached; its header may have been zeroed since, by a
+    /// truncation, which the lock path detects and reports.)
     fn is_ready_lock(&self) -> bool {
         // SAFETY: the header is the first 256 bytes of the live mapping.
         let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
-        (h.state == layout::STATE_READY || h.state == layout::STATE_RETIRED)
-            && h.kind != layout::Kind::Semaphore.code()
+        h.kind != layout::Kind::Semaphore.code()
     }
 
     /// The value region at `offset`.

@@ -168,47 +168,78 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
 /// The state of one robust mutex and its owner record, from racy snapshots
 /// of the lock word, glibc's `__owner` and the record. Returns the raw word too.
 ///
+/// Stuck is decided exactly: a thread that is still exiting is never called
+/// stuck. The word is read before the liveness check, so its holder may have
+/// died in between; but the kernel walks a dying thread's robust list before
+/// the thread becomes a zombie or its TID disappears, so once the holder is
+/// seen gone, a word that still names it (re-read after the check) will
+/// never change by itself. If it did change, the snapshot is taken again.
+///
 /// # Safety
 /// `mutex` and `owner` point into a live mapping.
 pub(crate) unsafe fn lock_state(
     mutex: *mut libc::pthread_mutex_t,
     owner: *const OwnerRecord,
 ) -> (LockState, Option<OwnerInfo>, u32) {
-    // SAFETY: forwarded from the caller; the reads race with the holder's
-    // writes by design and are only used as a diagnostic snapshot.
-    let (word, not_recoverable, record) = unsafe {
-        (
-            sys::lock_word_snapshot(mutex),
-            sys::mutex_not_recoverable(mutex),
-            std::ptr::read_volatile(owner),
-        )
-    };
+    let mut looks = 0;
+    loop {
+        // SAFETY: forwarded from the caller; the reads race with the
+        // holder's writes by design and are only used as a diagnostic
+        // snapshot.
+        let (word, not_recoverable, record) = unsafe {
+            (
+                sys::lock_word_snapshot(mutex),
+                sys::mutex_not_recoverable(mutex),
+                std::ptr::read_volatile(owner),
+            )
+        };
+        let (state, owner) = decide(word, not_recoverable, &record);
+        looks += 1;
+        if state != LockState::Stuck || looks >= 16 {
+            return (state, owner, word);
+        }
+        // SAFETY: as above.
+        let again = unsafe { sys::lock_word_snapshot(mutex) };
+        if same_holder(again, word) {
+            return (state, owner, word);
+        }
+    }
+}
+
+/// Whether two readings of a lock word name the same holder in the same
+/// state (FUTEX_WAITERS aside: waiters set it at any time).
+pub(crate) fn same_holder(a: u32, b: u32) -> bool {
+    a & !sys::FUTEX_WAITERS == b & !sys::FUTEX_WAITERS
+}
+
+/// [`lock_state`]'s decision for one snapshot.
+fn decide(
+    word: u32,
+    not_recoverable: bool,
+    record: &OwnerRecord,
+) -> (LockState, Option<OwnerInfo>) {
     let tid = word & sys::FUTEX_TID_MASK;
-    let info = OwnerInfo::from_record(&record);
-    let (state, owner) = if not_recoverable && tid == 0 {
+    if not_recoverable && tid == 0 {
         (LockState::NotRecoverable, None)
     } else if word & sys::FUTEX_OWNER_DIED != 0 {
+        let info = OwnerInfo::from_record(record);
         (LockState::OwnerDead, (record.pid != 0).then_some(info))
     } else if tid == 0 {
         (LockState::Unlocked, None)
     } else if record.tid == tid {
-        let thread = format!("/proc/{}/task/{}", record.pid, record.tid);
-        let alive = info.is_alive() && std::path::Path::new(&thread).exists();
-        (
-            if alive {
-                LockState::Locked
-            } else {
-                LockState::Stuck
-            },
-            Some(info),
-        )
-    } else if sys::pid_exists(tid) {
+        let gone = identity::holder_gone(tid, Some((record.pid, record.start_time)));
+        let state = if gone {
+            LockState::Stuck
+        } else {
+            LockState::Locked
+        };
+        (state, Some(OwnerInfo::from_record(record)))
+    } else if identity::holder_gone(tid, None) {
+        (LockState::Stuck, None)
+    } else {
         // The holder is between taking the lock and writing its record.
         (LockState::Locked, None)
-    } else {
-        (LockState::Stuck, None)
-    };
-    (state, owner, word)
+    }
 }
 
 /// Facts about a mutex file, from its header.

@@ -136,8 +136,29 @@ fn registry() -> &'static Registry<BareMap> {
 /// boot id (a file from an earlier boot may be [`LockState::Stuck`]: remove
 /// such files at boot, or keep them in a tmpfs such as `/dev/shm`), a
 /// PID-namespace check, and [`reset`](crate::reset). See `docs/pymutex.md`.
+/// A lock whose holder is gone without the kernel releasing it is reported
+/// as [`LockError::Stuck`] after about a second of waiting; since a bare
+/// file records no PID namespace, do not share one between PID namespaces
+/// (a holder in another namespace would look gone).
 ///
 /// `BareMutex` is `Send` and `Sync`; its guards are not `Send`.
+///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter cannot tell: a bare file has no header to check, so it gets
+///   the zeroed lock as if it were free;
+/// * the holder's [`BareGuard::unlock`] returns [`LockError::NotOwner`]
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users.
 ///
 /// # Examples
 /// ```
@@ -301,6 +322,12 @@ impl BareMutex {
     /// [`LockError::Deadlock`] if this thread holds it already,
     /// [`LockError::NotRecoverable`] after a recovery was abandoned (by
     /// Rust or by Python), [`LockError::Io`] for anything else.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```
@@ -472,6 +499,35 @@ impl<'a> BareGuard<'a> {
         }
     }
 
+    /// Unlocks, reporting what dropping the guard would only log: that the
+    /// lock word no longer names this thread (the file was truncated or
+    /// overwritten under the holder, or the guard was inherited through
+    /// `fork`). Then nothing is unlocked. During a panic this counts as the
+    /// holder's death, as a drop does.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// m.lock()?.recover_with(|_| {}).unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<(), LockError> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.release()
+    }
+
+    /// The release of [`unlock`](Self::unlock).
+    fn release(&self) -> Result<(), LockError> {
+        // SAFETY: a BareGuard exists only while its (not Send) thread holds
+        // the mutex, taken through this raw lock (`release` checks the lock
+        // word says so too).
+        unsafe { self.mutex.raw().release(|| self.mutex.name()) }
+    }
+
     /// The mutex this guard locks.
     ///
     /// # Examples
@@ -506,7 +562,8 @@ impl LockGuard for BareGuard<'_> {
 impl Drop for BareGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a BareGuard exists only while its (not Send) thread holds
-        // the mutex, taken through this raw lock.
-        unsafe { self.mutex.raw().release() };
+        // the mutex, taken through this raw lock (checked again by the lock
+        // word). A failure is logged where it is found.
+        unsafe { self.mutex.raw().release_in_drop(&|| self.mutex.name()) };
     }
 }

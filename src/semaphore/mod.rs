@@ -56,6 +56,26 @@ pub const MAX_PERMITS: usize = 127;
 /// robust process-shared ERRORCHECK mutex and its holder's record (see
 /// `docs/design.md`). At most [`MAX_PERMITS`] permits.
 ///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter that gets the lock after waiting finds the header no longer
+///   READY, lets the lock go and returns [`LockError::FileChanged`](crate::LockError::FileChanged)
+///   instead of a lock that protects nothing (an uncontended lock is not
+///   checked: the fast path reads no header);
+/// * the holder's [`PermitGuard::unlock`] returns [`LockError::NotOwner`](crate::LockError::NotOwner)
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users. Replace a truncated
+/// semaphore with `OpenOptions::replace(true)`.
+///
 /// # Examples
 /// ```
 /// use robust_mutex::{Acquired, SharedSemaphore};

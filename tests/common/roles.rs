@@ -298,6 +298,7 @@ pub fn run_if_child() {
         }
         other if super::roles_file::run(other, path) => {}
         other if super::roles_inspect::run(other, path) => {}
+        other if super::roles_acc::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }
@@ -367,7 +368,7 @@ static WAITED: AtomicBool = AtomicBool::new(false);
 
 /// Maps the first page of the mutex file at `path` privately to this
 /// process (read-write, shared), past the library.
-fn raw_map(path: &Path) -> *mut libc::c_void {
+pub fn raw_map(path: &Path) -> *mut libc::c_void {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .read(true)
