@@ -346,6 +346,7 @@ fn error_name(e: &Error) -> &'static str {
         Error::AlreadyExists { .. } => "AlreadyExists",
         Error::ForeignFile { .. } => "ForeignFile",
         Error::Truncated { .. } => "Truncated",
+        Error::Empty { .. } => "Empty",
         Error::UnsupportedVersion { .. } => "UnsupportedVersion",
         Error::AbiMismatch { .. } => "AbiMismatch",
         Error::KindMismatch { .. } => "KindMismatch",

@@ -85,6 +85,16 @@ pub enum Error {
         /// The length its header (or the format) needs.
         needed: u64,
     },
+    /// The file is empty (0 bytes) and not a creator's mark (mode 0400):
+    /// flock(1) and `touch` leave such files. Never changed by an open;
+    /// [`reset`](crate::reset()) with `force` makes it a mutex.
+    #[error(
+        "open {path}: the file is empty, not a robust-mutex file (flock(1) and touch leave empty files); remove it, or run `robust-mutex reset --force {path}` to make it a mutex"
+    )]
+    Empty {
+        /// The path.
+        path: PathBuf,
+    },
     /// Written by another version of the format.
     #[error("open {path}: format version {found}, this build reads version {expected}")]
     UnsupportedVersion {
@@ -204,6 +214,77 @@ pub enum Error {
         /// Its state.
         state: crate::LockState,
     },
+    /// The file carries the creator's mark (mode 0400) and is not a ready
+    /// lock yet: a creator is at work on it, or one died before finishing.
+    /// Read-only callers ([`inspect`](crate::inspect())) report it and
+    /// leave it alone; the next [`open`](crate::OpenOptions::open) waits for
+    /// a live creator or takes over from a dead one.
+    #[error(
+        "open {path}: being created, or its creator died before finishing (mode 0400, not ready); the next open finishes it or takes it over (left untouched)"
+    )]
+    BeingCreated {
+        /// The path.
+        path: PathBuf,
+    },
+    /// [`remove`](crate::remove()) without
+    /// [`force`](crate::RemoveOptions::force) on a lock that is held, or
+    /// whose state a removal would discard (owner-dead, not recoverable,
+    /// stuck: see [`remove`](crate::remove()) for each). The file is left
+    /// untouched.
+    #[error("remove {path}: the lock is {state}: {}", remove_refused_why(*.state, .holder, *.kind, .path))]
+    RemoveRefused {
+        /// The path.
+        path: PathBuf,
+        /// Its state (for a semaphore, its worst permit's: see
+        /// [`Inspected::state`](crate::Inspected::state)).
+        state: crate::LockState,
+        /// The holder, or the dead holder, when its owner record names it
+        /// (for a semaphore, the first such permit's).
+        holder: Option<crate::OwnerInfo>,
+        /// The file's kind; `None` for a bare (pymutex) file.
+        kind: Option<crate::LockKind>,
+    },
+    /// [`reset`](crate::reset()) without `force` on a file that is empty or
+    /// a mutex file cut short: it holds no lock to carry over. With `force`,
+    /// a reset replaces it with a new mutex.
+    #[error(
+        "reset {path}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use force to replace it with a new mutex"
+    )]
+    ResetNeedsForce {
+        /// The path.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// The filesystem has no room for the file's blocks (ENOSPC), or the
+    /// user's disk quota is used up (EDQUOT). Creation, a takeover of a
+    /// crashed creation and a reset's replacement reserve every block of the
+    /// file (`posix_fallocate`) before they map it, so a full disk is this
+    /// error and never a SIGBUS. Nothing is left behind that anyone could
+    /// fault on: a creator removes its own new file, a takeover leaves the
+    /// crashed creator's file as it was (the next opener takes it over once
+    /// there is room), a reset leaves the old file as it was. `source` is
+    /// the OS error ([`io::ErrorKind::StorageFull`] or
+    /// [`io::ErrorKind::QuotaExceeded`]).
+    #[error(
+        "{op} {path}: no space left for the lock file ({source}); free some space and try again"
+    )]
+    NoSpace {
+        /// What was being done: "create", "take over", "reset".
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is on a read-only filesystem (EROFS), and opening a lock
+    /// (or creating or resetting one) needs to write it.
+    #[error("open {path}: on a read-only filesystem; a lock file must be writable")]
+    ReadOnlyFilesystem {
+        /// The path.
+        path: PathBuf,
+    },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -246,6 +327,40 @@ impl LabelTooLong {
     pub const LIMIT: usize = crate::file::layout::LABEL_MAX;
 }
 
+/// The rest of [`Error::RemoveRefused`]'s message: why, and the way out.
+fn remove_refused_why(
+    state: crate::LockState,
+    holder: &Option<crate::OwnerInfo>,
+    kind: Option<crate::LockKind>,
+    path: &std::path::Path,
+) -> String {
+    use crate::LockState::*;
+    let repair = match kind {
+        Some(crate::LockKind::Mutex | crate::LockKind::Reentrant) => format!(
+            "Reset it to repair (`robust-mutex reset {}`), or use force to remove it anyway",
+            path.display()
+        ),
+        _ => "It cannot be reset: use force to remove it anyway".to_owned(),
+    };
+    match state {
+        Locked => {
+            let by = holder
+                .as_ref()
+                .map_or(String::new(), |o| format!(" by pid {}", o.pid));
+            format!(
+                "held{by}; with the file gone, the next opener would take a new lock while this one is held; use force to remove it anyway"
+            )
+        }
+        OwnerDead => "its holder died and the next locker would run its repair; removing it discards that. Let the next locker repair it, or use force to remove it anyway".to_owned(),
+        NotRecoverable => format!(
+            "a recovery was abandoned and the state was never repaired; removing it would let the next opener start clean on it. {repair}"
+        ),
+        _ => format!(
+            "its holder is gone but the lock was never released; removing it would let the next opener start clean, skipping the repair. {repair}"
+        ),
+    }
+}
+
 /// Why a lock was not acquired.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -272,4 +387,70 @@ pub enum LockError {
     /// An unexpected OS error.
     #[error("mutex operation failed: {0}")]
     Io(#[from] io::Error),
+    /// The lock word names a thread that no longer exists, and the kernel
+    /// never marked the owner dead (its robust-list walk stopped: more than
+    /// 2048 held locks, the mapping unmapped while held, the OOM reaper; a
+    /// holder without a robust list; a file from a crashed boot). Nobody
+    /// will ever release it: waiting would never end. Found within about a
+    /// second of waiting; never reported for a holder that is merely
+    /// exiting, nor for a file shared with another PID namespace
+    /// (`allow_foreign_pid_namespace`: its TIDs are not ours to check).
+    #[error("{}", stuck_text(path, *permit, *tid, remedy))]
+    Stuck {
+        /// The dead holder's TID (in this PID namespace).
+        tid: u32,
+        /// The lock's path.
+        path: PathBuf,
+        /// The permit, for a semaphore.
+        permit: Option<usize>,
+        /// The way out, in words: reset a mutex file, replace a semaphore,
+        /// recreate a bare file.
+        remedy: &'static str,
+    },
+    /// The calling thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks: one more
+    /// might not be released by the kernel if the thread died.
+    #[error(
+        "this thread already holds {held} locks, the most one thread may hold ({max}): the kernel could not release more at its death"
+    )]
+    TooManyHeld {
+        /// Locks the thread holds.
+        held: usize,
+        /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD).
+        max: usize,
+    },
+    /// An unlock found the lock word no longer naming the calling thread:
+    /// the file was truncated, reset or otherwise overwritten under the
+    /// holder (or the guard was inherited through `fork`). Nothing was
+    /// unlocked and the owner record was left as it was.
+    #[error(
+        "unlock {path}: this thread no longer holds the lock: the file was truncated, reset or otherwise changed under the holder (or the guard came through fork); nothing was unlocked"
+    )]
+    NotOwner {
+        /// The lock's path.
+        path: PathBuf,
+    },
+    /// After waiting, the file's header no longer said READY: the file was
+    /// truncated or overwritten while in use. The lock was let go at once;
+    /// it protects nothing any more.
+    #[error(
+        "{path}: the file was truncated or overwritten while in use; its lock protects nothing now: replace it (`robust-mutex reset --force {path}` or robust_mutex::reset)"
+    )]
+    FileChanged {
+        /// The lock's path.
+        path: PathBuf,
+    },
+}
+
+/// [`LockError::Stuck`]'s text: the dead TID and the way out.
+fn stuck_text(path: &std::path::Path, permit: Option<usize>, tid: u32, remedy: &str) -> String {
+    let p = path.display();
+    let what = match permit {
+        Some(i) => format!("permit {i}"),
+        None => "the lock".to_owned(),
+    };
+    let remedy = remedy.replace("<path>", &p.to_string());
+    format!(
+        "{p}: {what} is stuck: its holder, thread {tid}, is gone and the kernel never released it; {remedy}"
+    )
 }

@@ -14,8 +14,114 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 
+/// Runs in the child after every `fork()`, on the forking thread, which is
+/// the child's only thread: it invalidates the identity cache and forgets
+/// the locks the parent's thread held (the child holds none of them: glibc
+/// gives it an empty robust list). Only atomics and const-initialised
+/// thread-locals without destructors: fine in a fork child.
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    LOCKER_TID.set(NO_TID);
+    ROOM.set(0);
+}
+
+/// Whether this process is a fork child of a process that used this crate
+/// (it has seen a `fork()` since the library was first used in its line).
+pub(crate) fn is_fork_child() -> bool {
+    FORK_GENERATION.load(Ordering::Relaxed) != 0
+}
+
+// ---------------------------------------------------------------------------
+// The calling thread as a lock holder: its TID for the release check, and
+// how many more locks it may take (the held-lock bound)
+// ---------------------------------------------------------------------------
+
+/// A value no masked lock word can hold (TIDs fit in 30 bits): what
+/// [`locker_tid`] is before the thread's first lock and after a fork.
+const NO_TID: u32 = u32::MAX;
+
+thread_local! {
+    /// The calling thread's TID once it has locked anything through this
+    /// crate (else [`NO_TID`]); reset in a fork child.
+    static LOCKER_TID: Cell<u32> = const { Cell::new(NO_TID) };
+    /// How many more locks the thread may take: [`MAX_HELD_PER_THREAD`]
+    /// minus the ones it holds (0 before its first lock: the first check
+    /// initialises it).
+    static ROOM: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The most locks (of every kind, each semaphore permit counting one, a
+/// re-entrant nesting counting once) that one thread may hold at a time;
+/// the next lock call gives [`LockError::TooManyHeld`](crate::LockError::TooManyHeld).
+///
+/// Why: a thread's held robust mutexes sit on its robust list, and when it
+/// dies the kernel walks at most `ROBUST_LIST_LIMIT` = 2048 entries of that
+/// list; locks taken beyond it would stay locked by a dead thread for ever
+/// (stuck). 1024 is half of that: it leaves 1024 entries for robust mutexes
+/// that other code (a C library, pymutex through ctypes) takes on the same
+/// thread without this crate seeing them, and no sane design holds a
+/// thousand locks on one thread.
+///
+/// # Examples
+/// ```
+/// assert!(robust_mutex::MAX_HELD_PER_THREAD < 2048);
+/// ```
+pub const MAX_HELD_PER_THREAD: usize = 1024;
+
+/// The calling thread's TID if it ever locked through this crate (since
+/// the last fork), else a value no lock word's TID equals. One thread-local
+/// load: the release path compares it with the lock word.
+#[inline(always)]
+pub(crate) fn locker_tid() -> u32 {
+    LOCKER_TID.with(Cell::get)
+}
+
+/// How many more locks the calling thread may take (0 also before its
+/// first lock: see [`init_locker`]).
+#[inline(always)]
+pub(crate) fn room() -> u32 {
+    ROOM.with(Cell::get)
+}
+
+/// The calling thread took one more lock.
+#[inline(always)]
+pub(crate) fn took_one() {
+    // `with`, not `LocalKey::set`, which is not inlined.
+    ROOM.with(|r| r.set(r.get().wrapping_sub(1)));
+}
+
+/// The calling thread let one lock go.
+#[inline(always)]
+pub(crate) fn gave_one() {
+    ROOM.with(|r| r.set(r.get().wrapping_add(1)));
+}
+
+/// The first lock call on a thread (or the first after a fork): caches its
+/// TID and gives it the full room. Returns false if the thread was already
+/// initialised (its room is really used up).
+#[cold]
+pub(crate) fn init_locker() -> bool {
+    if LOCKER_TID.get() != NO_TID {
+        return false;
+    }
+    register_fork_handler();
+    LOCKER_TID.set(sys::gettid());
+    ROOM.set(MAX_HELD_PER_THREAD as u32);
+    true
+}
+
+/// How many locks the calling thread holds through this crate.
+pub(crate) fn held() -> usize {
+    if LOCKER_TID.get() == NO_TID {
+        0
+    } else {
+        MAX_HELD_PER_THREAD - ROOM.get() as usize
+    }
+}
+
+fn register_fork_handler() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| sys::at_fork_child(after_fork_in_child));
 }
 
 /// What an owner record says about its holder.
@@ -70,8 +176,7 @@ fn refresh(generation: u32) -> Me {
 
 #[cold]
 fn compute(generation: u32) -> Me {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| sys::at_fork_child(after_fork_in_child));
+    register_fork_handler();
     let pid = sys::getpid();
     Me {
         generation,
@@ -119,6 +224,41 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
         }
         // Exists but /proc is unreadable (hidepid): trust kill(2).
         None => true,
+    }
+}
+
+/// Whether thread `tid` of this PID namespace has finished: there is no
+/// such task, or it is a zombie. The kernel walks a dying thread's robust
+/// list in `exit_mm`, before the thread becomes a zombie and before its TID
+/// is unhashed, so once this is true a lock word that named `tid` holds its
+/// final value: `FUTEX_OWNER_DIED`, or still `tid` if the kernel could not
+/// release it (stuck).
+pub(crate) fn thread_finished(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => true,
+        // /proc unreadable (hidepid, not mounted): ask kill(2).
+        Err(_) => !sys::pid_exists(tid),
+    }
+}
+
+/// Whether the holder named by a lock word's `tid` is gone, given the owner
+/// record's `(pid, start time)` when the record names the same TID: the
+/// thread finished, or the TID now belongs to another process (pid reuse).
+pub(crate) fn holder_gone(tid: u32, record: Option<(u32, u64)>) -> bool {
+    if thread_finished(tid) {
+        return true;
+    }
+    match record {
+        Some((pid, start)) if pid != 0 => {
+            !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+                || (start != 0 && start_time_of(pid).is_some_and(|t| t != start))
+        }
+        _ => false,
     }
 }
 

@@ -15,6 +15,21 @@ use std::time::Duration;
 /// | open or create | `.create(true)` (what [`SharedMutex::open`] does) |
 /// | create new | `.create_new(true)` |
 ///
+/// # Disk space
+///
+/// Creating a file (and taking over one whose creator died, and
+/// [`replace`](Self::replace)) reserves every block of it with
+/// `posix_fallocate` *before* mapping it. A store into a mapped page that
+/// the filesystem cannot supply kills the process with SIGBUS; reserving
+/// first turns a full disk (ENOSPC) or a used-up quota (EDQUOT) into
+/// [`Error::NoSpace`], naming the path, with the [`std::io::Error`] as its
+/// source (kind `StorageFull` or `QuotaExceeded`). Nothing is left behind:
+/// a creator removes its own unfinished file; a crashed creator's file
+/// being taken over stays as it was, and the next open after space is
+/// freed takes it over. An existing file with holes (a sparse copy) has
+/// them filled before it is mapped, with the same error on a full disk.
+/// A read-only filesystem is [`Error::ReadOnlyFilesystem`].
+///
 /// # Examples
 /// ```
 /// use robust_mutex::OpenOptions;

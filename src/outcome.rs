@@ -278,10 +278,19 @@ impl<G: LockGuard + DerefMut> DerefMut for Recovery<G> {
 
 impl<G: LockGuard> Drop for Recovery<G> {
     fn drop(&mut self) {
-        log::error!(
-            "{}: recovery abandoned without mark_consistent; it is now not recoverable",
-            self.guard.lock_name()
-        );
+        // (A recovery inherited through fork is not this thread's: its
+        // guard's drop does nothing, and there is nothing to say.)
+        if std::thread::panicking() {
+            log::error!(
+                "{}: panicked while recovering; counted as another death: the next locker gets OwnerDied",
+                self.guard.lock_name()
+            );
+        } else if self.guard.raw_lock().held_by_caller() {
+            log::error!(
+                "{}: recovery abandoned without mark_consistent; it is now not recoverable",
+                self.guard.lock_name()
+            );
+        }
         // SAFETY: dropped exactly once, here; `mark_consistent` and
         // `into_parts` never run this Drop.
         unsafe { ManuallyDrop::drop(&mut self.guard) };

@@ -9,6 +9,15 @@
 //! mapping outlives the value, which the lifetime `'m` then enforces);
 //! locking is safe; unlocking and marking consistent are `unsafe fn`s whose
 //! precondition is "the calling thread holds it".
+//!
+//! Also here, once for every kind, the rules of issue 11: a contended wait
+//! goes in slices and gives up on a stuck lock ([`LockError::Stuck`]); a
+//! thread may hold at most [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD)
+//! locks; a release that finds the lock word no longer naming the calling
+//! thread (a guard inherited through fork, a file changed under its holder)
+//! touches nothing; a release while the thread panics counts as the
+//! holder's death; a contended acquisition checks that the file was not
+//! truncated meanwhile.
 
 use crate::cancel::CancelToken;
 use crate::error::LockError;
@@ -17,6 +26,7 @@ use crate::identity;
 use crate::owner::OwnerInfo;
 use crate::sys::{self, LockFail, Locked};
 use std::marker::PhantomData;
+use std::mem::offset_of;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -166,34 +176,37 @@ impl<'m> RawMutex<'m> {
     /// [`Fail::NotRecoverable`] for a not-recoverable or retired mutex;
     /// else [`LockError::WouldBlock`] (`Try`), [`LockError::TimedOut`]
     /// (`Until`, `Cancellable`), [`LockError::Cancelled`],
-    /// [`LockError::Deadlock`] or [`LockError::Io`].
+    /// [`LockError::Deadlock`], [`LockError::Stuck`],
+    /// [`LockError::TooManyHeld`], [`LockError::FileChanged`] or
+    /// [`LockError::Io`].
     #[inline]
     pub(crate) fn acquire<'n>(
         &self,
         wait: Wait<'_>,
         name: impl Fn() -> Name<'n>,
     ) -> Result<Got, Fail> {
+        check_room(|| self.held_by_caller()).map_err(Fail::Lock)?;
         let (r, contended) = match wait {
-            // Try once without blocking and block only if it is busy:
+            // Try once without blocking and wait only if it is busy:
             // `contended` is then exact, and no load of the lock word sits
             // in front of glibc's CAS on the fast path (measured: 1.23x ->
             // 1.12x raw glibc, docs/benchmarks.md).
             Wait::Block => match self.try_once() {
-                // SAFETY: an initialised robust mutex in a live mapping.
-                Err(LockFail::Busy) => (unsafe { sys::mutex_lock(self.as_ptr()) }, true),
+                Err(LockFail::Busy) => (self.wait_in_slices(None, &name)?, true),
                 r => (r, false),
             },
             Wait::Try => (self.try_once(), false),
-            Wait::Until(deadline) => {
-                let contended = self.word().load(Ordering::Relaxed) != 0;
-                // SAFETY: an initialised robust mutex in a live mapping.
-                let r = unsafe { sys::mutex_clocklock(self.as_ptr(), deadline) };
-                (r, contended)
-            }
+            Wait::Until(deadline) => match self.try_once() {
+                Err(LockFail::Busy) => (self.wait_in_slices(Some(deadline), &name)?, true),
+                r => (r, false),
+            },
             Wait::Cancellable(cancel, deadline) => {
-                // SAFETY: an initialised robust mutex in a live mapping.
-                unsafe { crate::wait::lock_cancellable(self.as_ptr(), cancel, deadline) }
-                    .map_err(Fail::Lock)?
+                let (r, slept) = crate::wait::lock_cancellable(self, cancel, deadline, &name)
+                    .map_err(Fail::Lock)?;
+                if slept && r.is_ok() {
+                    self.unchanged_after_wait(name())?;
+                }
+                (r, slept)
             }
         };
         match r {
@@ -211,6 +224,162 @@ impl<'m> RawMutex<'m> {
             Err(LockFail::NotRecoverable) => Err(Fail::NotRecoverable),
             Err(LockFail::Other(e)) => Err(Fail::Lock(LockError::Io(e))),
         }
+    }
+
+    /// The contended wait: `pthread_mutex_clocklock` in slices of at most
+    /// [`crate::wait::SLICE`] (or up to `deadline`, if sooner), looking after
+    /// each whole slice that timed out whether the lock is stuck, so that a
+    /// wait never hangs silently. Returns the last lock call's answer
+    /// (`Busy` once the deadline passed).
+    #[cold]
+    #[inline(never)]
+    fn wait_in_slices<'n>(
+        &self,
+        deadline: Option<&libc::timespec>,
+        name: &impl Fn() -> Name<'n>,
+    ) -> Result<Result<Locked, LockFail>, Fail> {
+        loop {
+            let (until, is_deadline) = crate::wait::slice_end(deadline);
+            // SAFETY: an initialised robust mutex in a live mapping (`new`).
+            let r = unsafe { sys::mutex_clocklock(self.as_ptr(), &until) };
+            if r.is_ok() {
+                self.unchanged_after_wait(name())?;
+            }
+            if !matches!(r, Err(LockFail::Busy)) || is_deadline {
+                return Ok(r);
+            }
+            if let Some(e) = self.stuck(name()) {
+                return Err(Fail::Lock(e));
+            }
+        }
+    }
+
+    /// If the lock is stuck — its word names a thread of this PID namespace
+    /// that is gone, and the kernel never marked it dead — the error that
+    /// says so (and logs it). Exact for a thread that is merely exiting:
+    /// the kernel walks a dying thread's robust list before its TID
+    /// disappears, so a word re-read after seeing the holder gone is final
+    /// (see `status::lock_state`). Never for a file or holder of another
+    /// PID namespace, whose TIDs we cannot see.
+    #[cold]
+    pub(crate) fn stuck(&self, name: Name<'_>) -> Option<LockError> {
+        let ours = identity::me().pidns_ino;
+        if self.file_pid_namespace().is_some_and(|ns| ns != ours) || ours == 0 {
+            return None;
+        }
+        let mut w = self.word().load(Ordering::Acquire);
+        for _ in 0..16 {
+            let tid = w & sys::FUTEX_TID_MASK;
+            if tid == 0 || w & sys::FUTEX_OWNER_DIED != 0 {
+                return None;
+            }
+            let record = self.record().map(|r| {
+                // SAFETY: the record lies in the live mapping; a racy read,
+                // only used to name the holder.
+                unsafe { std::ptr::read_volatile(r.as_ptr()) }
+            });
+            let named = record.filter(|r| r.tid == tid && r.pid != 0);
+            if named.is_some_and(|r| r.pidns_ino != ours) {
+                return None;
+            }
+            if !identity::holder_gone(tid, named.map(|r| (r.pid, r.start_time))) {
+                return None;
+            }
+            let again = self.word().load(Ordering::Acquire);
+            if crate::status::same_holder(again, w) {
+                let e = LockError::Stuck {
+                    tid,
+                    path: name.path.to_path_buf(),
+                    permit: name.permit,
+                    remedy: match self.books {
+                        Books::Header => "run `robust-mutex reset <path>` (or robust_mutex::reset)",
+                        Books::Permit { .. } => {
+                            "replace the semaphore (OpenOptions::replace(true)) and reopen it"
+                        }
+                        Books::None => {
+                            "remove the file and create it again (a bare file has no reset)"
+                        }
+                    },
+                };
+                log::error!("{e}");
+                return Some(e);
+            }
+            w = again;
+        }
+        None
+    }
+
+    /// The file's header (a mutex's own, or a permit's semaphore's).
+    fn header(&self) -> Option<NonNull<layout::Header>> {
+        match self.books {
+            Books::None => None,
+            Books::Header => Some(self.at(-(layout::MUTEX_OFFSET as isize))),
+            Books::Permit { counters } => {
+                // SAFETY: `counters` lies COUNTERS_OFFSET bytes into the
+                // live mapping, after the header (`new`).
+                Some(unsafe { counters.cast::<u8>().sub(layout::COUNTERS_OFFSET).cast() })
+            }
+        }
+    }
+
+    /// The PID namespace the file was created in (`None`: a bare file,
+    /// which does not say).
+    fn file_pid_namespace(&self) -> Option<u64> {
+        let h = self.header()?;
+        // SAFETY: the header lies in the live mapping; the field is
+        // immutable once the file is READY.
+        Some(unsafe { std::ptr::addr_of!((*h.as_ptr()).pidns_ino).read_volatile() })
+    }
+
+    /// Whether the file's header stopped saying READY (or RETIRED) under
+    /// us: it was truncated or overwritten. (A bare file has no header.)
+    #[cold]
+    fn file_changed(&self) -> bool {
+        let Some(h) = self.header() else {
+            return false;
+        };
+        // SAFETY: the state word is a 4-byte aligned u32 of the header, in
+        // the live mapping; it is only accessed atomically.
+        let state = unsafe {
+            AtomicU32::from_ptr(
+                h.as_ptr()
+                    .cast::<u8>()
+                    .add(offset_of!(layout::Header, state))
+                    .cast(),
+            )
+        };
+        let s = state.load(Ordering::Acquire);
+        s != layout::STATE_READY && s != layout::STATE_RETIRED
+    }
+
+    /// Right after the calling thread took the lock following a wait (and
+    /// before any bookkeeping): if the file changed under us meanwhile
+    /// (truncated or overwritten: the header no longer says READY), lets
+    /// the lock go at once and says so. Never on the fast path.
+    ///
+    /// # Errors
+    /// [`LockError::FileChanged`], as above.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn unchanged_after_wait(&self, name: Name<'_>) -> Result<(), Fail> {
+        if !self.file_changed() {
+            return Ok(());
+        }
+        // SAFETY: the calling thread just took the lock (this function's
+        // callers run it right after a lock call returned it).
+        let _ = unsafe { sys::mutex_unlock(self.as_ptr()) };
+        let e = LockError::FileChanged {
+            path: name.path.to_path_buf(),
+        };
+        log::error!("{e}");
+        Err(Fail::Lock(e))
+    }
+
+    /// Whether the lock word names the calling thread (as a holder through
+    /// this crate, since the last fork).
+    #[inline]
+    pub(crate) fn held_by_caller(&self) -> bool {
+        self.word().load(Ordering::Relaxed) & sys::FUTEX_TID_MASK == identity::locker_tid()
     }
 
     /// Bookkeeping right after the calling thread took the lock (`died`:
@@ -274,7 +443,8 @@ impl<'m> RawMutex<'m> {
     }
 
     /// Writes the owner record and bumps the counters for the calling
-    /// thread. Returns the dead owner's record when `died`.
+    /// thread, and counts the lock against its bound (a re-entrant relock
+    /// only once). Returns the dead owner's record when `died`.
     ///
     /// # Safety
     /// The calling thread has just acquired the lock.
@@ -282,6 +452,7 @@ impl<'m> RawMutex<'m> {
     unsafe fn record_acquired(&self, died: bool, contended: bool) -> Option<Box<OwnerInfo>> {
         let now = sys::coarse_unix_ns;
         if let Books::None = self.books {
+            identity::took_one();
             return None;
         }
         // Once, before the match: one inlined thread-local read.
@@ -295,12 +466,17 @@ impl<'m> RawMutex<'m> {
             Books::Header => {
                 let mut counters = self.header_counters();
                 // SAFETY: as for the record: only the holder writes them.
-                r.acquired(&me, died, contended, now, unsafe { counters.as_mut() })
+                let previous = r.acquired(&me, died, contended, now, unsafe { counters.as_mut() });
+                if r.depth == 1 {
+                    identity::took_one(); // not a re-entrant relock
+                }
+                previous
             }
             Books::Permit { counters } => {
                 let mut c = Counters::default();
                 let previous = r.acquired(&me, died, contended, now, &mut c);
                 self.add_shared(counters, &c);
+                identity::took_one();
                 previous
             }
         };
@@ -322,20 +498,163 @@ impl<'m> RawMutex<'m> {
         }
     }
 
-    /// Clears (one level of) the owner record and unlocks.
+    /// Clears (one level of) the owner record and unlocks — if the lock word
+    /// still names the calling thread. If it does not (a guard inherited
+    /// through fork; a file truncated, reset or overwritten under its
+    /// holder), nothing is touched and the answer is
+    /// [`LockError::NotOwner`]. If the thread is panicking, the outermost
+    /// release counts as the holder's death (see [`Self::release_cold`]).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
     ///
     /// # Safety
-    /// The calling thread holds the lock, acquired through this `RawMutex`.
-    #[inline]
-    pub(crate) unsafe fn release(&self) {
-        if !matches!(self.books, Books::None) {
-            let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
-            // SAFETY: we hold the lock: the only writer of the record.
-            unsafe { record.as_mut() }.released();
+    /// The calling thread took the lock through this `RawMutex` and has not
+    /// released it since (the guard's contract; the lock word may still say
+    /// otherwise, which is checked).
+    #[inline(always)]
+    pub(crate) unsafe fn release<'n>(&self, name: impl Fn() -> Name<'n>) -> Result<(), LockError> {
+        let w = self.word().load(Ordering::Relaxed);
+        if w & sys::FUTEX_TID_MASK != identity::locker_tid() || std::thread::panicking() {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.release_cold(w, name()) };
+        }
+        // SAFETY: the word names us: we hold it (and the caller's contract).
+        unsafe { self.unlock_ours() };
+        log::debug!("{}: released", name());
+        Ok(())
+    }
+
+    /// [`Self::release`] for a guard's `Drop`: the same, with any error
+    /// only logged (where it is found), and the debug line "released"
+    /// written here for every kind. The fast path builds no `Result` and
+    /// tests one condition; everything else (not ours, panicking, debug
+    /// logging on) is one out-of-line call, so the drop stays small enough
+    /// to be inlined.
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[inline(always)]
+    pub(crate) unsafe fn release_in_drop(&self, name: &dyn Fn() -> Name<'m>) {
+        let w = self.word().load(Ordering::Relaxed);
+        if w & sys::FUTEX_TID_MASK != identity::locker_tid()
+            || std::thread::panicking()
+            || log::max_level() >= log::LevelFilter::Debug
+        {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.release_slow_in_drop(w, name) };
+            return;
+        }
+        // SAFETY: the word names us: we hold it (and the caller's contract).
+        unsafe { self.unlock_ours() };
+    }
+
+    /// # Safety
+    /// As [`Self::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_slow_in_drop(&self, w: u32, name: &dyn Fn() -> Name<'m>) {
+        if w & sys::FUTEX_TID_MASK == identity::locker_tid() && !std::thread::panicking() {
+            // Only debug logging brought us here.
+            // SAFETY: the word names us (and the caller's contract).
+            unsafe { self.unlock_ours() };
+            log::debug!("{}: released", name());
+            return;
+        }
+        // SAFETY: forwarded from the caller. The error was logged.
+        let _ = unsafe { self.release_cold(w, name()) };
+    }
+
+    /// Clears one level of the owner record, counts the outermost release
+    /// and unlocks.
+    ///
+    /// # Safety
+    /// The calling thread holds the lock.
+    #[inline(always)]
+    unsafe fn unlock_ours(&self) {
+        let outermost = match self.books {
+            Books::None => true,
+            Books::Header | Books::Permit { .. } => {
+                let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
+                // SAFETY: we hold the lock: the only writer of the record.
+                let r = unsafe { record.as_mut() };
+                r.released();
+                r.depth == 0
+            }
+        };
+        if outermost {
+            identity::gave_one();
         }
         // SAFETY: we hold the lock (caller's contract).
-        let r = unsafe { sys::mutex_unlock(self.as_ptr()) };
-        debug_assert!(r.is_ok(), "unlock failed: {r:?}");
+        let rc = unsafe { sys::mutex_unlock_rc(self.as_ptr()) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+    }
+
+    /// The release paths off the fast one: the word (`w`) does not name us,
+    /// or the thread is panicking.
+    ///
+    /// A panic that unwinds out of a critical section leaves what the lock
+    /// protects as half-done as a crash would, so the outermost release
+    /// during a panic does what the kernel does for a dying thread: the
+    /// mutex leaves this thread's robust list and its word becomes
+    /// FUTEX_OWNER_DIED (a waiter is woken). The owner record stays: the
+    /// next locker, in any process, gets `OwnerDied` naming this thread.
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_cold(&self, w: u32, name: Name<'_>) -> Result<(), LockError> {
+        let tid = identity::locker_tid();
+        if w & sys::FUTEX_TID_MASK == tid {
+            // Ours, and the thread is panicking.
+            let depth = self.record().map_or(1, |r| {
+                // SAFETY: we hold the lock: the record is ours to read.
+                unsafe { r.as_ref() }.depth
+            });
+            if depth > 1 {
+                // A nested re-entrant guard: the outermost one counts.
+                // SAFETY: we hold the lock.
+                unsafe { self.unlock_ours() };
+                return Ok(());
+            }
+            // SAFETY: we hold the lock (the word names us), in the live
+            // mapping.
+            match unsafe { sys::die_holding(self.as_ptr(), tid) } {
+                sys::Death::Done => {
+                    identity::gave_one();
+                    log::error!(
+                        "{name}: the holder panicked holding the lock: released as a death; the next locker gets OwnerDied"
+                    );
+                }
+                sys::Death::Refused => {
+                    log::error!(
+                        "{name}: the holder panicked holding the lock, and this platform cannot mark it dead: released as if clean"
+                    );
+                    // SAFETY: we hold the lock.
+                    unsafe { self.unlock_ours() };
+                }
+            }
+            return Ok(());
+        }
+        // Not ours. If it is on this thread's robust list, the file changed
+        // under us: take it off (so the kernel's walk at our death never
+        // reads it) without touching the word or the record, which are
+        // someone else's now.
+        // SAFETY: every entry of our robust list is a mutex we hold, in a
+        // mapping kept alive while held (registry.rs).
+        let was_ours = unsafe { sys::forget_held(self.as_ptr()) };
+        if !was_ours && identity::is_fork_child() {
+            log::debug!("{name}: a guard inherited through fork was dropped; nothing done");
+        } else {
+            identity::gave_one();
+            log::error!(
+                "{name}: the lock word ({w:#x}) no longer names this thread: the file was truncated, reset or otherwise changed under the holder; nothing unlocked"
+            );
+        }
+        Err(LockError::NotOwner {
+            path: name.path.to_path_buf(),
+        })
     }
 
     /// `pthread_mutex_consistent`, plus one recovery on the counters.
@@ -344,6 +663,12 @@ impl<'m> RawMutex<'m> {
     /// The calling thread acquired the lock with EOWNERDEAD and has neither
     /// unlocked it nor marked it consistent since (glibc does not check).
     pub(crate) unsafe fn mark_consistent(&self, name: Name<'_>) {
+        if !self.held_by_caller() {
+            // A recovery inherited through fork, or a file changed under
+            // us: glibc's consistent would not check, so we do.
+            log::error!("{name}: not marking consistent: this thread does not hold the lock");
+            return;
+        }
         // SAFETY: caller's contract.
         let r = unsafe { sys::mutex_consistent(self.as_ptr()) };
         debug_assert!(r.is_ok(), "pthread_mutex_consistent failed: {r:?}");
@@ -390,4 +715,34 @@ impl<'m> RawMutex<'m> {
         // SAFETY: the mutex lies in the live mapping (`new`).
         unsafe { sys::mutex_not_recoverable(self.as_ptr()) }
     }
+}
+
+/// The held-lock bound, checked before every lock call of every kind: one
+/// thread-local load and compare on the fast path. `held_already` says
+/// whether the lock asked for is the calling thread's already (a re-entrant
+/// relock adds nothing to the robust list; an errorcheck relock is
+/// `Deadlock` anyway).
+///
+/// # Errors
+/// [`LockError::TooManyHeld`].
+#[inline(always)]
+pub(crate) fn check_room(held_already: impl FnOnce() -> bool) -> Result<(), LockError> {
+    if identity::room() == 0 {
+        return no_room(held_already);
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn no_room(held_already: impl FnOnce() -> bool) -> Result<(), LockError> {
+    if identity::init_locker() || held_already() {
+        return Ok(());
+    }
+    let e = LockError::TooManyHeld {
+        held: identity::held(),
+        max: identity::MAX_HELD_PER_THREAD,
+    };
+    log::error!("{e}");
+    Err(e)
 }

@@ -22,6 +22,26 @@ use std::time::Duration;
 /// cannot hand out references to `T` (they would alias). Values are copied
 /// in and out with [`get`](ReentrantGuard::get) and [`set`](ReentrantGuard::set).
 ///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter that gets the lock after waiting finds the header no longer
+///   READY, lets the lock go and returns [`LockError::FileChanged`]
+///   instead of a lock that protects nothing (an uncontended lock is not
+///   checked: the fast path reads no header);
+/// * the holder's [`ReentrantGuard::unlock`] returns [`LockError::NotOwner`]
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users. `robust-mutex reset --force`
+/// replaces a truncated file.
+///
 /// # Examples
 /// ```
 /// use robust_mutex::ReentrantMutex;
@@ -103,6 +123,12 @@ impl<T: Pod> ReentrantMutex<T> {
     /// # Errors
     /// [`LockError::NotRecoverable`] after an abandoned recovery;
     /// [`LockError::Io`] for anything unexpected. Never `Deadlock`.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// See [`ReentrantMutex`].
@@ -216,6 +242,28 @@ impl<T: Pod> ReentrantGuard<'_, T> {
     /// record keeps its previous label.
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         self.inner.set_label(label)
+    }
+
+    /// Releases this level, reporting what dropping the guard would only
+    /// log; see [`Guard::unlock`].
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] if the lock word no longer names this thread
+    /// (the file changed under the holder, or the guard came through
+    /// `fork`).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::ReentrantMutex::<u64>::open(dir.path().join("r"))?;
+    /// let outer = m.lock()?.recover_with(|_| {});
+    /// let inner = m.lock()?.recover_with(|_| {});
+    /// inner.unlock()?;
+    /// outer.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<(), LockError> {
+        self.inner.unlock()
     }
 }
 

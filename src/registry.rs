@@ -9,11 +9,15 @@
 //! last handle goes while a thread of this process holds the lock (a
 //! forgotten guard), the mapping stays.
 
+use crate::error::Error;
 use crate::file::layout::{self, Counters, Header, OwnerRecord};
 use crate::raw::{Books, RawMutex};
 use crate::sync::Mutex;
+use crate::sys;
 use memmap2::MmapRaw;
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +33,14 @@ pub(crate) struct Mapping {
     /// The start of the mapping, never null: the lock path builds its
     /// [`RawMutex`] from it without a check.
     base: NonNull<u8>,
+    /// A descriptor of the mapped file (a `dup` of the opener's, so it
+    /// shares that open file description; every `flock` in this crate is
+    /// released explicitly, never by a close), for [`intact`](Self::intact).
+    /// `None` only for the private mappings of files being initialised.
+    fd: Option<OwnedFd>,
+    /// The header as it was when the file was attached: READY and
+    /// immutable but for the boot id, which a stale-boot repair rewrites.
+    header: Header,
 }
 
 // SAFETY: `base` is only the start address of `raw`, which is Send and Sync
@@ -43,7 +55,59 @@ impl Mapping {
     pub fn new(raw: MmapRaw, key: Key) -> Mapping {
         assert!(raw.len() >= layout::DATA_MIN_OFFSET);
         let base = NonNull::new(raw.as_mut_ptr()).expect("a mapping is never at address 0");
-        Mapping { raw, key, base }
+        Mapping {
+            raw,
+            key,
+            base,
+            fd: None,
+            header: bytemuck::Zeroable::zeroed(),
+        }
+    }
+
+    /// Wraps the mapping of a validated READY file open as `fd`, whose
+    /// length covers the mapping (the opener checked both).
+    fn attached(raw: MmapRaw, key: Key, fd: OwnedFd) -> Mapping {
+        let mut m = Mapping::new(raw, key);
+        // SAFETY: the header is the first 256 bytes of the live mapping, and
+        // the file was just checked to cover the whole mapping.
+        m.header = unsafe { std::ptr::read_volatile(m.header()) };
+        m.fd = Some(fd);
+        m
+    }
+
+    /// Whether the file still backs this mapping: at least as long as the
+    /// mapping (`fstat` on its descriptor) and still beginning with a READY
+    /// or RETIRED header. False once someone truncated the file under us
+    /// (then touching the mapping's missing pages raises SIGBUS), or cut it
+    /// and grew it again (zeros where the header and lock were).
+    ///
+    /// A truncation between this check and a later read of the mapping is
+    /// not caught: the check narrows the window, it cannot close it.
+    pub fn intact(&self) -> bool {
+        if !self.covered() {
+            return false;
+        }
+        // SAFETY: the file covers the mapping (just checked), so the
+        // header's page is backed; a racy read, used only as a check.
+        let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
+        h.magic == layout::MAGIC
+            && (h.state == layout::STATE_READY || h.state == layout::STATE_RETIRED)
+    }
+
+    /// Whether the file is still at least as long as the mapping (`fstat`),
+    /// so that reading any of it cannot fault.
+    fn covered(&self) -> bool {
+        match &self.fd {
+            // fstat on an open descriptor does not fail; if it did, we know
+            // no more than before.
+            Some(fd) => sys::fstat(fd).map_or(true, |st| st.size >= self.raw.len() as u64),
+            None => true,
+        }
+    }
+
+    /// The header as it was when the file was attached.
+    pub fn attached_header(&self) -> &Header {
+        &self.header
     }
 
     /// (device, inode) of the file.
@@ -87,10 +151,7 @@ impl Mapping {
     /// The file's robust mutex, with the owner record and counters.
     #[inline]
     pub fn raw(&self) -> RawMutex<'_> {
-        debug_assert!(
-            self.is_ready_lock(),
-            "raw() of a mapping that is not a READY lock file"
-        );
+        debug_assert!(self.is_ready_lock(), "raw() of a semaphore file's mapping");
         // A Mapping wraps a READY file (the handshake initialised the mutex
         // before publishing READY, and only then attaches it), mapped for as
         // long as `self` lives, at least DATA_MIN_OFFSET long. Only the
@@ -102,12 +163,13 @@ impl Mapping {
         unsafe { RawMutex::new(self.base.add(layout::MUTEX_OFFSET).cast(), Books::Header) }
     }
 
-    /// A READY (or RETIRED) mutex or re-entrant file: what `raw` requires.
+    /// Not a semaphore file: what `raw` requires. (It was a READY mutex
+    /// file when attached; its header may have been zeroed since, by a
+    /// truncation, which the lock path detects and reports.)
     fn is_ready_lock(&self) -> bool {
         // SAFETY: the header is the first 256 bytes of the live mapping.
         let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
-        (h.state == layout::STATE_READY || h.state == layout::STATE_RETIRED)
-            && h.kind != layout::Kind::Semaphore.code()
+        h.kind != layout::Kind::Semaphore.code()
     }
 
     /// The value region at `offset`.
@@ -118,10 +180,19 @@ impl Mapping {
     /// True if a live thread of this process holds the mutex (or, in a
     /// semaphore, any permit's mutex) right now. (A thread that exited
     /// holding it had it marked OWNER_DIED by the kernel.)
+    ///
+    /// A file truncated under us counts as held: its lock words cannot be
+    /// read without SIGBUS, and unmapping a mutex this process holds would
+    /// strand its other robust mutexes; the mapping stays.
     fn held_by_this_process(&self) -> bool {
-        // SAFETY: the header lies in the live mapping; it is immutable.
-        let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
-        h.mutexes().any(|offset| {
+        if !self.covered() {
+            log::warn!(
+                "last handle of a robust mutex whose file was truncated under it; keeping it mapped"
+            );
+            return true;
+        }
+        // The header as attached (the file's own may have been zeroed).
+        self.header.mutexes().any(|offset| {
             let m = NonNull::new(self.at(offset).cast()).expect("mapped");
             // SAFETY: every mutex the header names lies in this live mapping
             // and was initialised before the file became READY; no books:
@@ -213,12 +284,21 @@ fn registry() -> &'static Registry<Mapping> {
     REGISTRY.get_or_init(Registry::default)
 }
 
-/// The mapping of `key`, shared if this process has one, else made by `map`.
-pub(crate) fn attach<E>(
+/// The mapping of `key`, shared if this process has one, else made by `map`
+/// from the validated READY file open as `fd` (whose length covers the
+/// mapping). The new mapping keeps a `dup` of `fd` to check the file's size
+/// ([`Mapping::intact`]).
+pub(crate) fn attach(
     key: Key,
-    map: impl FnOnce() -> Result<MmapRaw, E>,
-) -> Result<Arc<Mapping>, E> {
-    registry().attach(key, || map().map(|raw| Mapping::new(raw, key)))
+    fd: &OwnedFd,
+    path: &Path,
+    map: impl FnOnce() -> Result<MmapRaw, Error>,
+) -> Result<Arc<Mapping>, Error> {
+    registry().attach(key, || {
+        let raw = map()?;
+        let fd = fd.try_clone().map_err(crate::file::io_err("dup", path))?;
+        Ok(Mapping::attached(raw, key, fd))
+    })
 }
 
 /// Gives back a handle's claim on a mapping. The last claim unmaps it, unless
@@ -227,7 +307,7 @@ pub(crate) fn attach<E>(
 pub(crate) fn detach(map: Arc<Mapping>) {
     let kept = registry().detach(map.key(), map, |m| {
         let held = m.held_by_this_process();
-        if held {
+        if held && m.covered() {
             log::warn!(
                 "last handle of a robust mutex dropped while this process holds it; keeping it mapped"
             );

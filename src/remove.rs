@@ -1,21 +1,18 @@
-//! [`remove`]: unlink a lock file of any kind, and nothing else.
+//! [`remove`]: unlink a lock file of any kind, and nothing else; never a
+//! lock that is held or whose state a removal would discard.
 
 use crate::error::Error;
-use crate::file::{self, io_err};
+use crate::file::{self, io_err, open_error};
+use crate::inspect::{self, Inspected};
+use crate::status::LockState;
 use crate::sys;
 use std::path::Path;
 
-/// Removes the name `path` if it is a lock file of this crate, of any kind
-/// ([`SharedMutex`](crate::SharedMutex) of any `T`,
-/// [`ReentrantMutex`](crate::ReentrantMutex),
-/// [`SharedSemaphore`](crate::SharedSemaphore), a pymutex-format
-/// [`BareMutex`](crate::BareMutex) file, or what a crashed creator left).
-/// Handles that are open keep working on the unlinked file; a later `open`
-/// creates a new one. Anything else is refused and left untouched.
+/// Removes the name `path` if it is a lock file of this crate that may go:
+/// `RemoveOptions::new().remove(path)`. See [`RemoveOptions::remove`].
 ///
 /// # Errors
-/// [`Error::NotFound`], [`Error::Symlink`], [`Error::NotRegularFile`] or
-/// [`Error::ForeignFile`] (nothing is removed), or [`Error::Io`].
+/// As [`RemoveOptions::remove`]; the file is left untouched.
 ///
 /// # Examples
 /// ```
@@ -31,20 +28,162 @@ use std::path::Path;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn remove(path: impl AsRef<Path>) -> Result<(), Error> {
-    let path = path.as_ref();
-    let st = match file::checks::check_ours(path) {
-        Ok(st) => st,
-        Err(Error::ForeignFile { .. }) if crate::bare::is_bare_file(path)? => {
-            sys::lstat(path).map_err(io_err("lstat", path))?
-        }
-        Err(e) => return Err(e),
-    };
-    // Unlink only the file we checked: the name must still lead to it.
-    let now = sys::lstat(path).map_err(io_err("lstat", path))?;
-    if (now.dev, now.ino) != (st.dev, st.ino) {
-        return Err(Error::ForeignFile {
-            path: path.to_owned(),
-        });
+    RemoveOptions::new().remove(path)
+}
+
+/// How [`remove`] decides, in the builder style of [`OpenOptions`](crate::OpenOptions).
+///
+/// By default a lock file is removed only when that loses nothing: it is
+/// ours (owned by this user), of this crate, and either free or what a
+/// crashed creator left. [`force`](Self::force) removes it whatever its
+/// state; [`allow_other_owners`](Self::allow_other_owners) accepts another
+/// user's file.
+///
+/// # Examples
+/// ```
+/// use robust_mutex::{Error, LockState, RemoveOptions, SharedMutex};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("m");
+/// let m = SharedMutex::<u64>::open(&path)?;
+/// let g = m.lock()?;
+/// let e = robust_mutex::remove(&path).unwrap_err();
+/// assert!(matches!(e, Error::RemoveRefused { state: LockState::Locked, .. }));
+/// RemoveOptions::new().force(true).remove(&path)?;
+/// assert!(!path.exists());
+/// # drop(g);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RemoveOptions {
+    force: bool,
+    allow_other_owners: bool,
+}
+
+impl RemoveOptions {
+    /// Refuse held and broken locks and other users' files (the default).
+    pub fn new() -> Self {
+        RemoveOptions::default()
     }
-    std::fs::remove_file(path).map_err(io_err("unlink", path))
+
+    /// Remove the lock file whatever its state, and even when it cannot be
+    /// judged (another PID namespace, corrupt, cut short with our header):
+    /// a live holder and its waiters go on with the unlinked file while the
+    /// next opener makes a new one, and an owner death's repair is skipped.
+    pub fn force(&mut self, force: bool) -> &mut Self {
+        self.force = force;
+        self
+    }
+
+    /// Accept a file owned by another user (default: refuse with
+    /// [`Error::ForeignOwner`], as an open does).
+    pub fn allow_other_owners(&mut self, allow: bool) -> &mut Self {
+        self.allow_other_owners = allow;
+        self
+    }
+
+    /// Removes the name `path` if it is a lock file of this crate, of any
+    /// kind ([`SharedMutex`](crate::SharedMutex) of any `T`,
+    /// [`ReentrantMutex`](crate::ReentrantMutex),
+    /// [`SharedSemaphore`](crate::SharedSemaphore), a pymutex-format
+    /// [`BareMutex`](crate::BareMutex) file, or what a crashed creator left),
+    /// that this user owns and that may go. Handles that are open keep
+    /// working on the unlinked file; a later `open` creates a new one.
+    ///
+    /// It judges the file read-only, as [`inspect`](crate::inspect()) does,
+    /// and without [`force`](Self::force) refuses, with
+    /// [`Error::RemoveRefused`], a lock that is
+    /// * [`Locked`](LockState::Locked): the next opener would make a new
+    ///   file and take a second lock while this one is held;
+    /// * [`OwnerDead`](LockState::OwnerDead): the next locker would run the
+    ///   application's repair; removing discards that;
+    /// * [`NotRecoverable`](LockState::NotRecoverable) or
+    ///   [`Stuck`](LockState::Stuck): the state behind it was never
+    ///   repaired; a new file would start clean on it. Reset it instead
+    ///   ([`reset`](crate::reset())).
+    ///
+    /// For a semaphore, any permit in one of these states counts. Between
+    /// the look and the unlink another process may lock it: a removal
+    /// cannot be atomic with a check of the lock.
+    ///
+    /// # Errors
+    /// [`Error::RemoveRefused`], [`Error::ForeignOwner`], any error of
+    /// [`inspect_file`](crate::inspect_file) except
+    /// [`Error::BeingCreated`] (those only without `force`),
+    /// [`Error::NotFound`], [`Error::Symlink`], [`Error::NotRegularFile`],
+    /// [`Error::ForeignFile`] (not one of our files), [`Error::Io`]. Nothing
+    /// is removed.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("s");
+    /// robust_mutex::SharedSemaphore::open(&path, 2)?;
+    /// robust_mutex::RemoveOptions::new().remove(&path)?;
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        self.remove_look(path.as_ref(), 0)
+    }
+
+    /// [`remove`](Self::remove), after `looks` looks at a file that a reset
+    /// replaced while we looked.
+    fn remove_look(&self, path: &Path, looks: u32) -> Result<(), Error> {
+        let fd = sys::open_existing(path, false).map_err(|e| open_error(path, e))?;
+        // A regular file, ours unless allowed, on a local filesystem.
+        let mut opts = crate::OpenOptions::new();
+        opts.allow_other_owners(self.allow_other_owners);
+        let st = file::checks::check_file(path, &fd, &opts)?;
+        if !self.force {
+            match inspect::look(path, &fd) {
+                Ok(Some(i)) => refuse_unless_free(path, &i)?,
+                // A reset replaced it while we looked: judge what the path
+                // names now.
+                Ok(None) if looks < 16 => return self.remove_look(path, looks + 1),
+                Ok(None) => {
+                    return Err(Error::InitTimeout {
+                        path: path.to_owned(),
+                        waited: std::time::Duration::ZERO,
+                    });
+                }
+                // A leftover of a crashed creator, or a creation at work
+                // (which then re-creates the file): nothing to lose.
+                Err(Error::BeingCreated { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let checked = match file::checks::check_ours(path) {
+            Ok(st) => st,
+            Err(Error::ForeignFile { .. }) if crate::bare::is_bare_file(path)? => {
+                sys::lstat(path).map_err(io_err("lstat", path))?
+            }
+            Err(e) => return Err(e),
+        };
+        // Unlink only the file we judged: the name must still lead to it.
+        let now = sys::lstat(path).map_err(io_err("lstat", path))?;
+        if (now.dev, now.ino) != (st.dev, st.ino) || (checked.dev, checked.ino) != (st.dev, st.ino)
+        {
+            return Err(Error::ForeignFile {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io_err("unlink", path))
+    }
+}
+
+/// Refuses a lock that is not free (see [`RemoveOptions::remove`]).
+fn refuse_unless_free(path: &Path, i: &inspect::Inspection) -> Result<(), Error> {
+    let state = i.lock.state();
+    if state == LockState::Unlocked {
+        return Ok(());
+    }
+    Err(Error::RemoveRefused {
+        path: path.to_owned(),
+        state,
+        holder: i.lock.holder(),
+        kind: match &i.lock {
+            Inspected::Mutex(_) => i.file.as_ref().map(|f| f.kind),
+            Inspected::Semaphore(_) => Some(crate::LockKind::Semaphore),
+        },
+    })
 }

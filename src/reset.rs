@@ -12,15 +12,18 @@
 //! repair code runs.
 
 use crate::error::Error;
-use crate::file::layout::{self, LockKind};
+use crate::file::checks::{self, Found};
+use crate::file::layout::{self, DataLayout, LockKind};
 use crate::file::{self, init::Fill};
 use crate::options::{OpenOptions, Spec};
 use crate::registry;
 use crate::status::{self, LockState};
 use crate::sys;
 use std::mem::offset_of;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// What a reset did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +31,13 @@ use std::sync::atomic::Ordering;
 pub struct ResetOutcome {
     /// The generation of the new file.
     pub generation: u64,
-    /// The state the old mutex was in.
+    /// The state the old mutex was in ([`LockState::NotRecoverable`] for a
+    /// remnant: it held no usable lock).
     pub previous_state: LockState,
+    /// `Some(length)` when the old file was only what was left of a lock
+    /// file (empty, cut short, or a crashed creator's leftover), replaced
+    /// with `force`.
+    pub remnant_len: Option<u64>,
 }
 
 /// Replaces the mutex file at `path` with a fresh one holding the same value.
@@ -40,10 +48,36 @@ pub struct ResetOutcome {
 /// file while newcomers use the new one, so force only when you know the
 /// holder is gone or harmless.
 ///
+/// With `force`, what is left of a lock file is replaced too, so that no
+/// operator ever needs `rm`: an empty file (as flock(1) and `touch` leave),
+/// a mutex file cut short (`truncate`), or a crashed creator's leftover.
+/// The new file keeps the kind and value layout if the old header still
+/// shows them, and is otherwise a plain mutex with no value (what
+/// `robust-mutex create` makes); its first locker gets
+/// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied). Someone else's data
+/// is never replaced.
+///
+/// A file owned by another user is refused ([`Error::ForeignOwner`]); an
+/// operator opts in with [`ResetOptions::allow_other_owners`]. The new file
+/// keeps the old one's owner, group and mode.
+///
+/// The replacement is built unnamed in the same directory, its blocks
+/// reserved before it is mapped, and renamed over the path: on any error
+/// (a full disk, say) the old file is left exactly as it was.
+///
 /// # Errors
-/// [`Error::ResetRefused`] for a healthy mutex without `force`; any open
-/// error for the old file (it must be a valid mutex file); [`Error::Io`] when
-/// the new file cannot be built, in which case nothing has changed.
+/// * [`Error::ResetRefused`] for a healthy mutex without `force`;
+/// * [`Error::ResetNeedsForce`] for an empty or truncated file without
+///   `force`;
+/// * [`Error::ForeignOwner`] for another user's file (see above);
+/// * [`Error::ForeignFile`] for someone else's data, and any open error for
+///   a whole file that is not a usable mutex file (it must be one);
+/// * [`Error::PermissionDenied`] naming the *directory* when the caller may
+///   not create the replacement there;
+/// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
+///   the new file cannot be built.
+///
+/// Whatever the error, the file at `path` is as it was.
 ///
 /// # Examples
 /// ```
@@ -55,14 +89,122 @@ pub struct ResetOutcome {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error> {
-    let path = path.as_ref();
-    let mut opts = OpenOptions::new();
-    opts.allow_other_owners = true; // an operator (root) resets users' locks
+    ResetOptions::new().force(force).reset(path)
+}
+
+/// Options for [`reset()`]: `reset(path, force)` is
+/// `ResetOptions::new().force(force).reset(path)`.
+///
+/// # Examples
+/// ```
+/// use robust_mutex::ResetOptions;
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("m");
+/// # robust_mutex::SharedMutex::<u64>::open(&path)?;
+/// // An operator repairing a lock that another user owns.
+/// let out = ResetOptions::new()
+///     .force(true)
+///     .allow_other_owners(true)
+///     .reset(&path)?;
+/// assert_eq!(out.generation, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResetOptions {
+    force: bool,
+    allow_other_owners: bool,
+    init_timeout: Duration,
+}
+
+impl Default for ResetOptions {
+    fn default() -> Self {
+        ResetOptions::new()
+    }
+}
+
+impl ResetOptions {
+    /// Only broken mutexes, only the caller's own files.
+    pub fn new() -> Self {
+        ResetOptions {
+            force: false,
+            allow_other_owners: false,
+            init_timeout: OpenOptions::new().init_timeout,
+        }
+    }
+
+    /// Reset a healthy mutex too, and replace an empty or truncated file
+    /// (see [`reset()`]).
+    pub fn force(&mut self, force: bool) -> &mut Self {
+        self.force = force;
+        self
+    }
+
+    /// Accept a file owned by another user (default: refuse with
+    /// [`Error::ForeignOwner`]); the new file keeps that owner.
+    pub fn allow_other_owners(&mut self, allow: bool) -> &mut Self {
+        self.allow_other_owners = allow;
+        self
+    }
+
+    /// Resets the file at `path` as [`reset()`] describes.
+    ///
+    /// # Errors
+    /// As [`reset()`].
+    pub fn reset(&self, path: impl AsRef<Path>) -> Result<ResetOutcome, Error> {
+        let path = path.as_ref();
+        let mut opts = OpenOptions::new();
+        opts.allow_other_owners = self.allow_other_owners;
+        opts.init_timeout = self.init_timeout;
+        let start = Instant::now();
+        loop {
+            // Look first, read-only and without mapping: what is at the path?
+            let fd = sys::open_existing(path, false).map_err(|e| file::open_error(path, e))?;
+            let st = checks::check_file(path, &fd, &opts)?;
+            let done = match checks::found_for_reset(path, &fd, &st)? {
+                Found::Whole => {
+                    drop(fd);
+                    Some(reset_mutex(path, &opts, self.force))
+                }
+                Found::Remnant(_) if !self.force => {
+                    return Err(Error::ResetNeedsForce {
+                        path: path.to_owned(),
+                        len: st.size,
+                    });
+                }
+                Found::Remnant(_) => replace_remnant(path, &fd, &opts).transpose(),
+            };
+            match done {
+                Some(r) => {
+                    return r.map_err(|e| match e {
+                        Error::NoSpace { path, source, .. } => Error::NoSpace {
+                            op: "reset",
+                            path,
+                            source,
+                        },
+                        e => e,
+                    });
+                }
+                // The file changed while we took its flock: look again, a
+                // bounded number of times.
+                None if start.elapsed() < self.init_timeout => {}
+                None => {
+                    return Err(Error::InitTimeout {
+                        path: path.to_owned(),
+                        waited: start.elapsed(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Resets a whole mutex file: open it, judge its state, replace it.
+fn reset_mutex(path: &Path, opts: &OpenOptions, force: bool) -> Result<ResetOutcome, Error> {
     let spec = Spec {
         any_kind: true,
         ..Spec::any_value(LockKind::Mutex)
     };
-    let old = file::open(path, &opts, &spec)?;
+    let old = file::open(path, opts, &spec)?;
     // One reset at a time: hold the old file's init flock throughout.
     if let Err(e) = file::wait_for_flock(path, &old.fd, opts.init_timeout) {
         registry::detach(old.map);
@@ -71,6 +213,68 @@ pub fn reset(path: impl AsRef<Path>, force: bool) -> Result<ResetOutcome, Error>
     let result = replace(path, &old, force);
     let _ = sys::funlock(&old.fd);
     registry::detach(old.map);
+    result
+}
+
+/// Replaces what is left of a lock file (open read-only as `fd`) with a new
+/// mutex, under the old file's flock (a live creator, or a flock(1) user,
+/// is waited for up to the init timeout), after checking again that the
+/// path still names the same file and that it is still a remnant.
+/// `Ok(None)`: it changed meanwhile; look again.
+fn replace_remnant(
+    path: &Path,
+    fd: &OwnedFd,
+    opts: &OpenOptions,
+) -> Result<Option<ResetOutcome>, Error> {
+    file::wait_for_flock(path, fd, opts.init_timeout)?;
+    let result = (|| {
+        let st = checks::check_file(path, fd, opts)?;
+        let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
+        let found = checks::found_for_reset(path, fd, &st)?;
+        let (Found::Remnant(kept), true) = (found, here && st.nlink > 0) else {
+            return Ok(None);
+        };
+        let (kind, data, generation) = match kept {
+            Some(k) if k.kind == layout::Kind::Semaphore => (k.kind, k.layout, 1),
+            Some(k) => (k.kind, k.layout, k.generation.max(1) + 1),
+            None => (
+                layout::Kind::Mutex,
+                DataLayout::of::<()>().expect("unit"),
+                1,
+            ),
+        };
+        // A remnant holds no owner record, counters or value worth carrying:
+        // only the count of resets, one.
+        let mut carried = vec![0u8; layout::DATA_MIN_OFFSET - layout::OWNER_OFFSET];
+        let resets =
+            layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+        carried[resets..resets + 8].copy_from_slice(&1u64.to_ne_bytes());
+        let fill = if kind == layout::Kind::Semaphore {
+            // Every permit free, generation 1: a semaphore's permits have no
+            // one lock to report dead (as `OpenOptions::replace`).
+            Fill::Fresh
+        } else {
+            Fill::Replacement {
+                generation,
+                carried: &carried,
+            }
+        };
+        // The old mode if it lets the owner read and write (not the 0400
+        // mark), else 0600; never execute bits.
+        let mode = (st.perm() & 0o666) | 0o600;
+        file::init::publish_new_file(path, mode, Some((st.uid, st.gid)), data, kind, &fill)?;
+        log::warn!(
+            "{}: {} bytes left of a lock file; replaced with a new {kind} lock (generation {generation})",
+            path.display(),
+            st.size
+        );
+        Ok(Some(ResetOutcome {
+            generation,
+            previous_state: LockState::NotRecoverable,
+            remnant_len: Some(st.size),
+        }))
+    })();
+    let _ = sys::funlock(fd);
     result
 }
 
@@ -89,6 +293,7 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome,
         return Ok(ResetOutcome {
             generation: now.generation + 1,
             previous_state: now.state,
+            remnant_len: None,
         });
     }
     if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
@@ -141,5 +346,6 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome,
     Ok(ResetOutcome {
         generation,
         previous_state: now.state,
+        remnant_len: None,
     })
 }

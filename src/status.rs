@@ -25,11 +25,18 @@ pub enum LockState {
     /// OOM reaper, a file from another boot). Nobody will ever release it
     /// by itself: reset it.
     Stuck,
+    /// Only from a handle's `status()`: the file was cut short (or cut and
+    /// grown again, zeros where the lock was) after this handle mapped it.
+    /// The lock, owner record and counters are gone, and touching the
+    /// missing part of the mapping would kill the process (SIGBUS), so
+    /// nothing else was read. Someone with write access truncated it:
+    /// stop using the handle, then remove or `reset --force` the file.
+    Truncated,
 }
 
 impl LockState {
     /// A short lowercase name: `unlocked`, `locked`, `owner-dead`,
-    /// `not-recoverable`, `stuck`.
+    /// `not-recoverable`, `stuck`, `truncated`.
     pub fn as_str(&self) -> &'static str {
         match self {
             LockState::Unlocked => "unlocked",
@@ -37,6 +44,7 @@ impl LockState {
             LockState::OwnerDead => "owner-dead",
             LockState::NotRecoverable => "not-recoverable",
             LockState::Stuck => "stuck",
+            LockState::Truncated => "truncated",
         }
     }
 }
@@ -91,16 +99,61 @@ pub struct Status {
     pub lock_word: u32,
 }
 
-/// Reads the state of `map` without locking.
+impl Status {
+    /// What a handle reports once its file was truncated under it.
+    pub(crate) fn truncated() -> Status {
+        Status {
+            state: LockState::Truncated,
+            owner: None,
+            counters: Counters::default(),
+            generation: 0,
+            lock_word: 0,
+        }
+    }
+}
+
+/// Reads the state of `map` without locking: [`LockState::Truncated`] if
+/// the file no longer covers the mapping ([`Mapping::intact`]).
+///
+/// The size is checked (`fstat`) right before the reads, not atomically
+/// with them: a truncation in between still raises SIGBUS. That window is
+/// a few hundred nanoseconds; it cannot be closed without a signal handler.
 pub(crate) fn snapshot(map: &Mapping) -> Status {
-    // SAFETY: the mutex and owner record lie in the live mapping.
-    let (state, owner, word) = unsafe { lock_state(map.mutex(), map.owner()) };
-    // SAFETY: all reads are of the live mapping; they race with the holder's
-    // writes by design and are only used as a diagnostic snapshot.
+    if !map.intact() {
+        return Status::truncated();
+    }
+    // SAFETY: the mapping is live, of a READY mutex or re-entrant file
+    // (what a Mapping behind a mutex handle is), DATA_MIN_OFFSET or more
+    // bytes long, and (just checked) still backed by the file.
+    unsafe { snapshot_at(map.header().cast()) }
+}
+
+/// Reads the state of the mutex file mapped at `base` without locking.
+/// Only reads, and only Relaxed atomic loads of at most 4 bytes and
+/// volatile reads: a read-only mapping (PROT_READ) is enough.
+///
+/// # Safety
+/// `base` is the start of a live mapping, at least `DATA_MIN_OFFSET` bytes
+/// long and backed by the file over that length, of a READY (or RETIRED)
+/// mutex or re-entrant file.
+pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
+    let at = |offset: usize| base.wrapping_add(offset);
+    // SAFETY: forwarded from the caller: the mutex and owner record lie in
+    // the live mapping, at their offsets.
+    let (state, owner, word) = unsafe {
+        lock_state(
+            at(layout::MUTEX_OFFSET).cast(),
+            at(layout::OWNER_OFFSET).cast_const().cast(),
+        )
+    };
+    let header = at(0).cast::<layout::Header>();
+    // SAFETY: all reads are of the live mapping (the caller's contract);
+    // they race with the holder's writes by design and are only used as a
+    // diagnostic snapshot.
     let (counters, generation) = unsafe {
         (
-            std::ptr::read_volatile(map.counters()),
-            std::ptr::read_volatile(std::ptr::addr_of!((*map.header()).generation)),
+            std::ptr::read_volatile(at(layout::COUNTERS_OFFSET).cast::<layout::Counters>()),
+            std::ptr::read_volatile(std::ptr::addr_of!((*header).generation)),
         )
     };
     Status {
@@ -115,47 +168,78 @@ pub(crate) fn snapshot(map: &Mapping) -> Status {
 /// The state of one robust mutex and its owner record, from racy snapshots
 /// of the lock word, glibc's `__owner` and the record. Returns the raw word too.
 ///
+/// Stuck is decided exactly: a thread that is still exiting is never called
+/// stuck. The word is read before the liveness check, so its holder may have
+/// died in between; but the kernel walks a dying thread's robust list before
+/// the thread becomes a zombie or its TID disappears, so once the holder is
+/// seen gone, a word that still names it (re-read after the check) will
+/// never change by itself. If it did change, the snapshot is taken again.
+///
 /// # Safety
 /// `mutex` and `owner` point into a live mapping.
 pub(crate) unsafe fn lock_state(
     mutex: *mut libc::pthread_mutex_t,
     owner: *const OwnerRecord,
 ) -> (LockState, Option<OwnerInfo>, u32) {
-    // SAFETY: forwarded from the caller; the reads race with the holder's
-    // writes by design and are only used as a diagnostic snapshot.
-    let (word, not_recoverable, record) = unsafe {
-        (
-            sys::lock_word_snapshot(mutex),
-            sys::mutex_not_recoverable(mutex),
-            std::ptr::read_volatile(owner),
-        )
-    };
+    let mut looks = 0;
+    loop {
+        // SAFETY: forwarded from the caller; the reads race with the
+        // holder's writes by design and are only used as a diagnostic
+        // snapshot.
+        let (word, not_recoverable, record) = unsafe {
+            (
+                sys::lock_word_snapshot(mutex),
+                sys::mutex_not_recoverable(mutex),
+                std::ptr::read_volatile(owner),
+            )
+        };
+        let (state, owner) = decide(word, not_recoverable, &record);
+        looks += 1;
+        if state != LockState::Stuck || looks >= 16 {
+            return (state, owner, word);
+        }
+        // SAFETY: as above.
+        let again = unsafe { sys::lock_word_snapshot(mutex) };
+        if same_holder(again, word) {
+            return (state, owner, word);
+        }
+    }
+}
+
+/// Whether two readings of a lock word name the same holder in the same
+/// state (FUTEX_WAITERS aside: waiters set it at any time).
+pub(crate) fn same_holder(a: u32, b: u32) -> bool {
+    a & !sys::FUTEX_WAITERS == b & !sys::FUTEX_WAITERS
+}
+
+/// [`lock_state`]'s decision for one snapshot.
+fn decide(
+    word: u32,
+    not_recoverable: bool,
+    record: &OwnerRecord,
+) -> (LockState, Option<OwnerInfo>) {
     let tid = word & sys::FUTEX_TID_MASK;
-    let info = OwnerInfo::from_record(&record);
-    let (state, owner) = if not_recoverable && tid == 0 {
+    if not_recoverable && tid == 0 {
         (LockState::NotRecoverable, None)
     } else if word & sys::FUTEX_OWNER_DIED != 0 {
+        let info = OwnerInfo::from_record(record);
         (LockState::OwnerDead, (record.pid != 0).then_some(info))
     } else if tid == 0 {
         (LockState::Unlocked, None)
     } else if record.tid == tid {
-        let thread = format!("/proc/{}/task/{}", record.pid, record.tid);
-        let alive = info.is_alive() && std::path::Path::new(&thread).exists();
-        (
-            if alive {
-                LockState::Locked
-            } else {
-                LockState::Stuck
-            },
-            Some(info),
-        )
-    } else if sys::pid_exists(tid) {
+        let gone = identity::holder_gone(tid, Some((record.pid, record.start_time)));
+        let state = if gone {
+            LockState::Stuck
+        } else {
+            LockState::Locked
+        };
+        (state, Some(OwnerInfo::from_record(record)))
+    } else if identity::holder_gone(tid, None) {
+        (LockState::Stuck, None)
+    } else {
         // The holder is between taking the lock and writing its record.
         (LockState::Locked, None)
-    } else {
-        (LockState::Stuck, None)
-    };
-    (state, owner, word)
+    }
 }
 
 /// Facts about a mutex file, from its header.
@@ -182,10 +266,21 @@ pub struct FileInfo {
 
 /// Reads the header facts of `map`.
 pub(crate) fn file_info(map: &Mapping) -> FileInfo {
-    // SAFETY: the header is the first 256 bytes of the live mapping; its
-    // fields are immutable after READY except the boot id, a racy read of
-    // which is only a diagnostic.
-    let h: layout::Header = unsafe { std::ptr::read_volatile(map.header()) };
+    let h = if map.intact() {
+        // SAFETY: the header is the first 256 bytes of the live mapping,
+        // still backed by the file (just checked); its fields are immutable
+        // after READY except the boot id, a racy read of which is only a
+        // diagnostic.
+        unsafe { std::ptr::read_volatile(map.header()) }
+    } else {
+        // Truncated under us: what it was when attached.
+        *map.attached_header()
+    };
+    file_info_of(&h)
+}
+
+/// The facts a header gives.
+pub(crate) fn file_info_of(h: &layout::Header) -> FileInfo {
     FileInfo {
         version: h.version,
         kind: layout::Kind::from_code(h.kind).unwrap_or(layout::Kind::Mutex),

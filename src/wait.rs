@@ -5,11 +5,31 @@
 //! the lock word by CAS, so that an unlock (or the kernel, at the owner's
 //! death) wakes it; after acquiring following a sleep it sets FUTEX_WAITERS
 //! again (glibc's `assume_other_futex_waiters`), so no other sleeper is lost.
+//!
+//! Every wait sleeps in slices of at most [`SLICE`], so that the waiter can
+//! look whether the lock became stuck (its holder gone, never released by
+//! the kernel) instead of hanging for ever.
 
 use crate::cancel::CancelToken;
 use crate::error::LockError;
+use crate::raw::{Name, RawMutex};
 use crate::sys::{self, LockFail, Locked};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The longest a contended wait sleeps before it looks whether the lock is
+/// stuck: a stuck lock is reported within about twice this.
+pub(crate) const SLICE: Duration = Duration::from_millis(500);
+
+/// The end of the next slice of a wait: now + [`SLICE`], or `deadline` if
+/// that is sooner (then `true`).
+pub(crate) fn slice_end(deadline: Option<&libc::timespec>) -> (libc::timespec, bool) {
+    let slice = sys::deadline_after(SLICE);
+    match deadline {
+        Some(d) if (d.tv_sec, d.tv_nsec) <= (slice.tv_sec, slice.tv_nsec) => (*d, true),
+        _ => (slice, false),
+    }
+}
 
 /// Sets FUTEX_WAITERS in `word`. Returns the value to sleep on, or `None`
 /// if the word changed (or is free) and the caller should try again.
@@ -38,12 +58,18 @@ pub(crate) fn after_sleep(word: &AtomicU32) {
 }
 
 /// Sleeps on `words` (each with the value it must still hold) and the
-/// optional cancel token until something changes.
+/// optional cancel token until something changes or one [`SLICE`] ends.
+/// Returns true if a whole slice ended (the caller then looks whether the
+/// lock is stuck, and tries again). A wait shorter than a slice is not
+/// looked at: it ends with `TimedOut`.
+///
+/// # Errors
+/// [`LockError::TimedOut`] if `deadline` has passed; [`LockError::Io`].
 pub(crate) fn sleep(
     words: &[(&AtomicU32, u32)],
     cancel: Option<&CancelToken>,
     deadline: Option<&libc::timespec>,
-) -> Result<(), LockError> {
+) -> Result<bool, LockError> {
     if deadline.is_some_and(sys::deadline_passed) {
         return Err(LockError::TimedOut);
     }
@@ -62,9 +88,11 @@ pub(crate) fn sleep(
             shared: false,
         });
     }
-    match sys::futex_waitv(&waits, deadline)? {
-        sys::Woke::TimedOut => Err(LockError::TimedOut),
-        _ => Ok(()),
+    let (until, is_deadline) = slice_end(deadline);
+    match sys::futex_waitv(&waits, Some(&until))? {
+        sys::Woke::TimedOut if is_deadline => Err(LockError::TimedOut),
+        sys::Woke::TimedOut => Ok(true),
+        _ => Ok(false),
     }
 }
 
@@ -73,23 +101,22 @@ pub(crate) fn sleep(
 /// is cancelled, or the deadline passes. Returns that answer and whether we
 /// slept.
 ///
-/// # Safety
-/// `m` points to an initialised robust mutex in a mapping that stays alive
-/// for the call.
-pub(crate) unsafe fn lock_cancellable(
-    m: *mut libc::pthread_mutex_t,
+/// # Errors
+/// [`LockError::Cancelled`], [`LockError::TimedOut`], [`LockError::Stuck`]
+/// (looked at after every slice), [`LockError::Io`].
+pub(crate) fn lock_cancellable<'n>(
+    raw: &RawMutex<'_>,
     cancel: &CancelToken,
     deadline: Option<&libc::timespec>,
+    name: &impl Fn() -> Name<'n>,
 ) -> Result<(Result<Locked, LockFail>, bool), LockError> {
-    // SAFETY: forwarded from the caller.
-    let word = unsafe { sys::lock_word(m) };
+    let word = raw.word();
     let mut slept = false;
     loop {
         if cancel.is_cancelled() {
             return Err(LockError::Cancelled);
         }
-        // SAFETY: forwarded from the caller. A past deadline: try once.
-        let r = unsafe { sys::mutex_clocklock(m, &sys::PAST_DEADLINE) };
+        let r = raw.try_once();
         if !matches!(r, Err(LockFail::Busy)) {
             if slept && r.is_ok() {
                 after_sleep(word);
@@ -97,8 +124,13 @@ pub(crate) unsafe fn lock_cancellable(
             return Ok((r, slept));
         }
         if let Some(expected) = announce(word) {
-            sleep(&[(word, expected)], Some(cancel), deadline)?;
+            let slice_over = sleep(&[(word, expected)], Some(cancel), deadline)?;
             slept = true;
+            if slice_over {
+                if let Some(e) = raw.stuck(name()) {
+                    return Err(e);
+                }
+            }
         }
     }
 }

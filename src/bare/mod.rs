@@ -25,7 +25,7 @@
 
 mod open;
 
-pub(crate) use open::is_bare_file;
+pub(crate) use open::{creator_leftover, holds_mutex, is_bare_file};
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};
@@ -39,6 +39,7 @@ use crate::status::{self, Counters, LockState, Status};
 use crate::sys;
 use memmap2::MmapRaw;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
@@ -61,9 +62,32 @@ pub const BARE_SIZE: usize = sys::MUTEX_SIZE;
 #[derive(Debug)]
 pub(crate) struct BareMap {
     raw: MmapRaw,
+    /// A `dup` of the opener's descriptor, to check the file's size
+    /// ([`intact`](Self::intact)).
+    fd: OwnedFd,
 }
 
 impl BareMap {
+    /// Whether the file still backs the mapping: `BARE_SIZE` bytes or more
+    /// (`fstat`) and still a robust pshared errorcheck mutex (not cut and
+    /// grown again to zeros). A truncation right after this check is not
+    /// caught (see [`crate::registry::Mapping::intact`]).
+    fn intact(&self) -> bool {
+        if !self.covered() {
+            return false;
+        }
+        // SAFETY: the file covers the mapping (just checked); a racy copy
+        // of the mutex's bytes, used only to check its kind word.
+        let bytes: [u8; BARE_SIZE] = unsafe { std::ptr::read_volatile(self.raw.as_ptr().cast()) };
+        open::kind_ok(&bytes)
+    }
+
+    /// Whether the file is still `BARE_SIZE` bytes or more (`fstat`), so
+    /// that reading the mapping cannot fault.
+    fn covered(&self) -> bool {
+        sys::fstat(&self.fd).map_or(true, |st| st.size >= BARE_SIZE as u64)
+    }
+
     /// The mutex: the whole file.
     fn raw(&self) -> RawMutex<'_> {
         let m = NonNull::new(self.raw.as_mut_ptr()).expect("a mapping is never at address 0");
@@ -76,7 +100,15 @@ impl BareMap {
     /// A live thread of this process holds it. Unmapping a robust mutex that
     /// a live thread holds makes the kernel abandon that thread's robust-list
     /// walk at death (see registry.rs), so such a mapping stays.
+    /// A file truncated under us counts as held: its lock word cannot be
+    /// read without SIGBUS.
     fn held_here(&self) -> bool {
+        if !self.covered() {
+            log::warn!(
+                "last handle of a bare robust mutex whose file was truncated under it; keeping it mapped"
+            );
+            return true;
+        }
         let held = self.raw().held_by_live_thread_here();
         if held {
             log::warn!(
@@ -104,8 +136,29 @@ fn registry() -> &'static Registry<BareMap> {
 /// boot id (a file from an earlier boot may be [`LockState::Stuck`]: remove
 /// such files at boot, or keep them in a tmpfs such as `/dev/shm`), a
 /// PID-namespace check, and [`reset`](crate::reset). See `docs/pymutex.md`.
+/// A lock whose holder is gone without the kernel releasing it is reported
+/// as [`LockError::Stuck`] after about a second of waiting; since a bare
+/// file records no PID namespace, do not share one between PID namespaces
+/// (a holder in another namespace would look gone).
 ///
 /// `BareMutex` is `Send` and `Sync`; its guards are not `Send`.
+///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter cannot tell: a bare file has no header to check, so it gets
+///   the zeroed lock as if it were free;
+/// * the holder's [`BareGuard::unlock`] returns [`LockError::NotOwner`]
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users.
 ///
 /// # Examples
 /// ```
@@ -269,6 +322,12 @@ impl BareMutex {
     /// [`LockError::Deadlock`] if this thread holds it already,
     /// [`LockError::NotRecoverable`] after a recovery was abandoned (by
     /// Rust or by Python), [`LockError::Io`] for anything else.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```
@@ -371,29 +430,45 @@ impl BareMutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self) -> Status {
-        let raw = self.raw();
-        let tid = raw.word().load(std::sync::atomic::Ordering::Relaxed) & sys::FUTEX_TID_MASK;
-        let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
-        if tid != 0 {
-            // The holder's process: its start time names it (a thread's own
-            // start time would not match the process's).
-            let pid = tgid_of(tid).unwrap_or(tid);
-            rec.tid = tid;
-            rec.pid = pid;
-            rec.start_time = identity::start_time_of(pid).unwrap_or(0);
-            rec.pidns_ino = identity::pid_namespace();
-            rec.depth = 1;
+        let map = self.map.as_deref().expect("mapped until drop");
+        if !map.intact() {
+            return Status::truncated();
         }
-        // SAFETY: the mutex is the live mapping; `rec` is a local record.
-        let (state, owner, word) = unsafe { status::lock_state(raw.as_ptr(), &rec) };
-        let owner = owner.filter(|_| state != LockState::NotRecoverable);
-        Status {
-            state,
-            owner,
-            counters: Counters::default(),
-            generation: 0,
-            lock_word: word,
-        }
+        // SAFETY: the file (validated at open as exactly one robust mutex)
+        // still covers the live mapping: just checked.
+        unsafe { status_at(self.raw().as_ptr()) }
+    }
+}
+
+/// The state of the bare mutex at `mutex`, without locking. Only Relaxed
+/// loads of at most 4 bytes: a read-only mapping is enough.
+///
+/// # Safety
+/// `mutex` is the start of a live mapping of a bare file, backed by the file
+/// over `BARE_SIZE` bytes.
+pub(crate) unsafe fn status_at(mutex: *mut libc::pthread_mutex_t) -> Status {
+    // SAFETY: forwarded from the caller.
+    let tid = unsafe { sys::lock_word_snapshot(mutex) } & sys::FUTEX_TID_MASK;
+    let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
+    if tid != 0 {
+        // The holder's process: its start time names it (a thread's own
+        // start time would not match the process's).
+        let pid = tgid_of(tid).unwrap_or(tid);
+        rec.tid = tid;
+        rec.pid = pid;
+        rec.start_time = identity::start_time_of(pid).unwrap_or(0);
+        rec.pidns_ino = identity::pid_namespace();
+        rec.depth = 1;
+    }
+    // SAFETY: the mutex is in the live mapping; `rec` is a local record.
+    let (state, owner, word) = unsafe { status::lock_state(mutex, &rec) };
+    let owner = owner.filter(|_| state != LockState::NotRecoverable);
+    Status {
+        state,
+        owner,
+        counters: Counters::default(),
+        generation: 0,
+        lock_word: word,
     }
 }
 
@@ -422,6 +497,35 @@ impl<'a> BareGuard<'a> {
             mutex,
             _not_send: PhantomData,
         }
+    }
+
+    /// Unlocks, reporting what dropping the guard would only log: that the
+    /// lock word no longer names this thread (the file was truncated or
+    /// overwritten under the holder, or the guard was inherited through
+    /// `fork`). Then nothing is unlocked. During a panic this counts as the
+    /// holder's death, as a drop does.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// m.lock()?.recover_with(|_| {}).unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<(), LockError> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.release()
+    }
+
+    /// The release of [`unlock`](Self::unlock).
+    fn release(&self) -> Result<(), LockError> {
+        // SAFETY: a BareGuard exists only while its (not Send) thread holds
+        // the mutex, taken through this raw lock (`release` checks the lock
+        // word says so too).
+        unsafe { self.mutex.raw().release(|| self.mutex.name()) }
     }
 
     /// The mutex this guard locks.
@@ -458,7 +562,8 @@ impl LockGuard for BareGuard<'_> {
 impl Drop for BareGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a BareGuard exists only while its (not Send) thread holds
-        // the mutex, taken through this raw lock.
-        unsafe { self.mutex.raw().release() };
+        // the mutex, taken through this raw lock (checked again by the lock
+        // word). A failure is logged where it is found.
+        unsafe { self.mutex.raw().release_in_drop(&|| self.mutex.name()) };
     }
 }

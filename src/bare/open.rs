@@ -5,7 +5,7 @@ use super::{BARE_SIZE, BareMap, BareMutex, registry};
 use crate::error::Error;
 use crate::file::layout;
 use crate::file::open::writable_fd;
-use crate::file::{checks::check_file, io_err, open_error};
+use crate::file::{checks::check_file, io_err, open_error, remove_if_same, write_error};
 use crate::options::OpenOptions;
 use crate::sys;
 use memmap2::MmapOptions;
@@ -137,7 +137,7 @@ fn try_create(path: &Path, opts: &OpenOptions, created: &mut bool) -> Result<Loo
 fn create(path: &Path, fd: OwnedFd, opts: &OpenOptions) -> Result<Look, Error> {
     if let Err(e) = check_file(path, &fd, opts) {
         // On a network filesystem, say: our empty file must not stay behind.
-        remove_ours(path, &fd);
+        remove_if_same(path, &fd);
         return Err(e);
     }
     // Between O_CREAT and flock an opener that has waited out its timeout
@@ -152,19 +152,14 @@ fn create(path: &Path, fd: OwnedFd, opts: &OpenOptions) -> Result<Look, Error> {
     }
     let r = write_mutex(path, &fd)
         .and_then(|()| sys::fchmod(&fd, opts.mode).map_err(io_err("fchmod", path)));
+    if r.is_err() {
+        // A full disk, say: our own half-made file must not stay behind.
+        remove_if_same(path, &fd);
+    }
     let _ = sys::funlock(&fd);
     r?;
     log::debug!("created bare (pymutex) mutex file {}", path.display());
     attach(path, &fd, &st).map(Look::Ready)
-}
-
-/// Unlinks `path` if it still names the file open as `fd`.
-fn remove_ours(path: &Path, fd: &OwnedFd) {
-    if let (Ok(a), Ok(b)) = (sys::fstat(fd), sys::lstat(path)) {
-        if (a.dev, a.ino) == (b.dev, b.ino) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// Decides what to do with an existing path opened as `fd` (read-write if
@@ -225,11 +220,12 @@ fn inspect(
 fn attach(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<BareMutex, Error> {
     let key = (st.dev, st.ino);
     let map = registry().attach(key, || {
-        MmapOptions::new()
+        let raw = MmapOptions::new()
             .len(BARE_SIZE)
             .map_raw(fd)
-            .map(|raw| BareMap { raw })
-            .map_err(io_err("mmap", path))
+            .map_err(io_err("mmap", path))?;
+        let fd = fd.try_clone().map_err(io_err("dup", path))?;
+        Ok::<_, Error>(BareMap { raw, fd })
     })?;
     Ok(BareMutex {
         path: path.to_owned(),
@@ -240,7 +236,7 @@ fn attach(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<BareMutex, Er
 
 /// Whether `bytes` hold glibc's kind word for a robust, process-shared
 /// errorcheck mutex (only checkable on glibc).
-fn kind_ok(bytes: &[u8]) -> bool {
+pub(super) fn kind_ok(bytes: &[u8]) -> bool {
     static WANT: OnceLock<i32> = OnceLock::new();
     !cfg!(target_env = "gnu")
         || sys::glibc_kind_word(bytes)
@@ -261,6 +257,19 @@ pub(crate) fn is_bare_file(path: &Path) -> Result<bool, Error> {
         Content::Empty | Content::Zeros => st.perm() == layout::CREATOR_MODE,
         Content::Other => false,
     })
+}
+
+/// Whether the file open as `fd` (`size` bytes) holds only what a pymutex
+/// creator leaves under its 0400 mark: nothing, zeros, or the mutex written
+/// before the chmod. Read with `pread`, never mapped.
+pub(crate) fn creator_leftover(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool, Error> {
+    Ok(size <= BARE_SIZE as u64 && content(path, fd, size)? != Content::Other)
+}
+
+/// Whether the file open as `fd` (`size` bytes) is exactly one robust
+/// process-shared errorcheck mutex: a bare file. Read with `pread`.
+pub(crate) fn holds_mutex(path: &Path, fd: &OwnedFd, size: u64) -> Result<bool, Error> {
+    Ok(size == BARE_SIZE as u64 && content(path, fd, size)? == Content::Mutex)
 }
 
 /// Classifies the file's bytes (read with `pread`, never mapped).
@@ -310,11 +319,12 @@ fn validate(path: &Path, size: u64, found: Content) -> Result<(), Error> {
     }
 }
 
-/// Writes a freshly initialised mutex over the whole file in one `pwrite`.
+/// Writes a freshly initialised mutex over the whole file in one `pwrite`
+/// (never through a mapping: a full disk is [`Error::NoSpace`], no SIGBUS).
 fn write_mutex(path: &Path, fd: &OwnedFd) -> Result<(), Error> {
     let bytes = sys::initialised_mutex_bytes(sys::MutexKind::ErrorCheck)
         .map_err(io_err("pthread_mutex_init", path))?;
-    sys::write_all_at(fd, &bytes, 0).map_err(io_err("write", path))
+    sys::write_all_at(fd, &bytes, 0).map_err(write_error("write", path))
 }
 
 /// A creator left the 0400 mark and the init timeout has passed; we hold the

@@ -136,6 +136,22 @@ pub(crate) fn check_permit_mutexes(
     Ok(())
 }
 
+/// The verdict on a file that is RETIRED or has no name left (`st`): a reset
+/// replaced it between an open and now (`Ok`: look at the path again), or
+/// it is RETIRED yet still at its path, which a reset never leaves (a reset
+/// renames the new file over the path before it marks the old one RETIRED):
+/// [`Error::Corrupt`], so that nobody looks again for ever.
+pub(crate) fn replaced_by_reset(path: &Path, st: &sys::FileStat) -> Result<(), Error> {
+    let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
+    if here && st.nlink > 0 {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            reason: "marked as replaced by a reset, yet still at its path",
+        });
+    }
+    Ok(())
+}
+
 /// True if the file holds only what a crashed creator can leave: nothing,
 /// zeros, or our magic with the header in the INIT (or, before the chmod,
 /// READY) state.
@@ -190,6 +206,78 @@ pub(crate) fn check_ours(path: &Path) -> Result<sys::FileStat, Error> {
         });
     }
     Ok(st)
+}
+
+/// What a reset finds at a path, judged from `pread`s, never mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// As long as its header says (or no header to say otherwise): opened
+    /// and judged as a mutex file, with every typed error of an open.
+    Whole,
+    /// What is left of one of our files, holding no lock to carry over:
+    /// empty, cut short (our magic, or a prefix of it, at the start), or a
+    /// crashed creator's leftover. `kept`: what its header still shows.
+    Remnant(Option<Kept>),
+}
+
+/// The kind, value layout and generation a remnant's header still shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kept {
+    pub kind: layout::Kind,
+    pub layout: DataLayout,
+    pub generation: u64,
+}
+
+/// A header that is whole and our own, if it is: this version and ABI, a
+/// known kind, a self-consistent layout.
+fn kept_from(h: &Header) -> Option<Kept> {
+    let ok = h.magic == layout::MAGIC && h.version == layout::VERSION && h.abi() == layout::abi();
+    let kind = layout::Kind::from_code(h.kind).filter(|_| ok)?;
+    let data = DataLayout::new(h.data_size as usize, h.data_align as usize)
+        .filter(|l| *l == h.data_layout())?;
+    Some(Kept {
+        kind,
+        layout: data,
+        generation: h.generation,
+    })
+}
+
+/// Sorts the file open as `fd` (stat `st`) for a reset. Someone else's
+/// data is [`Error::ForeignFile`]: a reset never replaces it.
+pub(crate) fn found_for_reset(
+    path: &Path,
+    fd: &OwnedFd,
+    st: &sys::FileStat,
+) -> Result<Found, Error> {
+    let foreign = || {
+        Err(Error::ForeignFile {
+            path: path.to_owned(),
+        })
+    };
+    if st.size == 0 {
+        return Ok(Found::Remnant(None));
+    }
+    let (h, _, n) = read_header(path, fd)?;
+    let kept = if n >= layout::HEADER_LEN {
+        kept_from(&h)
+    } else {
+        None
+    };
+    if st.perm() == layout::CREATOR_MODE {
+        return if crashed_creator_leftover(path, fd, st.size)? {
+            Ok(Found::Remnant(kept))
+        } else {
+            foreign()
+        };
+    }
+    if !layout::MAGIC.starts_with(&h.magic[..n.min(layout::MAGIC.len())]) {
+        return foreign();
+    }
+    Ok(match kept {
+        _ if n < layout::HEADER_LEN => Found::Remnant(None),
+        Some(k) if st.size < k.layout.file_len => Found::Remnant(Some(k)),
+        _ => Found::Whole,
+    })
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! the creator's mark. Used by a creator, a takeover, a reset's replacement
 //! (published with an atomic rename) and the stale-boot repair.
 
-use super::io_err;
 use super::layout::{self, DataLayout, Header};
+use super::{io_err, write_error};
 use crate::error::Error;
 use crate::identity;
 use crate::registry::Mapping;
@@ -46,6 +46,12 @@ pub(crate) enum Fill<'a> {
 
 /// Sizes, maps and initialises the file behind `fd` (whose flock we hold),
 /// leaving it READY with mode `mode`. The mutex is initialised in place.
+///
+/// Every block of the file is reserved (`posix_fallocate`) before it is
+/// mapped, so a full disk is [`Error::NoSpace`] here, with the file as it
+/// was, and never a SIGBUS on the first store into a page the filesystem
+/// cannot supply. Only then is the length set exactly (a larger leftover
+/// is cut down to size).
 pub(crate) fn initialise(
     path: &Path,
     fd: &OwnedFd,
@@ -54,6 +60,7 @@ pub(crate) fn initialise(
     kind: layout::Kind,
     fill: &Fill<'_>,
 ) -> Result<(), Error> {
+    sys::reserve(fd, want.file_len).map_err(write_error("fallocate", path))?;
     sys::set_len(fd, want.file_len).map_err(io_err("ftruncate", path))?;
     checkpoint("sized");
     let map = MmapOptions::new()
@@ -122,8 +129,18 @@ pub(crate) fn initialise(
 }
 
 /// Builds a new, READY file as an unnamed `O_TMPFILE` beside `path` and
-/// publishes it over `path` with `rename` (atomic). `owner`: chown it to this
-/// uid and gid (when running as root).
+/// publishes it over `path` with `rename` (atomic). `owner`: give it this
+/// uid and gid (root), or at least the gid (a member of that group).
+///
+/// Nothing is ever left behind but the published file: the unnamed file
+/// vanishes with its descriptor on any error (a full disk, say), and it is
+/// named only for the one `rename`, under a short name ([`temp_name`]) so
+/// that a `path` whose own name is `NAME_MAX` bytes long works too.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] naming the *directory* when the caller may
+/// not create files in it; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
+/// [`Error::Io`] otherwise. The file at `path` is then as it was.
 pub(crate) fn publish_new_file(
     path: &Path,
     mode: u32,
@@ -137,26 +154,52 @@ pub(crate) fn publish_new_file(
         _ => PathBuf::from("."),
     };
     let fd =
-        sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(io_err("open O_TMPFILE", path))?;
+        sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(|e| match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: dir.clone() },
+            _ => write_error("create (O_TMPFILE) a replacement for", path)(e),
+        })?;
     if let Some((uid, gid)) = owner {
-        if sys::geteuid() == 0 && (uid, gid) != (0, 0) {
-            sys::fchown(&fd, uid, gid).map_err(io_err("fchown", path))?;
+        let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
+        if sys::geteuid() == 0 && (uid, gid) != (st.uid, st.gid) {
+            sys::fchown(&fd, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
+        } else if gid != st.gid {
+            // Not root: keep the group where we may (a member of it), so a
+            // lock shared by a group stays shared.
+            let _ = sys::fchown(&fd, None, Some(gid));
         }
     }
     initialise(path, &fd, mode, want, kind, fill)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.new-{}-{}",
-        std::process::id(),
-        sys::coarse_unix_ns()
-    ));
-    sys::link_unnamed(&fd, &tmp).map_err(io_err("link", path))?;
+    let mut attempt = 0u32;
+    let tmp = loop {
+        let tmp = dir.join(temp_name(attempt));
+        match sys::link_unnamed(&fd, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < 16 => attempt += 1,
+            Err(e) => return Err(write_error("link", path)(e)),
+        }
+    };
     if let Err(e) = sys::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("rename", path)(e));
+        return Err(match e.raw_os_error() {
+            // A sticky directory and a file of another user.
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
+                path: path.to_owned(),
+            },
+            _ => write_error("rename", path)(e),
+        });
     }
     Ok(())
+}
+
+/// A short name for a replacement between its `link` and its `rename`:
+/// `.robust-mutex.<pid>.<n>` in hex, at most 36 bytes whatever the length
+/// of the lock file's own name. The `link` fails if it exists, so a name
+/// left by a process killed in between only makes us try the next `n`.
+fn temp_name(attempt: u32) -> String {
+    let n = sys::coarse_unix_ns() ^ u64::from(attempt).rotate_left(32);
+    format!(
+        ".robust-mutex.{:x}.{:x}",
+        std::process::id(),
+        n & 0xffff_ffff_ffff
+    )
 }

@@ -21,7 +21,7 @@ use crate::sys;
 use layout::Header;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,47 @@ pub(crate) fn open_error(path: &Path, e: io::Error) -> Error {
             path,
             kind: "directory",
         },
-        _ => Error::Io {
-            op: "open",
-            path,
-            source: e,
-        },
+        _ => write_error("open", path)(e),
+    }
+}
+
+/// Whether `e` says the filesystem is full (ENOSPC) or the quota used up
+/// (EDQUOT).
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The error of a call that writes the file system while creating a lock
+/// file (`op`: "open", "fallocate", "link", ...): a full disk is
+/// [`Error::NoSpace`], a read-only one [`Error::ReadOnlyFilesystem`], the
+/// rest [`Error::Io`].
+pub(crate) fn write_error(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> Error {
+    let path = path.into();
+    move |source| {
+        if is_no_space(&source) {
+            Error::NoSpace {
+                op: "create",
+                path,
+                source,
+            }
+        } else if source.raw_os_error() == Some(libc::EROFS) {
+            Error::ReadOnlyFilesystem { path }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+}
+
+/// Unlinks `path` if it still names the file open as `fd`: a creator
+/// removing its own new file when it could not finish it.
+pub(crate) fn remove_if_same(path: &Path, fd: &OwnedFd) {
+    if let (Ok(a), Ok(b)) = (sys::fstat(fd), sys::lstat(path)) {
+        if (a.dev, a.ino) == (b.dev, b.ino) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -15,11 +15,11 @@
 
 use super::checks::{
     check_file, check_ours, check_permit_mutexes, crashed_creator_leftover, invalid_to_error,
-    read_header,
+    read_header, replaced_by_reset,
 };
 use super::init::{Fill, checkpoint, initialise, publish_new_file};
 use super::layout;
-use super::{Opened, io_err, open_error};
+use super::{Opened, io_err, open_error, write_error};
 use crate::error::Error;
 use crate::identity;
 use crate::options::{OpenOptions, Spec};
@@ -49,8 +49,9 @@ enum Step {
     Attached(Box<Opened>),
     /// Look again now (the file changed under us).
     Retry,
-    /// A live creator holds the flock: wait a little, then look again.
-    Wait,
+    /// A live creator holds the flock: wait a little, then look again. At
+    /// the init timeout, fail with this error (or [`Error::InitTimeout`]).
+    Wait(Option<Error>),
 }
 
 /// Opens or creates the mutex file at `path` for a value laid out as `want`.
@@ -112,13 +113,13 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, spec: &Spec) -> Result<Opene
                 });
             }
             Step::Retry => retries += 1,
-            Step::Wait => {
+            Step::Wait(on_timeout) => {
                 let waited = start.elapsed();
                 if waited >= opts.init_timeout {
-                    return Err(Error::InitTimeout {
+                    return Err(on_timeout.unwrap_or(Error::InitTimeout {
                         path: path.to_owned(),
                         waited,
-                    });
+                    }));
                 }
                 // Polling the flock: flock(2) has no timed wait.
                 std::thread::sleep(pause.min(opts.init_timeout - waited));
@@ -148,7 +149,7 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     // take the initialisation over; then we simply become an opener.
     if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
         return Ok(if opts.create_new {
-            Step::Wait
+            Step::Wait(None)
         } else {
             Step::Retry
         });
@@ -160,7 +161,14 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
         let _ = sys::funlock(&fd);
         return Ok(Step::Retry);
     }
-    initialise(path, &fd, opts.mode, want, spec.kind, &Fill::Fresh)?;
+    if let Err(e) = initialise(path, &fd, opts.mode, want, spec.kind, &Fill::Fresh) {
+        // Nobody can have attached to our half-made file (it still has the
+        // mark): remove it rather than leave a leftover (a full disk, say),
+        // so that a later `create_new` finds the path free.
+        super::remove_if_same(path, &fd);
+        let _ = sys::funlock(&fd);
+        return Err(e);
+    }
     let _ = sys::funlock(&fd);
     log::debug!("created robust mutex file {}", path.display());
     if opts.create_new {
@@ -181,6 +189,19 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     let st = check_file(path, &fd, opts)?;
     if st.perm() == layout::CREATOR_MODE {
         return creator_marked(cx, fd, writable);
+    }
+    if st.size == 0 {
+        // Not our mark, so not a creator at work: flock(1) and touch leave
+        // such files. A non-root takeover lifts the mark for one `open`
+        // while it holds the flock (see `writable_fd`): wait while it does.
+        let empty = Error::Empty {
+            path: path.to_owned(),
+        };
+        if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
+            return Ok(Step::Wait(Some(empty)));
+        }
+        let _ = sys::funlock(&fd);
+        return Err(empty);
     }
     if st.perm() & 0o200 == 0 {
         // Read-only, but not our mark: someone else's file.
@@ -207,7 +228,7 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         // Writable yet not ready: only a takeover by a non-root user makes
         // this for a moment (see `writable_fd`); wait while it holds the flock.
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
-            return Ok(Step::Wait);
+            return Ok(Step::Wait(None));
         }
         let _ = sys::funlock(&fd);
     }
@@ -218,17 +239,8 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         check_permit_mutexes(path, &fd, &header)?;
     }
     if header.state == layout::STATE_RETIRED || st.nlink == 0 {
-        // A reset renames the new file over the path *before* it marks the
-        // old one RETIRED, so a RETIRED file still at the path was not left
-        // by a reset: refuse it rather than look again for ever.
-        let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));
-        if here && st.nlink > 0 {
-            return Err(Error::Corrupt {
-                path: path.to_owned(),
-                reason: "marked as replaced by a reset, yet still at its path",
-            });
-        }
         // A reset replaced it between our open and now: open the new one.
+        replaced_by_reset(path, &st)?;
         return Ok(Step::Retry);
     }
     let our_ns = identity::me().pidns_ino;
@@ -244,7 +256,13 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
             path: path.to_owned(),
         });
     }
-    let map = registry::attach((st.dev, st.ino), || {
+    let map = registry::attach((st.dev, st.ino), &fd, path, || {
+        // A file with holes (a sparse copy, say) would need pages at the
+        // first store into them; on a full disk that store is a SIGBUS.
+        // Fill them now, where a full disk is an error (data is unchanged).
+        if sys::has_hole_before(&fd, header.file_len).map_err(io_err("lseek", path))? {
+            sys::fill_holes(&fd, header.file_len).map_err(write_error("fallocate", path))?;
+        }
         MmapOptions::new()
             .len(header.file_len as usize)
             .map_raw(&fd)
@@ -267,7 +285,7 @@ fn creator_marked(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Err
     let Ctx { path, opts, spec } = *cx;
     let want = spec.layout;
     if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
-        return Ok(Step::Wait); // a live creator is at work
+        return Ok(Step::Wait(None)); // a live creator is at work
     }
     // We hold the flock. Look again: the creator may have finished (and
     // chmodded) between our fstat and our flock, or the name may be gone.

@@ -31,6 +31,26 @@ use std::time::Duration;
 /// A handle is `Send + Sync`; share it between threads with `Arc` or a
 /// reference. All handles of one file in one process share one mapping.
 ///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter that gets the lock after waiting finds the header no longer
+///   READY, lets the lock go and returns [`LockError::FileChanged`]
+///   instead of a lock that protects nothing (an uncontended lock is not
+///   checked: the fast path reads no header);
+/// * the holder's [`Guard::unlock`] returns [`LockError::NotOwner`]
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users. `robust-mutex reset --force`
+/// replaces a truncated file.
+///
 /// # Examples
 /// ```
 /// use robust_mutex::{Acquired, SharedMutex};
@@ -109,6 +129,12 @@ impl<T: Pod> SharedMutex<T> {
     /// [`LockError::Deadlock`] if this thread already holds it (never a
     /// hang), [`LockError::NotRecoverable`] after an abandoned recovery (until
     /// a reset), [`LockError::Io`] for anything unexpected.
+    /// [`LockError::Stuck`] if, after about a second of waiting, the holder
+    /// is found gone without the kernel having released the lock (see the
+    /// variant); [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```
@@ -400,6 +426,39 @@ impl<'a, T: Pod> Guard<'a, T> {
         unsafe { (*self.map.owner()).set_label(label) }
     }
 
+    /// Unlocks, reporting what dropping the guard would only log: that the
+    /// lock word no longer names this thread, because the file was
+    /// truncated, reset or otherwise changed under the holder (or the guard
+    /// was inherited through `fork`). Then nothing is unlocked.
+    ///
+    /// If the thread is panicking, this counts as the holder's death, as a
+    /// drop does (the next locker gets `OwnerDied`).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let mut g = m.lock_or_recover(|v| *v = 0)?;
+    /// *g += 1;
+    /// g.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<(), LockError> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.release()
+    }
+
+    /// The release of [`unlock`](Self::unlock).
+    fn release(&self) -> Result<(), LockError> {
+        // SAFETY: a Guard exists only while its (not Send) thread holds the
+        // lock, taken through this mapping's raw lock (`release` checks the
+        // lock word says so too).
+        unsafe { self.map.raw().release(|| self.mutex.name()) }
+    }
+
     /// The mutex this guard locks.
     ///
     /// # Examples
@@ -450,12 +509,12 @@ impl<T: Pod> DerefMut for Guard<'_, T> {
 }
 
 impl<T: Pod> Drop for Guard<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: a Guard exists only while its (not Send) thread holds the
-        // lock, taken through this mapping's raw lock.
-        unsafe { self.map.raw().release() };
-        log::debug!("{}: released", self.mutex.path().display());
+        // lock, taken through this mapping's raw lock (checked again by the
+        // lock word). A failure is logged where it is found.
+        unsafe { self.map.raw().release_in_drop(&|| self.mutex.name()) };
     }
 }
 

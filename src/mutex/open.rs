@@ -17,9 +17,15 @@ impl<T: Pod> SharedMutex<T> {
     /// Opens the mutex file at `path`, creating it (mode 0600, zeroed `T`) if
     /// it does not exist. Same as `OpenOptions::new().create(true).open(path)`.
     ///
+    /// Creating the file reserves every block of it (`posix_fallocate`)
+    /// before anything is mapped, so a full disk is an error here, never a
+    /// SIGBUS later (see [`OpenOptions`], "Disk space").
+    ///
     /// # Errors
     /// See [`OpenOptions::open`]: every cause has its own [`Error`] variant,
-    /// and a rejected file is never changed.
+    /// and a rejected file is never changed. A full disk or used-up quota is
+    /// [`Error::NoSpace`], whose source is the [`std::io::Error`] (kind
+    /// `StorageFull` or `QuotaExceeded`); nothing is left at `path`.
     ///
     /// # Examples
     /// ```
@@ -40,9 +46,12 @@ impl<T: Pod> SharedMutex<T> {
     /// never changed: a missing file without `create`
     /// ([`Error::NotFound`]), a foreign, truncated or corrupt file, another
     /// format version, ABI, kind ([`Error::KindMismatch`]) or `T`
-    /// ([`Error::TypeMismatch`]), a directory, FIFO, device or symlink, a
-    /// network filesystem, a creator still at work after the init timeout
-    /// ([`Error::InitTimeout`]), or an OS error.
+    /// ([`Error::TypeMismatch`]), an empty file ([`Error::Empty`]: flock(1)
+    /// and `touch` leave them), a directory, FIFO, device or symlink, a
+    /// network filesystem, a full or read-only filesystem
+    /// ([`Error::NoSpace`], [`Error::ReadOnlyFilesystem`]), a creator still
+    /// at work after the init timeout ([`Error::InitTimeout`]), or an OS
+    /// error.
     ///
     /// # Examples
     /// ```

@@ -33,6 +33,10 @@
 //! `assume_other_futex_waiters`). A waiter that re-sleeps re-announces itself
 //! on every held slot, which restores the same guarantee.
 //!
+//! The sleep lasts at most one slice (`wait::SLICE`); after a slice that
+//! ended with nothing woken, a waiter whose every busy permit is stuck (its
+//! holder gone, never released by the kernel) gets [`LockError::Stuck`]
+//! instead of sleeping for ever.
 
 use super::SharedSemaphore;
 use super::permit::PermitGuard;
@@ -40,7 +44,7 @@ use crate::cancel::CancelToken;
 use crate::error::LockError;
 use crate::identity;
 use crate::outcome::{Acquired, Recovery};
-use crate::raw::Got;
+use crate::raw::{self, Fail, Got};
 use crate::sys::{self, LockFail, Locked};
 use crate::wait;
 use std::cell::Cell;
@@ -107,6 +111,8 @@ impl SharedSemaphore {
     /// [`LockError::WouldBlock`] if every usable permit is held (by others
     /// or by this thread); [`LockError::NotRecoverable`] if every permit is
     /// lost; [`LockError::Io`] for anything unexpected.
+    /// [`LockError::TooManyHeld`] if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks.
     ///
     /// # Examples
     /// ```
@@ -120,6 +126,7 @@ impl SharedSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_acquire(&self) -> Result<Acquired<PermitGuard<'_>>, LockError> {
+        raw::check_room(|| false)?;
         match self.scan(false)? {
             Scan::Got(p) => Ok(p),
             Scan::Busy { .. } => Err(LockError::WouldBlock),
@@ -133,6 +140,13 @@ impl SharedSemaphore {
     /// [`LockError::Deadlock`] if every usable permit is held by the calling
     /// thread (waiting would never end); [`LockError::NotRecoverable`] if
     /// every permit is lost; [`LockError::Io`] for anything unexpected.
+    /// [`LockError::Stuck`] if, after about a second of waiting, every
+    /// permit held by others is found stuck: its holder gone and never
+    /// released by the kernel (see the variant); [`LockError::TooManyHeld`]
+    /// if this thread already holds
+    /// [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) locks;
+    /// [`LockError::FileChanged`] if the file was truncated or overwritten
+    /// while this thread waited.
     ///
     /// # Examples
     /// ```
@@ -212,6 +226,7 @@ impl SharedSemaphore {
         deadline: Option<libc::timespec>,
         cancel: Option<&CancelToken>,
     ) -> Result<Acquired<PermitGuard<'_>>, LockError> {
+        raw::check_room(|| false)?;
         let mut slept_on = 0u128;
         let out = self.wait_for_permit(deadline.as_ref(), cancel, &mut slept_on);
         if slept_on != 0 {
@@ -256,8 +271,26 @@ impl SharedSemaphore {
                 }
             }
             *slept_on |= busy;
-            wait::sleep(&words, cancel, deadline)?;
+            if wait::sleep(&words, cancel, deadline)? {
+                self.every_busy_permit_stuck(busy)?;
+            }
         }
+    }
+
+    /// After a slice of sleep: if every permit held by others is stuck
+    /// (nobody will ever release any of them), the first one's
+    /// [`LockError::Stuck`]; a single live holder means waiting can end.
+    fn every_busy_permit_stuck(&self, busy: u128) -> Result<(), LockError> {
+        let mut first = None;
+        for i in slots_in(busy) {
+            match self.slot(i).stuck(self.name(Some(i))) {
+                Some(e) => {
+                    first.get_or_insert(e);
+                }
+                None => return Ok(()),
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Passes on the wake-ups this waiter may have absorbed from `slots`
@@ -330,21 +363,31 @@ impl SharedSemaphore {
                     if after_sleep {
                         wait::after_sleep(word);
                     }
-                    // SAFETY: `try_once` just gave this thread slot `i`.
-                    let guard = unsafe { PermitGuard::new(self, i) };
                     let name = || self.name(Some(i));
-                    // SAFETY: as above; `how` says whether with EOWNERDEAD.
+                    if after_sleep {
+                        if let Err(Fail::Lock(e)) = slot.unchanged_after_wait(name()) {
+                            return Err(e);
+                        }
+                    }
+                    // SAFETY: `try_once` just gave this thread slot `i`;
+                    // `how` says whether with EOWNERDEAD.
                     let got = unsafe { slot.took(how == Locked::OwnerDied, after_sleep, name) };
+                    // SAFETY: as above, and `took` kept it unless it failed
+                    // (then the guard is not made).
+                    let guard = || unsafe { PermitGuard::new(self, i) };
                     return Ok(Scan::Got(match got {
-                        Ok(Got::Clean) => Acquired::Clean(guard),
+                        Ok(Got::Clean) => Acquired::Clean(guard()),
                         Ok(Got::OwnerDied(previous)) => {
                             // SAFETY: taken with EOWNERDEAD, held, not yet
                             // marked consistent.
-                            let r = unsafe { Recovery::new(guard, previous) };
+                            let r = unsafe { Recovery::new(guard(), previous) };
                             Acquired::OwnerDied(r)
                         }
                         // A slot has no state word: never retired.
-                        Err(_) => unreachable!("a permit is never retired"),
+                        // A slot has no state word of its own: it is never
+                        // "retired".
+                        Err(Fail::Lock(e)) => return Err(e),
+                        Err(Fail::NotRecoverable) => return Err(LockError::NotRecoverable),
                     }));
                 }
                 Err(LockFail::Busy) => others |= 1 << i,

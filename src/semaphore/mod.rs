@@ -56,6 +56,26 @@ pub const MAX_PERMITS: usize = 127;
 /// robust process-shared ERRORCHECK mutex and its holder's record (see
 /// `docs/design.md`). At most [`MAX_PERMITS`] permits.
 ///
+/// # Truncation
+///
+/// The file is mapped into every process that uses it. If someone with
+/// write access truncates it to nothing (`truncate -s 0`, `> file`) while
+/// it is in use, every process that then touches the mapping (to lock,
+/// unlock or read) is killed by SIGBUS: a library cannot catch that signal
+/// (the `robust-mutex` command does, and says the file was truncated).
+/// Truncating it to a few bytes instead zeroes the lock in place, and what
+/// can be detected is reported:
+/// * a waiter that gets the lock after waiting finds the header no longer
+///   READY, lets the lock go and returns [`LockError::FileChanged`](crate::LockError::FileChanged)
+///   instead of a lock that protects nothing (an uncontended lock is not
+///   checked: the fast path reads no header);
+/// * the holder's [`PermitGuard::unlock`] returns [`LockError::NotOwner`](crate::LockError::NotOwner)
+///   (dropping the guard logs it) and touches nothing, since the lock word
+///   no longer names it.
+///
+/// Give write access to a lock file only to its users. Replace a truncated
+/// semaphore with `OpenOptions::replace(true)`.
+///
 /// # Examples
 /// ```
 /// use robust_mutex::{Acquired, SharedSemaphore};
@@ -109,7 +129,8 @@ pub struct PermitStatus {
 
 /// A snapshot of a semaphore, taken without acquiring anything.
 ///
-/// `available + held + owner_dead + not_recoverable + stuck == total`.
+/// `available + held + owner_dead + not_recoverable + stuck == total`,
+/// unless `truncated`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SemaphoreStatus {
@@ -136,6 +157,10 @@ pub struct SemaphoreStatus {
     /// The file's counters: acquisitions (`contended`: those that had to
     /// sleep), owner deaths reported, recoveries completed.
     pub counters: crate::Counters,
+    /// Only from a handle's `status()`: the file was truncated after the
+    /// handle mapped it (see [`LockState::Truncated`]). Nothing else was
+    /// read: every count is 0 but `total`, and `permits` is empty.
+    pub truncated: bool,
 }
 
 impl SharedSemaphore {
@@ -287,33 +312,6 @@ impl SharedSemaphore {
         }
     }
 
-    /// The file's counters, as atomics: every permit holder updates them.
-    fn counter(&self, field: usize) -> &AtomicU64 {
-        let p = self
-            .map()
-            .counters()
-            .cast::<u8>()
-            .wrapping_add(field)
-            .cast::<u64>();
-        // SAFETY: `field` is the offset of a u64 field of `Counters`, which
-        // lies 8-byte aligned (offset 448 of a page-aligned mapping) in the
-        // live mapping; a semaphore accesses it only atomically.
-        unsafe { AtomicU64::from_ptr(p) }
-    }
-
-    fn counters(&self) -> crate::Counters {
-        let load = |field| self.counter(field).load(Ordering::Relaxed);
-        Counters {
-            acquisitions: load(offset_of!(Counters, acquisitions)),
-            contended: load(offset_of!(Counters, contended)),
-            owner_deaths: load(offset_of!(Counters, owner_deaths)),
-            recoveries: load(offset_of!(Counters, recoveries)),
-            resets: load(offset_of!(Counters, resets)),
-            reserved: [0; 3],
-        }
-        .into()
-    }
-
     /// A snapshot of every permit, taken without acquiring anything: how
     /// many are free, held (and by whom), held by a dead owner, lost or
     /// stuck, plus the counters.
@@ -331,41 +329,17 @@ impl SharedSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self) -> SemaphoreStatus {
-        let mut s = SemaphoreStatus {
-            total: self.permits,
-            available: 0,
-            held: 0,
-            holders: Vec::new(),
-            owner_dead: 0,
-            not_recoverable: 0,
-            stuck: 0,
-            permits: Vec::with_capacity(self.permits),
-            counters: self.counters(),
-        };
-        for slot in 0..self.permits {
-            let raw = self.slot(slot);
-            let record = raw.record().expect("a permit has a record");
-            // SAFETY: the slot's mutex and record lie in the live mapping.
-            let (state, owner, lock_word) =
-                unsafe { status::lock_state(raw.as_ptr(), record.as_ptr()) };
-            match state {
-                LockState::Unlocked => s.available += 1,
-                LockState::Locked => {
-                    s.held += 1;
-                    s.holders.extend(owner.clone());
-                }
-                LockState::OwnerDead => s.owner_dead += 1,
-                LockState::NotRecoverable => s.not_recoverable += 1,
-                LockState::Stuck => s.stuck += 1,
-            }
-            s.permits.push(PermitStatus {
-                slot,
-                state,
-                owner,
-                lock_word,
-            });
+        let map = self.map();
+        if !map.intact() {
+            return SemaphoreStatus {
+                truncated: true,
+                ..SemaphoreStatus::empty(self.permits)
+            };
         }
-        s
+        // SAFETY: the handshake validated a READY semaphore file of
+        // `permits` slots from `data_offset`, mapped for as long as `self`
+        // lives, and the file still covers the mapping (just checked).
+        unsafe { snapshot_at(map.header().cast(), self.data_offset as usize, self.permits) }
     }
 
     /// Facts about the file from its header (kind `"semaphore"`, value size
@@ -381,6 +355,100 @@ impl SharedSemaphore {
     pub fn file_info(&self) -> FileInfo {
         status::file_info(self.map())
     }
+}
+
+impl SemaphoreStatus {
+    /// `total` permits, nothing counted yet.
+    fn empty(total: usize) -> SemaphoreStatus {
+        SemaphoreStatus {
+            total,
+            available: 0,
+            held: 0,
+            holders: Vec::new(),
+            owner_dead: 0,
+            not_recoverable: 0,
+            stuck: 0,
+            permits: Vec::new(),
+            counters: crate::Counters::default(),
+            truncated: false,
+        }
+    }
+
+    /// Counts `p` in the totals and adds it to `permits`.
+    pub(crate) fn push(&mut self, p: PermitStatus) {
+        match p.state {
+            LockState::Unlocked => self.available += 1,
+            LockState::Locked => {
+                self.held += 1;
+                self.holders.extend(p.owner.clone());
+            }
+            LockState::OwnerDead => self.owner_dead += 1,
+            LockState::NotRecoverable => self.not_recoverable += 1,
+            LockState::Stuck | LockState::Truncated => self.stuck += 1,
+        }
+        self.permits.push(p);
+    }
+
+    /// The same permits, counted again (after their states were changed).
+    pub(crate) fn recount(self) -> SemaphoreStatus {
+        let mut s = SemaphoreStatus {
+            counters: self.counters,
+            ..SemaphoreStatus::empty(self.total)
+        };
+        for p in self.permits {
+            s.push(p);
+        }
+        s
+    }
+}
+
+/// A snapshot of the semaphore file mapped at `base`, without acquiring
+/// anything. Only reads, and only Relaxed atomic loads of at most 8 bytes
+/// and volatile reads: a read-only mapping (PROT_READ) is enough on 64-bit
+/// targets (core::sync::atomic, "Atomic accesses to read-only memory").
+///
+/// # Safety
+/// `base` is the start of a live mapping of a READY semaphore file with
+/// `permits` slots from `data_offset`, backed by the file up to the end of
+/// the last slot.
+pub(crate) unsafe fn snapshot_at(
+    base: *mut u8,
+    data_offset: usize,
+    permits: usize,
+) -> SemaphoreStatus {
+    let at = |offset: usize| base.wrapping_add(offset);
+    let load = |field: usize| {
+        let p = at(layout::COUNTERS_OFFSET + field).cast::<u64>();
+        // SAFETY: a u64 field of the counters, 8-byte aligned (offset 448 of
+        // a page-aligned mapping) in the live mapping (the caller's
+        // contract); a semaphore's counters are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Relaxed)
+    };
+    let mut s = SemaphoreStatus::empty(permits);
+    s.counters = Counters {
+        acquisitions: load(offset_of!(Counters, acquisitions)),
+        contended: load(offset_of!(Counters, contended)),
+        owner_deaths: load(offset_of!(Counters, owner_deaths)),
+        recoveries: load(offset_of!(Counters, recoveries)),
+        resets: load(offset_of!(Counters, resets)),
+        reserved: [0; 3],
+    }
+    .into();
+    for slot in 0..permits {
+        let mutex = at(layout::slot_mutex(data_offset, slot));
+        let record = mutex.wrapping_add(layout::RECORD_AFTER_MUTEX);
+        // SAFETY: the slot's mutex and its owner record lie in the live
+        // mapping (the caller's contract).
+        let (state, owner, lock_word) =
+            unsafe { status::lock_state(mutex.cast(), record.cast_const().cast()) };
+        s.push(PermitStatus {
+            slot,
+            state,
+            owner,
+            lock_word,
+        });
+    }
+    s
 }
 
 impl Drop for SharedSemaphore {

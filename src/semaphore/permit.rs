@@ -1,6 +1,7 @@
 //! [`PermitGuard`]: one held permit.
 
 use super::SharedSemaphore;
+use crate::error::LockError;
 use crate::outcome::{LockGuard, Recovery};
 use crate::raw::{Name, RawMutex};
 use std::marker::PhantomData;
@@ -58,6 +59,40 @@ impl<'a> PermitGuard<'a> {
     /// ```
     pub fn slot(&self) -> usize {
         self.slot
+    }
+
+    /// Releases the permit, reporting what dropping the guard would only
+    /// log: that its lock word no longer names this thread (the file was
+    /// truncated or overwritten under the holder, or the guard was
+    /// inherited through `fork`). Then nothing is released. During a panic
+    /// this counts as the holder's death, as a drop does.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 2)?;
+    /// sem.acquire()?.recover_with(|_| {}).unlock()?;
+    /// assert_eq!(sem.status().available, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<(), LockError> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.release()
+    }
+
+    /// The release of [`unlock`](Self::unlock).
+    fn release(&self) -> Result<(), LockError> {
+        // SAFETY: a PermitGuard exists only while its (not Send) thread
+        // holds the permit, taken through this slot's raw lock (`release`
+        // checks the lock word says so too).
+        unsafe {
+            self.sem
+                .slot(self.slot)
+                .release(|| self.sem.name(Some(self.slot)))
+        }
     }
 
     /// The semaphore this permit belongs to.
@@ -123,10 +158,14 @@ impl LockGuard for PermitGuard<'_> {
 
 impl Drop for PermitGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: a PermitGuard exists only while its (not Send) thread holds
-        // the permit, taken through this slot's raw lock.
-        unsafe { self.sem.slot(self.slot).release() };
-        log::debug!("{}: released permit {}", self.sem.path.display(), self.slot);
+        // SAFETY: a PermitGuard exists only while its (not Send) thread
+        // holds the permit, taken through this slot's raw lock (checked
+        // again by the lock word). A failure is logged where it is found.
+        unsafe {
+            self.sem
+                .slot(self.slot)
+                .release_in_drop(&|| self.sem.name(Some(self.slot)))
+        };
     }
 }
 

@@ -1,6 +1,6 @@
-//! Files: opening without following symlinks, `stat`, `flock`, ownership
-//! and size, positioned reads and writes. Every call goes through `nix` (or
-//! std); this file has no `unsafe`.
+//! Files: opening without following symlinks, `stat`, `flock`, ownership,
+//! size and reserved blocks, positioned reads and writes. Every call goes
+//! through `nix` (or std); this file has no `unsafe`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -183,17 +183,61 @@ pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     retry(|| nix::sys::stat::fchmod(fd, mode))
 }
 
-/// `fchown(2)`.
-pub(crate) fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    retry(|| nix::unistd::fchown(fd, Some(uid), Some(gid)))
+/// `fchown(2)`; `None` leaves that id as it is.
+pub(crate) fn fchown(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+    retry(|| nix::unistd::fchown(fd, uid, gid))
+}
+
+/// A length as an `off_t`.
+fn off(len: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))
 }
 
 /// `ftruncate(2)`.
 pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    let len = off(len)?;
     retry(|| nix::unistd::ftruncate(fd, len))
+}
+
+/// Reserves the blocks of bytes `0..len` (`posix_fallocate(3)`), growing
+/// the file to `len` if it is shorter. Holes in that range are filled with
+/// allocated zeros; data is never changed. After it, no store into a shared
+/// mapping of that range can fault for want of space (SIGBUS): a full disk
+/// is ENOSPC (or EDQUOT) here instead. glibc falls back to writing a byte
+/// per block where the filesystem has no `fallocate`.
+pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = off(len)?;
+    retry(|| nix::fcntl::posix_fallocate(fd, 0, len))
+}
+
+/// Fills the holes of bytes `0..len` of a file that others may be using
+/// (`fallocate(2)`, mode 0: allocates, never writes data). `Ok(false)`
+/// where the filesystem has no `fallocate` (EOPNOTSUPP): then nothing is
+/// done, because glibc's `posix_fallocate` emulation would write a zero
+/// byte per block, racing with the file's other users.
+pub(crate) fn fill_holes(fd: &OwnedFd, len: u64) -> io::Result<bool> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let len = off(len)?;
+    match retry(|| fallocate(fd, FallocateFlags::empty(), 0, len)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether bytes `0..len` of the file hold a hole (`lseek(SEEK_HOLE)`),
+/// which a store through a shared mapping would have to allocate. A
+/// filesystem without hole support reports none (its end of file).
+pub(crate) fn has_hole_before(fd: &OwnedFd, len: u64) -> io::Result<bool> {
+    use nix::unistd::{Whence, lseek};
+    match lseek(fd, 0, Whence::SeekHole) {
+        Ok(at) => Ok((at as u64) < len),
+        // Past the end (ENXIO: an empty file): nothing to map there.
+        Err(Errno::ENXIO) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; returns how many were read

@@ -106,3 +106,261 @@ pub(crate) fn expected_kind_word(kind: MutexKind) -> i32 {
         -1
     }
 }
+
+// ---------------------------------------------------------------------------
+// The calling thread's robust list: a panic counts as a death
+// ---------------------------------------------------------------------------
+//
+// glibc keeps every robust mutex a thread holds on that thread's robust
+// list, which the kernel walks when the thread dies (`handle_futex_death`:
+// a word naming the dead TID becomes FUTEX_OWNER_DIED, keeping
+// FUTEX_WAITERS, and one waiter is woken). To make a panic count as a death
+// for one mutex while the thread lives on, [`die_holding`] does exactly
+// that for it, after removing it from the list the way glibc's unlock does
+// (nptl/pthread_mutex_unlock.c: set `list_op_pending`, `DEQUEUE_MUTEX`,
+// change the lock word, clear `list_op_pending`).
+//
+// glibc 2.36, 64-bit (`__PTHREAD_MUTEX_HAVE_PREV`, nptl/descr.h and
+// pthreadP.h): the list is circular and doubly linked through
+// `__data.__list.{__prev, __next}` of each mutex; every link points at the
+// `__next` field of the next entry (the *entry* address), and the head is
+// `struct pthread`'s `robust_head`, whose first word `list` plays `__next`
+// and the word before it (`robust_prev`) plays `__prev`. A pointer to an
+// entry minus QUEUE_PTR_ADJUST = offsetof(__pthread_list_t, __next) = 8 is
+// its `__pthread_list_t`. Bit 0 of a link marks a PI mutex. Verified only
+// for x86_64 glibc; elsewhere [`die_holding`] refuses and the caller falls
+// back to a plain unlock.
+
+/// Where glibc's `__data.__list.__prev` and `__next` lie in the mutex.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+mod list_abi {
+    /// `__data.__list.__prev` (x86_64 glibc: `__lock, __count, __owner,
+    /// __nusers, __kind` (5 ints), `__spins, __elision` (2 shorts), then
+    /// the list).
+    pub const LIST_PREV: usize = 24;
+    /// `__data.__list.__next`: the entry address the kernel walks.
+    pub const LIST_NEXT: usize = 32;
+    /// offsetof(__pthread_list_t, __next).
+    pub const QUEUE_PTR_ADJUST: usize = 8;
+    const _: () = assert!(size_of::<libc::pthread_mutex_t>() == 40);
+    const _: () = assert!(size_of::<usize>() == 8);
+    const _: () = assert!(LIST_NEXT - LIST_PREV == QUEUE_PTR_ADJUST);
+    const _: () = assert!(LIST_NEXT + 8 <= size_of::<libc::pthread_mutex_t>());
+}
+
+/// The kernel's `struct robust_list_head` (linux/futex.h).
+#[repr(C)]
+struct RobustListHead {
+    list: usize,
+    futex_offset: libc::c_long,
+    list_op_pending: usize,
+}
+
+const _: () = assert!(std::mem::offset_of!(RobustListHead, futex_offset) == size_of::<usize>());
+const _: () =
+    assert!(std::mem::offset_of!(RobustListHead, list_op_pending) == 2 * size_of::<usize>());
+
+/// The calling thread's robust-list head, as registered with the kernel
+/// (`get_robust_list(0)`: raw syscall, nix has none), if its
+/// `futex_offset` is the one our layout assumes.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+fn robust_head() -> Option<*mut RobustListHead> {
+    let mut head: *mut RobustListHead = std::ptr::null_mut();
+    let mut len: libc::size_t = 0;
+    // SAFETY: get_robust_list only writes the two out-parameters, which are
+    // valid, writable locals.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_int,
+            &mut head as *mut *mut RobustListHead,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if r != 0 || head.is_null() || len != size_of::<RobustListHead>() {
+        return None;
+    }
+    // SAFETY: the kernel returned the calling thread's registered head: a
+    // live `struct robust_list_head` inside glibc's `struct pthread`.
+    let offset = unsafe { (*head).futex_offset };
+    // The kernel finds the lock word at entry + futex_offset.
+    (offset == -(list_abi::LIST_NEXT as libc::c_long)).then_some(head)
+}
+
+/// Reads the pointer-sized word at `addr`.
+///
+/// # Safety
+/// `addr` is a live, aligned, pointer-sized link of this thread's robust
+/// list (a list head word or a held mutex's `__list` field).
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+unsafe fn link(addr: usize) -> usize {
+    // SAFETY: forwarded from the caller.
+    unsafe { std::ptr::read_volatile(addr as *const usize) }
+}
+
+/// Writes the pointer-sized word at `addr`.
+///
+/// # Safety
+/// As for [`link`], and only this thread writes it.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+unsafe fn set_link(addr: usize, value: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { std::ptr::write_volatile(addr as *mut usize, value) }
+}
+
+/// The most entries a walk of our own list visits (the kernel walks 2048).
+const WALK_LIMIT: usize = 1 << 16;
+
+/// Unlinks `entry` from the list at `head`, finding its neighbours by
+/// walking the list both ways (so it works even when the entry's own links
+/// were overwritten under us). Returns false if it is not on the list.
+///
+/// # Safety
+/// `head` is the calling thread's robust-list head; every entry on the list
+/// lies in live memory.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+unsafe fn unlink(head: *mut RobustListHead, entry: usize, clear_links: bool) -> bool {
+    use list_abi::QUEUE_PTR_ADJUST as ADJ;
+    let h = head as usize;
+    // The predecessor: the entry (or the head) whose `__next` is `entry`.
+    let mut pred = None;
+    let mut cur = h;
+    for _ in 0..WALK_LIMIT {
+        // SAFETY: `cur` is the head or an entry of this thread's list.
+        let next = unsafe { link(cur) } & !1;
+        if next == entry {
+            pred = Some(cur);
+            break;
+        }
+        if next == h || next == 0 {
+            break;
+        }
+        cur = next;
+    }
+    // The successor: the entry (or the head) whose `__prev` is `entry`.
+    let mut succ = None;
+    let mut cur = h;
+    for _ in 0..WALK_LIMIT {
+        // SAFETY: as above; `cur - ADJ` is its `__prev` (for the head:
+        // glibc's `robust_prev`, the word right before `robust_head`).
+        let prev = unsafe { link(cur - ADJ) } & !1;
+        if prev == entry {
+            succ = Some(cur);
+            break;
+        }
+        if prev == h || prev == 0 {
+            break;
+        }
+        cur = prev;
+    }
+    let (Some(pred), Some(succ)) = (pred, succ) else {
+        return false;
+    };
+    // SAFETY: `pred`, `succ` and (when `clear_links`) `entry` are links of
+    // this thread's list, which only this thread changes; the order is
+    // DEQUEUE_MUTEX's.
+    unsafe {
+        // Keep the PI bit of the link to `succ` if the entry still has it.
+        let own_next = if clear_links { link(entry) } else { 0 };
+        let pi_bit = if own_next & !1 == succ {
+            own_next & 1
+        } else {
+            0
+        };
+        set_link(succ - ADJ, pred);
+        set_link(pred, succ | pi_bit);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if clear_links {
+            set_link(entry - ADJ, 0);
+            set_link(entry, 0);
+        }
+    }
+    true
+}
+
+/// What [`die_holding`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Death {
+    /// The mutex is FUTEX_OWNER_DIED and off the thread's robust list.
+    Done,
+    /// Not possible here (an ABI this code does not know, or the mutex was
+    /// not on the list): nothing was changed.
+    Refused,
+}
+
+/// Does for one mutex what the kernel does for every robust mutex of a
+/// thread that dies: off the robust list, lock word from our TID to
+/// FUTEX_OWNER_DIED (keeping FUTEX_WAITERS), one waiter woken. The owner
+/// record, `__owner` and `__count` are left alone, as a death leaves them.
+///
+/// # Safety
+/// `m` is an initialised robust mutex in a live shared mapping, held by the
+/// calling thread (its lock word names `tid`, the caller's TID).
+pub(crate) unsafe fn die_holding(m: *mut libc::pthread_mutex_t, tid: u32) -> Death {
+    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+    {
+        let Some(head) = robust_head() else {
+            return Death::Refused;
+        };
+        let entry = m as usize + list_abi::LIST_NEXT;
+        // SAFETY: `head` is ours (robust_head); only this thread uses it.
+        // As glibc's unlock: announce the pending operation first, so that
+        // a death in the middle still reaches this mutex.
+        unsafe { (*head).list_op_pending = entry };
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: the mutex is ours and on our list, in live memory
+        // (caller's contract); so is every other entry of the list.
+        if !unsafe { unlink(head, entry, true) } {
+            // SAFETY: as above.
+            unsafe { (*head).list_op_pending = 0 };
+            return Death::Refused;
+        }
+        // SAFETY: the mapping is live (caller's contract).
+        let word = unsafe { lock_word(m) };
+        let mut w = word.load(Ordering::Relaxed);
+        while w & FUTEX_TID_MASK == tid {
+            let dead = FUTEX_OWNER_DIED | (w & FUTEX_WAITERS);
+            match word.compare_exchange_weak(w, dead, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        if w & FUTEX_WAITERS != 0 {
+            super::futex::futex_wake(word, 1, true);
+        }
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { (*head).list_op_pending = 0 };
+        Death::Done
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
+    {
+        let _ = (m, tid);
+        Death::Refused
+    }
+}
+
+/// Takes `m` off the calling thread's robust list without touching the
+/// mutex (its lock word no longer names us: the file was changed under the
+/// holder), so that the kernel's walk at our death never reads it. Returns
+/// false if it was not on the list (e.g. a guard inherited through fork:
+/// the entry is on the parent's list, not ours).
+///
+/// # Safety
+/// Every entry of the calling thread's robust list lies in live memory.
+pub(crate) unsafe fn forget_held(m: *mut libc::pthread_mutex_t) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+    {
+        let Some(head) = robust_head() else {
+            return false;
+        };
+        // SAFETY: forwarded from the caller; the entry's own links are not
+        // touched (another holder may own them now).
+        unsafe { unlink(head, m as usize + list_abi::LIST_NEXT, false) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
+    {
+        let _ = m;
+        false
+    }
+}

@@ -12,7 +12,8 @@
 //!   - `fstat`, `lstat` and `fchmod` (`nix::sys::stat`), and `fstatfs`
 //!     (`nix::sys::statfs`);
 //!   - `flock` (`nix::fcntl::flock`);
-//!   - `fchown` and `ftruncate` (`nix::unistd`);
+//!   - `fchown`, `ftruncate` and `lseek(SEEK_HOLE)` (`nix::unistd`), and
+//!     `posix_fallocate` and `fallocate` (`nix::fcntl`);
 //!   - `pread` and `pwrite` (`nix::sys::uio`);
 //!   - `linkat`, which names an `O_TMPFILE` file through `/proc/self/fd`
 //!     (`nix::unistd::linkat`), and `rename` (`std::fs::rename`).
@@ -28,7 +29,7 @@
 //!
 //! - Pthread mutexes, in [`pthread`]:
 //!   `pthread_mutexattr_{init,settype,setpshared,setrobust,destroy}` and
-//!   `pthread_mutex_{init,lock,unlock,consistent}`. nix's `pthread` module
+//!   `pthread_mutex_{init,unlock,consistent}`. nix's `pthread` module
 //!   has only `pthread_self` and `pthread_kill`. `pthread_mutex_clocklock`
 //!   (glibc >= 2.30) is missing from the `libc` crate too, so it is declared
 //!   by hand in that file.
@@ -41,10 +42,12 @@
 //!   `clock_gettime(CLOCK_REALTIME_COARSE)` runs on every acquisition, and
 //!   nix's wrapper is not inlinable (it measured 7 more instructions per
 //!   lock+unlock); this one call stays a direct vDSO call.
-//! - glibc's mutex layout, in [`glibc`]: no calls, but raw reads (and, for
-//!   recovery, writes) of the lock word (`__lock`), `__owner` and `__kind`
-//!   inside `pthread_mutex_t`. These are glibc ABI, which no wrapper crate
-//!   models.
+//! - glibc's mutex layout, in [`glibc`]: raw reads (and, for recovery,
+//!   writes) of the lock word (`__lock`), `__owner` and `__kind` inside
+//!   `pthread_mutex_t`, and, for a panic that counts as a death, the
+//!   calling thread's robust list (`syscall(SYS_get_robust_list, ..)` and
+//!   glibc's `__list` links). These are glibc and kernel ABI, which no
+//!   wrapper crate models.
 //!
 //! The `libc` crate also still supplies plain types and constants, such as
 //! `pthread_mutex_t`, `timespec`, the `S_IF*` file-type bits and the errno
@@ -65,14 +68,15 @@ mod pthread;
 
 pub(crate) use clock::{PAST_DEADLINE, coarse_unix_ns, deadline_after, deadline_passed};
 pub(crate) use fs::{
-    FileStat, create_exclusive, create_unnamed, fchmod, fchown, fs_type, fstat, funlock,
-    link_unnamed, lstat, open_existing, read_at, rename, set_len, try_flock_exclusive,
-    write_all_at,
+    FileStat, create_exclusive, create_unnamed, fchmod, fchown, fill_holes, fs_type, fstat,
+    funlock, has_hole_before, link_unnamed, lstat, open_existing, read_at, rename, reserve,
+    set_len, try_flock_exclusive, write_all_at,
 };
 pub(crate) use futex::{FutexWait, Woke, futex_waitv, futex_wake, release_dead_owner};
 pub(crate) use glibc::{
-    FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, expected_kind_word, glibc_kind_word,
-    lock_word, lock_word_snapshot, mark_owner_died, mutex_not_recoverable,
+    Death, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, die_holding, expected_kind_word,
+    forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died,
+    mutex_not_recoverable,
 };
 pub(crate) use process::{at_fork_child, geteuid, getpid, gettid, pid_exists};
 /// For the crate's own benches (`crate::internals`), which time glibc's call
@@ -81,7 +85,7 @@ pub(crate) use process::{at_fork_child, geteuid, getpid, gettid, pid_exists};
 pub use pthread::pthread_mutex_clocklock;
 pub(crate) use pthread::{
     LockFail, Locked, MUTEX_SIZE, MutexKind, initialised_mutex_bytes, mutex_clocklock,
-    mutex_consistent, mutex_init, mutex_lock, mutex_unlock,
+    mutex_consistent, mutex_init, mutex_unlock, mutex_unlock_rc,
 };
 
 /// Converts a pthread-style return (0 or an errno value) into a `Result`.

@@ -101,16 +101,6 @@ fn classify_lock(rc: libc::c_int) -> Result<Locked, LockFail> {
     }
 }
 
-/// `pthread_mutex_lock`.
-///
-/// # Safety
-/// `m` points to an initialised robust mutex in a live mapping.
-#[inline]
-pub(crate) unsafe fn mutex_lock(m: *mut libc::pthread_mutex_t) -> Result<Locked, LockFail> {
-    // SAFETY: forwarded from the caller's contract.
-    classify_lock(unsafe { libc::pthread_mutex_lock(m) })
-}
-
 /// `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with an absolute deadline.
 ///
 /// Also used with an already-passed deadline in place of
@@ -137,6 +127,17 @@ pub(crate) unsafe fn mutex_clocklock(
 pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     // SAFETY: forwarded from the caller's contract.
     cvt_nz(unsafe { libc::pthread_mutex_unlock(m) })
+}
+
+/// `pthread_mutex_unlock`, returning its code as is: for the release fast
+/// path, which must not build an `io::Error` it only checks in debug builds.
+///
+/// # Safety
+/// As [`mutex_unlock`].
+#[inline(always)]
+pub(crate) unsafe fn mutex_unlock_rc(m: *mut libc::pthread_mutex_t) -> libc::c_int {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { libc::pthread_mutex_unlock(m) }
 }
 
 /// `pthread_mutex_consistent`.

@@ -7,12 +7,16 @@
 mod admin;
 mod bad_input;
 mod containers;
+mod full_disk;
 mod kill_tree;
 mod labels;
 mod run;
 mod status;
 mod truncation;
 mod watch;
+
+#[path = "../common/small_fs.rs"]
+mod small_fs;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -167,6 +171,25 @@ fn run_sees_owner_died(path: &Path) -> String {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     stdout(&o).trim().to_owned()
+}
+
+/// Runs the binary as uid and gid `uid`, with `args` (root only).
+fn cli_as(uid: u32, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    bin()
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// An empty file of mode 0400: what a creator that crashed right after
+/// `O_CREAT` leaves.
+fn abandoned_creation(path: &Path) {
+    std::fs::File::create(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
 }
 
 fn json_status(path: &Path) -> (serde_json::Value, i32) {

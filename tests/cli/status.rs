@@ -1,6 +1,11 @@
-//! `robust-mutex status`: each state, with its exit code, as text and JSON.
+//! `robust-mutex status`: each state, with its exit code, as text and JSON;
+//! every kind of lock file; read-only (read permission and a read-only
+//! mount suffice), changing nothing.
 
+use crate::small_fs::SmallFs;
 use crate::*;
+
+const NOBODY: u32 = 65534;
 
 #[test]
 fn status_shows_each_state_with_its_exit_code() {
@@ -67,4 +72,150 @@ fn status_shows_each_state_with_its_exit_code() {
     let o = cli(&["status", p(&path)]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stdout(&o).contains(&format!("robust-mutex reset {}", p(&path))));
+}
+
+#[test]
+fn status_shows_a_semaphore_and_a_bare_file() {
+    let (dir, path) = temp_path("sem");
+    let sem = robust_mutex::SharedSemaphore::open(&path, 3).unwrap();
+    let _p = sem.acquire().unwrap();
+    let (v, c) = json_status(&path);
+    assert_eq!((v["state"].as_str(), c), (Some("locked"), 1), "{v}");
+    assert_eq!(v["file"]["kind"], "semaphore");
+    let permits = &v["permits"];
+    assert_eq!(
+        (permits["total"].as_u64(), permits["available"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    assert_eq!(permits["holders"][0]["pid"], std::process::id());
+    let text = stdout(&cli(&["status", p(&path)]));
+    assert!(
+        text.contains("permits: 3 total, 2 available, 1 held"),
+        "{text}"
+    );
+
+    let bare = dir.path().join("bare");
+    robust_mutex::BareMutex::open(&bare).unwrap();
+    let (v, c) = json_status(&bare);
+    assert_eq!((v["state"].as_str(), c), (Some("unlocked"), 0), "{v}");
+    assert_eq!(v["file"]["kind"], "bare");
+    let text = stdout(&cli(&["status", p(&bare)]));
+    assert!(text.contains("bare"), "{text}");
+}
+
+/// A monitoring account with read permission only: a root-owned 0644 file,
+/// held by a root `run`, looked at by uid 65534.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: runs status as uid 65534")]
+fn status_needs_only_read_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("l");
+    assert_eq!(
+        cli(&["create", "--mode", "0644", p(&path)]).status.code(),
+        Some(0)
+    );
+    let h = Holder::start(&path, &["--label", "mon"]);
+    let before = snapshot(&path);
+    let o = cli_as(NOBODY, &["status", "--json", p(&path)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), &v["owner"]["pid"]),
+        (Some("locked"), &h.pid().into())
+    );
+    assert_eq!(v["file"]["mode"], "0644");
+    let o = cli_as(NOBODY, &["status", p(&path)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains("label \"mon\""), "{}", stdout(&o));
+    assert_eq!(snapshot(&path), before);
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+fn status_works_on_a_read_only_mount() {
+    let fs = SmallFs::tmpfs("1m");
+    let (free, dead, broken) = (
+        fs.path().join("free"),
+        fs.path().join("dead"),
+        fs.path().join("broken"),
+    );
+    assert_eq!(cli(&["create", p(&free)]).status.code(), Some(0));
+    let mut h = Holder::start(&dead, &[]);
+    h.kill_run();
+    drop(h);
+    make_not_recoverable(&broken);
+    fs.remount_read_only();
+    let before: Vec<_> = [&free, &dead, &broken].map(|f| snapshot(f)).into();
+    for (f, state, code) in [
+        (&free, "unlocked", 0),
+        (&dead, "owner-dead", 2),
+        (&broken, "not-recoverable", 2),
+    ] {
+        let (v, c) = json_status(f);
+        assert_eq!((v["state"].as_str(), c), (Some(state), code), "{v}");
+        let o = cli(&["status", p(f)]);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+    }
+    let after: Vec<_> = [&free, &dead, &broken].map(|f| snapshot(f)).into();
+    assert_eq!(after, before);
+}
+
+/// What a crashed creator leaves is reported, not converted: the bytes,
+/// size, mode and owner stay as they were.
+fn status_leaves_an_abandoned_creation_alone(path: &Path) {
+    status_leaves_an_abandoned_creation_alone_sized(path, 0);
+}
+
+/// As [`status_leaves_an_abandoned_creation_alone`], for a file of `len`
+/// bytes.
+fn status_leaves_an_abandoned_creation_alone_sized(path: &Path, len: u64) {
+    let before = (snapshot(path), std::fs::metadata(path).unwrap().uid());
+    for args in [&["status", p(path)][..], &["status", "--json", p(path)]] {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(75), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("being created") && err.contains(p(path)) && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    assert_eq!(
+        (snapshot(path), std::fs::metadata(path).unwrap().uid()),
+        before
+    );
+    assert_eq!(std::fs::metadata(path).unwrap().len(), len);
+}
+
+#[test]
+fn status_leaves_our_abandoned_creation_alone() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    status_leaves_an_abandoned_creation_alone(&path);
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: chowns a file to uid 65534")]
+fn status_leaves_another_users_abandoned_creation_alone() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    status_leaves_an_abandoned_creation_alone(&path);
+}
+
+/// What a creator that crashed on a full disk leaves: a 0400 file sized
+/// with ftruncate whose pages were never written (holes; a read fault on
+/// one of them, on a full tmpfs, is SIGBUS). `status` and `watch` report
+/// it without mapping it, and `remove` takes it.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+fn status_and_remove_of_a_leftover_on_a_full_filesystem() {
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.sparse_leftover("l");
+    fs.fill();
+    status_leaves_an_abandoned_creation_alone_sized(&path, 512);
+    let o = cli(&["remove", p(&path)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!path.exists());
 }

@@ -1,6 +1,7 @@
 //! `robust-mutex watch`: transitions, resets, removals and new files, and a
 //! reader that goes away.
 
+use crate::small_fs::SmallFs;
 use crate::*;
 
 #[test]
@@ -37,7 +38,9 @@ fn watch_follows_a_reset_a_removal_and_a_new_file() {
     assert_eq!(cli(&["reset", p(&path)]).status.code(), Some(0));
     w.expect("the replacement", |l| l == "replaced: generation 2");
     w.expect("owner-dead", |l| l.starts_with("owner-dead"));
-    assert_eq!(cli(&["remove", p(&path)]).status.code(), Some(0));
+    // Owner-dead after the reset: only a forced remove discards that.
+    assert_eq!(cli(&["remove", p(&path)]).status.code(), Some(2));
+    assert_eq!(cli(&["remove", "--force", p(&path)]).status.code(), Some(0));
     w.expect("the removal", |l| l == "removed");
     assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0));
     w.expect("the new file", |l| l == "created: generation 1");
@@ -57,4 +60,52 @@ fn watch_stops_quietly_when_its_reader_goes_away() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut err, &mut text).unwrap();
     assert_eq!((st.code(), text.as_str()), (Some(0), ""), "no panic");
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+fn watch_works_on_a_read_only_mount() {
+    let fs = SmallFs::tmpfs("1m");
+    let dead = fs.path().join("dead");
+    let mut h = Holder::start(&dead, &[]);
+    h.kill_run();
+    let pid = h.pid();
+    drop(h);
+    fs.remount_read_only();
+    let before = snapshot(&dead);
+    let mut w = Watch::start(&["--interval", "5", "--count", "1", p(&dead)]);
+    let dead_line = format!("owner-dead pid {pid} tid ");
+    w.expect("the owner death", |l| l.starts_with(&dead_line));
+    assert_eq!(w.proc.wait_exit().code(), Some(0));
+    assert_eq!(snapshot(&dead), before);
+}
+
+/// `watch` on what a crashed creator left: one line saying so, the file
+/// untouched (whoever owns it); it goes on watching for the file to become
+/// ready.
+#[test]
+fn watch_leaves_an_abandoned_creation_alone() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    watch_reports_it_being_created(&path);
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: chowns a file to uid 65534")]
+fn watch_leaves_another_users_abandoned_creation_alone() {
+    let (_dir, path) = temp_path("l");
+    abandoned_creation(&path);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    watch_reports_it_being_created(&path);
+}
+
+fn watch_reports_it_being_created(path: &Path) {
+    let before = (snapshot(path), std::fs::metadata(path).unwrap().uid());
+    let mut w = Watch::start(&["--interval", "5", "--count", "1", p(path)]);
+    w.expect("being created", |l| l.starts_with("being created"));
+    assert_eq!(w.proc.wait_exit().code(), Some(0));
+    assert_eq!(
+        (snapshot(path), std::fs::metadata(path).unwrap().uid()),
+        before
+    );
 }

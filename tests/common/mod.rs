@@ -13,6 +13,10 @@
 #![allow(dead_code)]
 
 pub mod roles;
+pub mod roles_acc;
+pub mod roles_file;
+pub mod roles_inspect;
+pub mod small_fs;
 pub mod torture;
 
 use std::io::{BufRead, BufReader, Write};

@@ -69,6 +69,9 @@
 //! * `torture`: a crash-torture worker (its identity is in the torture's own
 //!   environment variables).
 //!
+//! * the read-only inspection roles of [`super::roles_inspect`]
+//!   (`inspect_report`).
+//!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
 
@@ -293,6 +296,9 @@ pub fn run_if_child() {
             torture::worker_if_asked();
             panic!("a torture child without its worker environment");
         }
+        other if super::roles_file::run(other, path) => {}
+        other if super::roles_inspect::run(other, path) => {}
+        other if super::roles_acc::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }
@@ -362,7 +368,7 @@ static WAITED: AtomicBool = AtomicBool::new(false);
 
 /// Maps the first page of the mutex file at `path` privately to this
 /// process (read-write, shared), past the library.
-fn raw_map(path: &Path) -> *mut libc::c_void {
+pub fn raw_map(path: &Path) -> *mut libc::c_void {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .read(true)

@@ -78,10 +78,58 @@ fn someone_elses_data_is_refused() {
 }
 
 #[test]
-fn an_empty_writable_file_is_truncated_not_ours() {
+fn an_empty_file_is_named_empty_with_a_hint_for_flock_users() {
     let (_dir, path) = temp_path("m");
-    write_file(&path, b"", 0o600);
-    assert!(matches!(rejected(&path), Error::Truncated { len: 0, .. }));
+    // What touch leaves, and flock(1) (0644 under the usual umask), and
+    // other modes; only 0400 is a creator's mark (taken over instead).
+    for mode in [0o644, 0o600, 0o666, 0o444] {
+        write_file(&path, b"", mode);
+        let e = rejected(&path);
+        assert!(
+            matches!(&e, Error::Empty { path: p } if *p == path),
+            "{mode:o}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("empty") && text.contains("flock(1)") && text.contains("reset --force"),
+            "{text}"
+        );
+        assert!(!text.contains("truncated"), "{text}");
+    }
+}
+
+#[test]
+fn an_empty_file_whose_flock_is_held_is_named_empty_after_the_init_timeout() {
+    // While a flock is held on an empty file the opener waits (it may be a
+    // non-root takeover lifting the creator's mark for one open); when the
+    // holder is a flock(1) user, the answer after the timeout is the same.
+    use std::os::fd::AsRawFd;
+    let (_dir, path) = temp_path("held");
+    write_file(&path, b"", 0o644);
+    let holder = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock(2) on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let before = snapshot(&path);
+    let e = OpenOptions::new()
+        .init_timeout(Duration::from_millis(20))
+        .open::<u64>(&path)
+        .unwrap_err();
+    assert!(matches!(e, Error::Empty { .. }), "{e}");
+    assert_eq!(snapshot(&path), before);
+}
+
+#[test]
+fn a_file_left_by_flock_1_is_named_empty_and_left_alone() {
+    let (_dir, path) = temp_path("flocked");
+    let st = std::process::Command::new("flock")
+        .arg(&path)
+        .arg("true")
+        .status();
+    if !matches!(st, Ok(s) if s.success()) {
+        eprintln!("SKIPPED: flock(1) does not run here ({st:?})");
+        return;
+    }
+    assert!(matches!(rejected(&path), Error::Empty { .. }));
 }
 
 #[test]
@@ -96,7 +144,10 @@ fn a_file_cut_at_every_field_boundary_is_refused() {
             write_file(&path, &good[..cut], 0o600);
             let e = rejected(&path);
             assert!(
-                matches!(e, Error::Truncated { .. } | Error::ForeignFile { .. }),
+                matches!(
+                    e,
+                    Error::Truncated { .. } | Error::ForeignFile { .. } | Error::Empty { .. }
+                ),
                 "cut in {field} at {cut}: {e}"
             );
         }

@@ -5,9 +5,11 @@
 //! * `handshake`: racing creators, creators killed at each step, takeovers;
 //! * `bad_files`: every broken or hostile file gets a typed error and is left
 //!   untouched;
+//! * `full_disk`: full and read-only filesystems (a real small tmpfs);
 //! * `fuzz_corpus`: the saved fuzz inputs replayed (`fuzz/check.rs`);
 //! * `permissions`: other users (uid 65534), modes, owners;
-//! * `status`: `status()` in every state;
+//! * `status`: `status()` in every state, and read-only `inspect()`;
+//! * `remove`: what `remove` refuses (held, broken, another user's) and takes;
 //! * `reset`: the way back from broken mutexes, earlier boots, PID
 //!   namespaces;
 //! * `bare`: the bare (pymutex-format) file, on our side only;
@@ -21,10 +23,12 @@ mod common;
 
 mod bad_files;
 mod bare;
+mod full_disk;
 mod fuzz_corpus;
 mod handshake;
 mod permissions;
 mod pymutex;
+mod remove;
 mod reset;
 mod status;
 mod test_hooks;

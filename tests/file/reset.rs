@@ -179,3 +179,177 @@ fn a_process_in_another_pid_namespace_is_refused_unless_it_opts_in() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Cuts the file at `path` to `len` bytes, as `truncate -s LEN` does.
+fn cut(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn reset_without_force_refuses_an_empty_or_truncated_file_untouched() {
+    let (_dir, path) = temp_path("m");
+    for len in [0, 10, 300, 515] {
+        SharedMutex::<u64>::open(&path).unwrap();
+        cut(&path, len);
+        let before = common::snapshot(&path);
+        let e = robust_mutex::reset(&path, false).unwrap_err();
+        assert!(
+            matches!(&e, Error::ResetNeedsForce { len: l, .. } if *l == len),
+            "{len}: {e}"
+        );
+        assert!(e.to_string().contains("force"), "{e}");
+        assert_eq!(common::snapshot(&path), before, "{len}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn reset_with_force_replaces_a_truncated_file_keeping_what_its_remnants_show() {
+    use robust_mutex::{OpenOptions, ReentrantMutex};
+    let (_dir, path) = temp_path("m");
+    // The header survived (300 bytes): the kind and the value's size are
+    // kept; the value itself is gone (zero) and the first locker recovers.
+    let old = ReentrantMutex::<u64>::open(&path).unwrap();
+    old.lock().unwrap().recover_with(|_| {}).set(7);
+    let gen_before = old.status().generation;
+    drop(old);
+    cut(&path, 300);
+    let e = ReentrantMutex::<u64>::open(&path).unwrap_err();
+    assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    let out = robust_mutex::reset(&path, true).unwrap();
+    assert_eq!(out.generation, gen_before + 1);
+    // Opening it as a re-entrant mutex of a u64 checks kind and size.
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("the first locker after a reset must run its repair code");
+    };
+    assert_eq!(r.guard().get(), 0);
+    drop(r.mark_consistent());
+
+    // Only the magic survived (`truncate -s 10`): a plain mutex with no value,
+    // what `robust-mutex create` makes.
+    cut(&path, 10);
+    robust_mutex::reset(&path, true).unwrap();
+    let m = OpenOptions::new().open::<()>(&path).unwrap();
+    assert!(m.lock().unwrap().owner_died());
+}
+
+#[test]
+fn reset_with_force_makes_an_empty_file_a_mutex_keeping_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = temp_path("flocked");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    robust_mutex::reset(&path, true).unwrap();
+    assert_eq!(common::mode_of(&path), 0o640);
+    let m = robust_mutex::OpenOptions::new()
+        .open_lock_only(&path)
+        .unwrap();
+    assert!(m.lock().unwrap().owner_died());
+    // A crashed creator's empty leftover (0400) too, as a mode-0600 mutex.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    robust_mutex::reset(&path, true).unwrap();
+    assert_eq!(common::mode_of(&path), 0o600);
+    robust_mutex::OpenOptions::new()
+        .open_lock_only(&path)
+        .unwrap();
+}
+
+#[test]
+fn reset_with_force_never_replaces_someone_elses_data() {
+    let (_dir, path) = temp_path("m");
+    for bytes in [&b"#!/bin/sh\n"[..], &[0u8; 600][..], &b"RBSTMTX\x02"[..]] {
+        std::fs::write(&path, bytes).unwrap();
+        let before = common::snapshot(&path);
+        let e = robust_mutex::reset(&path, true).unwrap_err();
+        assert!(matches!(e, Error::ForeignFile { .. }), "{e}");
+        assert_eq!(common::snapshot(&path), before);
+    }
+}
+
+#[test]
+fn reset_works_for_every_name_length_up_to_name_max() {
+    let dir = tempfile::tempdir().unwrap();
+    for len in [1, 200, 230, 240, 254, 255] {
+        let path = dir.path().join("n".repeat(len));
+        let m = SharedMutex::<u64>::open(&path).unwrap();
+        *m.lock_or_recover(|_| {}).unwrap() = len as u64;
+        let out = robust_mutex::reset(&path, true).unwrap();
+        assert_eq!(out.generation, 2, "{len}");
+        assert_eq!(*m.lock_or_recover(|_| {}).unwrap(), len as u64);
+        // And when only the name's remnants are left.
+        cut(&path, 10);
+        robust_mutex::reset(&path, true).unwrap();
+    }
+    // Nothing else is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+#[cfg_attr(
+    not_root,
+    ignore = "needs root: files are chowned, a child drops to uid 65534"
+)]
+fn reset_refuses_another_users_file_unless_allowed() {
+    use robust_mutex::ResetOptions;
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = temp_path("planted");
+    // A creator's mark planted by another user, a mutex of another user,
+    // an empty file of another user.
+    for (len, mode) in [(0, 0o400), (520, 0o600), (0, 0o644)] {
+        if len == 0 {
+            std::fs::write(&path, b"").unwrap();
+        } else {
+            SharedMutex::<u64>::open(&path).unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        let before = common::snapshot(&path);
+        let e = robust_mutex::reset(&path, true).unwrap_err();
+        assert!(
+            matches!(e, Error::ForeignOwner { owner: NOBODY, .. }),
+            "{mode:o}: {e}"
+        );
+        assert_eq!(common::snapshot(&path), before, "{mode:o}");
+        // Opting in: replaced, and the new file keeps its owner.
+        ResetOptions::new()
+            .force(true)
+            .allow_other_owners(true)
+            .reset(&path)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), NOBODY);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not_root,
+    ignore = "needs root: files are chowned, a child drops to uid 65534"
+)]
+fn reset_in_a_directory_the_caller_cannot_write_names_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = top.path().join("root-owned");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("m");
+    SharedMutex::<u64>::open(&path).unwrap();
+    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    let before = common::snapshot(&path);
+    let mut kid = Kid::spawn_as("reset_and_report", &path, &[], Some((NOBODY, NOBODY)));
+    let r = kid.expect("result");
+    kid.wait_ok();
+    assert_eq!(r, format!("permission {}", dir.display()));
+    assert_eq!(common::snapshot(&path), before);
+}

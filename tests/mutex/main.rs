@@ -8,6 +8,9 @@
 //! * `reentrant`: the re-entrant kind;
 //! * `cancel`: cancellable waits;
 //! * `logging`: events through the `log` facade;
+//! * `accidents`: stuck locks, exiting threads, the held-lock bound;
+//! * `panic_fork`: panics count as deaths, fork-inherited guards are inert,
+//!   truncation under a waiter is reported;
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
 //!
@@ -18,10 +21,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accidents;
 mod cancel;
 mod locking;
 mod logging;
 mod owner_death;
+mod panic_fork;
 mod reentrant;
 mod torture;
 

@@ -4,6 +4,8 @@
 //! sleeping. One test binary, one module per concern:
 //!
 //! * `owner_death`: killed holders' permits come back, reported;
+//! * `accidents`: stuck permits end waits, never while a live holder may
+//!   free one;
 //! * `acquiring`: releases, waits, cancellation, crowds;
 //! * `files`: kinds, permit counts, creation policies, broken files.
 //!
@@ -12,6 +14,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accidents;
 mod acquiring;
 mod files;
 mod owner_death;

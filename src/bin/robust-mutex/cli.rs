@@ -19,13 +19,15 @@ Examples:
 Exit codes:
   0      success (run: COMMAND's own status; status: unlocked)
   1      run: the lock is held (--conflict-exit-code); status: locked;
-         reset, remove: refused (healthy, or held; use --force)
-  2      status: owner-dead, not-recoverable or stuck
+         reset, remove: refused (healthy, held, empty or truncated;
+         use --force)
+  2      status: owner-dead, not-recoverable or stuck;
+         remove: refused (owner-dead, not-recoverable or stuck; use --force)
   64     usage error                  65  not a usable mutex file
   66     no such file                 69  mutex not recoverable or stuck
-  70     internal error               73  cannot create
+  70     internal error               73  cannot create (or disk full)
   74     I/O error, or PATH was truncated while in use (one line says so)
-  75     still being initialised
+  75     still being created
   77     permission denied
   126    COMMAND not executable       127 COMMAND not found
   128+N  COMMAND killed by signal N, or the wait abandoned on signal N
@@ -167,7 +169,9 @@ pub(crate) struct RunArgs {
 ///
 /// The holder is shown with its pid, tid, label, how long it has held the
 /// lock and, while it runs, its command line from /proc. For owner-dead and
-/// stuck mutexes it is the dead holder.
+/// stuck mutexes it is the dead holder. Works for every kind of lock file
+/// (mutex, re-entrant, semaphore, bare pymutex file). Only reads: read
+/// permission is enough, a read-only mount too, and nothing is ever written.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -179,8 +183,12 @@ JSON keys: path, state, owner (null, or pid, tid, label, alive, cmdline,
 acquired_at, acquired_at_unix, held_for_secs), counters (acquisitions,
 contended, owner_deaths, recoveries, resets), lock_word, file (version,
 kind, abi, generation, value_size, created_at, boot_id_matches, mode, uid).
+A semaphore adds permits (total, available, held, owner_dead,
+not_recoverable, stuck, holders, slots) and its state is its worst
+permit's; a bare file has file.kind \"bare\" and no counters.
 
 Exit status: 0 unlocked, 1 locked, 2 owner-dead, not-recoverable or stuck;
+75 being created (or its creator died: the next opener takes it over);
 errors as in `robust-mutex --help`.")]
 pub(crate) struct StatusArgs {
     /// One line of JSON instead of text.
@@ -193,8 +201,8 @@ pub(crate) struct StatusArgs {
 /// Print one timestamped line per change of state or holder, until Ctrl-C.
 ///
 /// Times are UTC. --count and --until-state end it earlier. Follows PATH:
-/// a reset (which replaces the file) and a removal are reported, and a new
-/// file at PATH is picked up.
+/// a reset (which replaces the file), a removal and a file being created are
+/// reported, and a new file at PATH is picked up. Only reads, as `status`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -244,18 +252,26 @@ pub(crate) struct CreateArgs {
 /// Remove a lock file (only a robust-mutex file is ever removed).
 ///
 /// Refuses while a live process holds the lock: a new file at PATH would
-/// let the next `run` take the lock while the old holder still works.
+/// let the next `run` take the lock while the old holder still works. Refuses
+/// an owner-dead, not-recoverable or stuck lock: the repair it awaits would
+/// be lost (`reset` repairs). Refuses another user's file. The file is
+/// judged without writing to it, and a refused file is left untouched.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   robust-mutex remove /run/lock/old.lock
   robust-mutex remove --force /run/lock/old.lock
 
-Exit status: 0 removed, 1 refused (held; use --force), 65 not a mutex file.")]
+Exit status: 0 removed, 1 refused (held), 2 refused (owner-dead,
+not-recoverable or stuck), 77 another user's file (--allow-other-owners),
+65 not a mutex file.")]
 pub(crate) struct RemoveArgs {
-    /// Remove it even while it is held.
+    /// Remove it even while it is held, owner-dead, not-recoverable or stuck.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Remove it even if another user owns it.
+    #[arg(long)]
+    pub(crate) allow_other_owners: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
 }
@@ -263,18 +279,26 @@ pub(crate) struct RemoveArgs {
 /// Repair a broken (not-recoverable or stuck) mutex.
 ///
 /// Replaces PATH with a fresh file that keeps the value and counters; every
-/// process moves to it, and the next locker runs its recovery.
+/// process moves to it, and the next locker runs its recovery. With
+/// --force, also replaces what is left of a lock file: an empty file (as
+/// flock(1) and touch leave) or a truncated one. Never someone else's data.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   robust-mutex reset /run/lock/backup.lock
   robust-mutex reset --force /run/lock/backup.lock
 
-Exit status: 0 reset, 1 refused (the mutex is not broken; use --force).")]
+Exit status: 0 reset, 1 refused (the mutex is not broken, or the file is
+empty or truncated; use --force), 73 no space for the new file, 77 another
+user's file (--allow-other-owners) or a directory this user cannot write.")]
 pub(crate) struct ResetArgs {
-    /// Reset even a healthy mutex (its holder and waiters finish on the old file).
+    /// Reset even a healthy mutex (its holder and waiters finish on the old
+    /// file), and replace an empty or truncated file.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Reset a file owned by another user (the new file keeps its owner).
+    #[arg(long)]
+    pub(crate) allow_other_owners: bool,
     /// The lock file.
     pub(crate) path: PathBuf,
 }

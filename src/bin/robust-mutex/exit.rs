@@ -11,9 +11,11 @@ pub(crate) mod code {
     /// Success; `status`: unlocked.
     pub const OK: u8 = 0;
     /// `run`: the lock is held (default `--conflict-exit-code`, as flock(1));
-    /// `status`: locked; `reset`/`remove`: refused (healthy / held).
+    /// `status`: locked; `reset`/`remove`: refused (healthy / held; `reset`:
+    /// empty or truncated).
     pub const HELD: u8 = 1;
-    /// `status`: owner-dead, not-recoverable or stuck.
+    /// `status`: owner-dead, not-recoverable or stuck; `remove`: refused
+    /// for that.
     pub const BROKEN: u8 = 2;
     /// EX_USAGE: bad command line.
     pub const USAGE: u8 = 64;
@@ -25,12 +27,14 @@ pub(crate) mod code {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: a bug in this program.
     pub const SOFTWARE: u8 = 70;
-    /// EX_CANTCREAT: `create` could not create PATH.
+    /// EX_CANTCREAT: `create` could not create PATH; no space for a lock
+    /// file (any command).
     pub const CANT_CREATE: u8 = 73;
     /// EX_IOERR; also: PATH was truncated while in use (the command's
     /// mapping of it faulted: SIGBUS, caught, one line, this code).
     pub const IO: u8 = 74;
-    /// EX_TEMPFAIL: another process is still initialising PATH.
+    /// EX_TEMPFAIL: another process is still initialising PATH, or PATH
+    /// carries the creator's mark (being created, or its creator died).
     pub const TEMP_FAIL: u8 = 75;
     /// EX_NOPERM.
     pub const NO_PERM: u8 = 77;
@@ -69,12 +73,39 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         ),
         Error::NotFound { .. } => (code::NO_INPUT, e.to_string()),
         Error::AlreadyExists { .. } => (code::CANT_CREATE, e.to_string()),
+        // A reset creates its replacement in the file's directory.
+        Error::PermissionDenied { path: dir } if op == Op::Reset && dir != path => (
+            code::NO_PERM,
+            format!(
+                "reset {p}: {}: permission denied (the new file is made in this directory)",
+                dir.display()
+            ),
+        ),
         Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
         Error::ForeignOwner { owner, ours, .. } => (
             code::NO_PERM,
             format!(
-                "{verb} {p}: owned by uid {owner}, not by this user (uid {ours}); `run --allow-other-owners` shares it"
+                "{verb} {p}: owned by uid {owner}, not by this user (uid {ours}); `{} --allow-other-owners` {}",
+                if op == Op::Reset { "reset" } else { "run" },
+                if op == Op::Reset {
+                    "resets it"
+                } else {
+                    "shares it"
+                },
             ),
+        ),
+        Error::NoSpace { .. } => (code::CANT_CREATE, e.to_string()),
+        Error::ReadOnlyFilesystem { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
+        Error::ReadOnlyFilesystem { .. } => (code::IO, e.to_string()),
+        Error::ResetNeedsForce { len, .. } => (
+            code::HELD,
+            format!(
+                "reset {p}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use --force to replace it with a new mutex"
+            ),
+        ),
+        Error::Truncated { .. } if op == Op::Open => (
+            code::DATA,
+            format!("{e}; `robust-mutex reset --force {p}` replaces it with a new mutex"),
         ),
         Error::InvalidMode { .. } => (code::USAGE, format!("{verb} {p}: {e}")),
         Error::PidNamespaceMismatch { file_ns, ours, .. } => (
@@ -86,7 +117,7 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }
-        Error::InitTimeout { .. } => (code::TEMP_FAIL, e.to_string()),
+        Error::InitTimeout { .. } | Error::BeingCreated { .. } => (code::TEMP_FAIL, e.to_string()),
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(

@@ -54,8 +54,8 @@ fn main() -> ExitCode {
         Cmd::Create(a) => {
             check_mode(Some(a.mode), a.allow_world_writable).and_then(|()| create(&a.path, a.mode))
         }
-        Cmd::Remove(a) => admin::remove(&a.path, a.force),
-        Cmd::Reset(a) => admin::reset(&a.path, a.force),
+        Cmd::Remove(a) => admin::remove(&a.path, a.force, a.allow_other_owners),
+        Cmd::Reset(a) => admin::reset(&a.path, a.force, a.allow_other_owners),
         Cmd::TreeInit(a) => tree::init(&a),
     };
     ExitCode::from(r.unwrap_or_else(|c| c))

@@ -222,6 +222,15 @@ extern "C" fn on_sigbus(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
     let _ = unsafe { signal::signal(Signal::SIGBUS, SigHandler::SigDfl) };
 }
 
+/// Ends the program as the SIGBUS handler does: PATH (as given to
+/// [`catch_truncation`]) was truncated while in use; exit 74.
+pub fn truncated_exit() -> ! {
+    if let Some(line) = TRUNCATED_LINE.get() {
+        let _ = io::Write::write_all(&mut io::stderr(), line);
+    }
+    std::process::exit(i32::from(code::IO))
+}
+
 /// From now on a SIGBUS from a truncated mapping ends the program with one
 /// line, "robust-mutex: PATH was truncated while in use", and exit code 74,
 /// instead of a silent "Bus error" (135). Call before PATH is mapped.

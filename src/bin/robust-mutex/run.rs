@@ -192,6 +192,17 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
                 a.conflict_exit_code
             })
         }
+        // (Until run.rs waits on the library's own stuck check alone: the
+        // same line and code as the polling below finds.)
+        Err(LockError::Stuck { .. }) => {
+            let s = m.status();
+            warn(format_args!(
+                "{}: {}",
+                path.display(),
+                describe_holder(&s, path)
+            ));
+            Err(code::UNAVAILABLE)
+        }
         Err(LockError::Cancelled) => {
             let sig = os::pending_signal().unwrap_or(Signal::SIGINT as i32);
             warn(format_args!(
@@ -238,7 +249,13 @@ fn wait_for(
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(LockError::TimedOut);
                 }
-                if m.status().state == LockState::Stuck {
+                let state = m.status().state;
+                if state == LockState::Truncated {
+                    // What the SIGBUS handler says when a mapped access
+                    // finds the file cut short first.
+                    os::truncated_exit();
+                }
+                if state == LockState::Stuck {
                     stuck_looks += 1;
                     if stuck_looks >= 2 {
                         return Err(LockError::TimedOut);

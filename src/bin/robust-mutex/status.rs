@@ -1,39 +1,28 @@
-//! The `status` subcommand: read a mutex's state without locking it and
-//! show it as text or one line of JSON.
+//! The `status` subcommand: read a lock's state without locking it and
+//! without writing anything (the library's read-only
+//! [`inspect_file`](robust_mutex::inspect_file)), and show it as text or one
+//! line of JSON.
 //!
 //! Reading and rendering are apart: [`observe`] gathers the facts that the
-//! library's snapshot lacks (file mode and owner, the holder's liveness and
-//! command line, the time), and [`render_text`] and [`render_json`] are pure
-//! functions of the library's [`Status`] and [`FileInfo`] and those facts.
+//! library's snapshot lacks (the holder's liveness and command line, the
+//! time), and [`render_text`] and [`render_json`] are pure functions of the
+//! library's [`Status`] (or [`SemaphoreStatus`]), [`FileInfo`] and those
+//! facts.
 
 use crate::exit::{Op, code, fail, state_code};
 use crate::format::{emit, escape, human, path_text, rfc3339, warn};
-use robust_mutex::{Error, FileInfo, LockState, OpenOptions, OwnerInfo, SharedMutex, Status};
+use robust_mutex::{
+    FileInfo, Inspected, Inspection, LockState, OwnerInfo, SemaphoreStatus, Status,
+};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Opens an existing mutex file for reading its state (never creates).
-pub(crate) fn open_existing(path: &Path) -> Result<SharedMutex<()>, Error> {
-    OpenOptions::new()
-        .allow_other_owners(true)
-        .open_lock_only(path)
-}
-
 /// `status`: prints the state of PATH as text or JSON; the exit code tells
-/// the state (0 unlocked, 1 locked, 2 broken).
+/// the state (0 unlocked, 1 locked, 2 broken). Only reads.
 pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
-    let m = open_existing(path).map_err(|e| fail(&e, Op::Open, path))?;
-    let s = m.status();
-    let info = m.file_info();
-    drop(m);
-    let facts = observe(path, &s);
-    let text = if json {
-        format!("{}\n", render_json(&s, &info, &facts))
-    } else {
-        render_text(&s, &info, &facts)
-    };
+    let i = robust_mutex::inspect_file(path).map_err(|e| fail(&e, Op::Open, path))?;
+    let text = render(&i, path, json);
     match emit(&text) {
         Ok(()) => {}
         // The reader went away (e.g. `| grep -q`): the exit status still tells.
@@ -46,7 +35,41 @@ pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
             return Err(code::IO);
         }
     }
-    Ok(state_code(s.state))
+    Ok(state_code(i.lock.state()))
+}
+
+/// What `status` prints for `i`, a look at `path`.
+fn render(i: &Inspection, path: &Path, json: bool) -> String {
+    let holders: Vec<&OwnerInfo> = match &i.lock {
+        Inspected::Mutex(s) => s.owner.iter().collect(),
+        Inspected::Semaphore(s) => s.permits.iter().filter_map(|p| p.owner.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    let state = i.lock.state();
+    let facts = observe(path, i, &holders);
+    match (&i.lock, &i.file) {
+        (Inspected::Mutex(s), Some(info)) if json => {
+            format!("{}\n", render_json(s, info, &facts))
+        }
+        (Inspected::Mutex(s), Some(info)) => render_text(s, info, &facts),
+        (Inspected::Mutex(s), None) if json => {
+            format!("{}\n", render_bare_json(s, &facts))
+        }
+        (Inspected::Mutex(s), None) => render_bare_text(s, &facts),
+        (Inspected::Semaphore(s), info) if json => {
+            format!(
+                "{}\n",
+                render_semaphore_json(s, state, info.as_ref(), &facts)
+            )
+        }
+        (Inspected::Semaphore(s), info) => render_semaphore_text(s, state, info.as_ref(), &facts),
+        // A kind this build does not know how to show in detail.
+        _ if json => format!(
+            "{}\n",
+            serde_json::json!({"path": path.display().to_string(), "state": state.as_str()})
+        ),
+        _ => format!("{}: {state}\n", path_text(path)),
+    }
 }
 
 /// What `status` shows besides the library's snapshot.
@@ -54,9 +77,9 @@ pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
 pub(crate) struct Facts {
     /// PATH as given.
     pub(crate) path: PathBuf,
-    /// PATH's permission bits (0 when it could not be read).
+    /// The file's permission bits.
     pub(crate) mode: u32,
-    /// PATH's owner (0 when it could not be read).
+    /// The file's owner.
     pub(crate) uid: u32,
     /// The moment the holder's tenure is measured to.
     pub(crate) now: SystemTime,
@@ -66,20 +89,18 @@ pub(crate) struct Facts {
     pub(crate) owner_cmdline: Option<String>,
 }
 
-/// Gathers the [`Facts`] about `path` and the holder in `s`: a stat of
-/// PATH, a look at /proc, and the clock.
-fn observe(path: &Path, s: &Status) -> Facts {
-    let (mode, uid) = std::fs::symlink_metadata(path)
-        .map(|md| (md.mode() & 0o7777, md.uid()))
-        .unwrap_or_default();
-    let owner_alive = s.owner.as_ref().is_some_and(OwnerInfo::is_alive);
+/// Gathers the [`Facts`] about the file `i` looked at and its first holder
+/// (of `holders`): a look at /proc, and the clock.
+fn observe(path: &Path, i: &Inspection, holders: &[&OwnerInfo]) -> Facts {
+    let first = holders.first().copied();
+    let owner_alive = first.is_some_and(OwnerInfo::is_alive);
     Facts {
         path: path.to_path_buf(),
-        mode,
-        uid,
+        mode: i.mode,
+        uid: i.uid,
         now: SystemTime::now(),
         owner_alive,
-        owner_cmdline: s.owner.as_ref().filter(|_| owner_alive).and_then(cmdline),
+        owner_cmdline: first.filter(|_| owner_alive).and_then(cmdline),
     }
 }
 
@@ -108,64 +129,30 @@ fn unix_secs(t: SystemTime) -> f64 {
 
 /// The status as one JSON object; its keys are listed in `status --help`.
 pub(crate) fn render_json(s: &Status, info: &FileInfo, f: &Facts) -> serde_json::Value {
-    let c = s.counters;
-    let owner = s.owner.as_ref().map(|o| {
-        serde_json::json!({
-            "pid": o.pid,
-            "tid": o.tid,
-            "label": o.label,
-            "alive": f.owner_alive,
-            "cmdline": f.owner_cmdline,
-            "acquired_at": rfc3339(o.acquired_at),
-            "acquired_at_unix": unix_secs(o.acquired_at),
-            "held_for_secs": held_for(o, f.now).as_secs_f64(),
-        })
-    });
     serde_json::json!({
         "path": f.path.display().to_string(),
         "state": s.state.as_str(),
-        "owner": owner,
-        "counters": {
-            "acquisitions": c.acquisitions,
-            "contended": c.contended,
-            "owner_deaths": c.owner_deaths,
-            "recoveries": c.recoveries,
-            "resets": c.resets,
-        },
+        "owner": s.owner.as_ref().map(|o| owner_json(o, f, true)),
+        "counters": counters_json(&s.counters),
         "lock_word": s.lock_word,
-        "file": {
-            "version": info.version,
-            "kind": info.kind.as_str(),
-            "abi": info.abi,
-            "generation": info.generation,
-            "value_size": info.value_size,
-            "created_at": rfc3339(info.created_at),
-            "boot_id_matches": info.boot_id_matches,
-            "mode": format!("{:04o}", f.mode),
-            "uid": f.uid,
-        },
+        "file": file_json(info, f),
     })
 }
 
-/// The status as lines of text for a person, ending in a newline.
-pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
+/// The first line, the holder's and what comes next.
+fn state_and_holder(s: &Status, f: &Facts) -> String {
     let path = path_text(&f.path);
-    let c = s.counters;
     let mut t = format!("{path}: {}\n", s.state);
     if let Some(o) = &s.owner {
         let role = match s.state {
             LockState::Locked => "holder",
             _ => "dead holder",
         };
-        let label = if o.label.is_empty() {
-            String::new()
-        } else {
-            format!(", label \"{}\"", escape(&o.label))
-        };
         t += &format!(
-            "  {role}: pid {}, tid {}{label}, took it {} ago ({})\n",
+            "  {role}: pid {}, tid {}{}, took it {} ago ({})\n",
             o.pid,
             o.tid,
+            label_part(&o.label),
             human(held_for(o, f.now)),
             rfc3339(o.acquired_at)
         );
@@ -180,20 +167,196 @@ pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
         }
         _ => {}
     }
+    t
+}
+
+/// The status as lines of text for a person, ending in a newline.
+pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
+    let mut t = state_and_holder(s, f);
+    t += &counters_line(&s.counters);
+    t += &file_lines(info, f);
+    t
+}
+
+/// A holder in JSON: `alive` and `cmdline` from `f` for the first holder,
+/// looked up for the others.
+fn owner_json(o: &OwnerInfo, f: &Facts, first: bool) -> serde_json::Value {
+    let (alive, cmdline) = if first {
+        (f.owner_alive, f.owner_cmdline.clone())
+    } else {
+        let alive = o.is_alive();
+        (alive, if alive { cmdline(o) } else { None })
+    };
+    serde_json::json!({
+        "pid": o.pid,
+        "tid": o.tid,
+        "label": o.label,
+        "alive": alive,
+        "cmdline": cmdline,
+        "acquired_at": rfc3339(o.acquired_at),
+        "acquired_at_unix": unix_secs(o.acquired_at),
+        "held_for_secs": held_for(o, f.now).as_secs_f64(),
+    })
+}
+
+/// The counters as JSON.
+fn counters_json(s: &robust_mutex::Counters) -> serde_json::Value {
+    serde_json::json!({
+        "acquisitions": s.acquisitions,
+        "contended": s.contended,
+        "owner_deaths": s.owner_deaths,
+        "recoveries": s.recoveries,
+        "resets": s.resets,
+    })
+}
+
+/// The header's facts and the file's mode and owner as JSON.
+fn file_json(info: &FileInfo, f: &Facts) -> serde_json::Value {
+    serde_json::json!({
+        "version": info.version,
+        "kind": info.kind.as_str(),
+        "abi": info.abi,
+        "generation": info.generation,
+        "value_size": info.value_size,
+        "created_at": rfc3339(info.created_at),
+        "boot_id_matches": info.boot_id_matches,
+        "mode": format!("{:04o}", f.mode),
+        "uid": f.uid,
+    })
+}
+
+/// A bare (pymutex) file as JSON: no counters, no header.
+pub(crate) fn render_bare_json(s: &Status, f: &Facts) -> serde_json::Value {
+    serde_json::json!({
+        "path": f.path.display().to_string(),
+        "state": s.state.as_str(),
+        "owner": s.owner.as_ref().map(|o| owner_json(o, f, true)),
+        "counters": null,
+        "lock_word": s.lock_word,
+        "file": {
+            "kind": "bare",
+            "mode": format!("{:04o}", f.mode),
+            "uid": f.uid,
+        },
+    })
+}
+
+/// A bare (pymutex) file as text.
+pub(crate) fn render_bare_text(s: &Status, f: &Facts) -> String {
+    let mut t = state_and_holder(s, f);
     t += &format!(
+        "  file: bare (pymutex format: the mutex alone, no header or counters); mode {:04o}, uid {}\n",
+        f.mode, f.uid
+    );
+    t
+}
+
+/// A semaphore as JSON: `state` (its worst permit's), and `permits`.
+pub(crate) fn render_semaphore_json(
+    s: &SemaphoreStatus,
+    state: LockState,
+    info: Option<&FileInfo>,
+    f: &Facts,
+) -> serde_json::Value {
+    let holders: Vec<_> = s
+        .permits
+        .iter()
+        .filter_map(|p| p.owner.as_ref())
+        .enumerate()
+        .map(|(n, o)| owner_json(o, f, n == 0))
+        .collect();
+    let slots: Vec<_> = s
+        .permits
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "slot": p.slot,
+                "state": p.state.as_str(),
+                "pid": p.owner.as_ref().map(|o| o.pid),
+                "lock_word": p.lock_word,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "path": f.path.display().to_string(),
+        "state": state.as_str(),
+        "owner": null,
+        "counters": counters_json(&s.counters),
+        "permits": {
+            "total": s.total,
+            "available": s.available,
+            "held": s.held,
+            "owner_dead": s.owner_dead,
+            "not_recoverable": s.not_recoverable,
+            "stuck": s.stuck,
+            "holders": holders,
+            "slots": slots,
+        },
+        "file": info.map(|i| file_json(i, f)),
+    })
+}
+
+/// A semaphore as text: `state` (its worst permit's), the permits, each
+/// holder (live or dead), the counters and the file.
+pub(crate) fn render_semaphore_text(
+    s: &SemaphoreStatus,
+    state: LockState,
+    info: Option<&FileInfo>,
+    f: &Facts,
+) -> String {
+    let path = path_text(&f.path);
+    let mut t = format!("{path}: {state}\n");
+    t += &format!(
+        "  permits: {} total, {} available, {} held, {} owner-dead, {} not-recoverable, {} stuck\n",
+        s.total, s.available, s.held, s.owner_dead, s.not_recoverable, s.stuck
+    );
+    for p in &s.permits {
+        if let Some(o) = &p.owner {
+            let role = if p.state == LockState::Locked {
+                "holder"
+            } else {
+                "dead holder"
+            };
+            t += &format!(
+                "  {role} of permit {}: pid {}, tid {}{}, took it {} ago\n",
+                p.slot,
+                o.pid,
+                o.tid,
+                label_part(&o.label),
+                human(held_for(o, f.now))
+            );
+        }
+    }
+    t += &counters_line(&s.counters);
+    if let Some(info) = info {
+        t += &file_lines(info, f);
+    }
+    t
+}
+
+fn label_part(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        format!(", label \"{}\"", escape(label))
+    }
+}
+
+fn counters_line(c: &robust_mutex::Counters) -> String {
+    format!(
         "  counters: {} acquisitions, {} contended, {} owner deaths, {} recoveries, {} resets\n",
         c.acquisitions, c.contended, c.owner_deaths, c.recoveries, c.resets
-    );
-    t += &format!(
-        "  file: {}, format version {}, generation {}, value {} bytes, created {}\n",
+    )
+}
+
+fn file_lines(info: &FileInfo, f: &Facts) -> String {
+    format!(
+        "  file: {}, format version {}, generation {}, value {} bytes, created {}\n  ABI: {}; mode {:04o}, uid {}; boot id {}\n",
         info.kind,
         info.version,
         info.generation,
         info.value_size,
-        rfc3339(info.created_at)
-    );
-    t += &format!(
-        "  ABI: {}; mode {:04o}, uid {}; boot id {}\n",
+        rfc3339(info.created_at),
         info.abi,
         f.mode,
         f.uid,
@@ -202,14 +365,13 @@ pub(crate) fn render_text(s: &Status, info: &FileInfo, f: &Facts) -> String {
         } else {
             "differs (made before the last reboot)"
         }
-    );
-    t
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use robust_mutex::Acquired;
+    use robust_mutex::{Acquired, OpenOptions, SharedMutex};
 
     /// A fresh mutex file in a temporary directory.
     fn fresh() -> (tempfile::TempDir, PathBuf, SharedMutex<()>) {

@@ -1,48 +1,66 @@
 //! The `watch` subcommand: follow PATH and print one timestamped line per
 //! change of state or holder, and when the file is removed, replaced (by a
-//! reset) or created again.
+//! reset), being created, or created again. Every look is the library's
+//! read-only [`inspect_file`](robust_mutex::inspect_file): it never writes.
 
 use crate::cli::WatchArgs;
 use crate::exit::{Op, code, fail};
 use crate::format::{emit, label_suffix, rfc3339, warn};
-use crate::status::open_existing;
-use robust_mutex::{Error, LockState, SharedMutex};
+use robust_mutex::{Error, Inspected, Inspection, LockState};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// A file's identity, to notice that PATH now names another file.
 type FileId = (u64, u64);
 
-fn file_id(path: &Path) -> io::Result<FileId> {
-    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+/// What PATH was at the last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Nothing (never printed: only a change from something to nothing).
+    Nothing,
+    /// A file carrying the creator's mark, not ready yet.
+    BeingCreated,
+    /// A ready lock file.
+    Lock(FileId),
 }
 
-/// Opens PATH and learns which file it opened.
-fn open_watched(path: &Path) -> Result<(SharedMutex<()>, FileId), Error> {
-    let mut tries = 0;
-    loop {
-        let before = file_id(path).ok();
-        let m = open_existing(path)?;
-        let after = file_id(path).ok();
-        tries += 1;
-        match after {
-            Some(id) if before == after || tries >= 10 => return Ok((m, id)),
-            // Replaced while we opened it: open again.
-            _ => continue,
-        }
-    }
+/// What `watch` compares from one look to the next: state and holders
+/// (pid, tid, label, when taken).
+type Seen = (LockState, Vec<(u32, u32, String, SystemTime)>);
+
+/// The state line's state and holders, and its text.
+fn seen(i: &Inspection) -> (Seen, String) {
+    let state = i.lock.state();
+    let (owners, extra) = match &i.lock {
+        Inspected::Mutex(s) => (s.owner.iter().collect::<Vec<_>>(), String::new()),
+        Inspected::Semaphore(s) => (
+            s.permits.iter().filter_map(|p| p.owner.as_ref()).collect(),
+            format!(" {}/{} available", s.available, s.total),
+        ),
+        _ => (Vec::new(), String::new()),
+    };
+    let who: String = owners
+        .iter()
+        .map(|o| format!(" pid {} tid {}{}", o.pid, o.tid, label_suffix(&o.label)))
+        .collect();
+    let key = owners
+        .iter()
+        .map(|o| (o.pid, o.tid, o.label.clone(), o.acquired_at))
+        .collect();
+    ((state, key), format!("{state}{extra}{who}"))
 }
 
-/// What `watch` compares from one look to the next: state and holder tenure.
-type Seen = (LockState, Option<(u32, u32, String, SystemTime)>);
+/// The generation of the file `i` looked at (0 for a bare file).
+fn generation(i: &Inspection) -> u64 {
+    i.file.as_ref().map_or(0, |f| f.generation)
+}
 
 /// `watch`: looks at PATH every `--interval` ms and prints a line per
 /// change, until `--count`, `--until-state`, a closed stdout or Ctrl-C.
 pub(crate) fn watch(a: &WatchArgs) -> Result<u8, u8> {
     let path = a.path.as_path();
-    let mut current = Some(open_watched(path).map_err(|e| fail(&e, Op::Open, path))?);
+    let mut found: Option<Found> = None; // None: not looked yet
     let mut last: Option<Seen> = None;
     let mut printed = 0u64;
     let mut print = |line: String, state: Option<LockState>| -> Result<bool, u8> {
@@ -65,65 +83,57 @@ pub(crate) fn watch(a: &WatchArgs) -> Result<u8, u8> {
         Ok(done)
     };
     loop {
-        // Has PATH been removed, or replaced (by a reset)?
-        let now = file_id(path);
-        match (&current, now) {
-            (Some((_, id)), Ok(n)) if *id == n => {}
-            (Some(_), Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                current = None;
-                last = None;
-                if print("removed".into(), None)? {
+        let (now, look) = match look(path, found.is_none())? {
+            Ok(i) => (Found::Lock((i.dev, i.ino)), Some(i)),
+            Err(f) => (f, None),
+        };
+        let before = found.replace(now);
+        if before != Some(now) {
+            last = None;
+            let line = match (before, now, &look) {
+                (Some(Found::Lock(_)), Found::Lock(_), Some(i)) => {
+                    Some(format!("replaced: generation {}", generation(i)))
+                }
+                (Some(_), Found::Lock(_), Some(i)) => {
+                    Some(format!("created: generation {}", generation(i)))
+                }
+                (_, Found::BeingCreated, _) => Some(
+                    "being created, or its creator died before finishing (mode 0400, not ready); the next opener finishes it or takes it over"
+                        .to_owned(),
+                ),
+                (Some(Found::Lock(_) | Found::BeingCreated), Found::Nothing, _) => {
+                    Some("removed".to_owned())
+                }
+                _ => None,
+            };
+            if let Some(line) = line {
+                if print(line, None)? {
                     return Ok(code::OK);
                 }
             }
-            (None, Err(e)) if e.kind() == io::ErrorKind::NotFound => {}
-            (was, _) => {
-                let had = was.is_some();
-                match open_watched(path) {
-                    Ok((m, id)) => {
-                        let line = if had {
-                            format!("replaced: generation {}", m.status().generation)
-                        } else {
-                            format!("created: generation {}", m.status().generation)
-                        };
-                        current = Some((m, id));
-                        last = None;
-                        if print(line, None)? {
-                            return Ok(code::OK);
-                        }
-                    }
-                    // Gone again before we could open it: look next time.
-                    Err(Error::NotFound { .. }) => {
-                        if had {
-                            current = None;
-                            last = None;
-                            if print("removed".into(), None)? {
-                                return Ok(code::OK);
-                            }
-                        }
-                    }
-                    Err(e) => return Err(fail(&e, Op::Open, path)),
-                }
-            }
         }
-        if let Some((m, _)) = &current {
-            let s = m.status();
-            let seen: Seen = (
-                s.state,
-                s.owner
-                    .as_ref()
-                    .map(|o| (o.pid, o.tid, o.label.clone(), o.acquired_at)),
-            );
-            if last.as_ref() != Some(&seen) {
-                let who = s.owner.as_ref().map_or(String::new(), |o| {
-                    format!(" pid {} tid {}{}", o.pid, o.tid, label_suffix(&o.label))
-                });
-                last = Some(seen);
-                if print(format!("{}{who}", s.state), Some(s.state))? {
+        if let Some(i) = &look {
+            let (s, line) = seen(i);
+            if last.as_ref() != Some(&s) {
+                let state = s.0;
+                last = Some(s);
+                if print(line, Some(state))? {
                     return Ok(code::OK);
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(a.interval));
+    }
+}
+
+/// One read-only look at PATH: the lock, or what stands there instead.
+/// On the `first` look a missing PATH is an error, as is anything unusable
+/// on every look.
+fn look(path: &Path, first: bool) -> Result<Result<Inspection, Found>, u8> {
+    match robust_mutex::inspect_file(path) {
+        Ok(i) => Ok(Ok(i)),
+        Err(Error::NotFound { .. }) if !first => Ok(Err(Found::Nothing)),
+        Err(Error::BeingCreated { .. }) => Ok(Err(Found::BeingCreated)),
+        Err(e) => Err(fail(&e, Op::Open, path)),
     }
 }

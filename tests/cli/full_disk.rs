@@ -1,0 +1,55 @@
+//! `create` and `run` on a full filesystem (a real small tmpfs and ext4,
+//! so root only): exit 73 with one line naming the path, never a SIGBUS;
+//! once space is freed, both work.
+
+use crate::small_fs::SmallFs;
+use crate::*;
+
+/// Runs the command; asserts it exited (no signal) with `code` and one
+/// line on stderr naming `path`; returns that line.
+fn exits_with(args: &[&str], code: i32, path: &Path) -> String {
+    let o = cli(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{args:?}: {:?} {err}",
+        o.status
+    );
+    assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    assert!(err.contains(p(path)), "{args:?}: names the path: {err}");
+    err
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn create_and_run_on_a_full_disk_exit_73_and_work_once_space_is_freed() {
+    for (name, fs) in SmallFs::tmpfs_and_ext4() {
+        fs.fill();
+        let path = fs.join("a.lock");
+        let err = exits_with(&["create", p(&path)], 73, &path);
+        assert!(err.contains("no space"), "{name}: {err}");
+        assert!(!path.exists(), "{name}: nothing left behind");
+        exits_with(&["run", p(&path), "--", "true"], 73, &path);
+        assert!(!path.exists(), "{name}: nothing left behind");
+        fs.free();
+        assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0), "{name}");
+        let o = cli(&["run", p(&path), "--", "true"]);
+        assert_eq!(o.status.code(), Some(0), "{name}");
+    }
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_sparse_leftover_on_a_full_disk_kills_no_command() {
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.sparse_leftover("left.lock");
+    fs.fill();
+    exits_with(&["run", p(&path), "--", "true"], 73, &path);
+    for args in [vec!["status", p(&path)], vec!["remove", p(&path)]] {
+        let o = cli(&args);
+        assert!(o.status.code().is_some(), "{args:?}: {:?}", o.status);
+    }
+    fs.free();
+    assert_eq!(cli(&["run", p(&path), "--", "true"]).status.code(), Some(0));
+}

@@ -1,0 +1,59 @@
+//! The roles of the file-layer tests (full disks, resets as another user),
+//! dispatched from [`super::roles::run_if_child`] by one line:
+//!
+//! * `open_kind_report`: opens (creating) the kind named by [`KIND_ENV`]
+//!   (`mutex`, `reentrant`, `semaphore`, `bare`) and takes its lock once;
+//!   says `result=ok`, `result=no-space <error>` (an [`Error::NoSpace`] whose
+//!   source is `StorageFull`) or `result=other <error>`. Run in a child so
+//!   that a SIGBUS shows up as the child's death, not the test binary's.
+//! * `reset_and_report`: `reset --force` on the path; says `result=ok`,
+//!   `result=permission <path named>` or `result=other <error>`.
+
+use super::say;
+use robust_mutex::{BareMutex, Error, ReentrantMutex, SharedMutex, SharedSemaphore};
+use std::path::Path;
+
+/// Which kind `open_kind_report` opens.
+pub const KIND_ENV: &str = "RM_KIND";
+
+/// Plays `role` on `path` if it is one of this file's; false otherwise.
+pub fn run(role: &str, path: &Path) -> bool {
+    match role {
+        "open_kind_report" => {
+            let kind = std::env::var(KIND_ENV).unwrap();
+            say(format!("result={}", open_kind(&kind, path)));
+        }
+        "reset_and_report" => {
+            let r = match robust_mutex::reset(path, true) {
+                Ok(_) => "ok".to_owned(),
+                Err(Error::PermissionDenied { path }) => format!("permission {}", path.display()),
+                Err(e) => format!("other {e}"),
+            };
+            say(format!("result={r}"));
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Opens (creating) a lock of `kind` at `path` and locks it once.
+pub fn open_kind(kind: &str, path: &Path) -> String {
+    let r: Result<(), Error> = match kind {
+        "mutex" => SharedMutex::<u64>::open(path).map(|m| drop(m.lock())),
+        "reentrant" => ReentrantMutex::<u64>::open(path).map(|m| drop(m.lock())),
+        "semaphore" => SharedSemaphore::open(path, 2).map(|s| drop(s.acquire())),
+        "bare" => BareMutex::open(path).map(|m| drop(m.lock())),
+        other => panic!("unknown kind {other}"),
+    };
+    match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e @ Error::NoSpace { .. }) => {
+            let full = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|s| s.kind() == std::io::ErrorKind::StorageFull);
+            assert!(full, "NoSpace without a StorageFull source: {e:?}");
+            format!("no-space {e}")
+        }
+        Err(e) => format!("other {e}"),
+    }
+}

@@ -1,0 +1,143 @@
+//! Full and read-only filesystems, on a real small tmpfs and ext4 (so root
+//! only):
+//! creation reserves the file's blocks before it maps anything, so a full
+//! disk is a typed error ([`Error::NoSpace`]), never a SIGBUS, and leaves
+//! nothing that crashes anyone later; once space is freed, opening works.
+
+use crate::common::roles_file::KIND_ENV;
+use crate::common::small_fs::SmallFs;
+use crate::common::{Kid, snapshot};
+use robust_mutex::{Error, SharedMutex};
+use std::path::Path;
+
+const KINDS: [&str; 4] = ["mutex", "reentrant", "semaphore", "bare"];
+
+/// Opens (creating) `kind` at `path` in a child: a SIGBUS kills the child,
+/// and `expect` then fails naming the kind.
+fn open_in_child(kind: &str, path: &Path) -> String {
+    let mut kid = Kid::spawn_env("open_kind_report", path, &[(KIND_ENV, kind)]);
+    let r = kid.expect("result");
+    kid.wait_ok();
+    r
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn creating_any_kind_on_a_full_disk_is_a_typed_error_and_works_once_space_is_freed() {
+    for (name, fs) in SmallFs::tmpfs_and_ext4() {
+        fs.fill();
+        for kind in KINDS {
+            let path = fs.join(kind);
+            let r = open_in_child(kind, &path);
+            assert!(r.starts_with("no-space "), "{name}, {kind}: {r}");
+            assert!(r.contains(path.to_str().unwrap()), "{name}, {kind}: {r}");
+            // Nothing left behind: the creator removed its own empty file.
+            assert!(!path.exists(), "{name}, {kind}: a file was left behind");
+        }
+        fs.free();
+        for kind in KINDS {
+            assert_eq!(open_in_child(kind, &fs.join(kind)), "ok", "{name}, {kind}");
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_crashed_creators_sparse_leftover_on_a_full_disk_is_refused_then_taken_over() {
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.sparse_leftover("left.lock");
+    fs.fill();
+    let before = snapshot(&path);
+    for kind in ["mutex", "reentrant", "semaphore"] {
+        let r = open_in_child(kind, &path);
+        assert!(r.starts_with("no-space "), "{kind}: {r}");
+        assert_eq!(snapshot(&path), before, "{kind}: the leftover changed");
+    }
+    fs.free();
+    assert_eq!(open_in_child("mutex", &path), "ok");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    assert!(!m.lock().unwrap().owner_died());
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_sparse_copy_of_a_mutex_file_on_a_full_disk_is_refused_not_mapped() {
+    // A valid file whose value pages are holes (`cp --sparse=always`):
+    // writing the value through the mapping would need new pages.
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.join("sparse.lock");
+    let bytes = {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
+    }
+    fs.fill();
+    let before = snapshot(&path);
+    let e = SharedMutex::<[u8; 16384]>::open(&path).unwrap_err();
+    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    assert_eq!(snapshot(&path), before);
+    fs.free();
+    let m = SharedMutex::<[u8; 16384]>::open(&path).unwrap();
+    m.lock_or_recover(|_| {}).unwrap()[16383] = 1;
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_read_only_filesystem_is_named_as_such() {
+    let fs = SmallFs::tmpfs("64k");
+    let existing = fs.join("m");
+    SharedMutex::<u64>::open(&existing).unwrap();
+    fs.remount_read_only();
+    let new = fs.join("new");
+    let e = SharedMutex::<u64>::open(&new).unwrap_err();
+    assert!(
+        matches!(&e, Error::ReadOnlyFilesystem { path } if *path == new),
+        "{e}"
+    );
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = SharedMutex::<u64>::open(&existing).unwrap_err();
+    assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
+    let e = robust_mutex::reset(&existing, true).unwrap_err();
+    assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.join("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    *m.lock_or_recover(|_| {}).unwrap() = 9;
+    let cut = fs.join("cut");
+    std::fs::copy(&path, &cut).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    fs.fill();
+    for p in [&path, &cut] {
+        let before = snapshot(p);
+        let e = robust_mutex::reset(p, true).unwrap_err();
+        assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+        assert_eq!(snapshot(p), before);
+    }
+    // No temporary file was left beside them.
+    let names: Vec<_> = std::fs::read_dir(fs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(*m.lock_or_recover(|_| {}).unwrap(), 9);
+    fs.free();
+    assert_eq!(robust_mutex::reset(&path, true).unwrap().generation, 2);
+    robust_mutex::reset(&cut, true).unwrap();
+}
