@@ -288,6 +288,58 @@ fn kill_tree_falls_back_to_the_process_group_where_no_namespace_is_allowed() {
     eventually("the grandchild killed with its group", || pid_gone(gpid));
 }
 
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: setpriv to act as uid 65534")]
+fn kill_tree_works_unprivileged_through_a_user_namespace() {
+    use std::os::unix::fs::chown;
+    // A world-usable directory with a copy of the program (the build
+    // directory may be closed to uid 65534), and a file only group 4242
+    // may read, which 65534 gets as a supplementary group.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = dir.path().join("robust-mutex");
+    std::fs::copy(env!("CARGO_BIN_EXE_robust-mutex"), &exe).unwrap();
+    let secret = dir.path().join("group-only");
+    std::fs::write(&secret, "for the group\n").unwrap();
+    chown(&secret, Some(0), Some(4242)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (path, gp) = (dir.path().join("l"), dir.path().join("gp"));
+    let script = format!(
+        "{} {REPORT_GP}; echo $$ $(id -u); cat {}",
+        grandchild(&gp, "exec sleep 1000"),
+        p(&secret)
+    );
+    let as_nobody = |args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--groups=4242"])
+            .arg(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        o.ok().filter(|o| !stderr(o).contains("setpriv"))
+    };
+    let Some(o) = as_nobody(&["run", "--kill-tree", p(&path), "--", "sh", "-c", &script]) else {
+        eprintln!("SKIPPED: needs setpriv(1)");
+        return;
+    };
+    if stderr(&o).contains("no PID namespace can be made here") {
+        eprintln!("SKIPPED: unprivileged user namespaces are not allowed here");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    let gpid: i32 = lines.next().unwrap().parse().unwrap();
+    assert_eq!(lines.next(), Some("2 65534"), "COMMAND is PID 2, as itself");
+    assert_eq!(
+        lines.next(),
+        Some("for the group"),
+        "its groups still count"
+    );
+    assert!(pid_gone(gpid), "the grandchild outlived `run`");
+    assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534);
+}
+
 /// The ordering window of a SIGKILLed `--kill-tree` holder, as a library
 /// locker (which does not wait for the tree beacon, as `run` does) sees it:
 /// how long after the waiter got the lock the killed holder's orphan still

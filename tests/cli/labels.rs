@@ -4,8 +4,8 @@
 
 use crate::*;
 
-const EVIL: &str = "a\nb\x1b[31mc";
-const SHOWN: &str = "a\\nb\\x1b[31mc";
+const EVIL: &str = "a\nb\x1b[31mc\\d";
+const SHOWN: &str = "a\\nb\\x1b[31mc\\\\d";
 
 /// No raw control character but the newlines that end lines.
 fn clean(s: &str) {
@@ -27,6 +27,14 @@ fn a_label_with_control_characters_is_shown_escaped_everywhere() {
     clean(&err);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&format!("pid {} ({SHOWN})", h.pid())), "{err}");
+
+    // remove's refusal names the holder the same way.
+    let o = cli(&["remove", p(&path)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    clean(&err);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("({SHOWN})")), "{err}");
 
     // status: the holder line and the command line (`run`'s own argv holds
     // the label too).

@@ -2,7 +2,7 @@
 //! `reset` a broken mutex.
 
 use crate::exit::{Op, code, fail, state_code};
-use crate::format::{emit, human, label_suffix, warn};
+use crate::format::{emit, human, label_suffix, path_text, warn};
 use robust_mutex::{
     Error, LockKind, LockState, OpenOptions, OwnerInfo, RemoveOptions, ResetOptions,
 };
@@ -109,7 +109,7 @@ pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Resul
     };
     let text = format!(
         "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
-        path.display(),
+        path_text(path),
         out.generation
     );
     // The reset is done; a closed stdout does not undo it.

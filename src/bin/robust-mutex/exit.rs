@@ -111,7 +111,7 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::PidNamespaceMismatch { file_ns, ours, .. } => (
             code::DATA,
             format!(
-                "{verb} {p}: created in another PID namespace ({file_ns}; this process is in {ours}), where thread ids can clash with ours; `run --allow-foreign-pid-namespace` uses it anyway (safe only if the other namespace's processes never use it meanwhile)"
+                "{verb} {p}: created in another PID namespace ({file_ns}; this process is in {ours}), where thread ids can clash with ours; only `run --allow-foreign-pid-namespace` uses such a file (safe only if the other namespace's processes never use it meanwhile)"
             ),
         ),
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {

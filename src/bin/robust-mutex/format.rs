@@ -8,11 +8,13 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One line on stderr. Never panics, even if stderr is gone. Control
-/// characters in the message (from a label, a path, a command line) are
-/// escaped, so it is always exactly one line.
+/// One line on stderr. Never panics, even if stderr is gone. Control and
+/// format characters in the message (from a path, a command line, a usage
+/// error) are escaped as [`escape`] does, so it is always exactly one line;
+/// backslashes are left alone, so that text escaped already (a label,
+/// through [`label_suffix`]) shows as it does on stdout.
 pub(crate) fn warn(msg: impl Display) {
-    let line = escape(&msg.to_string());
+    let line = escape_with(&msg.to_string(), false);
     let _ = writeln!(io::stderr().lock(), "robust-mutex: {line}");
 }
 
@@ -22,11 +24,16 @@ pub(crate) fn warn(msg: impl Display) {
 /// (bidirectional overrides, zero-width spaces), and the backslash itself
 /// (`\\`), so an escape in the output always means one in the input.
 pub(crate) fn escape(s: &str) -> String {
+    escape_with(s, true)
+}
+
+/// [`escape`], doubling backslashes or not.
+fn escape_with(s: &str, backslash: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslash => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -106,28 +113,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// ` (label)`, escaped, or nothing for an empty label: for stdout.
+/// ` (label)`, escaped, or nothing for an empty label.
 pub(crate) fn label_suffix(label: &str) -> String {
-    raw_label_suffix(&escape(label))
-}
-
-/// ` (label)` as it is, or nothing: for text that [`warn`] escapes whole.
-fn raw_label_suffix(label: &str) -> String {
     if label.is_empty() {
         String::new()
     } else {
-        format!(" ({label})")
+        format!(" ({})", escape(label))
     }
 }
 
-/// Why the lock cannot be had, for one line on stderr through [`warn`]
-/// (which escapes it).
+/// Why the lock cannot be had, for one line on stderr.
 pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
     match (&s.owner, s.state) {
         (Some(o), LockState::Stuck) => format!(
             "stuck: its holder, pid {}{}, is gone, yet the lock it took {} ago was never released; run `robust-mutex reset {}`",
             o.pid,
-            raw_label_suffix(&o.label),
+            label_suffix(&o.label),
             human(o.held_for()),
             path.display()
         ),
@@ -138,7 +139,7 @@ pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
         (Some(o), LockState::Locked) => format!(
             "held by pid {}{} for {}",
             o.pid,
-            raw_label_suffix(&o.label),
+            label_suffix(&o.label),
             human(o.held_for())
         ),
         (None, LockState::Locked) => "held (its holder is not recorded yet)".to_owned(),
@@ -146,7 +147,7 @@ pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
         (Some(o), state) => format!(
             "held by pid {}{} until a moment ago (now {state})",
             o.pid,
-            raw_label_suffix(&o.label)
+            label_suffix(&o.label)
         ),
         (None, state) => format!("held until a moment ago (now {state})"),
     }
@@ -179,5 +180,8 @@ mod tests {
         assert_eq!(escape("x\u{202e}y\u{200b}"), "x\\u{202e}y\\u{200b}");
         assert_eq!(label_suffix(""), "");
         assert_eq!(label_suffix("a\nb"), " (a\\nb)");
+        // What `warn` does to a line: escaped text stays as it is.
+        assert_eq!(escape_with(&label_suffix("a\\b\n"), false), " (a\\\\b\\n)");
+        assert_eq!(escape_with("p\\q\x1b", false), "p\\q\\x1b");
     }
 }
