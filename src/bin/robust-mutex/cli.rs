@@ -155,7 +155,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) allow_foreign_pid_namespace: bool,
     /// Run COMMAND in its own PID namespace, so that everything it starts
-    /// dies with it, before the lock is released; see KILL-TREE below.
+    /// dies with it, before the lock is released; see --kill-tree below.
     #[arg(long)]
     pub(crate) kill_tree: bool,
     /// The lock file.
