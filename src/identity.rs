@@ -168,6 +168,28 @@ pub fn me() -> Me {
     }
 }
 
+/// Calls `f` with the calling thread's facts, read in place from the
+/// thread-local cache (refreshed first if a fork made it stale), not
+/// copied: the lock path writes them straight into the owner record.
+/// `f` must not call [`me`] or [`with_me`] (none of the crate's callers
+/// can: it writes an owner record).
+#[inline(always)]
+pub(crate) fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    // The cell's address, valid while this thread runs (a small closure:
+    // `with` inlines; around the whole of `f` it did not).
+    let cell: *const Me = ME.with(Cell::as_ptr);
+    // SAFETY: a read of this thread's own cell; no reference to its
+    // content is live (only this function and `refresh` make one).
+    if unsafe { (*cell).generation } != generation {
+        refresh(generation);
+    }
+    // SAFETY: the cell is only written by `refresh`, on this thread, which
+    // `f` does not reach (this function's contract): the reference stays
+    // valid and unaliased by a write while `f` runs.
+    f(unsafe { &*cell })
+}
+
 /// The first call on a thread, or the first after a fork.
 #[cold]
 fn refresh(generation: u32) -> Me {

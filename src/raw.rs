@@ -192,17 +192,22 @@ impl<'m> RawMutex<'m> {
         let first = match wait {
             Wait::Cancellable(..) => None,
             _ if identity::room() == 0 => None,
-            Wait::Try | Wait::Block | Wait::Until(_) => Some(self.try_once()),
+            Wait::Try | Wait::Block | Wait::Until(_) => {
+                // SAFETY: an initialised robust mutex in a live mapping (`new`).
+                let rc = unsafe { sys::mutex_clocklock_rc(self.as_ptr(), &sys::PAST_DEADLINE) };
+                if rc == 0 {
+                    // SAFETY: the lock call just gave us the lock, cleanly.
+                    return unsafe { self.took(false, false, name) };
+                }
+                Some(rc)
+            }
         };
-        if let Some(Ok(Locked::Clean)) = first {
-            // SAFETY: the lock call just gave us the lock, cleanly.
-            return unsafe { self.took(false, false, name) };
-        }
         Self::acquire_slow(self.mutex, self.books, wait, name, first)
     }
 
-    /// The rest of [`Self::acquire`]: `first` is the answer of its first
-    /// try, if it made one (then the thread had room for one more lock).
+    /// The rest of [`Self::acquire`]: `first` is the code of its first
+    /// try ([`Self::try_once`]), if it made one (then the thread had room
+    /// for one more lock).
     ///
     /// # Errors
     /// As [`Self::acquire`].
@@ -213,7 +218,7 @@ impl<'m> RawMutex<'m> {
         books: Books,
         wait: Wait<'_>,
         name: impl Fn() -> Name<'n>,
-        first: Option<Result<Locked, LockFail>>,
+        first: Option<libc::c_int>,
     ) -> Result<Got, Fail> {
         // SAFETY: the caller's `RawMutex` was made by `new` from these.
         let raw = unsafe { Self::new(mutex, books) };
@@ -225,9 +230,13 @@ impl<'m> RawMutex<'m> {
         &self,
         wait: Wait<'_>,
         name: impl Fn() -> Name<'n>,
-        mut first: Option<Result<Locked, LockFail>>,
+        mut first: Option<libc::c_int>,
     ) -> Result<Got, Fail> {
-        let mut try_once = || first.take().unwrap_or_else(|| self.try_once());
+        let mut try_once = || {
+            first
+                .take()
+                .map_or_else(|| self.try_once(), sys::classify_lock)
+        };
         check_room(|| self.held_by_caller()).map_err(Fail::Lock)?;
         let (r, contended) = match wait {
             // Try once without blocking and wait only if it is busy:
@@ -499,18 +508,17 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return None;
         }
-        // Once, before the match: one inlined thread-local read.
-        let me = identity::me();
         let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
         // SAFETY: we hold the lock, so we are the only writer of the record,
         // which lies in the live mapping (`new`).
         let r = unsafe { record.as_mut() };
-        let previous = match self.books {
+        // The thread's facts read in place, once, before the match.
+        let previous = identity::with_me(|me| match self.books {
             Books::None => None,
             Books::Header => {
                 let mut counters = self.header_counters();
                 // SAFETY: as for the record: only the holder writes them.
-                let previous = r.acquired(&me, died, contended, now, unsafe { counters.as_mut() });
+                let previous = r.acquired(me, died, contended, now, unsafe { counters.as_mut() });
                 if r.depth == 1 {
                     identity::took_one(); // not a re-entrant relock
                 }
@@ -518,12 +526,12 @@ impl<'m> RawMutex<'m> {
             }
             Books::Permit { counters } => {
                 let mut c = Counters::default();
-                let previous = r.acquired(&me, died, contended, now, &mut c);
+                let previous = r.acquired(me, died, contended, now, &mut c);
                 self.add_shared(counters, &c);
                 identity::took_one();
                 previous
             }
-        };
+        });
         // Boxed: the outcome stays small on the clean path.
         previous.map(|r| Box::new(OwnerInfo::from_record(&r)))
     }
@@ -629,9 +637,7 @@ impl<'m> RawMutex<'m> {
             Books::Header | Books::Permit { .. } => {
                 let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
                 // SAFETY: we hold the lock: the only writer of the record.
-                let r = unsafe { record.as_mut() };
-                r.released();
-                r.depth == 0
+                unsafe { record.as_mut() }.released()
             }
         };
         if outermost {
