@@ -109,6 +109,9 @@ pub(crate) fn init_locker() -> bool {
     register_fork_handler();
     LOCKER_TID.set(u64::from(sys::gettid()));
     ROOM.set(MAX_HELD_PER_THREAD as u32);
+    // What `with_locker_me` relies on: a thread with room (or holding a
+    // lock) has its identity cache fresh.
+    me();
     true
 }
 
@@ -169,21 +172,27 @@ pub fn me() -> Me {
 }
 
 /// Calls `f` with the calling thread's facts, read in place from the
-/// thread-local cache (refreshed first if a fork made it stale), not
-/// copied: the lock path writes them straight into the owner record.
-/// `f` must not call [`me`] or [`with_me`] (none of the crate's callers
-/// can: it writes an owner record).
+/// thread-local cache, not copied: the lock path writes them straight
+/// into the owner record.
+///
+/// Only for a thread that passed the held-lock check
+/// ([`crate::raw::check_room`]) and has not forked since: that check ran
+/// [`init_locker`] on the thread since its last fork (a fork child's
+/// handler resets `ROOM` and `LOCKER_TID`, so the child's first lock runs
+/// it again), and [`init_locker`] refreshed the cache. So no staleness
+/// test here (debug builds assert it). `f` must not call [`me`].
 #[inline(always)]
-pub(crate) fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+pub(crate) fn with_locker_me<R>(f: impl FnOnce(&Me) -> R) -> R {
     // The cell's address, valid while this thread runs (a small closure:
     // `with` inlines; around the whole of `f` it did not).
     let cell: *const Me = ME.with(Cell::as_ptr);
-    // SAFETY: a read of this thread's own cell; no reference to its
-    // content is live (only this function and `refresh` make one).
-    if unsafe { (*cell).generation } != generation {
-        refresh(generation);
-    }
+    debug_assert_eq!(
+        // SAFETY: a read of this thread's own cell; no reference to its
+        // content is live.
+        unsafe { (*cell).generation },
+        FORK_GENERATION.load(Ordering::Relaxed),
+        "the identity cache is stale: with_locker_me before check_room"
+    );
     // SAFETY: the cell is only written by `refresh`, on this thread, which
     // `f` does not reach (this function's contract): the reference stays
     // valid and unaliased by a write while `f` runs.

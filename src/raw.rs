@@ -441,7 +441,8 @@ impl<'m> RawMutex<'m> {
     ///
     /// # Safety
     /// The calling thread has just taken this lock (with EOWNERDEAD when
-    /// `died`) and holds it.
+    /// `died`) and holds it, and it passed [`check_room`] before (which
+    /// keeps its identity cache fresh, see `identity::with_locker_me`).
     #[inline]
     pub(crate) unsafe fn took<'n>(
         &self,
@@ -500,7 +501,8 @@ impl<'m> RawMutex<'m> {
     /// only once). Returns the dead owner's record when `died`.
     ///
     /// # Safety
-    /// The calling thread has just acquired the lock.
+    /// As [`Self::took`]: the calling thread has just acquired the lock,
+    /// after passing [`check_room`].
     #[inline(always)]
     unsafe fn record_acquired(&self, died: bool, contended: bool) -> Option<Box<OwnerInfo>> {
         let now = sys::coarse_unix_ns;
@@ -512,8 +514,9 @@ impl<'m> RawMutex<'m> {
         // SAFETY: we hold the lock, so we are the only writer of the record,
         // which lies in the live mapping (`new`).
         let r = unsafe { record.as_mut() };
-        // The thread's facts read in place, once, before the match.
-        let previous = identity::with_me(|me| match self.books {
+        // The thread's facts read in place, once, before the match (every
+        // lock call passed `check_room` first).
+        let previous = identity::with_locker_me(|me| match self.books {
             Books::None => None,
             Books::Header => {
                 let mut counters = self.header_counters();
