@@ -442,7 +442,7 @@ impl<'m> RawMutex<'m> {
     /// # Safety
     /// The calling thread has just taken this lock (with EOWNERDEAD when
     /// `died`) and holds it, and it passed [`check_room`] before (which
-    /// keeps its identity cache fresh, see `identity::with_locker_me`).
+    /// keeps its identity cache fresh, see `identity::locker_me`).
     #[inline]
     pub(crate) unsafe fn took<'n>(
         &self,
@@ -514,14 +514,15 @@ impl<'m> RawMutex<'m> {
         // SAFETY: we hold the lock, so we are the only writer of the record,
         // which lies in the live mapping (`new`).
         let r = unsafe { record.as_mut() };
-        // The thread's facts read in place, once, before the match (every
-        // lock call passed `check_room` first).
-        let previous = identity::with_locker_me(|me| match self.books {
+        // The thread's facts, copied once before the match and before any
+        // write to the record (every lock call passed `check_room` first).
+        let me = identity::locker_me();
+        let previous = match self.books {
             Books::None => None,
             Books::Header => {
                 let mut counters = self.header_counters();
                 // SAFETY: as for the record: only the holder writes them.
-                let previous = r.acquired(me, died, contended, now, unsafe { counters.as_mut() });
+                let previous = r.acquired(&me, died, contended, now, unsafe { counters.as_mut() });
                 if r.depth == 1 {
                     identity::took_one(); // not a re-entrant relock
                 }
@@ -529,12 +530,12 @@ impl<'m> RawMutex<'m> {
             }
             Books::Permit { counters } => {
                 let mut c = Counters::default();
-                let previous = r.acquired(me, died, contended, now, &mut c);
+                let previous = r.acquired(&me, died, contended, now, &mut c);
                 self.add_shared(counters, &c);
                 identity::took_one();
                 previous
             }
-        });
+        };
         // Boxed: the outcome stays small on the clean path.
         previous.map(|r| Box::new(OwnerInfo::from_record(&r)))
     }
