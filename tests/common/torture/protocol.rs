@@ -59,6 +59,8 @@ pub struct Torture {
     /// Reports whose `previous_owner()` named neither the dead holder nor
     /// nobody (allowed only under [`NAME_ANY`]).
     pub odd_names: u64,
+    /// Forks made while holding, each checked to change nothing.
+    pub forks: u64,
     /// Per slot, the worker's current incarnation (a panic ends one; the
     /// worker goes on as the next), written by the worker outside the lock.
     pub lives: [u64; MAX_SLOTS],

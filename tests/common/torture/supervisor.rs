@@ -37,6 +37,9 @@ pub struct Config {
     /// A worker panics inside its critical section once in this many
     /// updates (0: never).
     pub panic_one_in: u64,
+    /// A worker forks while holding once in this many updates (0: never);
+    /// the child drops its inherited guard and exits.
+    pub fork_one_in: u64,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             max_pause: Duration::from_millis(2),
             deadline: Duration::from_secs(300) + Duration::from_millis(20 * kills),
             panic_one_in: 0,
+            fork_one_in: 0,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Summary {
     /// panic released the lock (counted as kills).
     pub panics: u64,
     pub voided_panics: u64,
+    /// Forks while holding whose child dropped its inherited guard.
+    pub forks: u64,
     /// OwnerDied reports recorded in `T` (by workers and the final check).
     pub reports: u64,
     /// OwnerDied reports made to a holder that was killed before recording.
@@ -122,7 +128,8 @@ impl Summary {
              holding ({} killed + {} panicked; {} more announced a panic and were killed first), \
              {} owner-died reports ({} recorded + {} to a holder killed before recording; \
              library owner_deaths {}), 0 missed, 0 double, {} stale previous_owner() names, \
-             hangs {}, lost {}, doubled {}, {} ops in {:.1} s, seed {}",
+             hangs {}, lost {}, doubled {}, {} forks while holding changed nothing, \
+             {} ops in {:.1} s, seed {}",
             self.kills,
             self.final_kills,
             self.workers,
@@ -144,6 +151,7 @@ impl Summary {
             self.hangs,
             self.lost,
             self.doubled,
+            self.forks,
             self.updates,
             self.elapsed.as_secs_f64(),
             self.seed
@@ -333,9 +341,10 @@ impl Run<'_> {
             .env(
                 ENV_WORKER,
                 format!(
-                    "{inc} {slot} {seed} {} {}",
+                    "{inc} {slot} {seed} {} {} {}",
                     std::process::id(),
-                    self.cfg.panic_one_in
+                    self.cfg.panic_one_in,
+                    self.cfg.fork_one_in
                 ),
             )
             .stdin(Stdio::null())
@@ -589,6 +598,7 @@ impl Run<'_> {
         let tally = tallied(&t);
         self.s.reports = total;
         self.s.odd_names = t.odd_names;
+        self.s.forks = t.forks;
         self.s.lib_owner_deaths = lib.owner_deaths;
         self.s.lib_recoveries = lib.recoveries;
         self.s.lib_acquisitions = lib.acquisitions;

@@ -17,7 +17,8 @@ pub const HANG: Duration = Duration::from_secs(30);
 
 /// Where a worker finds the mutex file.
 pub const ENV_PATH: &str = "RM_TORTURE_PATH";
-/// A worker's identity: `inc slot seed supervisor-pid panic-one-in`; it
+/// A worker's identity: `inc slot seed supervisor-pid panic-one-in
+/// fork-one-in`; it
 /// may use incarnations `inc .. inc + LIVES`.
 pub const ENV_WORKER: &str = "RM_TORTURE_WORKER";
 
@@ -159,7 +160,7 @@ pub fn worker_if_asked() {
         return;
     };
     let f: Vec<u64> = id.split(' ').filter_map(|s| s.parse().ok()).collect();
-    let [inc, slot, seed, parent, panic_one_in] = f[..] else {
+    let [inc, slot, seed, parent, panic_one_in, fork_one_in] = f[..] else {
         eprintln!("torture worker: bad {ENV_WORKER}={id:?}");
         std::process::exit(EXIT_SETUP);
     };
@@ -169,14 +170,21 @@ pub fn worker_if_asked() {
         slot as usize,
         seed,
         parent as u32,
-        panic_one_in,
+        (panic_one_in, fork_one_in),
     )
 }
 
 /// Incarnations reserved per worker process: each planned panic ends one.
 pub const LIVES: u32 = 64;
 
-fn worker(path: &Path, inc: u32, slot: usize, seed: u64, parent: u32, panic_one_in: u64) -> ! {
+fn worker(
+    path: &Path,
+    inc: u32,
+    slot: usize,
+    seed: u64,
+    parent: u32,
+    (panic_one_in, fork_one_in): (u64, u64),
+) -> ! {
     // Die with the supervisor, even if it is killed.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes
     // nothing but this process's death signal.
@@ -233,6 +241,11 @@ fn worker(path: &Path, inc: u32, slot: usize, seed: u64, parent: u32, panic_one_
                 // releases the lock as a death.
                 std::panic::panic_any(PlannedPanic);
             }
+            if fork_one_in > 0 && rng.below(fork_one_in) == 0 {
+                if let Err(e) = fork_holding(&m, &mut g, tid) {
+                    fail(inc, pid, Failure::Violation(e));
+                }
+            }
             let mut st = Live(Some(&mut rng));
             live(update(&mut g, inc, slot, &mut st));
             live(leave(&mut g, inc, &mut st));
@@ -251,6 +264,61 @@ fn worker(path: &Path, inc: u32, slot: usize, seed: u64, parent: u32, panic_one_
         }
         dawdle(&mut rng);
     }
+}
+
+/// Forks while holding `g`: the child drops its inherited guard and exits;
+/// in the parent nothing may have changed: the lock word names this thread,
+/// the owner record still names it, `T` is as it was.
+fn fork_holding(
+    m: &SharedMutex<Torture>,
+    g: &mut Guard<'_, Torture>,
+    tid: u32,
+) -> Result<(), String> {
+    let before = state_hash(g);
+    let owner = m.status().owner.map(|o| (o.pid, o.tid));
+    // SAFETY: the child only drops the guard (the library makes an
+    // inherited guard inert) and leaves with _exit, running no other code of
+    // this possibly multi-threaded process.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: `g` is not used again in the child: it leaves at once.
+        unsafe { std::ptr::drop_in_place(g) };
+        // SAFETY: _exit ends the child without running anything else.
+        unsafe { libc::_exit(0) };
+    }
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let mut st = 0;
+    // SAFETY: waits for our own child; `st` is a valid out pointer.
+    while unsafe { libc::waitpid(child, &mut st, 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("waitpid: {e}"));
+        }
+    }
+    if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+        return Err(format!(
+            "the fork child dropping its inherited guard ended with {st:#x}"
+        ));
+    }
+    let s = m.status();
+    if s.lock_word & 0x3fff_ffff != tid {
+        return Err(format!(
+            "after a fork child dropped its inherited guard, the lock word is {:#x}, \
+             not this thread ({tid})",
+            s.lock_word
+        ));
+    }
+    if s.owner.map(|o| (o.pid, o.tid)) != owner {
+        return Err("a fork child's drop changed the owner record".into());
+    }
+    if state_hash(g) != before {
+        return Err("a fork child's drop changed the value".into());
+    }
+    let n = g.forks + 1;
+    put(&mut g.forks, n);
+    Ok(())
 }
 
 fn fail(inc: u32, pid: u32, f: Failure) -> ! {
