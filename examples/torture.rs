@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example torture -- --kills 100000
 //!     [--workers 8] [--seed S] [--payload-kib 4] [--max-pause-us 2000]
-//!     [--deadline-secs N]
+//!     [--deadline-secs N] [--panic-one-in N] [--fork-one-in N]
 //! ```
 //! Prints the seed first, then a one-line summary and where the kills
 //! landed; exits 1 (with the seed) if any invariant failed.
@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const USAGE: &str = "usage: torture [--kills N] [--workers P] [--seed S] [--payload-kib K] \
-                     [--max-pause-us U] [--deadline-secs D]";
+                     [--max-pause-us U] [--deadline-secs D] [--panic-one-in N] [--fork-one-in N]";
 
 fn main() {
     torture::worker_if_asked();
@@ -37,6 +37,8 @@ fn main() {
             "--payload-kib" => cfg.payload_kib = v as usize,
             "--max-pause-us" => cfg.max_pause = Duration::from_micros(v),
             "--deadline-secs" => deadline = Some(Duration::from_secs(v)),
+            "--panic-one-in" => cfg.panic_one_in = v,
+            "--fork-one-in" => cfg.fork_one_in = v,
             _ => {
                 eprintln!("unknown option {flag}\n{USAGE}");
                 std::process::exit(2);
@@ -56,8 +58,8 @@ fn main() {
     let fresh = torture::Config::new(cfg.workers, cfg.kills, cfg.seed);
     cfg.deadline = deadline.unwrap_or(fresh.deadline);
     println!(
-        "torture: {} kills of {} workers, {} KiB payload, seed {}",
-        cfg.kills, cfg.workers, cfg.payload_kib, cfg.seed
+        "torture: {} kills of {} workers, {} KiB payload, panic one in {} updates, seed {}",
+        cfg.kills, cfg.workers, cfg.payload_kib, cfg.panic_one_in, cfg.seed
     );
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("torture.lock");

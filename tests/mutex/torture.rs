@@ -19,6 +19,12 @@ fn every_death_point_of_the_update_protocol_is_recognised_and_repaired() {
     assert!(checked > 100_000, "{checked}");
 }
 
+/// Workers panic inside the critical section once in this many updates.
+const PANIC_ONE_IN: u64 = 50;
+/// Workers fork holding the lock once in this many updates; the child drops
+/// its inherited guard, and nothing may change for the parent.
+const FORK_ONE_IN: u64 = 200;
+
 #[test]
 fn two_hundred_random_kills_lose_nothing_double_nothing_and_hang_nowhere() {
     let (_dir, path) = common::temp_path("torture");
@@ -28,12 +34,16 @@ fn two_hundred_random_kills_lose_nothing_double_nothing_and_hang_nowhere() {
         .unwrap_or_else(torture::clock_seed);
     eprintln!("torture seed {seed} (replay with TORTURE_SEED={seed})");
     let spawn = || common::child_command("torture", &path);
-    let cfg = torture::Config::new(8, 200, seed);
+    let mut cfg = torture::Config::new(8, 200, seed);
+    cfg.panic_one_in = PANIC_ONE_IN;
+    cfg.fork_one_in = FORK_ONE_IN;
     let s = torture::supervise(&path, &cfg, &spawn).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{s}");
     // `supervise` fails on any violation; these restate the headline.
     assert_eq!((s.hangs, s.lost, s.doubled), (0, 0, 0), "{s}");
-    assert_eq!(s.deaths_holding, s.reports + s.unseen, "{s}");
+    assert_eq!(s.deaths_holding + s.panics, s.reports + s.unseen, "{s}");
+    assert!(s.panics > 0, "no planned panic happened: {s}");
+    assert!(s.forks > 0, "no fork while holding happened: {s}");
     assert!(s.deaths_holding > 0, "no kill landed while holding: {s}");
     assert!(s.updates > 0, "no progress: {s}");
 }

@@ -68,28 +68,40 @@
 //!   went unreported. The supervisor's copy of `T` at every death while
 //!   holding must be a recognised state too. Workers exit with code 2 on any
 //!   violation and the supervisor fails the run.
-//! * **Every death while holding is reported exactly once.** The supervisor
-//!   keeps the books between two consecutive holding deaths. A holding death
-//!   `h` must be followed by exactly one OwnerDied: recorded in `T` by the
-//!   recoverer in the same store that names it as the latest entrant
-//!   (`entry = (inc, reports + 1)`), together with a hash of the whole state
-//!   it found, which must equal the supervisor's copy of the state `h` left.
-//!   Only one case leaves no record: the acquirer that got `h`'s OwnerDied is
-//!   itself killed before recording it (the supervisor sees that: it holds
-//!   the lock but is not yet the latest entrant). Then the report was made,
-//!   to a process that could not write it down (counted as `unseen`), and
-//!   that acquirer's own death is next in line. So, at every holding death
-//!   and at the end: a recorded acquisition after no pending death must be
-//!   Clean (else a false or double report), one after a pending death must
-//!   come with exactly one new report (else a missed or double report), the
-//!   library's `owner_deaths` counter must move in step, and
-//!   `deaths while holding == recorded reports + unseen`.
+//! * **Every death while holding is reported exactly once.** Each death
+//!   while holding gets an *obituary* in `T` (fields outside the hashed
+//!   state) before anyone else can take the lock: a worker about to panic
+//!   writes its own (incarnation, pid, tid, hash of the state it leaves) as
+//!   its last act; for a kill, the supervisor writes it while the victim is
+//!   stopped, from the lock word and its copy of `T`. Obituaries are
+//!   numbered; a recoverer marks the one it reports (`obit_done`) in the
+//!   store just before its entry. So the next locker checks, in its own
+//!   critical section: Clean with an obituary pending is a missed report;
+//!   OwnerDied with none pending is a false or double report; OwnerDied must
+//!   find exactly the state hashed in the obituary. Only one case leaves no
+//!   record: the acquirer that got the OwnerDied is itself killed before
+//!   recording it (the supervisor sees that: it holds the lock but is not
+//!   the latest entrant). Then the report was made, to a process that could
+//!   not write it down (counted as `unseen`; the supervisor marks the
+//!   obituary reported), and that acquirer's own obituary is next. A worker
+//!   killed after announcing its panic but before the panic released the
+//!   lock died by the kill: its obituary stays, rewritten as a kill's. At
+//!   every holding death and at the end: obituaries reported = reports
+//!   recorded + unseen, and the library's `owner_deaths` lies between the
+//!   recorded reports and the deaths.
+//! * **Panics.** With `panic_one_in` N, a worker panics inside the critical
+//!   section once in N updates, at a random step of its update (before u1,
+//!   after any of u1..u8, or in the middle of the payload), after writing
+//!   its obituary; `catch_unwind` outside the guard's scope catches it, the
+//!   incarnation ends (a panic is a death) and the process goes on as the
+//!   next one (it publishes its incarnation in `lives`, read by the
+//!   supervisor while it is stopped). Any other panic fails the worker.
 //! * **Who is named.** `previous_owner()` must name the dead holder's pid
-//!   whenever `lock` had returned to it (its entry is recorded), and that pid
-//!   or nobody if it died in `unlock`. If it died inside `lock`, the library
-//!   may name an earlier owner whose death was already reported: a library
-//!   bug (see `tests/mutex/torture.rs`), counted as "stale previous_owner()
-//!   names".
+//!   and tid whenever `lock` had returned to it (a panicking holder always),
+//!   and that pid or nobody if it died in `unlock`. If it died inside
+//!   `lock`, the library may name an earlier owner whose death was already
+//!   reported: a library bug (see `tests/mutex/torture.rs`), counted as
+//!   "stale previous_owner() names".
 //! * **No hang.** Every lock is `lock_timeout(30 s)`; a worker that times
 //!   out exits with code 3. The supervisor has an overall deadline, and
 //!   every one of its own waits is bounded by it or by a kill it just sent.

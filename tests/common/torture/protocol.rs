@@ -3,6 +3,7 @@
 //! the deterministic repair, and [`check_protocol`], which explores every
 //! death point of chains of holders without processes or timing.
 
+use std::mem::offset_of;
 use std::time::{Duration, Instant};
 
 /// Worker slots; the tally has one entry per slot.
@@ -39,10 +40,42 @@ pub struct Torture {
     pub report_named: u64,
     pub report_lib_pid: u64,
     pub report_hash: u64,
+    /// The latest obituary: `(inc of the dead holder, sequence number)`,
+    /// written by a worker about to panic holding the lock (its last act),
+    /// or by the supervisor while a holding victim is stopped. Not part of
+    /// the protocol's state (not hashed): the torture's own books.
+    pub obit: u64,
+    /// `(pid, tid)` of the dead holder.
+    pub obit_who: u64,
+    /// [`state_hash`] of the state it left.
+    pub obit_hash: u64,
+    /// How strictly `previous_owner()` must name it: [`NAME_STRICT`],
+    /// [`NAME_OR_NONE`], [`NAME_ANY`].
+    pub obit_rule: u64,
+    /// The sequence number of the latest obituary reported (by a recoverer,
+    /// just before it records its entry; or by the supervisor for a report
+    /// made to a holder it killed before it could record one).
+    pub obit_done: u64,
+    /// Reports whose `previous_owner()` named neither the dead holder nor
+    /// nobody (allowed only under [`NAME_ANY`]).
+    pub odd_names: u64,
+    /// Forks made while holding, each checked to change nothing.
+    pub forks: u64,
+    /// Per slot, the worker's current incarnation (a panic ends one; the
+    /// worker goes on as the next), written by the worker outside the lock.
+    pub lives: [u64; MAX_SLOTS],
     /// Per slot `(count, low 32 bits of the last target committed)`.
     pub tally: [u64; MAX_SLOTS],
     pub payload: [u64; MAX_WORDS],
 }
+
+/// `previous_owner()` must name the dead holder's pid and tid.
+pub(super) const NAME_STRICT: u64 = 0;
+/// Its pid, or nobody (it died in `unlock`).
+pub(super) const NAME_OR_NONE: u64 = 1;
+/// Anyone (it died inside `lock`, maybe before the library wrote its
+/// record: see the stale-name library bug).
+pub(super) const NAME_ANY: u64 = 2;
 
 pub(super) fn pack(hi: u32, lo: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
@@ -107,12 +140,16 @@ fn words(t: &Torture) -> Result<usize, String> {
 
 /// A hash of everything a dead holder can have written: every field and the
 /// used part of the payload. Recoverer and supervisor must agree on it.
+/// The books (obituaries, lives) are left out: they are not protocol state,
+/// and the supervisor writes some of them while the holder is stopped.
 pub fn state_hash(t: &Torture) -> u64 {
     let len = (t.payload_words as usize).min(MAX_WORDS);
     let all: &[u64] = bytemuck::cast_slice(bytemuck::bytes_of(t));
     let used = all.len() - MAX_WORDS + len;
-    all[..used]
+    let books = offset_of!(Torture, obit) / 8..offset_of!(Torture, tally) / 8;
+    all[..books.start]
         .iter()
+        .chain(&all[books.end..used])
         .fold(0x8422_2325_cbf2_9ce4, |h, w| fold(h, *w))
 }
 
@@ -287,6 +324,51 @@ impl Steps for Live<'_> {
     }
 }
 
+/// Live stores that stop (as if killed) after `left` of them: a worker that
+/// will panic at that step of its update.
+pub(super) struct Planned<'r> {
+    pub(super) live: Live<'r>,
+    pub(super) left: usize,
+}
+
+impl Steps for Planned<'_> {
+    fn put(&mut self, dst: &mut u64, v: u64) -> Result<(), Killed> {
+        if self.left == 0 {
+            return Err(Killed);
+        }
+        self.left -= 1;
+        self.live.put(dst, v)
+    }
+    fn pause(&mut self, one_in: u64) {
+        self.live.pause(one_in);
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.live.below(n)
+    }
+}
+
+/// How many stores of its update a worker that will panic makes first:
+/// each of the update's steps about equally often (before u1, after u1,
+/// u2, u3, in the middle of u4, after u4, u5, u6, u7, u8).
+pub(super) fn panic_point(rng: &mut Rng, len: usize) -> usize {
+    match rng.below(10) {
+        n @ 0..=3 => n as usize,
+        4 => 3 + 1 + rng.below(len.saturating_sub(1).max(1) as u64) as usize,
+        n => len + n as usize - 2,
+    }
+}
+
+/// The obituary a worker writes for itself just before it panics holding
+/// the lock, after its last store to the protocol's state.
+pub(super) fn own_obituary(t: &mut Torture, inc: u32, pid: u32, tid: u32) {
+    let hash = state_hash(t);
+    let seq = lo(t.obit) + 1;
+    put(&mut t.obit_hash, hash);
+    put(&mut t.obit_who, pack(pid, tid));
+    put(&mut t.obit_rule, NAME_STRICT);
+    put(&mut t.obit, pack(inc, seq)); // the announcement
+}
+
 /// Live steps never fail.
 pub(super) fn live<T>(r: Result<T, Killed>) -> T {
     r.unwrap_or_else(|_| unreachable!("live steps are never killed"))
@@ -341,6 +423,7 @@ pub(super) fn record_recovery(
     st.put(&mut t.report_named, u64::from(named))?;
     st.put(&mut t.report_lib_pid, u64::from(lib_pid))?;
     st.put(&mut t.report_hash, hash)?;
+    st.put(&mut t.obit_done, u64::from(lo(t.obit)))?; // the obituary is reported
     st.pause(4);
     st.put(&mut t.entry, pack(inc | RECOVERED, reports))?; // the report is recorded
     st.pause(4);

@@ -4,14 +4,16 @@
 //! makes the final acquisition and check.
 
 use super::protocol::{
-    Live, MAX_PAYLOAD_KIB, MAX_SLOTS, RECOVERED, Rng, State, Torture, checksum_of, classify,
-    entrant, hi, leave, live, lo, pack, pattern, put, state_hash, tallied,
+    Live, MAX_PAYLOAD_KIB, MAX_SLOTS, NAME_ANY, NAME_OR_NONE, NAME_STRICT, RECOVERED, Rng, State,
+    Torture, checksum_of, classify, entrant, hi, leave, live, lo, pack, pattern, put, state_hash,
+    tallied,
 };
-use super::worker::{ENV_PATH, ENV_WORKER, EXIT_HANG, EXIT_VIOLATION, HANG, enter};
+use super::worker::{ENV_PATH, ENV_WORKER, EXIT_HANG, EXIT_VIOLATION, HANG, LIVES, enter};
 use robust_mutex::{Acquired, SharedMutex};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
+use std::mem::offset_of;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +34,12 @@ pub struct Config {
     pub max_pause: Duration,
     /// The whole run must end within this.
     pub deadline: Duration,
+    /// A worker panics inside its critical section once in this many
+    /// updates (0: never).
+    pub panic_one_in: u64,
+    /// A worker forks while holding once in this many updates (0: never);
+    /// the child drops its inherited guard and exits.
+    pub fork_one_in: u64,
 }
 
 impl Config {
@@ -43,6 +51,8 @@ impl Config {
             payload_kib: 4,
             max_pause: Duration::from_millis(2),
             deadline: Duration::from_secs(300) + Duration::from_millis(20 * kills),
+            panic_one_in: 0,
+            fork_one_in: 0,
         }
     }
 }
@@ -71,34 +81,25 @@ fn kill_point(t: &Torture, inc: u32, state: State) -> &'static str {
     }
 }
 
-/// A death while holding whose report the books wait for.
-#[derive(Debug, Clone)]
-struct Death {
-    inc: u32,
-    pid: u32,
-    /// Whether it had recorded its entry (else it died inside `lock`, or
-    /// before its first store).
-    recorded: bool,
-    /// Whether it had set its marker and not cleared it.
-    inside: bool,
-    /// Whether it was past x1 (in unlock, or about to be).
-    leaving: bool,
-    /// The latest entrant recorded in the state it left.
-    latest: u32,
-    hash: u64,
-}
-
 /// What a run found.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub seed: u64,
     pub workers: usize,
     pub payload_kib: usize,
+    pub panic_one_in: u64,
     /// Random kills, and kills of the survivors at the end.
     pub kills: u64,
     pub final_kills: u64,
     pub aimed: u64,
     pub deaths_holding: u64,
+    /// Planned panics inside the critical section (each a death while
+    /// holding), and announced panics whose worker was killed before the
+    /// panic released the lock (counted as kills).
+    pub panics: u64,
+    pub voided_panics: u64,
+    /// Forks while holding whose child dropped its inherited guard.
+    pub forks: u64,
     /// OwnerDied reports recorded in `T` (by workers and the final check).
     pub reports: u64,
     /// OwnerDied reports made to a holder that was killed before recording.
@@ -123,15 +124,25 @@ impl Summary {
     /// The one-line summary.
     pub fn line(&self) -> String {
         format!(
-            "{} kills (+{} at the end) of {} workers, {} KiB payload: {} deaths while holding, \
+            "{} kills (+{} at the end) of {} workers, {} KiB payload, panics {}: {} deaths while \
+             holding ({} killed + {} panicked; {} more announced a panic and were killed first), \
              {} owner-died reports ({} recorded + {} to a holder killed before recording; \
              library owner_deaths {}), 0 missed, 0 double, {} stale previous_owner() names, \
-             hangs {}, lost {}, doubled {}, {} ops in {:.1} s, seed {}",
+             hangs {}, lost {}, doubled {}, {} forks while holding changed nothing, \
+             {} ops in {:.1} s, seed {}",
             self.kills,
             self.final_kills,
             self.workers,
             self.payload_kib,
+            if self.panic_one_in == 0 {
+                "off".to_string()
+            } else {
+                format!("1 in {} updates", self.panic_one_in)
+            },
+            self.deaths_holding + self.panics,
             self.deaths_holding,
+            self.panics,
+            self.voided_panics,
             self.reports + self.unseen,
             self.reports,
             self.unseen,
@@ -140,6 +151,7 @@ impl Summary {
             self.hangs,
             self.lost,
             self.doubled,
+            self.forks,
             self.updates,
             self.elapsed.as_secs_f64(),
             self.seed
@@ -163,8 +175,9 @@ impl fmt::Display for Summary {
     }
 }
 
-/// A read-only view of the mutex file, to copy `T` while its holder is
-/// stopped. The value's offset is the header's `data_offset` field (offset
+/// A view of the mutex file, to copy `T` while its holder is stopped, and
+/// to write that holder's obituary (the books, outside the hashed state)
+/// before it is killed. The value's offset is the header's `data_offset` field (offset
 /// 72, docs/design.md).
 struct Peek {
     map: memmap2::MmapRaw,
@@ -173,7 +186,11 @@ struct Peek {
 
 impl Peek {
     fn open(path: &Path) -> Result<Peek, String> {
-        let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
         let mut h = [0u8; 80];
         f.read_exact(&mut h).map_err(|e| e.to_string())?;
         if &h[..8] != b"RBSTMTX\x01" {
@@ -181,7 +198,7 @@ impl Peek {
         }
         let offset = u64::from_ne_bytes(h[72..80].try_into().unwrap()) as usize;
         let map = memmap2::MmapOptions::new()
-            .map_raw_read_only(&f)
+            .map_raw(&f)
             .map_err(|e| e.to_string())?;
         if offset % 8 != 0 || offset + size_of::<Torture>() > map.len() {
             return Err(format!("data offset {offset} does not fit the file"));
@@ -205,6 +222,24 @@ impl Peek {
             );
         }
         t
+    }
+}
+
+impl Peek {
+    /// One 8-byte store into the field at `field` of `T`. Only while the
+    /// lock's holder is stopped.
+    fn put(&self, field: usize, v: u64) {
+        assert!(field % 8 == 0 && field + 8 <= size_of::<Torture>());
+        // SAFETY: inside the mapping (checked in `open` and above), 8-byte
+        // aligned (the value's offset and the field's are multiples of 8);
+        // the holder, which could write `T` meanwhile, is stopped, and the
+        // books' fields are written by no one else then.
+        unsafe {
+            std::ptr::write_volatile(
+                self.map.as_mut_ptr().add(self.offset + field).cast::<u64>(),
+                v,
+            );
+        }
     }
 }
 
@@ -283,10 +318,6 @@ struct Run<'a> {
     path: &'a Path,
     next_inc: u32,
     rng: Rng,
-    // The books.
-    pending: Option<Death>,
-    reports_seen: u32,
-    lib_deaths_seen: u64,
     s: Summary,
 }
 
@@ -300,16 +331,21 @@ impl Run<'_> {
 
     fn start(&mut self, slot: usize) -> Result<(), String> {
         let inc = self.next_inc;
-        if inc >= RECOVERED {
+        if inc + LIVES >= RECOVERED {
             return Err(self.fail("out of incarnation numbers"));
         }
-        self.next_inc += 1;
+        self.next_inc += LIVES;
         let seed = self.rng.next();
         let child = (self.spawn)()
             .env(ENV_PATH, self.path)
             .env(
                 ENV_WORKER,
-                format!("{inc} {slot} {seed} {}", std::process::id()),
+                format!(
+                    "{inc} {slot} {seed} {} {} {}",
+                    std::process::id(),
+                    self.cfg.panic_one_in,
+                    self.cfg.fork_one_in
+                ),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -379,12 +415,15 @@ impl Run<'_> {
         }
     }
 
-    /// Books a stopped victim that holds the lock. Its state and the
-    /// library's counters are frozen: their only writer is the victim.
+    /// Books a stopped victim that holds the lock, and writes its obituary
+    /// into `T` for the next locker to check. Its state and the library's
+    /// counters are frozen: their only writer is the victim.
     fn holding_death(&mut self, slot: usize) -> Result<(), String> {
         let w = self.pool.0[slot].as_ref().unwrap();
-        let (inc, pid) = (w.inc, w.pid as u32);
         let t = self.peek.value();
+        // Its current incarnation (a planned panic starts the next one).
+        let inc = w.inc.max(t.lives[slot] as u32);
+        let pid = w.pid as u32;
         let state = classify(&t).map_err(|e| {
             self.fail(format!(
                 "worker {inc} stopped holding the lock, in a state no step of \
@@ -396,111 +435,72 @@ impl Run<'_> {
             .kill_points
             .entry(kill_point(&t, inc, state))
             .or_default() += 1;
-        let lib_deaths = self.m.status().counters.owner_deaths;
-        let death = Death {
-            inc,
-            pid,
-            recorded: entrant(t.entry) == inc,
-            inside: hi(t.holder) == inc,
-            leaving: t.left == u64::from(inc),
-            latest: entrant(t.entry),
-            hash: state_hash(&t),
+        let tid = self.m.status().lock_word & FUTEX_TID_MASK;
+        let recorded = entrant(t.entry) == inc;
+        let inside = hi(t.holder) == inc;
+        let leaving = t.left == u64::from(inc);
+        let rule = if recorded && (!leaving || inside) {
+            // `lock` returned to it: its owner record is written.
+            NAME_STRICT
+        } else if recorded {
+            // In `unlock`: the record is its own, or already cleared.
+            NAME_OR_NONE
+        } else {
+            // Inside `lock`, maybe before the library wrote its record.
+            NAME_ANY
         };
-        self.settle(&t, lib_deaths, death.recorded)?;
-        self.s.deaths_holding += 1;
-        self.pending = Some(death);
-        Ok(())
-    }
-
-    /// The books between two holding deaths (or the last one and the final
-    /// acquisition): `t` and `lib_deaths` as of now; `recorded` says whether
-    /// the latest acquisition recorded its entry.
-    fn settle(&mut self, t: &Torture, lib_deaths: u64, recorded: bool) -> Result<(), String> {
+        let (seq, done) = (lo(t.obit), lo(t.obit_done));
         let reports = lo(t.entry);
-        let d_rep = reports.wrapping_sub(self.reports_seen);
-        let d_lib = lib_deaths.wrapping_sub(self.lib_deaths_seen);
-        match &self.pending {
-            None if d_rep != 0 || d_lib != 0 => {
-                return Err(self.fail(format!(
-                    "{d_rep} owner-died reports recorded (library: {d_lib}) with no \
-                     death pending: a false or double report"
-                )));
-            }
-            None => {}
-            Some(h) if recorded && (d_rep != 1 || d_lib != 1) => {
-                return Err(self.fail(format!(
-                    "the death of worker {} while holding was followed by {d_rep} \
-                     recorded reports (library: {d_lib}), not exactly 1: {}",
-                    h.inc,
-                    if d_rep == 0 {
-                        "a missed report"
-                    } else {
-                        "a double report"
-                    }
-                )));
-            }
-            Some(h) if d_rep > 1 || d_lib > 1 || d_lib < u64::from(d_rep) => {
-                return Err(self.fail(format!(
-                    "the death of worker {} while holding was followed by {d_rep} \
-                     recorded reports and {d_lib} library reports",
-                    h.inc
-                )));
-            }
-            Some(_) => {
-                if d_rep == 0 {
-                    // Reported to the acquirer we just found in `lock`: it
-                    // could not record it, and its own death is next in line.
-                    self.s.unseen += 1;
-                } else {
-                    self.check_report(t)?;
+        let books = u64::from(reports) + self.s.unseen;
+        // Every reported obituary is a recorded report, or one made to a
+        // holder killed before recording it; this one may be such a holder.
+        if u64::from(done) == books + 1 && !recorded {
+            self.s.unseen += 1; // it reported the obituary, not yet its entry
+        } else if u64::from(done) != books {
+            return Err(self.fail(format!(
+                "{done} deaths reported, but {reports} reports recorded and {} made \
+                 to holders killed before recording: a missed or double report",
+                self.s.unseen
+            )));
+        }
+        let next = match seq - done {
+            0 => seq + 1,
+            1 if hi(t.obit) == inc => {
+                // Its own panic, announced; killed before the panic
+                // released the lock: a kill, not a panic.
+                if !recorded {
+                    return Err(self.fail(format!("worker {inc} announced a panic unrecorded")));
                 }
+                self.s.voided_panics += 1;
+                seq
             }
-        }
-        self.reports_seen = reports;
-        self.lib_deaths_seen = lib_deaths;
-        self.pending = None;
-        Ok(())
-    }
-
-    /// The report just recorded must describe the pending death.
-    fn check_report(&mut self, t: &Torture) -> Result<(), String> {
-        let h = self.pending.clone().unwrap();
-        if t.report_hash != h.hash {
-            return Err(self.fail(format!(
-                "worker {} recovered after the death of worker {} but did not find \
-                 the state it left (someone wrote in between)",
-                t.report_by, h.inc
-            )));
-        }
-        if t.report_named != u64::from(h.latest) {
-            return Err(self.fail(format!(
-                "the report names entrant {}, the dead holder's state names {}",
-                t.report_named, h.latest
-            )));
-        }
-        let named = t.report_lib_pid as u32;
-        if h.recorded && (!h.leaving || h.inside) {
-            // `lock` returned to it, so the library had written its owner
-            // record, and had not cleared it yet.
-            if named != h.pid {
+            1 => {
+                // The lock was handed to it with an OwnerDied report for
+                // the death in `obit`, and it was killed before it could
+                // report it.
+                if recorded {
+                    return Err(self.fail(format!(
+                        "worker {inc} recorded its entry without reporting obituary {seq}: \
+                         a missed report"
+                    )));
+                }
+                self.s.unseen += 1;
+                self.peek
+                    .put(offset_of!(Torture, obit_done), u64::from(seq));
+                seq + 1
+            }
+            n => {
                 return Err(self.fail(format!(
-                    "previous_owner() named pid {named}; the dead holder was worker {} pid {}",
-                    h.inc, h.pid
+                    "{n} deaths while holding not yet reported: missed reports"
                 )));
             }
-        } else if h.recorded {
-            // Died in `unlock`: the record is its own, or already cleared.
-            if named != h.pid && named != 0 {
-                return Err(self.fail(format!(
-                    "previous_owner() named pid {named}; worker {} pid {} died in unlock",
-                    h.inc, h.pid
-                )));
-            }
-        } else if named != h.pid && named != 0 {
-            // Died inside `lock`, maybe before the library wrote its owner
-            // record: the record may still describe an earlier owner.
-            self.s.odd_names += 1;
-        }
+        };
+        self.peek
+            .put(offset_of!(Torture, obit_hash), state_hash(&t));
+        self.peek.put(offset_of!(Torture, obit_who), pack(pid, tid));
+        self.peek.put(offset_of!(Torture, obit_rule), rule);
+        self.peek.put(offset_of!(Torture, obit), pack(inc, next));
+        self.s.deaths_holding += 1;
         Ok(())
     }
 
@@ -572,33 +572,33 @@ impl Run<'_> {
     /// books closed.
     fn finish(&mut self) -> Result<(), String> {
         let pid = std::process::id();
-        let (mut g, died) = enter(&self.m, SUPERVISOR_INC, pid, None)
+        let (mut g, _) = enter(&self.m, SUPERVISOR_INC, pid, None)
             .map_err(|f| self.fail(format!("final lock: {f}")))?;
-        if died != self.pending.is_some() {
-            let e = match &self.pending {
-                Some(h) => format!(
-                    "worker {} died holding, but the final lock was Clean",
-                    h.inc
-                ),
-                None => "the final lock reported an owner death nobody died".into(),
-            };
-            return Err(self.fail(e));
-        }
         let t: Torture = *g;
         live(leave(&mut g, SUPERVISOR_INC, &mut Live(None)));
         drop(g);
         // Every worker is dead: the counters stay as they are.
         let lib = self.m.status().counters;
-        self.settle(&t, lib.owner_deaths, true)?;
+        let (deaths, done) = (u64::from(lo(t.obit)), u64::from(lo(t.obit_done)));
         let total = u64::from(lo(t.entry));
-        if self.s.deaths_holding != total + self.s.unseen {
+        self.s.panics = deaths - self.s.deaths_holding;
+        if done != deaths || deaths != total + self.s.unseen {
             return Err(self.fail(format!(
-                "{} deaths while holding, but {total} reports recorded + {} unseen",
+                "{deaths} deaths while holding ({} killed), {done} reported: {total} \
+                 reports recorded + {} unseen",
                 self.s.deaths_holding, self.s.unseen
+            )));
+        }
+        if lib.owner_deaths < total || lib.owner_deaths > deaths {
+            return Err(self.fail(format!(
+                "library owner_deaths {}: {total} reports recorded, {deaths} deaths",
+                lib.owner_deaths
             )));
         }
         let tally = tallied(&t);
         self.s.reports = total;
+        self.s.odd_names = t.odd_names;
+        self.s.forks = t.forks;
         self.s.lib_owner_deaths = lib.owner_deaths;
         self.s.lib_recoveries = lib.recoveries;
         self.s.lib_acquisitions = lib.acquisitions;
@@ -648,7 +648,6 @@ pub fn supervise(
         put(&mut g.checksum, checksum_of(0, len));
         put(&mut g.entry, pack(SUPERVISOR_INC, 0));
     }
-    let lib_deaths_seen = m.status().counters.owner_deaths;
     let mut run = Run {
         cfg,
         m,
@@ -658,13 +657,11 @@ pub fn supervise(
         path,
         next_inc: SUPERVISOR_INC + 1,
         rng: Rng::new(cfg.seed),
-        pending: None,
-        reports_seen: 0,
-        lib_deaths_seen,
         s: Summary {
             seed: cfg.seed,
             workers: cfg.workers,
             payload_kib: cfg.payload_kib,
+            panic_one_in: cfg.panic_one_in,
             ..Summary::default()
         },
     };
