@@ -30,7 +30,7 @@ pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
         Err(e) => {
             warn(format_args!(
                 "status {}: writing the output: {e}",
-                path.display()
+                path_text(path)
             ));
             return Err(code::IO);
         }

@@ -30,8 +30,8 @@
 
 use crate::cli::TreeInitArgs;
 use crate::exit::{code, with_signal};
-use crate::format::warn;
-use crate::os::{self, Reaped};
+use crate::format::{path_text, warn};
+use crate::os::{self, NsError, Reaped};
 use crate::run;
 use std::ffi::OsString;
 use std::fs::File;
@@ -86,34 +86,50 @@ pub(crate) fn inside_kill_tree() -> bool {
 pub(crate) fn refuse_inside(verb: &str, path: &Path) {
     warn(format_args!(
         "{verb} {}: this process runs inside the PID namespace of an outer `robust-mutex run --kill-tree`, where thread ids clash with other namespaces' and no lock can be used safely; drop --kill-tree from the outer run to nest locks (or give --allow-foreign-pid-namespace, unsafe)",
-        path.display()
+        path_text(path)
     ));
 }
 
 impl Tree {
     /// Sets up what `--kill-tree` asks for: a new PID namespace, or the
-    /// process-group fallback (said once, on stderr).
-    pub(crate) fn prepare(path: &Path) -> Tree {
-        let made = os::new_pid_namespace().and_then(|()| {
+    /// process-group fallback (said once, on stderr). Everything that may
+    /// fail is done, and the namespace tried in a throwaway child, before
+    /// this process enters any namespace, which cannot be undone.
+    ///
+    /// # Errors
+    /// The exit code ([`code::OS_ERR`]) when this process was left in a
+    /// half-made user namespace: COMMAND must not run (said on stderr).
+    pub(crate) fn prepare(path: &Path) -> Result<Tree, u8> {
+        let ready = (|| {
             let (report, report_w) = os::pipe()?;
             let (alive_r, alive) = os::pipe()?;
-            Ok(Pipes {
+            let pipes = Pipes {
                 report,
                 _alive: alive,
                 init_ends: Some((report_w, alive_r)),
                 beacon: Some(os::tree_beacon(path)?),
-            })
-        });
-        match made {
-            Ok(p) => Tree::Namespace(p),
-            Err(e) => {
-                warn(format_args!(
-                    "run {}: --kill-tree: no PID namespace can be made here ({e}); only COMMAND's process group is killed, which misses processes that leave it or outlive a killed `run`",
-                    path.display()
-                ));
-                Tree::Group
-            }
-        }
+            };
+            Ok((pipes, os::probe_pid_namespace()?))
+        })();
+        let failed = match ready {
+            Ok((pipes, kind)) => match os::enter_pid_namespace(kind) {
+                Ok(()) => return Ok(Tree::Namespace(pipes)),
+                Err(NsError::NotMade(e)) => e,
+                Err(NsError::HalfMade(e)) => {
+                    warn(format_args!(
+                        "run {}: --kill-tree: COMMAND's namespace could not be completed after this process had entered it ({e}); COMMAND not run",
+                        path_text(path)
+                    ));
+                    return Err(code::OS_ERR);
+                }
+            },
+            Err(e) => e,
+        };
+        warn(format_args!(
+            "run {}: --kill-tree: no PID namespace can be made here ({failed}); only COMMAND's process group is killed, which misses processes that leave it or outlive a killed `run`",
+            path_text(path)
+        ));
+        Ok(Tree::Group)
     }
 
     /// The process `run` starts for COMMAND: COMMAND itself, or the init of
