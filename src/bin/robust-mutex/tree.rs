@@ -20,13 +20,24 @@
 //! write-lock that byte ([`os::wait_for_trees`]) before it starts COMMAND.
 //! Only processes that closed the inherited descriptor escape the beacon,
 //! and they have been sent SIGKILL by then unless the init was the last
-//! holder (figures in `docs/design.md`).
+//! holder (figures in `docs/design.md`). So the beacon's drop means "sent
+//! SIGKILL", not "gone": an init that holds it last closes its files before
+//! the kernel kills the namespace, and a process inside an uninterruptible
+//! system call finishes that call after the drop (README, `--help`). The
+//! wait keeps to `--timeout`/`--nonblock` (see `run`).
+//!
+//! The namespace is tried first in a throwaway forked child
+//! ([`os::probe_pid_namespace`]), after the pipes and the beacon are open:
+//! unshare(2) cannot be undone, so `run` enters a namespace only when
+//! nothing is left to fail but the same steps that just worked; if they
+//! fail anyway, COMMAND is not run (exit 71), never in a half-made one.
 //!
 //! Where no PID namespace may be made (neither privileged nor unprivileged
-//! user namespaces allowed), COMMAND leads a process group of its own
-//! instead, which `run` SIGKILLs when COMMAND ends: that misses processes
-//! that leave the group (setsid, setpgid), and nothing kills the group when
-//! `run` is SIGKILLed.
+//! user namespaces allowed, or the namespace limit reached), COMMAND leads
+//! a process group of its own instead, which `run` SIGKILLs when COMMAND
+//! ends: that misses processes that leave the group (setsid, setpgid), and
+//! nothing kills the group when `run` is SIGKILLed. That group is not the
+//! terminal's foreground group (COMMAND cannot read from a terminal).
 
 use crate::cli::TreeInitArgs;
 use crate::exit::{code, with_signal};
