@@ -422,3 +422,65 @@ fn kill_tree_window() {
         after.iter().filter(|d| **d > 0).count()
     );
 }
+
+#[test]
+#[cfg_attr(
+    no_userns,
+    ignore = "needs `unshare --user --map-root-user` allowed to set namespace limits"
+)]
+fn kill_tree_fallback_gives_command_the_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty(3) writes two descriptors into the valid ints given;
+    // the null name, termios and winsize pointers are allowed.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: openpty just opened both, and nothing else owns them.
+    let (_master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let limits =
+        "echo 0 > /proc/sys/user/max_pid_namespaces && echo 0 > /proc/sys/user/max_user_namespaces";
+    // COMMAND prints its process group and the terminal's foreground group.
+    let script =
+        "read -r pid comm state ppid pgrp sid tty tpgid rest < /proc/self/stat; echo $pgrp $tpgid";
+    let (_dir, path) = temp_path("l");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!("{limits} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_robust-mutex"))
+        .args(["run", "--kill-tree", p(&path), "--", "sh", "-c", script])
+        .stdin(std::fs::File::from(slave.try_clone().unwrap()));
+    // SAFETY: in the child before exec: setsid(2) and ioctl(2) only,
+    // async-signal-safe; stdin (fd 0) is the pty's slave by then.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    drop(slave);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no PID namespace can be made here"),
+        "{}",
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    let groups: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(groups.len(), 2, "{out}");
+    assert_eq!(
+        groups[0], groups[1],
+        "COMMAND's group is not the foreground"
+    );
+}

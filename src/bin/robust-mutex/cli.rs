@@ -119,9 +119,8 @@ setgroups(2) is denied, files of other users (root's too) appear as owned
 by 65534 (nobody), and /proc is not remounted, so `$$` (2) differs from the
 pid `ps` shows. Where no namespace can be made, `run` says so and falls
 back to killing COMMAND's process group when COMMAND ends (which misses
-processes that leave the group, does nothing when `run` is SIGKILLed, and
-leaves the terminal's foreground group as it was, so COMMAND cannot read
-from the terminal). If the namespace fails half made, COMMAND is not run
+processes that leave the group, and does nothing when `run` is SIGKILLed;
+that group gets the terminal's foreground while COMMAND runs). If the namespace fails half made, COMMAND is not run
 (exit 71). Inside the namespace no lock can be used (a nested
 `robust-mutex run` or `create` is refused): to nest locks as with
 flock(1), leave --kill-tree off the outer run.

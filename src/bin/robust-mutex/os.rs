@@ -22,7 +22,7 @@ use nix::unistd::{self, Pid};
 use robust_mutex::CancelToken;
 use std::ffi::{c_int, c_void};
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -468,6 +468,36 @@ pub fn die_with_parent_unchecked(cmd: &mut Command) {
 /// [`kill_group`] reaches what it starts (unless that leaves the group).
 pub fn own_process_group(cmd: &mut Command) {
     cmd.process_group(0);
+}
+
+/// With the process-group fallback: makes the group that `child` leads the
+/// foreground group of the terminal on stdin, if `run`'s group has it, so
+/// that COMMAND may read from it (and gets its Ctrl-C directly), and wakes
+/// the group should it have stopped on the terminal meanwhile (SIGTTIN).
+/// Returns the group to give the terminal back to.
+pub fn hand_terminal(child: &Child) -> Option<Pid> {
+    let stdin = io::stdin();
+    if !std::io::IsTerminal::is_terminal(&stdin) {
+        return None;
+    }
+    let ours = unistd::getpgrp();
+    if unistd::tcgetpgrp(stdin.as_fd()).ok()? != ours {
+        return None; // `run` runs in the background: leave it so
+    }
+    unistd::tcsetpgrp(stdin.as_fd(), pid_of(child)).ok()?;
+    // `child` is unreaped, so its group id is not anyone else's.
+    let _ = signal::killpg(pid_of(child), Signal::SIGCONT);
+    Some(ours)
+}
+
+/// Gives the terminal on stdin back to `group` ([`hand_terminal`]'s).
+pub fn take_back_terminal(group: Pid) {
+    // From a background group, tcsetpgrp(3) raises SIGTTOU unless blocked.
+    let mask = SigSet::from(Signal::SIGTTOU).thread_swap_mask(SigmaskHow::SIG_BLOCK);
+    let _ = unistd::tcsetpgrp(io::stdin().as_fd(), group);
+    if let Ok(mask) = mask {
+        let _ = mask.thread_set_mask();
+    }
 }
 
 /// SIGKILLs the process group led by `child`, which has exited but is not

@@ -36,8 +36,8 @@
 //! user namespaces allowed, or the namespace limit reached), COMMAND leads
 //! a process group of its own instead, which `run` SIGKILLs when COMMAND
 //! ends: that misses processes that leave the group (setsid, setpgid), and
-//! nothing kills the group when `run` is SIGKILLed. That group is not the
-//! terminal's foreground group (COMMAND cannot read from a terminal).
+//! nothing kills the group when `run` is SIGKILLed. When `run` has the
+//! terminal's foreground, that group gets it while COMMAND runs.
 
 use crate::cli::TreeInitArgs;
 use crate::exit::{code, with_signal};
@@ -196,7 +196,11 @@ impl Tree {
         match self {
             Tree::Off => os::wait_exit_no_reap(child).map(|()| None),
             Tree::Group => {
+                let terminal = os::hand_terminal(child);
                 let r = os::wait_exit_no_reap(child);
+                if let Some(group) = terminal {
+                    os::take_back_terminal(group);
+                }
                 os::kill_group(child);
                 r.map(|()| None)
             }
