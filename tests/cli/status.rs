@@ -55,6 +55,10 @@ fn status_shows_each_state_with_its_exit_code() {
         text.contains("run --label L"),
         "the holder's command line: {text}"
     );
+    assert!(
+        text.contains("sh -c 'echo $$; echo ready; exec sleep 1000'\n"),
+        "arguments with spaces quoted: {text}"
+    );
     assert!(text.contains("mode 0600"), "{text}");
 
     h.kill_run();
