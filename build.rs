@@ -9,8 +9,9 @@
 //! * `not_root`: not built as root: the tests that act as a second user or
 //!   rely on root's disregard of mode bits.
 //! * `no_pidns`: `unshare --pid --fork true` fails (no unshare(1), or no
-//!   CAP_SYS_ADMIN, e.g. root in a Docker container): the tests of
-//!   `run --kill-tree` as root and of foreign PID namespaces;
+//!   CAP_SYS_ADMIN, e.g. root in a Docker container), or there is no
+//!   nsenter(1): the tests of `run --kill-tree` as root and of foreign PID
+//!   namespaces;
 //! * `no_userns`: `unshare --user --map-root-user` cannot set the namespace
 //!   limits there: the test of `--kill-tree`'s process-group fallback;
 //! * `no_setpriv`: `setpriv` cannot act as uid 65534 (not root, or no

@@ -196,3 +196,41 @@ fn kill_tree_never_runs_command_in_a_half_made_user_namespace() {
         "COMMAND ran in a new user namespace"
     );
 }
+
+#[test]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid, nsenter) for --kill-tree"
+)]
+fn a_killed_runs_beacon_stays_until_its_namespace_is_gone() {
+    // A process of the namespace that has not finished exiting when the
+    // namespace is killed (as one in uninterruptible I/O would): here a
+    // child that `nsenter` put there, which stays unreaped while `nsenter`
+    // is stopped, so the namespace's init cannot be reaped either. The
+    // beacon must stay held until then, though COMMAND and the init are
+    // gone and have closed theirs.
+    let (_dir, path) = temp_path("l");
+    let script = "read -r p rest < /proc/self/stat; echo $p; echo ready; exec sleep 1000";
+    let mut h = Holder::start_script(&path, &["--kill-tree"], script);
+    let mut inside = Command::new("nsenter");
+    inside
+        .args(["-t", &h.command_pid.to_string(), "--pid", "--"])
+        .args(["sh", "-c", "echo in; exec sleep 1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut nsenter = inside.spawn().unwrap();
+    let mut out = BufReader::new(nsenter.stdout.take().unwrap());
+    let nsenter = Proc(nsenter);
+    assert_eq!(line(&mut out), "in");
+    signal(nsenter.0.id(), libc::SIGSTOP);
+    h.kill_run();
+    let c = h.command_pid;
+    eventually("COMMAND gone", || pid_gone(c));
+    assert_eq!(
+        beacon_holder(&path),
+        libc::F_RDLCK,
+        "the beacon dropped while the namespace still had a process"
+    );
+    signal(nsenter.0.id(), libc::SIGCONT);
+    eventually("the beacon free", || beacon_holder(&path) == libc::F_UNLCK);
+}

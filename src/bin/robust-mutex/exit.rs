@@ -27,8 +27,8 @@ pub(crate) mod code {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: a bug in this program.
     pub const SOFTWARE: u8 = 70;
-    /// EX_OSERR: `run --kill-tree` could not complete COMMAND's namespace
-    /// after entering it; COMMAND was not run.
+    /// EX_OSERR: `run --kill-tree`'s keeper could not make COMMAND's
+    /// namespace (though the probe could); COMMAND was not run.
     pub const OS_ERR: u8 = 71;
     /// EX_CANTCREAT: `create` could not create PATH; no space for a lock
     /// file (any command).

@@ -28,7 +28,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
 
 /// The signals `run` forwards to COMMAND (as timeout(1) does), and that
 /// abandon a wait for the lock.
@@ -260,17 +260,6 @@ pub enum NsKind {
     User,
 }
 
-/// Why no PID namespace was made by [`enter_pid_namespace`].
-#[derive(Debug)]
-pub enum NsError {
-    /// Nothing changed in this process (unshare(2) itself failed): it may go
-    /// on without a namespace.
-    NotMade(io::Error),
-    /// This process is now in a new user namespace whose maps could not be
-    /// written: it cannot be undone, and nothing may run in it.
-    HalfMade(io::Error),
-}
-
 /// How far [`try_pid_namespace`] got: the step that failed.
 #[derive(Clone, Copy)]
 enum Step {
@@ -402,27 +391,102 @@ pub fn probe_pid_namespace() -> io::Result<NsKind> {
 
 /// Puts the next child of this process into a new PID namespace of `kind`
 /// (as [`probe_pid_namespace`] found possible), as its PID 1. This process
-/// itself stays in its PID namespace.
+/// itself stays in its PID namespace (for [`NsKind::User`], it enters the
+/// new user namespace, for good).
 ///
 /// # Errors
-/// [`NsError::NotMade`] when unshare(2) failed (nothing changed);
-/// [`NsError::HalfMade`] when this process is already in a new user
-/// namespace whose maps could not be written.
-pub fn enter_pid_namespace(kind: NsKind) -> Result<(), NsError> {
+/// The step that failed and its errno.
+pub fn enter_pid_namespace(kind: NsKind) -> io::Result<()> {
     let maps = Maps::ours();
-    let made = if kind == NsKind::Privileged {
-        sched::unshare(CloneFlags::CLONE_NEWPID)
-            .map(|()| NsKind::Privileged)
-            .map_err(|e| (Step::Unshare, e))
-    } else {
+    let made = match kind {
+        NsKind::Privileged => {
+            sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| (Step::Unshare, e))
+        }
         // Straight to the user namespace, as the probe found.
-        user_pid_namespace(&maps).map(|()| NsKind::User)
+        NsKind::User => user_pid_namespace(&maps),
     };
-    match made {
-        Ok(_) => Ok(()),
-        Err((Step::Unshare, e)) => Err(NsError::NotMade(step_error(Step::Unshare, e))),
-        Err((step, e)) => Err(NsError::HalfMade(step_error(step, e))),
+    made.map_err(|(step, e)| step_error(step, e))
+}
+
+impl NsKind {
+    /// Its name on `__tree-init --keeper`'s command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NsKind::Privileged => "privileged",
+            NsKind::User => "user",
+        }
     }
+
+    /// The kind named `s` ([`NsKind::as_str`]).
+    pub fn from_name(s: &str) -> Option<NsKind> {
+        [NsKind::Privileged, NsKind::User]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The keeper's init, to SIGKILL when `run` dies (0: none yet or reaped).
+static KEPT: AtomicI32 = AtomicI32::new(0);
+/// Set when `run` died (the keeper's parent-death signal came).
+static ORPHANED: AtomicBool = AtomicBool::new(false);
+
+/// The keeper's parent-death signal: `run` is gone, so the init (when
+/// started and not reaped) is SIGKILLed, which ends the namespace; the
+/// keeper goes on to reap it. Async-signal-safe: atomics and kill(2).
+extern "C" fn on_run_death(_: c_int) {
+    let errno = Errno::last_raw();
+    ORPHANED.store(true, SeqCst);
+    let kept = KEPT.load(SeqCst);
+    if kept > 0 {
+        // Unreaped (see `unkeep`): the pid is still the init's.
+        let _ = signal::kill(Pid::from_raw(kept), Signal::SIGKILL);
+    }
+    Errno::set_raw(errno);
+}
+
+/// The signal the keeper gets when `run` dies: one that `run` never
+/// forwards and nobody else sends.
+const RUN_DIED: Signal = Signal::SIGUSR2;
+
+/// For the keeper: when `run` dies, SIGKILL the init (see [`keep`]) instead
+/// of dying along with it, so that the keeper lives on until the init is
+/// reaped. Returns false if `run` is already gone.
+pub fn outlive_parent(alive: BorrowedFd<'_>) -> bool {
+    let ours = SigAction::new(
+        SigHandler::Handler(on_run_death),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: `on_run_death` is async-signal-safe (see its doc) and only
+    // shares atomics with the rest of the program.
+    let installed = unsafe { signal::sigaction(RUN_DIED, &ours) }.is_ok();
+    installed && prctl::set_pdeathsig(RUN_DIED).is_ok() && writer_alive(alive)
+}
+
+/// The init the keeper started: SIGKILLed when `run` dies, at once if it
+/// already has.
+pub fn keep(init: &Child) {
+    KEPT.store(pid_of(init).as_raw(), SeqCst);
+    if ORPHANED.load(SeqCst) {
+        kill(init);
+    }
+}
+
+/// The init has exited (not reaped yet): nothing to kill any more.
+pub fn unkeep() {
+    KEPT.store(0, SeqCst);
+}
+
+/// Ends this process as `sig` would (so that its parent sees the same
+/// signal); 128+N when `sig` has no `Signal` (a real-time one).
+pub fn die_of(sig: c_int) -> ! {
+    if let Ok(s) = Signal::try_from(sig) {
+        // SAFETY: SIG_DFL is no handler; nothing else runs in this process.
+        let _ = unsafe { signal::signal(s, SigHandler::SigDfl) };
+        let _ = SigSet::from(s).thread_unblock();
+        let _ = signal::raise(s);
+    }
+    std::process::exit(i32::from(crate::exit::with_signal(sig)))
 }
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid`).

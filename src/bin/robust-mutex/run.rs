@@ -86,14 +86,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     }
 
     let program = a.command[0].to_string_lossy().into_owned();
-    let tree = if a.kill_tree {
+    let mut tree = if a.kill_tree {
         Tree::prepare(path)
     } else {
-        Ok(Tree::Off)
-    };
-    let mut tree = match tree {
-        Ok(t) => t,
-        Err(c) => return never_ran(acquired, c),
+        Tree::Off
     };
     let mut cmd = match tree.command(&a.command, path) {
         Ok(cmd) => cmd,
