@@ -14,6 +14,8 @@
 //!   namespaces;
 //! * `no_userns`: `unshare --user --map-root-user` cannot set the namespace
 //!   limits there: the test of `--kill-tree`'s process-group fallback;
+//! * `no_mount`: no tmpfs can be mounted (`unshare --mount` then `mount -t
+//!   tmpfs`: no CAP_SYS_ADMIN, or no mount(8)): the tests on a small tmpfs;
 //! * `no_setpriv`: `setpriv` cannot act as uid 65534 (not root, or no
 //!   setpriv(1));
 //! * `no_unpriv_userns`: uid 65534 cannot make a user and PID namespace
@@ -83,6 +85,13 @@ fn main() {
         !succeeds(
             "unshare",
             &["--user", "--map-root-user", "sh", "-c", limits],
+        ),
+    );
+    cfg(
+        "no_mount",
+        !succeeds(
+            "unshare",
+            &["--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
         ),
     );
     let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
