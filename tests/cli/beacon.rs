@@ -223,6 +223,14 @@ fn a_killed_runs_beacon_stays_until_its_namespace_is_gone() {
     let nsenter = Proc(nsenter);
     assert_eq!(line(&mut out), "in");
     signal(nsenter.0.id(), libc::SIGSTOP);
+    // Stopped for real (a waking `nsenter` could still reap its child).
+    let stat = format!("/proc/{}/stat", nsenter.0.id());
+    eventually("nsenter stopped", || {
+        std::fs::read_to_string(&stat)
+            .unwrap()
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    });
     h.kill_run();
     let c = h.command_pid;
     eventually("COMMAND gone", || pid_gone(c));

@@ -216,7 +216,15 @@ fn world_dir_with_exe() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let exe = dir.path().join("robust-mutex");
-    std::fs::copy(env!("CARGO_BIN_EXE_robust-mutex"), &exe).unwrap();
+    // Copied by cp(1), not here: a child forked meanwhile by another test
+    // would inherit our writable descriptor of the copy, and executing it
+    // would fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_robust-mutex"))
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     (dir, exe)
 }
 

@@ -534,31 +534,51 @@ pub fn own_process_group(cmd: &mut Command) {
     cmd.process_group(0);
 }
 
-/// With the process-group fallback: makes the group that `child` leads the
-/// foreground group of the terminal on stdin, if `run`'s group has it, so
-/// that COMMAND may read from it (and gets its Ctrl-C directly), and wakes
-/// the group should it have stopped on the terminal meanwhile (SIGTTIN).
-/// Returns the group to give the terminal back to.
-pub fn hand_terminal(child: &Child) -> Option<Pid> {
+/// `run`'s process group, when it gave the terminal to COMMAND's group
+/// ([`hand_terminal`]); 0 otherwise.
+static TERMINAL_OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// With the process-group fallback: if `run`'s group has the foreground of
+/// the terminal on stdin, COMMAND's new group takes it (in the child,
+/// before exec, so COMMAND never starts in the background), so that
+/// COMMAND may read from it and gets its Ctrl-C directly. Call after
+/// [`own_process_group`]; [`take_back_terminal`] gives it back.
+pub fn hand_terminal(cmd: &mut Command) {
     let stdin = io::stdin();
     if !std::io::IsTerminal::is_terminal(&stdin) {
-        return None;
+        return;
     }
     let ours = unistd::getpgrp();
-    if unistd::tcgetpgrp(stdin.as_fd()).ok()? != ours {
-        return None; // `run` runs in the background: leave it so
+    if unistd::tcgetpgrp(stdin.as_fd()).ok() != Some(ours) {
+        return; // `run` runs in the background: leave it so
     }
-    unistd::tcsetpgrp(stdin.as_fd(), pid_of(child)).ok()?;
-    // `child` is unreaped, so its group id is not anyone else's.
-    let _ = signal::killpg(pid_of(child), Signal::SIGCONT);
-    Some(ours)
+    TERMINAL_OWNER.store(ours.as_raw(), SeqCst);
+    let hook = || -> io::Result<()> {
+        // In the child, already leading its own (background) group:
+        // tcsetpgrp raises SIGTTOU there unless it is blocked.
+        let old = SigSet::from(Signal::SIGTTOU).thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        // SAFETY: fd 0 is borrowed for one ioctl; if it is closed, the
+        // call fails with EBADF and nothing else happens.
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        let _ = unistd::tcsetpgrp(stdin, unistd::getpgrp());
+        old.thread_set_mask()?;
+        Ok(())
+    };
+    // SAFETY: it runs in the forked child before exec and makes only
+    // async-signal-safe system calls (sigprocmask, getpgrp, ioctl).
+    unsafe { cmd.pre_exec(hook) };
 }
 
-/// Gives the terminal on stdin back to `group` ([`hand_terminal`]'s).
-pub fn take_back_terminal(group: Pid) {
+/// Gives the terminal on stdin back to `run`'s group, if
+/// [`hand_terminal`] gave it away.
+pub fn take_back_terminal() {
+    let owner = TERMINAL_OWNER.swap(0, SeqCst);
+    if owner == 0 {
+        return;
+    }
     // From a background group, tcsetpgrp(3) raises SIGTTOU unless blocked.
     let mask = SigSet::from(Signal::SIGTTOU).thread_swap_mask(SigmaskHow::SIG_BLOCK);
-    let _ = unistd::tcsetpgrp(io::stdin().as_fd(), group);
+    let _ = unistd::tcsetpgrp(io::stdin().as_fd(), Pid::from_raw(owner));
     if let Ok(mask) = mask {
         let _ = mask.thread_set_mask();
     }

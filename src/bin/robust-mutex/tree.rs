@@ -181,6 +181,7 @@ impl Tree {
                 os::die_with_parent(&mut cmd);
                 if matches!(self, Tree::Group) {
                     os::own_process_group(&mut cmd);
+                    os::hand_terminal(&mut cmd);
                 }
             }
         }
@@ -203,11 +204,8 @@ impl Tree {
         match self {
             Tree::Off => os::wait_exit_no_reap(child).map(|()| None),
             Tree::Group => {
-                let terminal = os::hand_terminal(child);
                 let r = os::wait_exit_no_reap(child);
-                if let Some(group) = terminal {
-                    os::take_back_terminal(group);
-                }
+                os::take_back_terminal();
                 os::kill_group(child);
                 r.map(|()| None)
             }
