@@ -8,6 +8,19 @@
 //! * `no_pymutex`: the real pymutex (not on PyPI) is not importable;
 //! * `not_root`: not built as root: the tests that act as a second user or
 //!   rely on root's disregard of mode bits.
+//! * `no_pidns`: `unshare --pid --fork true` fails (no unshare(1), or no
+//!   CAP_SYS_ADMIN, e.g. root in a Docker container), or there is no
+//!   nsenter(1): the tests of `run --kill-tree` as root and of foreign PID
+//!   namespaces;
+//! * `no_userns`: `unshare --user --map-root-user` cannot set the namespace
+//!   limits there: the test of `--kill-tree`'s process-group fallback;
+//! * `no_mount`: no tmpfs can be mounted (`unshare --mount` then `mount -t
+//!   tmpfs`: no CAP_SYS_ADMIN, or no mount(8)): the tests on a small tmpfs;
+//! * `no_setpriv`: `setpriv` cannot act as uid 65534 (not root, or no
+//!   setpriv(1));
+//! * `no_unpriv_userns`: uid 65534 cannot make a user and PID namespace
+//!   (`unshare --user --map-root-user --pid --fork` through setpriv): the
+//!   tests of unprivileged `--kill-tree`.
 //!
 //! Run again only when `PATH` changes (a python3 installed or removed in
 //! place is not noticed: `cargo clean -p robust-mutex`).
@@ -17,6 +30,17 @@ use std::process::{Command, Stdio};
 fn python3_runs(code: &str) -> bool {
     Command::new("python3")
         .args(["-c", code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `program ARGS` runs and exits 0.
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -44,4 +68,47 @@ fn main() {
     if effective_uid() != Some(0) {
         println!("cargo:rustc-cfg=not_root");
     }
+    let cfg = |name: &str, missing: bool| {
+        println!("cargo::rustc-check-cfg=cfg({name})");
+        if missing {
+            println!("cargo:rustc-cfg={name}");
+        }
+    };
+    cfg(
+        "no_pidns",
+        !succeeds("unshare", &["--pid", "--fork", "true"]),
+    );
+    let limits =
+        "echo 0 > /proc/sys/user/max_pid_namespaces && echo 0 > /proc/sys/user/max_user_namespaces";
+    cfg(
+        "no_userns",
+        !succeeds(
+            "unshare",
+            &["--user", "--map-root-user", "sh", "-c", limits],
+        ),
+    );
+    cfg(
+        "no_mount",
+        !succeeds(
+            "unshare",
+            &["--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+        ),
+    );
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    cfg(
+        "no_setpriv",
+        !succeeds("setpriv", &[&nobody[..], &["true"]].concat()),
+    );
+    let userns = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "true",
+    ];
+    cfg(
+        "no_unpriv_userns",
+        !succeeds("setpriv", &[&nobody[..], &userns[..]].concat()),
+    );
 }

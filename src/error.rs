@@ -185,8 +185,10 @@ pub enum Error {
     /// The final mode is not one a lock file may have: the owner must read
     /// and write it, and execute, set-user-ID, set-group-ID and sticky bits
     /// are refused (a lock file is never run; an executable one invites
-    /// someone to run it).
+    /// someone to run it). Match it with `..`
+    /// (`Error::InvalidMode { mode, .. }`): more fields may come.
     #[error("mode {mode:#o} is not usable: {reason}")]
+    #[non_exhaustive]
     InvalidMode {
         /// The mode asked for.
         mode: u32,

@@ -22,7 +22,10 @@ fn exits_with(args: &[&str], code: i32, path: &Path) -> String {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a small tmpfs"
+)]
 fn create_and_run_on_a_full_disk_exit_73_and_work_once_space_is_freed() {
     for (name, fs) in SmallFs::tmpfs_and_ext4() {
         fs.fill();
@@ -40,7 +43,10 @@ fn create_and_run_on_a_full_disk_exit_73_and_work_once_space_is_freed() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a small tmpfs"
+)]
 fn a_sparse_leftover_on_a_full_disk_kills_no_command() {
     let fs = SmallFs::tmpfs("64k");
     let path = fs.sparse_leftover("left.lock");

@@ -39,7 +39,10 @@ fn tree_holder(path: &Path, gp: &Path, extra: &[&str]) -> Holder {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid) for --kill-tree"
+)]
 fn kill_tree_grandchild_is_gone_before_the_next_run_gets_the_lock() {
     let (dir, path) = temp_path("l");
     let gp = dir.path().join("gp");
@@ -83,7 +86,6 @@ fn kill_tree_grandchild_is_gone_before_the_next_run_gets_the_lock() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
 fn without_kill_tree_the_grandchild_outlives_the_lock() {
     // Today's behaviour, kept as the default: it documents what
     // --kill-tree is for.
@@ -99,7 +101,10 @@ fn without_kill_tree_the_grandchild_outlives_the_lock() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid) for --kill-tree"
+)]
 fn kill_tree_a_sigkilled_run_takes_the_whole_tree_along() {
     let (dir, path) = temp_path("l");
     let gp = dir.path().join("gp");
@@ -114,7 +119,10 @@ fn kill_tree_a_sigkilled_run_takes_the_whole_tree_along() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid) for --kill-tree"
+)]
 fn kill_tree_signals_reach_command_and_a_crash_kills_the_tree() {
     let (dir, path) = temp_path("l");
     let gp = dir.path().join("gp");
@@ -153,7 +161,10 @@ fn kill_tree_signals_reach_command_and_a_crash_kills_the_tree() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid) for --kill-tree"
+)]
 fn kill_tree_a_killed_holders_orphan_never_runs_after_the_next_holder_took_the_lock() {
     // The 50 workers with random SIGKILLs, made deterministic: a
     // chain of holders, each killed (SIGKILL of `run`) while its orphan
@@ -230,7 +241,10 @@ fn kill_tree_a_killed_holders_orphan_never_runs_after_the_next_holder_took_the_l
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: a PID namespace for --kill-tree")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed a PID namespace (unshare --pid) for --kill-tree"
+)]
 fn kill_tree_refuses_nested_locks_naming_the_option() {
     let (dir, path) = temp_path("outer");
     let inner = dir.path().join("inner");
@@ -255,17 +269,14 @@ fn kill_tree_refuses_nested_locks_naming_the_option() {
 }
 
 #[test]
+#[cfg_attr(
+    no_userns,
+    ignore = "needs `unshare --user --map-root-user` allowed to set namespace limits"
+)]
 fn kill_tree_falls_back_to_the_process_group_where_no_namespace_is_allowed() {
     // A user namespace whose limits forbid any new PID or user namespace.
     let limits =
         "echo 0 > /proc/sys/user/max_pid_namespaces && echo 0 > /proc/sys/user/max_user_namespaces";
-    let probe = Command::new("unshare")
-        .args(["--user", "--map-root-user", "sh", "-c", limits])
-        .status();
-    if !matches!(probe, Ok(s) if s.success()) {
-        eprintln!("SKIPPED: needs `unshare --user`, which fails here ({probe:?})");
-        return;
-    }
     let (dir, path) = temp_path("l");
     let gp = dir.path().join("gp");
     let script = format!("{} {REPORT_GP}; exit 0", grandchild(&gp, "exec sleep 1000"));
@@ -289,16 +300,16 @@ fn kill_tree_falls_back_to_the_process_group_where_no_namespace_is_allowed() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: setpriv to act as uid 65534")]
+#[cfg_attr(
+    any(not_root, no_setpriv, no_unpriv_userns),
+    ignore = "needs root, setpriv(1) to act as uid 65534, and unprivileged user namespaces"
+)]
 fn kill_tree_works_unprivileged_through_a_user_namespace() {
     use std::os::unix::fs::chown;
     // A world-usable directory with a copy of the program (the build
     // directory may be closed to uid 65534), and a file only group 4242
     // may read, which 65534 gets as a supplementary group.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let exe = dir.path().join("robust-mutex");
-    std::fs::copy(env!("CARGO_BIN_EXE_robust-mutex"), &exe).unwrap();
+    let (dir, exe) = world_dir_with_exe();
     let secret = dir.path().join("group-only");
     std::fs::write(&secret, "for the group\n").unwrap();
     chown(&secret, Some(0), Some(4242)).unwrap();
@@ -318,15 +329,10 @@ fn kill_tree_works_unprivileged_through_a_user_namespace() {
             .output();
         o.ok().filter(|o| !stderr(o).contains("setpriv"))
     };
-    let Some(o) = as_nobody(&["run", "--kill-tree", p(&path), "--", "sh", "-c", &script]) else {
-        eprintln!("SKIPPED: needs setpriv(1)");
-        return;
-    };
-    if stderr(&o).contains("no PID namespace can be made here") {
-        eprintln!("SKIPPED: unprivileged user namespaces are not allowed here");
-        return;
-    }
+    let o = as_nobody(&["run", "--kill-tree", p(&path), "--", "sh", "-c", &script])
+        .expect("setpriv runs (build.rs found it)");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "no fallback: user namespaces are allowed");
     let out = stdout(&o);
     let mut lines = out.lines();
     let gpid: i32 = lines.next().unwrap().parse().unwrap();
@@ -414,5 +420,67 @@ fn kill_tree_window() {
         us(after[15]),
         us(after[29]),
         after.iter().filter(|d| **d > 0).count()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    no_userns,
+    ignore = "needs `unshare --user --map-root-user` allowed to set namespace limits"
+)]
+fn kill_tree_fallback_gives_command_the_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty(3) writes two descriptors into the valid ints given;
+    // the null name, termios and winsize pointers are allowed.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: openpty just opened both, and nothing else owns them.
+    let (_master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let limits =
+        "echo 0 > /proc/sys/user/max_pid_namespaces && echo 0 > /proc/sys/user/max_user_namespaces";
+    // COMMAND prints its process group and the terminal's foreground group.
+    let script =
+        "read -r pid comm state ppid pgrp sid tty tpgid rest < /proc/self/stat; echo $pgrp $tpgid";
+    let (_dir, path) = temp_path("l");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!("{limits} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_robust-mutex"))
+        .args(["run", "--kill-tree", p(&path), "--", "sh", "-c", script])
+        .stdin(std::fs::File::from(slave.try_clone().unwrap()));
+    // SAFETY: in the child before exec: setsid(2) and ioctl(2) only,
+    // async-signal-safe; stdin (fd 0) is the pty's slave by then.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    drop(slave);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no PID namespace can be made here"),
+        "{}",
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    let groups: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(groups.len(), 2, "{out}");
+    assert_eq!(
+        groups[0], groups[1],
+        "COMMAND's group is not the foreground"
     );
 }

@@ -43,7 +43,11 @@ fn a_label_with_control_characters_is_shown_escaped_everywhere() {
     clean(&out);
     assert!(out.contains(&format!(", label \"{SHOWN}\", ")), "{out}");
     let command = out.lines().find(|l| l.starts_with("  command: ")).unwrap();
-    assert!(command.contains(&format!("--label {SHOWN} ")), "{command}");
+    // (Quoted: a newline splits words as a space does.)
+    assert!(
+        command.contains(&format!("--label '{SHOWN}' ")),
+        "{command}"
+    );
     assert_eq!(
         out.lines().filter(|l| !l.starts_with("  ")).count(),
         1,

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bad_input;
+mod beacon;
 mod containers;
 mod full_disk;
 mod kill_tree;
@@ -207,6 +208,24 @@ fn pid_gone(pid: i32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// A world-usable directory with a copy of the program in it (the build
+/// directory may be closed to uid 65534): the directory and the copy.
+fn world_dir_with_exe() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = dir.path().join("robust-mutex");
+    // Copied by cp(1), not here: a child forked meanwhile by another test
+    // would inherit our writable descriptor of the copy, and executing it
+    // would fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_robust-mutex"))
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    (dir, exe)
 }
 
 /// Polls (bounded) for a condition that another process will make true.

@@ -55,6 +55,10 @@ fn status_shows_each_state_with_its_exit_code() {
         text.contains("run --label L"),
         "the holder's command line: {text}"
     );
+    assert!(
+        text.contains("sh -c 'echo $$; echo ready; exec sleep 1000'\n"),
+        "arguments with spaces quoted: {text}"
+    );
     assert!(text.contains("mode 0600"), "{text}");
 
     h.kill_run();
@@ -133,7 +137,10 @@ fn status_needs_only_read_permission() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a tmpfs"
+)]
 fn status_works_on_a_read_only_mount() {
     let fs = SmallFs::tmpfs("1m");
     let (free, dead, broken) = (
@@ -209,7 +216,10 @@ fn status_leaves_another_users_abandoned_creation_alone() {
 /// one of them, on a full tmpfs, is SIGBUS). `status` and `watch` report
 /// it without mapping it, and `remove` takes it.
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a tmpfs"
+)]
 fn status_and_remove_of_a_leftover_on_a_full_filesystem() {
     let fs = SmallFs::tmpfs("64k");
     let path = fs.sparse_leftover("l");

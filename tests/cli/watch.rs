@@ -63,7 +63,10 @@ fn watch_stops_quietly_when_its_reader_goes_away() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: mounts a tmpfs")]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a tmpfs"
+)]
 fn watch_works_on_a_read_only_mount() {
     let fs = SmallFs::tmpfs("1m");
     let dead = fs.path().join("dead");

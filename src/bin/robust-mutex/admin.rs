@@ -28,7 +28,7 @@ pub(crate) fn remove(path: &Path, force: bool, allow_other_owners: bool) -> Resu
         .force(force)
         .allow_other_owners(allow_other_owners)
         .remove(path);
-    let p = path.display();
+    let p = path_text(path);
     match removed {
         Ok(()) => Ok(code::OK),
         Err(Error::RemoveRefused {
@@ -57,7 +57,7 @@ fn remove_refused(
     holder: Option<&OwnerInfo>,
     kind: Option<LockKind>,
 ) -> String {
-    let p = path.display();
+    let p = path_text(path);
     let who = |dead: &str| {
         holder.map_or(String::new(), |o| {
             format!(", {dead}pid {}{}", o.pid, label_suffix(&o.label))

@@ -26,6 +26,7 @@ Exit codes:
   64     usage error                  65  not a usable mutex file
   66     no such file                 69  mutex not recoverable or stuck
   70     internal error               73  cannot create (or disk full)
+  71     run --kill-tree: COMMAND's namespace not made after all; not run
   74     I/O error, or PATH was truncated while in use (one line says so)
   75     still being created
   77     permission denied
@@ -97,24 +98,38 @@ Examples:
       exec ./update.sh'
 
 --kill-tree: COMMAND runs as PID 2 of a new PID namespace, under a small
-init (PID 1) that forwards signals and reaps. When COMMAND ends or is
-killed, or `run` is killed, the kernel kills everything COMMAND started,
-and `run` releases the lock only once all of it is gone. If `run` itself is
-SIGKILLed, the kernel frees the lock a moment before the tree is gone; the
-next `run` then waits for the tree (it holds a beacon lock on the file)
-before it starts its COMMAND; a library locker does not wait. It needs root
-or unprivileged user namespaces; where neither is allowed, `run` says so and
-falls back to killing COMMAND's process group when COMMAND ends (which
-misses processes that leave the group, and does nothing when `run` is
-SIGKILLed). Inside the namespace no lock can be used (a nested
-`robust-mutex run` or `create` is refused): to nest locks as with
-flock(1), leave --kill-tree off the outer run.
+init (PID 1) that forwards signals and reaps, itself watched by a keeper
+outside the namespace. When COMMAND ends or is killed, or `run` is
+killed, the kernel kills everything COMMAND started, and `run` releases
+the lock only once all of it is gone. If `run` itself is SIGKILLed, the
+kernel frees the lock before the tree is gone; the tree (its keeper) holds
+a beacon lock on the file until the whole namespace is gone, and the next
+`run` waits for it before it starts its COMMAND; a library locker does not
+wait. Only a keeper killed itself (kill -9 of the whole process group, the
+OOM killer) drops the beacon a moment early. The wait for a beacon counts
+against --timeout (-n: looks once) and ends with the conflict code;
+without either, `run` warns after 10 s and starts COMMAND anyway. Any
+fcntl lock on that byte (see `fuser -v PATH`) holds it up too.
+It needs root or unprivileged user namespaces. Unprivileged, COMMAND runs
+in a new user namespace that maps only your own uid and gid: set-user-ID
+and file-capability programs (sudo, ping) do not gain privilege,
+setgroups(2) is denied, files of other users (root's too) appear as owned
+by 65534 (nobody), and /proc is not remounted, so `$$` (2) differs from the
+pid `ps` shows. Where no namespace can be made, `run` says so and falls
+back to killing COMMAND's process group when COMMAND ends (which misses
+processes that leave the group, and does nothing when `run` is SIGKILLed;
+that group gets the terminal's foreground while COMMAND runs). If the
+namespace cannot be made after all, COMMAND is not run (exit 71). Inside
+the namespace no lock can be used (a nested `robust-mutex run` or
+`create` is refused): to nest locks as with flock(1), leave --kill-tree
+off the outer run.
 
 Exit status: COMMAND's own; the --conflict-exit-code (1) when the lock is
-held; 69 when the mutex is not recoverable or stuck; 74 when PATH was
-truncated while in use; 126/127 when COMMAND cannot be run; 128+N when
-COMMAND is killed by signal N or the wait is abandoned on signal N (130:
-SIGINT). See `robust-mutex --help` for the rest.")]
+held (or a --kill-tree beacon outlasts -n/--timeout); 69 when the mutex
+is not recoverable or stuck; 71 when --kill-tree's namespace could not be
+made after all (COMMAND not run); 74 when PATH was truncated while in use;
+126/127 when COMMAND cannot be run; 128+N when COMMAND is killed by
+signal N or the wait is abandoned on signal N (130: SIGINT). See `robust-mutex --help` for the rest.")]
 pub(crate) struct RunArgs {
     /// Give up after SECS seconds (fractions allowed; 0 = try once).
     #[arg(
@@ -315,6 +330,10 @@ pub(crate) struct TreeInitArgs {
     /// The lock file, for messages.
     #[arg(long)]
     pub(crate) path: PathBuf,
+    /// Be the keeper instead (`privileged` or `user`): make the namespace,
+    /// start the init in it, and exit only once the init is reaped.
+    #[arg(long, value_name = "KIND")]
+    pub(crate) keeper: Option<String>,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub(crate) command: Vec<OsString>,

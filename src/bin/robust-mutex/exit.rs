@@ -1,7 +1,7 @@
 //! Exit codes: the table of codes, and the mapping from a library error, a
 //! lock state or a signal to the code the program exits with.
 
-use crate::format::warn;
+use crate::format::{path_text, warn};
 use robust_mutex::{Error, LockState};
 use std::path::Path;
 
@@ -27,6 +27,9 @@ pub(crate) mod code {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: a bug in this program.
     pub const SOFTWARE: u8 = 70;
+    /// EX_OSERR: `run --kill-tree`'s keeper could not make COMMAND's
+    /// namespace (though the probe could); COMMAND was not run.
+    pub const OS_ERR: u8 = 71;
     /// EX_CANTCREAT: `create` could not create PATH; no space for a lock
     /// file (any command).
     pub const CANT_CREATE: u8 = 73;
@@ -59,7 +62,7 @@ pub(crate) enum Op {
 /// Prints one line for a library error, naming the path and the cause, and
 /// picks its exit code.
 pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
-    let p = path.display();
+    let p = path_text(path);
     let verb = match op {
         Op::Open => "open",
         Op::Create => "create",

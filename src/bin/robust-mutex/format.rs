@@ -130,11 +130,11 @@ pub(crate) fn describe_holder(s: &Status, path: &Path) -> String {
             o.pid,
             label_suffix(&o.label),
             human(o.held_for()),
-            path.display()
+            path_text(path)
         ),
         (None, LockState::Stuck) => format!(
             "stuck: its holder is gone and the lock was never released; run `robust-mutex reset {}`",
-            path.display()
+            path_text(path)
         ),
         (Some(o), LockState::Locked) => format!(
             "held by pid {}{} for {}",

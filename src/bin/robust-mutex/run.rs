@@ -4,8 +4,8 @@
 
 use crate::cli::RunArgs;
 use crate::exit::{Op, code, fail, with_signal};
-use crate::format::{describe_holder, warn};
-use crate::os;
+use crate::format::{describe_holder, path_text, warn};
+use crate::os::{self, Trees};
 use crate::tree::{self, Report, Tree};
 use nix::sys::signal::Signal;
 use robust_mutex::{Acquired, Guard, LockError, LockState, OpenOptions, SharedMutex};
@@ -39,27 +39,40 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
         .open_lock_only(path)
         .map_err(|e| fail(&e, Op::Open, path))?;
     os::install_forwarding();
+    let started = Instant::now();
     let acquired = acquire(&m, a)?;
     os::lock_taken();
     // A holder killed with SIGKILL lost the lock a moment before the kernel
-    // killed the tree of its `--kill-tree`: wait until that is gone too.
-    match os::wait_for_trees(path) {
-        Ok(true) => {}
-        Ok(false) if os::pending_signal().is_some() => {}
-        Ok(false) => warn(format_args!(
-            "{}: processes of an earlier `run --kill-tree` still hold its tree beacon; going on",
-            path.display()
+    // killed the tree of its `--kill-tree`: wait until that is gone too,
+    // within what is left of --timeout (--nonblock: look once).
+    let beacon_deadline = if a.nonblock {
+        Some(Instant::now())
+    } else {
+        a.timeout.and_then(|t| started.checked_add(t))
+    };
+    let pt = path_text(path);
+    match os::wait_for_trees(path, beacon_deadline) {
+        Ok(Trees::Gone) => {}
+        Ok(Trees::Signalled) => {}
+        Ok(Trees::Deadline) => {
+            warn(format_args!(
+                "{pt}: processes of an earlier `run --kill-tree` (or another program's fcntl lock on PATH) still hold its tree beacon (see `fuser -v {pt}`); COMMAND not run"
+            ));
+            return never_ran(acquired, a.conflict_exit_code);
+        }
+        Ok(Trees::Patience(waited)) => warn(format_args!(
+            "{pt}: processes of an earlier `run --kill-tree` (or another program's fcntl lock on PATH) still hold its tree beacon after {} s (see `fuser -v {pt}`); starting COMMAND anyway: they may still be running",
+            waited.as_secs()
         )),
         Err(e) => warn(format_args!(
-            "{}: looking for processes of an earlier `run --kill-tree`: {e}; going on",
-            path.display()
+            "{pt}: looking for processes of an earlier `run --kill-tree`: {e}; going on"
         )),
     }
     if let Some(sig) = os::pending_signal() {
         // A signal arrived as the lock was taken: COMMAND never starts.
         warn(format_args!(
             "{}: {} arrived as the lock was taken; COMMAND not run",
-            path.display(),
+            path_text(path),
             signal_name(sig)
         ));
         return match acquired {
@@ -81,15 +94,9 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     let mut cmd = match tree.command(&a.command, path) {
         Ok(cmd) => cmd,
         Err(e) => {
-            warn(format_args!("run {}: --kill-tree: {e}", path.display()));
+            warn(format_args!("run {pt}: --kill-tree: {e}"));
             // Nothing ran: as for a COMMAND that cannot be run.
-            return match acquired {
-                Acquired::Clean(g) => {
-                    drop(g);
-                    Err(code::IO)
-                }
-                Acquired::OwnerDied(r) => exit_holding(r, code::IO),
-            };
+            return never_ran(acquired, code::IO);
         }
     };
 
@@ -98,7 +105,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
             if let Some(l) = &a.label {
                 // Checked when the command line was parsed (cli::parse_label).
                 if let Err(e) = g.set_label(l) {
-                    warn(format_args!("run {}: --label: {e}", path.display()));
+                    warn(format_args!("run {}: --label: {e}", path_text(path)));
                 }
             }
             // Never inherit an outer `run`'s recovery verdict.
@@ -108,7 +115,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                 Ok(Ended::Signal(sig)) => {
                     warn(format_args!(
                         "{}: COMMAND was killed by {} while holding the lock; the next holder is told its owner died",
-                        path.display(),
+                        path_text(path),
                         signal_name(sig)
                     ));
                     exit_holding(g, with_signal(sig))
@@ -121,7 +128,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
             let prev = r.previous_owner().map(|o| o.pid);
             warn(format_args!(
                 "{}: the previous holder{} died holding the lock; running COMMAND as its recovery",
-                path.display(),
+                path_text(path),
                 prev.map(|p| format!(" (pid {p})")).unwrap_or_default()
             ));
             cmd.env(OWNER_DIED_VAR, "1");
@@ -145,8 +152,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                     };
                     warn(format_args!(
                         "{}: recovery COMMAND {how}; the mutex is now not recoverable; after repairing, run `robust-mutex reset {}`",
-                        path.display(),
-                        path.display()
+                        path_text(path),
+                        path_text(path)
                     ));
                     Ok(c)
                 }
@@ -156,6 +163,18 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                 Err(c) => exit_holding(r, c),
             }
         }
+    }
+}
+
+/// COMMAND was never started: a clean lock is released, an owner-died one
+/// handed on (nothing was repaired). Returns (or exits with) `code`.
+fn never_ran(acquired: Acquired<Guard<'_, ()>>, code: u8) -> Result<u8, u8> {
+    match acquired {
+        Acquired::Clean(g) => {
+            drop(g);
+            Err(code)
+        }
+        Acquired::OwnerDied(r) => exit_holding(r, code),
     }
 }
 
@@ -183,7 +202,7 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
             let s = m.status();
             warn(format_args!(
                 "{}: {}",
-                path.display(),
+                path_text(path),
                 describe_holder(&s, path)
             ));
             Err(if s.state == LockState::Stuck {
@@ -198,7 +217,7 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
             let s = m.status();
             warn(format_args!(
                 "{}: {}",
-                path.display(),
+                path_text(path),
                 describe_holder(&s, path)
             ));
             Err(code::UNAVAILABLE)
@@ -207,7 +226,7 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
             let sig = os::pending_signal().unwrap_or(Signal::SIGINT as i32);
             warn(format_args!(
                 "{}: wait abandoned on {}; the lock was not taken",
-                path.display(),
+                path_text(path),
                 signal_name(sig)
             ));
             Err(with_signal(sig))
@@ -215,17 +234,17 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
         Err(LockError::NotRecoverable) => {
             warn(format_args!(
                 "{}: the mutex is not recoverable (an owner died and its recovery failed); after repairing, run `robust-mutex reset {}`",
-                path.display(),
-                path.display()
+                path_text(path),
+                path_text(path)
             ));
             Err(code::UNAVAILABLE)
         }
         Err(LockError::Io(e)) => {
-            warn(format_args!("lock {}: {e}", path.display()));
+            warn(format_args!("lock {}: {e}", path_text(path)));
             Err(code::IO)
         }
         Err(e) => {
-            warn(format_args!("lock {}: {e}", path.display()));
+            warn(format_args!("lock {}: {e}", path_text(path)));
             Err(code::SOFTWARE)
         }
     }
@@ -299,7 +318,7 @@ fn spawn_and_wait(
     if let Err(e) = waited {
         warn(format_args!(
             "{}: waiting for {program}: {e}",
-            path.display()
+            path_text(path)
         ));
     }
     let status = loop {
@@ -309,7 +328,7 @@ fn spawn_and_wait(
             Err(e) => {
                 warn(format_args!(
                     "{}: waiting for {program}: {e}",
-                    path.display()
+                    path_text(path)
                 ));
                 return Ok(Ended::Code(code::IO));
             }
@@ -331,7 +350,7 @@ fn spawn_and_wait(
 pub(crate) fn cannot_run(e: &io::Error, program: &str, path: &Path) -> u8 {
     warn(format_args!(
         "run {}: cannot run {program}: {e}",
-        path.display()
+        path_text(path)
     ));
     match e.kind() {
         io::ErrorKind::NotFound => code::COMMAND_NOT_FOUND,

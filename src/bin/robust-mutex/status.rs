@@ -30,7 +30,7 @@ pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
         Err(e) => {
             warn(format_args!(
                 "status {}: writing the output: {e}",
-                path.display()
+                path_text(path)
             ));
             return Err(code::IO);
         }
@@ -109,12 +109,29 @@ fn observe(path: &Path, i: &Inspection, holders: &[&OwnerInfo]) -> Facts {
 /// else.
 fn cmdline(o: &OwnerInfo) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{}/cmdline", o.pid)).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
     let parts: Vec<String> = raw
         .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+    (!raw.is_empty()).then(|| join_args(&parts))
+}
+
+/// Arguments joined by spaces, as a shell would read them back: one that
+/// is empty or holds white space or a quote is single-quoted
+/// (`'` as `'\''`).
+fn join_args(parts: &[String]) -> String {
+    let quoted: Vec<String> = parts
+        .iter()
+        .map(|a| {
+            if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || "'\"".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
 }
 
 /// How long `o` has held the lock at `now` (zero if the clock went back).
@@ -372,6 +389,18 @@ fn file_lines(info: &FileInfo, f: &Facts) -> String {
 mod tests {
     use super::*;
     use robust_mutex::{Acquired, OpenOptions, SharedMutex};
+
+    #[test]
+    fn command_lines_quote_what_a_shell_would_split() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(join_args(&args(&["run", "-n", "/x"])), "run -n /x");
+        assert_eq!(
+            join_args(&args(&["sh", "-c", "echo a b", "", "it's", "t\tab"])),
+            "sh -c 'echo a b' '' 'it'\\''s' 't\tab'"
+        );
+        // A backslash alone is left as it is (`escape` shows it doubled).
+        assert_eq!(join_args(&args(&["a\\b"])), "a\\b");
+    }
 
     /// A fresh mutex file in a temporary directory.
     fn fresh() -> (tempfile::TempDir, PathBuf, SharedMutex<()>) {

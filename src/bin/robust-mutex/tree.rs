@@ -1,43 +1,56 @@
 //! `run --kill-tree`: COMMAND's whole process tree dies with its lock.
 //!
-//! `run` (which keeps the lock, in its own PID namespace) makes a new PID
-//! namespace and starts this program again in it as its PID 1 (the hidden
-//! `__tree-init` subcommand), which starts COMMAND as PID 2, forwards
-//! signals to it, reaps whatever is orphaned in the namespace, reports
-//! COMMAND's end to `run` through a pipe and exits. When the init exits, or
-//! is killed (it dies with `run`: PR_SET_PDEATHSIG), the kernel SIGKILLs
-//! every process left in the namespace, and the init is reapable only once
-//! all of them are gone: so `run`, which reaps it before it unlocks, never
+//! `run` starts this program again as a *keeper* (the hidden `__tree-init
+//! --keeper`), which stays in `run`'s PID namespace, makes a new PID
+//! namespace (and, unprivileged, a user namespace) and starts the program
+//! once more in it as its PID 1 (`__tree-init`), which starts COMMAND as
+//! PID 2, forwards signals to it, reaps whatever is orphaned in the
+//! namespace, reports COMMAND's end to `run` through a pipe and exits. When
+//! the init exits, or is killed (it dies with the keeper: PR_SET_PDEATHSIG),
+//! the kernel SIGKILLs every process left in the namespace, and the init is
+//! reapable only once all of them are gone. The keeper reaps it and only
+//! then exits; `run` waits for the keeper before it unlocks, so it never
 //! releases the lock while anything COMMAND started still runs.
 //!
 //! When `run` itself is SIGKILLed the kernel releases its lock (the robust
-//! list walk of its exit) a moment before the namespace is torn down (its
-//! init's parent-death signal comes later in the same exit). To close that
+//! list walk of its exit) before the namespace is torn down. To close that
 //! window, the tree holds a *beacon*: an OFD read lock on one byte of the
-//! lock file far past its end, on a descriptor that the init and every
-//! process COMMAND starts inherit; the kernel drops it when the last of
-//! them is gone. Every `run`, once it has the lock, waits until it can
-//! write-lock that byte ([`os::wait_for_trees`]) before it starts COMMAND.
-//! Only processes that closed the inherited descriptor escape the beacon,
-//! and they have been sent SIGKILL by then unless the init was the last
-//! holder (figures in `docs/design.md`).
+//! lock file far past its end, on a descriptor that the keeper, the init
+//! and every process COMMAND starts inherit; the kernel drops it when the
+//! last of them has closed it. The keeper outlives `run`: its parent-death
+//! signal (SIGUSR2) is caught, SIGKILLs the init, and the keeper exits, and
+//! drops its beacon, only once it has reaped the init, that is once the
+//! whole namespace is gone (also the processes that closed their copy, or
+//! were inside an uninterruptible system call). Every `run`, once it has
+//! the lock, waits until it can write-lock that byte
+//! ([`os::wait_for_trees`]), within `--timeout`/`--nonblock`, before it
+//! starts COMMAND. What escapes: a keeper that is itself SIGKILLed (e.g.
+//! `kill -9` of the whole process group, the OOM killer) drops the beacon
+//! as the init is being killed, as before the keeper existed.
+//!
+//! The namespace is tried first in a throwaway forked child
+//! ([`os::probe_pid_namespace`]), after the pipes and the beacon are open;
+//! only the keeper enters it (unshare(2) cannot be undone), so `run` itself
+//! never changes namespace. If the keeper fails where the probe did not,
+//! COMMAND is not run (exit 71).
 //!
 //! Where no PID namespace may be made (neither privileged nor unprivileged
-//! user namespaces allowed), COMMAND leads a process group of its own
-//! instead, which `run` SIGKILLs when COMMAND ends: that misses processes
-//! that leave the group (setsid, setpgid), and nothing kills the group when
-//! `run` is SIGKILLed.
+//! user namespaces allowed, or the namespace limit reached), COMMAND leads
+//! a process group of its own instead, which `run` SIGKILLs when COMMAND
+//! ends: that misses processes that leave the group (setsid, setpgid), and
+//! nothing kills the group when `run` is SIGKILLed. When `run` has the
+//! terminal's foreground, that group gets it while COMMAND runs.
 
 use crate::cli::TreeInitArgs;
 use crate::exit::{code, with_signal};
-use crate::format::warn;
-use crate::os::{self, Reaped};
+use crate::format::{path_text, warn};
+use crate::os::{self, NsKind, Reaped};
 use crate::run;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command};
 
@@ -67,9 +80,36 @@ pub(crate) struct Pipes {
     /// The init's ends (report writer, alive reader), closed in `run` once
     /// the init has them.
     init_ends: Option<(OwnedFd, OwnedFd)>,
-    /// The tree beacon (see [`os::tree_beacon`]), inherited by the init and
-    /// everything COMMAND starts; closed in `run` once the init has it.
+    /// The tree beacon (see [`os::tree_beacon`]), inherited by the keeper,
+    /// the init and everything COMMAND starts; closed in `run` once the
+    /// keeper has it.
     beacon: Option<OwnedFd>,
+    /// The namespace that the probe found possible.
+    kind: NsKind,
+}
+
+/// `__tree-init` for COMMAND, with the pipe ends `fds` (report writer,
+/// alive reader); as the keeper when `keeper` is given.
+fn init_command(
+    fds: (i32, i32),
+    path: &Path,
+    command: &[OsString],
+    keeper: Option<NsKind>,
+) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("robust-mutex")
+        .arg("__tree-init")
+        .arg("--report-fd")
+        .arg(fds.0.to_string())
+        .arg("--alive-fd")
+        .arg(fds.1.to_string())
+        .arg("--path")
+        .arg(path);
+    if let Some(k) = keeper {
+        cmd.arg("--keeper").arg(k.as_str());
+    }
+    cmd.arg("--").args(command);
+    cmd
 }
 
 /// Whether this process runs inside the PID namespace that a `run
@@ -86,15 +126,16 @@ pub(crate) fn inside_kill_tree() -> bool {
 pub(crate) fn refuse_inside(verb: &str, path: &Path) {
     warn(format_args!(
         "{verb} {}: this process runs inside the PID namespace of an outer `robust-mutex run --kill-tree`, where thread ids clash with other namespaces' and no lock can be used safely; drop --kill-tree from the outer run to nest locks (or give --allow-foreign-pid-namespace, unsafe)",
-        path.display()
+        path_text(path)
     ));
 }
 
 impl Tree {
-    /// Sets up what `--kill-tree` asks for: a new PID namespace, or the
+    /// Sets up what `--kill-tree` asks for: a new PID namespace (tried in
+    /// a throwaway child; the keeper makes the real one), or the
     /// process-group fallback (said once, on stderr).
     pub(crate) fn prepare(path: &Path) -> Tree {
-        let made = os::new_pid_namespace().and_then(|()| {
+        let ready = (|| -> io::Result<Pipes> {
             let (report, report_w) = os::pipe()?;
             let (alive_r, alive) = os::pipe()?;
             Ok(Pipes {
@@ -102,22 +143,23 @@ impl Tree {
                 _alive: alive,
                 init_ends: Some((report_w, alive_r)),
                 beacon: Some(os::tree_beacon(path)?),
+                kind: os::probe_pid_namespace()?,
             })
-        });
-        match made {
+        })();
+        match ready {
             Ok(p) => Tree::Namespace(p),
             Err(e) => {
                 warn(format_args!(
                     "run {}: --kill-tree: no PID namespace can be made here ({e}); only COMMAND's process group is killed, which misses processes that leave it or outlive a killed `run`",
-                    path.display()
+                    path_text(path)
                 ));
                 Tree::Group
             }
         }
     }
 
-    /// The process `run` starts for COMMAND: COMMAND itself, or the init of
-    /// its namespace, which starts it.
+    /// The process `run` starts for COMMAND: COMMAND itself, or the keeper
+    /// of its namespace, which starts the init, which starts COMMAND.
     pub(crate) fn command(&self, command: &[OsString], path: &Path) -> io::Result<Command> {
         let mut cmd;
         match self {
@@ -128,18 +170,10 @@ impl Tree {
                 if let Some(b) = &p.beacon {
                     os::set_inherited(b.as_fd(), true)?;
                 }
-                cmd = Command::new("/proc/self/exe");
-                cmd.arg0("robust-mutex")
-                    .arg("__tree-init")
-                    .arg("--report-fd")
-                    .arg(report_w.as_raw_fd().to_string())
-                    .arg("--alive-fd")
-                    .arg(alive_r.as_raw_fd().to_string())
-                    .arg("--path")
-                    .arg(path)
-                    .arg("--")
-                    .args(command);
-                os::die_with_parent_unchecked(&mut cmd);
+                let fds = (report_w.as_raw_fd(), alive_r.as_raw_fd());
+                // Not tied to `run`'s life by PR_SET_PDEATHSIG: the keeper
+                // outlives `run` until the namespace is gone.
+                cmd = init_command(fds, path, command, Some(p.kind));
             }
             Tree::Off | Tree::Group => {
                 cmd = Command::new(&command[0]);
@@ -147,6 +181,7 @@ impl Tree {
                 os::die_with_parent(&mut cmd);
                 if matches!(self, Tree::Group) {
                     os::own_process_group(&mut cmd);
+                    os::hand_terminal(&mut cmd);
                 }
             }
         }
@@ -170,19 +205,74 @@ impl Tree {
             Tree::Off => os::wait_exit_no_reap(child).map(|()| None),
             Tree::Group => {
                 let r = os::wait_exit_no_reap(child);
+                os::take_back_terminal();
                 os::kill_group(child);
                 r.map(|()| None)
             }
             Tree::Namespace(p) => {
                 let report = read_report(&p.report);
-                // The init exits by itself after its report; make sure, then
-                // wait for its end, which comes only after the kernel has
-                // killed and reaped every other process in the namespace.
-                os::kill(child);
+                // The init exits by itself after its report (EOF: it has);
+                // the keeper reaps it, which the kernel allows only once
+                // every other process in the namespace is gone, and exits.
                 os::wait_exit_no_reap(child)?;
                 Ok(report)
             }
         }
+    }
+}
+
+/// `__tree-init --keeper`: `run`'s child, outside the namespace. Makes the
+/// namespace, starts the init in it (which dies with the keeper), and
+/// exits only once it has reaped the init, which the kernel allows only
+/// after every process in the namespace is gone: until then the keeper
+/// holds the tree beacon, even when COMMAND's tree closed it and the init
+/// is dying. When `run` dies, the keeper SIGKILLs the init and still waits
+/// (its parent-death signal is caught, not fatal).
+fn keeper(a: &TreeInitArgs, kind: NsKind, mut report: File, alive: &OwnedFd) -> Result<u8, u8> {
+    if !os::outlive_parent(alive.as_fd()) {
+        return Err(code::SOFTWARE); // `run` is gone: the lock is not held
+    }
+    let never = |report: &mut File, e: io::Error| {
+        warn(format_args!(
+            "run {}: --kill-tree: COMMAND's namespace could not be made ({e}); COMMAND not run",
+            path_text(&a.path)
+        ));
+        let _ = writeln!(report, "never {}", code::OS_ERR);
+        Err(code::OS_ERR)
+    };
+    if let Err(e) = os::enter_pid_namespace(kind) {
+        return never(&mut report, e);
+    }
+    os::install_forwarding();
+    os::lock_taken();
+    let mut cmd = init_command((a.report_fd, a.alive_fd), &a.path, &a.command, None);
+    os::die_with_parent_unchecked(&mut cmd);
+    let mut init = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return never(&mut report, e),
+    };
+    // Only the init reports now: its end is the pipe's EOF for `run`.
+    drop(report);
+    os::keep(&init);
+    os::forward_to(&init);
+    let waited = os::wait_exit_no_reap(&init);
+    os::stop_forwarding();
+    os::unkeep();
+    let status = loop {
+        match init.wait() {
+            Ok(st) => break st,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(code::IO),
+        }
+    };
+    if waited.is_err() {
+        return Err(code::IO);
+    }
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Ok(u8::try_from(c).unwrap_or(code::IO)),
+        // `run` tells a killed init by its keeper's death of the same signal.
+        (None, Some(s)) => os::die_of(s),
+        _ => Err(code::IO),
     }
 }
 
@@ -226,6 +316,13 @@ pub(crate) fn init(a: &TreeInitArgs) -> Result<u8, u8> {
         warn("__tree-init is started by `robust-mutex run --kill-tree` only");
         return Err(code::USAGE);
     };
+    if let Some(kind) = &a.keeper {
+        let Some(kind) = NsKind::from_name(kind) else {
+            warn("__tree-init is started by `robust-mutex run --kill-tree` only");
+            return Err(code::USAGE);
+        };
+        return keeper(a, kind, File::from(report), &alive);
+    }
     let mut report = File::from(report);
     // Neither pipe end may reach COMMAND: the report's EOF tells `run` that
     // this init is gone, and COMMAND must not keep it open.

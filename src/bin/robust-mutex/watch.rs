@@ -5,7 +5,7 @@
 
 use crate::cli::WatchArgs;
 use crate::exit::{Op, code, fail};
-use crate::format::{emit, label_suffix, rfc3339, warn};
+use crate::format::{emit, label_suffix, path_text, rfc3339, warn};
 use robust_mutex::{Error, Inspected, Inspection, LockState};
 use std::io;
 use std::path::Path;
@@ -72,7 +72,7 @@ pub(crate) fn watch(a: &WatchArgs) -> Result<u8, u8> {
             Err(e) => {
                 warn(format_args!(
                     "watch {}: writing the output: {e}",
-                    path.display()
+                    path_text(path)
                 ));
                 return Err(code::IO);
             }
