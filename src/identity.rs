@@ -214,6 +214,10 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     if !sys::pid_exists(pid) {
         return false;
     }
+    if !proc_is_ours() {
+        // Another namespace's /proc: its entry for `pid` is someone else.
+        return true;
+    }
     match stat_fields(pid) {
         Some(f) => {
             // A zombie (Z) or dying (X) process holds nothing: the kernel
@@ -227,39 +231,50 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     }
 }
 
-/// Whether thread `tid` of this PID namespace has finished: there is no
-/// such task, or it is a zombie. The kernel walks a dying thread's robust
-/// list in `exit_mm`, before the thread becomes a zombie and before its TID
-/// is unhashed, so once this is true a lock word that named `tid` holds its
-/// final value: `FUTEX_OWNER_DIED`, or still `tid` if the kernel could not
-/// release it (stuck).
-pub(crate) fn thread_finished(tid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| matches!(state, "Z" | "X")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => true,
-        // /proc unreadable (hidepid, not mounted): ask kill(2).
-        Err(_) => !sys::pid_exists(tid),
-    }
+/// Whether this process's `/proc` shows this process's PID namespace:
+/// `/proc/self` names our own pid. Not so after `unshare -pf` without
+/// `--mount-proc` (the parent namespace's `/proc`, where our TIDs name
+/// other tasks), nor without a `/proc` at all.
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        == Some(sys::getpid())
 }
 
 /// Whether the holder named by a lock word's `tid` is gone, given the owner
-/// record's `(pid, start time)` when the record names the same TID: the
-/// thread finished, or the TID now belongs to another process (pid reuse).
+/// record's `(pid, start time)` when the record names the same TID.
+///
+/// Only a positive answer counts; whatever cannot be told is "alive":
+/// * the kernel has no task `tid` (`kill(tid, 0)` says ESRCH);
+/// * the record's process has no thread `tid` (`tgkill` says ESRCH: the
+///   TID now belongs to another process, or the record is stale);
+/// * `/proc` (only if it is this namespace's, see [`proc_is_ours`]) shows
+///   task `tid` as a zombie or dying (the kernel walks a dying thread's
+///   robust list in `exit_mm`, before it becomes a zombie), or the
+///   record's pid started at another time (pid reuse).
+///
+/// A `/proc` that hides the task (`hidepid=2`, ENOENT for a live process of
+/// another user) or is unreadable says nothing. The last two answers may
+/// come from a record not yet rewritten by a new holder that reuses a TID:
+/// callers confirm a "gone" over time (see `RawMutex::stuck`).
 pub(crate) fn holder_gone(tid: u32, record: Option<(u32, u64)>) -> bool {
-    if thread_finished(tid) {
+    if sys::no_such_task(tid) {
         return true;
     }
-    match record {
-        Some((pid, start)) if pid != 0 => {
-            !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
-                || (start != 0 && start_time_of(pid).is_some_and(|t| t != start))
-        }
-        _ => false,
+    let pid = record.map_or(0, |(pid, _)| pid);
+    if pid != 0 && sys::not_thread_of(pid, tid) {
+        return true;
     }
+    if !proc_is_ours() {
+        return false;
+    }
+    let zombie = stat_fields(tid)
+        .is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")));
+    zombie
+        || record.is_some_and(|(pid, start)| {
+            pid != 0 && start != 0 && start_time_of(pid).is_some_and(|t| t != start)
+        })
 }
 
 /// `/proc/sys/kernel/random/boot_id` as 16 bytes.

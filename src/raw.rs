@@ -65,6 +65,33 @@ pub(crate) enum Wait<'c> {
     Cancellable(&'c CancelToken, Option<&'c libc::timespec>),
 }
 
+/// What one stuck check saw of a lock whose holder looked gone: the lock
+/// word (FUTEX_WAITERS aside, which waiters set at any time) and the owner
+/// record's identity fields. Two equal ones a slice apart make it stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suspect {
+    word: u32,
+    record: Option<(u32, u32, u64, u64, u64)>,
+}
+
+impl Suspect {
+    /// From a lock word and the owner record (`None`: the kind has none).
+    pub(crate) fn new(word: u32, record: Option<&OwnerRecord>) -> Suspect {
+        Suspect {
+            word: word & !sys::FUTEX_WAITERS,
+            record: record.map(|r| {
+                (
+                    r.pid,
+                    r.tid,
+                    r.pidns_ino,
+                    r.start_time,
+                    r.acquired_unix_ns,
+                )
+            }),
+        }
+    }
+}
+
 /// Why an acquisition did not return the lock, beyond the plain errors.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -238,6 +265,7 @@ impl<'m> RawMutex<'m> {
         deadline: Option<&libc::timespec>,
         name: &impl Fn() -> Name<'n>,
     ) -> Result<Result<Locked, LockFail>, Fail> {
+        let mut seen = None;
         loop {
             let (until, is_deadline) = crate::wait::slice_end(deadline);
             // SAFETY: an initialised robust mutex in a live mapping (`new`).
@@ -248,7 +276,7 @@ impl<'m> RawMutex<'m> {
             if !matches!(r, Err(LockFail::Busy)) || is_deadline {
                 return Ok(r);
             }
-            if let Some(e) = self.stuck(name()) {
+            if let Some(e) = self.stuck(name(), &mut seen) {
                 return Err(Fail::Lock(e));
             }
         }
@@ -261,8 +289,39 @@ impl<'m> RawMutex<'m> {
     /// disappears, so a word re-read after seeing the holder gone is final
     /// (see `status::lock_state`). Never for a file or holder of another
     /// PID namespace, whose TIDs we cannot see.
+    ///
+    /// Called after each whole slice of a wait, with `seen` kept by the
+    /// waiter across its slices: the verdict needs the holder gone at two
+    /// calls in a row with the same lock word and the same owner record
+    /// (so about a second), because a "gone" judged from the record may
+    /// come from a record a new holder reusing a TID has not yet rewritten
+    /// ([`identity::holder_gone`]).
     #[cold]
-    pub(crate) fn stuck(&self, name: Name<'_>) -> Option<LockError> {
+    pub(crate) fn stuck(&self, name: Name<'_>, seen: &mut Option<Suspect>) -> Option<LockError> {
+        let verdict = self.looks_stuck();
+        let confirmed = verdict.is_some() && verdict == *seen;
+        *seen = verdict;
+        let tid = verdict.filter(|_| confirmed)?.word & sys::FUTEX_TID_MASK;
+        let e = LockError::Stuck {
+            tid,
+            path: name.path.to_path_buf(),
+            permit: name.permit,
+            remedy: match self.books {
+                Books::Header => "run `robust-mutex reset <path>` (or robust_mutex::reset)",
+                Books::Permit { .. } => {
+                    "replace the semaphore (OpenOptions::replace(true)) and reopen it"
+                }
+                Books::None => "remove the file and create it again (a bare file has no reset)",
+            },
+        };
+        log::error!("{e}");
+        Some(e)
+    }
+
+    /// One look for [`Self::stuck`]: what it saw if the holder named by the
+    /// lock word is gone and the word, re-read, still names it.
+    #[cold]
+    fn looks_stuck(&self) -> Option<Suspect> {
         let ours = identity::me().pidns_ino;
         if self.file_pid_namespace().is_some_and(|ns| ns != ours) || ours == 0 {
             return None;
@@ -287,22 +346,7 @@ impl<'m> RawMutex<'m> {
             }
             let again = self.word().load(Ordering::Acquire);
             if crate::status::same_holder(again, w) {
-                let e = LockError::Stuck {
-                    tid,
-                    path: name.path.to_path_buf(),
-                    permit: name.permit,
-                    remedy: match self.books {
-                        Books::Header => "run `robust-mutex reset <path>` (or robust_mutex::reset)",
-                        Books::Permit { .. } => {
-                            "replace the semaphore (OpenOptions::replace(true)) and reopen it"
-                        }
-                        Books::None => {
-                            "remove the file and create it again (a bare file has no reset)"
-                        }
-                    },
-                };
-                log::error!("{e}");
-                return Some(e);
+                return Some(Suspect::new(w, record.as_ref()));
             }
             w = again;
         }
