@@ -119,6 +119,43 @@ pub(crate) fn held() -> usize {
     }
 }
 
+thread_local! {
+    /// The addresses of the mutexes the thread took (outermost) while it
+    /// was already panicking and has not released during that panic: their
+    /// release during the unwinding is a plain unlock, not a death (as
+    /// std's poison flag, which only poisons a lock whose guard saw the
+    /// panic start). Touched only by a thread that panics.
+    static TAKEN_WHILE_PANICKING: std::cell::RefCell<Vec<usize>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The calling thread, already panicking, took the mutex at `addr`.
+#[cold]
+pub(crate) fn taken_while_panicking(addr: usize) {
+    TAKEN_WHILE_PANICKING.with_borrow_mut(|v| {
+        if !v.contains(&addr) {
+            v.push(addr);
+        }
+    });
+}
+
+/// Whether the calling thread took the mutex at `addr` while already
+/// panicking (and has not released it since); `forget`: and it is being
+/// released now.
+#[cold]
+pub(crate) fn was_taken_while_panicking(addr: usize, forget: bool) -> bool {
+    TAKEN_WHILE_PANICKING
+        .try_with(|v| {
+            let mut v = v.borrow_mut();
+            let i = v.iter().position(|&a| a == addr);
+            if let (Some(i), true) = (i, forget) {
+                v.swap_remove(i);
+            }
+            i.is_some()
+        })
+        .unwrap_or(false)
+}
+
 fn register_fork_handler() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| sys::at_fork_child(after_fork_in_child));

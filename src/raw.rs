@@ -16,7 +16,8 @@
 //! locks; a release that finds the lock word no longer naming the calling
 //! thread (a guard inherited through fork, a file changed under its holder)
 //! touches nothing; a release while the thread panics counts as the
-//! holder's death; a contended acquisition checks that the file was not
+//! holder's death, unless the lock was taken during that panic (as std's
+//! poison flag: a `Drop` that locks and unlocks while unwinding); a contended acquisition checks that the file was not
 //! truncated meanwhile.
 
 use crate::cancel::CancelToken;
@@ -440,6 +441,9 @@ impl<'m> RawMutex<'m> {
         contended: bool,
         name: impl Fn() -> Name<'n>,
     ) -> Result<Got, Fail> {
+        if std::thread::panicking() {
+            self.took_while_panicking(died);
+        }
         if !died {
             // SAFETY: we hold the lock (caller's contract).
             unsafe { self.record_acquired(false, contended) };
@@ -452,6 +456,36 @@ impl<'m> RawMutex<'m> {
             return Ok(Got::Clean);
         }
         self.took_dead(contended, name())
+    }
+
+    /// The calling thread, already panicking, has just taken this lock
+    /// (`died`: with EOWNERDEAD), before writing its record: unless it held
+    /// it already (a re-entrant relock: the record's depth is still that of
+    /// its own holding; a cleanly released record says 0, a dead holder's
+    /// comes with `died`), its release during this panic will be a plain
+    /// unlock.
+    #[cold]
+    #[inline(never)]
+    fn took_while_panicking(&self, died: bool) {
+        if !died && self.depth() > 0 {
+            return; // a relock of a lock held from before: its outermost release decides
+        }
+        identity::taken_while_panicking(self.as_ptr() as usize);
+    }
+
+    /// Whether the calling thread took this lock while already panicking
+    /// (and still holds it): its release during the panic is no death.
+    pub(crate) fn taken_while_panicking(&self) -> bool {
+        identity::was_taken_while_panicking(self.as_ptr() as usize, false)
+    }
+
+    /// The owner record's nesting depth (0 for a kind without a record).
+    fn depth(&self) -> u32 {
+        self.record().map_or(0, |r| {
+            // SAFETY: the record lies in the live mapping; a racy read, but
+            // only its holder (the caller) writes it.
+            unsafe { std::ptr::addr_of!((*r.as_ptr()).depth).read_volatile() }
+        })
     }
 
     #[cold]
@@ -656,8 +690,10 @@ impl<'m> RawMutex<'m> {
                 // SAFETY: we hold the lock: the record is ours to read.
                 unsafe { r.as_ref() }.depth
             });
-            if depth > 1 {
-                // A nested re-entrant guard: the outermost one counts.
+            if depth > 1 || identity::was_taken_while_panicking(self.as_ptr() as usize, true) {
+                // A nested re-entrant guard (the outermost one counts), or
+                // a lock taken during this panic (a Drop that locks, does
+                // its update and unlocks): a plain release.
                 // SAFETY: we hold the lock.
                 unsafe { self.unlock_ours() };
                 return Ok(());

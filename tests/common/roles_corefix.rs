@@ -9,9 +9,14 @@
 //!   `--mount-proc` (its `/proc` is the parent namespace's): a second
 //!   thread locks the `SharedMutex<u64>` and keeps it; the main thread says
 //!   `status=<state>`, then `lock=<answer>` for `lock_timeout(3 s)`.
+//! * `lock_in_drop_while_unwinding`: a value whose `Drop` locks the
+//!   `SharedMutex<u64>`, adds 1 and unlocks, and locks the `ReentrantMutex`
+//!   `<path>.r` twice nested, is dropped by a panic (caught); then says
+//!   `mutex=<clean|died>`, `reentrant=<clean|died>` for the next lock of
+//!   each, and `held=<n>` (this thread's held count, 0 is right).
 
 use super::say;
-use robust_mutex::{Acquired, LockError, OpenOptions, SharedMutex};
+use robust_mutex::{Acquired, LockError, OpenOptions, ReentrantMutex, SharedMutex};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,9 +43,43 @@ pub fn play(role: &str, path: &Path) -> bool {
             rx.recv().unwrap();
             look_then_wait(&m);
         }
+        "lock_in_drop_while_unwinding" => {
+            let m = SharedMutex::<u64>::open(path).unwrap();
+            let r = ReentrantMutex::<u64>::open(super::roles_acc::sibling(path, ".r")).unwrap();
+            struct Relocker<'a>(&'a SharedMutex<u64>, &'a ReentrantMutex<u64>);
+            impl Drop for Relocker<'_> {
+                fn drop(&mut self) {
+                    *self.0.lock().unwrap().recover_with(|_| {}) += 1;
+                    let outer = self.1.lock().unwrap().recover_with(|_| {});
+                    let inner = self.1.lock().unwrap().recover_with(|_| {});
+                    drop(inner);
+                    drop(outer);
+                }
+            }
+            quietly_panic(|| {
+                let _relock_on_unwind = Relocker(&m, &r);
+                panic!("unwinding through a Drop that locks");
+            });
+            let word = |died: bool| if died { "died" } else { "clean" };
+            say(format!("mutex={}", word(m.lock().unwrap().owner_died())));
+            say(format!("reentrant={}", word(r.lock().unwrap().owner_died())));
+            say(format!(
+                "held={}",
+                robust_mutex::internals::held_by_this_thread()
+            ));
+        }
         _ => return false,
     }
     true
+}
+
+/// Runs `f`, which panics, catching the panic (and keeping its message off
+/// stderr).
+pub fn quietly_panic(f: impl FnOnce()) {
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = std::panic::take_hook();
+    assert!(r.is_err(), "it was meant to panic");
 }
 
 /// Says what `status` and a 3 s `lock_timeout` make of a lock a live

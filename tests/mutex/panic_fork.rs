@@ -218,3 +218,16 @@ fn a_panic_holding_a_bare_lock_is_a_death_too() {
     // The next locker gets OwnerDied.
     assert!(b.lock().unwrap().owner_died());
 }
+
+#[test]
+fn a_lock_taken_and_released_during_unwinding_is_not_a_death() {
+    let (_dir, path) = temp_path("m");
+    let mut kid = Kid::spawn("lock_in_drop_while_unwinding", &path);
+    assert_eq!(kid.expect("mutex"), "clean");
+    assert_eq!(kid.expect("reentrant"), "clean");
+    assert_eq!(kid.expect("held"), "0");
+    kid.wait_ok();
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    assert_eq!(m.status().state, LockState::Unlocked);
+    assert_eq!(*m.lock().unwrap().recover_with(|_| {}), 1);
+}
