@@ -730,11 +730,17 @@ impl<'m> RawMutex<'m> {
         // someone else's now.
         // SAFETY: every entry of our robust list is a mutex we hold, in a
         // mapping kept alive while held (registry.rs).
-        let was_ours = unsafe { sys::forget_held(self.as_ptr()) };
-        if !was_ours && identity::is_fork_child() {
+        let on_our_list = unsafe { sys::forget_held(self.as_ptr()) };
+        // Credit the held count once per lock: only the guard that took it
+        // off our list (nested re-entrant guards all come here; a guard
+        // inherited through fork was never counted here). Where the list
+        // cannot be read, guess: not a fork child's.
+        if on_our_list.unwrap_or(!identity::is_fork_child()) {
+            identity::gave_one();
+        }
+        if on_our_list != Some(true) && identity::is_fork_child() {
             log::debug!("{name}: a guard inherited through fork was dropped; nothing done");
         } else {
-            identity::gave_one();
             log::error!(
                 "{name}: the lock word ({w:#x}) no longer names this thread: the file was truncated, reset or otherwise changed under the holder; nothing unlocked"
             );

@@ -343,24 +343,24 @@ pub(crate) unsafe fn die_holding(m: *mut libc::pthread_mutex_t, tid: u32) -> Dea
 /// Takes `m` off the calling thread's robust list without touching the
 /// mutex (its lock word no longer names us: the file was changed under the
 /// holder), so that the kernel's walk at our death never reads it. Returns
-/// false if it was not on the list (e.g. a guard inherited through fork:
-/// the entry is on the parent's list, not ours).
+/// whether it was on the list: `Some(false)` for a guard inherited through
+/// fork (the entry is on the parent's list, not ours) or a nested
+/// re-entrant guard whose sibling already took it off; `None` where the
+/// list cannot be read (an ABI this code does not know).
 ///
 /// # Safety
 /// Every entry of the calling thread's robust list lies in live memory.
-pub(crate) unsafe fn forget_held(m: *mut libc::pthread_mutex_t) -> bool {
+pub(crate) unsafe fn forget_held(m: *mut libc::pthread_mutex_t) -> Option<bool> {
     #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
     {
-        let Some(head) = robust_head() else {
-            return false;
-        };
+        let head = robust_head()?;
         // SAFETY: forwarded from the caller; the entry's own links are not
         // touched (another holder may own them now).
-        unsafe { unlink(head, m as usize + list_abi::LIST_NEXT, false) }
+        Some(unsafe { unlink(head, m as usize + list_abi::LIST_NEXT, false) })
     }
     #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
     {
         let _ = m;
-        false
+        None
     }
 }
