@@ -306,8 +306,8 @@ pub(crate) fn holder_gone(tid: u32, record: Option<(u32, u64)>) -> bool {
     if !proc_is_ours() {
         return false;
     }
-    let zombie = stat_fields(tid)
-        .is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")));
+    let zombie =
+        stat_fields(tid).is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")));
     zombie
         || record.is_some_and(|(pid, start)| {
             pid != 0 && start != 0 && start_time_of(pid).is_some_and(|t| t != start)

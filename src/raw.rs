@@ -80,15 +80,7 @@ impl Suspect {
     pub(crate) fn new(word: u32, record: Option<&OwnerRecord>) -> Suspect {
         Suspect {
             word: word & !sys::FUTEX_WAITERS,
-            record: record.map(|r| {
-                (
-                    r.pid,
-                    r.tid,
-                    r.pidns_ino,
-                    r.start_time,
-                    r.acquired_unix_ns,
-                )
-            }),
+            record: record.map(|r| (r.pid, r.tid, r.pidns_ino, r.start_time, r.acquired_unix_ns)),
         }
     }
 }

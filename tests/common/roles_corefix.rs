@@ -14,6 +14,9 @@
 //!   `<path>.r` twice nested, is dropped by a panic (caught); then says
 //!   `mutex=<clean|died>`, `reentrant=<clean|died>` for the next lock of
 //!   each, and `held=<n>` (this thread's held count, 0 is right).
+//! * `panic_middle`: locks `<path>.a`, then the `SharedMutex<u64>` at
+//!   `<path>`, then `<path>.b` on one thread; a panic (caught) releases
+//!   only `<path>`'s; says `panicked`, waits to be killed.
 
 use super::say;
 use robust_mutex::{Acquired, LockError, OpenOptions, ReentrantMutex, SharedMutex};
@@ -62,11 +65,29 @@ pub fn play(role: &str, path: &Path) -> bool {
             });
             let word = |died: bool| if died { "died" } else { "clean" };
             say(format!("mutex={}", word(m.lock().unwrap().owner_died())));
-            say(format!("reentrant={}", word(r.lock().unwrap().owner_died())));
+            say(format!(
+                "reentrant={}",
+                word(r.lock().unwrap().owner_died())
+            ));
             say(format!(
                 "held={}",
                 robust_mutex::internals::held_by_this_thread()
             ));
+        }
+        "panic_middle" => {
+            let a = SharedMutex::<u64>::open(super::roles_acc::sibling(path, ".a")).unwrap();
+            let m = SharedMutex::<u64>::open(path).unwrap();
+            let b = SharedMutex::<u64>::open(super::roles_acc::sibling(path, ".b")).unwrap();
+            let ga = a.lock().unwrap().recover_with(|_| {});
+            let mut gb = None;
+            quietly_panic(|| {
+                let _gm = m.lock().unwrap().recover_with(|_| {});
+                gb = Some(b.lock().unwrap().recover_with(|_| {}));
+                panic!("out of m only");
+            });
+            say("panicked");
+            std::mem::forget((ga, gb));
+            super::hang();
         }
         _ => return false,
     }

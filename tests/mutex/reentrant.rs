@@ -100,7 +100,10 @@ fn a_relock_inside_an_unfinished_recovery_unlocks_quietly() {
     inner.set(4);
     drop(inner);
     let inner = m.lock().unwrap().recover_with(|_| {});
-    assert!(inner.unlock().is_ok(), "an explicit inner unlock is fine too");
+    assert!(
+        inner.unlock().is_ok(),
+        "an explicit inner unlock is fine too"
+    );
     assert_eq!(r.guard().depth(), 1);
     drop(r.mark_consistent());
     let Acquired::Clean(g) = m.lock().unwrap() else {
