@@ -205,18 +205,70 @@ impl<'m> RawMutex<'m> {
         wait: Wait<'_>,
         name: impl Fn() -> Name<'n>,
     ) -> Result<Got, Fail> {
+        // The fast path: room for one more lock, and the first try takes a
+        // free lock cleanly. Anything else is one out-of-line call, which
+        // gets everything by value (in registers): a `&self` or `&name`
+        // argument would make the fast path store them on the stack first.
+        let first = match wait {
+            Wait::Cancellable(..) => None,
+            _ if identity::room() == 0 => None,
+            Wait::Try | Wait::Block | Wait::Until(_) => {
+                // SAFETY: an initialised robust mutex in a live mapping (`new`).
+                let rc = unsafe { sys::mutex_clocklock_rc(self.as_ptr(), &sys::PAST_DEADLINE) };
+                if rc == 0 {
+                    // SAFETY: the lock call just gave us the lock, cleanly.
+                    return unsafe { self.took(false, false, name) };
+                }
+                Some(rc)
+            }
+        };
+        Self::acquire_slow(self.mutex, self.books, wait, name, first)
+    }
+
+    /// The rest of [`Self::acquire`]: `first` is the code of its first
+    /// try ([`Self::try_once`]), if it made one (then the thread had room
+    /// for one more lock).
+    ///
+    /// # Errors
+    /// As [`Self::acquire`].
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow<'n>(
+        mutex: NonNull<libc::pthread_mutex_t>,
+        books: Books,
+        wait: Wait<'_>,
+        name: impl Fn() -> Name<'n>,
+        first: Option<libc::c_int>,
+    ) -> Result<Got, Fail> {
+        // SAFETY: the caller's `RawMutex` was made by `new` from these.
+        let raw = unsafe { Self::new(mutex, books) };
+        raw.acquire_rest(wait, name, first)
+    }
+
+    /// [`Self::acquire_slow`] on the `RawMutex`.
+    fn acquire_rest<'n>(
+        &self,
+        wait: Wait<'_>,
+        name: impl Fn() -> Name<'n>,
+        mut first: Option<libc::c_int>,
+    ) -> Result<Got, Fail> {
+        let mut try_once = || {
+            first
+                .take()
+                .map_or_else(|| self.try_once(), sys::classify_lock)
+        };
         check_room(|| self.held_by_caller()).map_err(Fail::Lock)?;
         let (r, contended) = match wait {
             // Try once without blocking and wait only if it is busy:
             // `contended` is then exact, and no load of the lock word sits
             // in front of glibc's CAS on the fast path (measured: 1.23x ->
             // 1.12x raw glibc, docs/benchmarks.md).
-            Wait::Block => match self.try_once() {
+            Wait::Block => match try_once() {
                 Err(LockFail::Busy) => (self.wait_in_slices(None, &name)?, true),
                 r => (r, false),
             },
-            Wait::Try => (self.try_once(), false),
-            Wait::Until(deadline) => match self.try_once() {
+            Wait::Try => (try_once(), false),
+            Wait::Until(deadline) => match try_once() {
                 Err(LockFail::Busy) => (self.wait_in_slices(Some(deadline), &name)?, true),
                 r => (r, false),
             },
@@ -416,7 +468,8 @@ impl<'m> RawMutex<'m> {
     /// this crate, since the last fork).
     #[inline]
     pub(crate) fn held_by_caller(&self) -> bool {
-        self.word().load(Ordering::Relaxed) & sys::FUTEX_TID_MASK == identity::locker_tid()
+        u64::from(self.word().load(Ordering::Relaxed) & sys::FUTEX_TID_MASK)
+            == identity::locker_tid()
     }
 
     /// Bookkeeping right after the calling thread took the lock (`died`:
@@ -425,7 +478,8 @@ impl<'m> RawMutex<'m> {
     ///
     /// # Safety
     /// The calling thread has just taken this lock (with EOWNERDEAD when
-    /// `died`) and holds it.
+    /// `died`) and holds it, and it passed [`check_room`] before (which
+    /// keeps its identity cache fresh, see `identity::locker_me`).
     #[inline]
     pub(crate) unsafe fn took<'n>(
         &self,
@@ -517,7 +571,8 @@ impl<'m> RawMutex<'m> {
     /// only once). Returns the dead owner's record when `died`.
     ///
     /// # Safety
-    /// The calling thread has just acquired the lock.
+    /// As [`Self::took`]: the calling thread has just acquired the lock,
+    /// after passing [`check_room`].
     #[inline(always)]
     unsafe fn record_acquired(&self, died: bool, contended: bool) -> Option<Box<OwnerInfo>> {
         let now = sys::coarse_unix_ns;
@@ -525,12 +580,13 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return None;
         }
-        // Once, before the match: one inlined thread-local read.
-        let me = identity::me();
         let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
         // SAFETY: we hold the lock, so we are the only writer of the record,
         // which lies in the live mapping (`new`).
         let r = unsafe { record.as_mut() };
+        // The thread's facts, copied once before the match and before any
+        // write to the record (every lock call passed `check_room` first).
+        let me = identity::locker_me();
         let previous = match self.books {
             Books::None => None,
             Books::Header => {
@@ -585,7 +641,9 @@ impl<'m> RawMutex<'m> {
     #[inline(always)]
     pub(crate) unsafe fn release<'n>(&self, name: impl Fn() -> Name<'n>) -> Result<(), LockError> {
         let w = self.word().load(Ordering::Relaxed);
-        if w & sys::FUTEX_TID_MASK != identity::locker_tid() || std::thread::panicking() {
+        // The whole word: FUTEX_WAITERS (a contended release) also takes
+        // the out-of-line path, which compares the TID bits alone.
+        if u64::from(w) != identity::locker_tid() || std::thread::panicking() {
             // SAFETY: forwarded from the caller.
             return unsafe { self.release_cold(w, name()) };
         }
@@ -605,34 +663,40 @@ impl<'m> RawMutex<'m> {
     /// # Safety
     /// As [`Self::release`].
     #[inline(always)]
-    pub(crate) unsafe fn release_in_drop(&self, name: &dyn Fn() -> Name<'m>) {
+    pub(crate) unsafe fn release_in_drop(&self, name: impl Fn() -> Name<'m>) {
         let w = self.word().load(Ordering::Relaxed);
-        if w & sys::FUTEX_TID_MASK != identity::locker_tid()
+        // The whole word, as in `release`.
+        if u64::from(w) != identity::locker_tid()
             || std::thread::panicking()
             || log::max_level() >= log::LevelFilter::Debug
         {
             // SAFETY: forwarded from the caller.
-            unsafe { self.release_slow_in_drop(w, name) };
+            unsafe { Self::release_slow_in_drop(self.mutex, self.books, w, name) };
             return;
         }
         // SAFETY: the word names us: we hold it (and the caller's contract).
         unsafe { self.unlock_ours() };
     }
 
+    /// The rest of [`Self::release_in_drop`]. Everything by value, in
+    /// registers (the mutex, the books, the word, the closure): a
+    /// `&self` or `&dyn` argument would make the fast path store them on
+    /// the stack before its test.
+    ///
     /// # Safety
-    /// As [`Self::release`].
+    /// As [`Self::release`], for the `RawMutex` made of `mutex` and `books`.
     #[cold]
     #[inline(never)]
-    unsafe fn release_slow_in_drop(&self, w: u32, name: &dyn Fn() -> Name<'m>) {
-        if w & sys::FUTEX_TID_MASK == identity::locker_tid() && !std::thread::panicking() {
-            // Only debug logging brought us here.
-            // SAFETY: the word names us (and the caller's contract).
-            unsafe { self.unlock_ours() };
-            log::debug!("{}: released", name());
-            return;
-        }
-        // SAFETY: forwarded from the caller. The error was logged.
-        let _ = unsafe { self.release_cold(w, name()) };
+    unsafe fn release_slow_in_drop(
+        mutex: NonNull<libc::pthread_mutex_t>,
+        books: Books,
+        w: u32,
+        name: impl Fn() -> Name<'m>,
+    ) {
+        // SAFETY: the caller's `RawMutex` was made by `new` from these.
+        let raw = unsafe { Self::new(mutex, books) };
+        // SAFETY: forwarded from the caller. An error was logged.
+        let _ = unsafe { raw.release_cold(w, name()) };
     }
 
     /// Clears one level of the owner record, counts the outermost release
@@ -647,9 +711,7 @@ impl<'m> RawMutex<'m> {
             Books::Header | Books::Permit { .. } => {
                 let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
                 // SAFETY: we hold the lock: the only writer of the record.
-                let r = unsafe { record.as_mut() };
-                r.released();
-                r.depth == 0
+                unsafe { record.as_mut() }.released()
             }
         };
         if outermost {
@@ -667,8 +729,9 @@ impl<'m> RawMutex<'m> {
         );
     }
 
-    /// The release paths off the fast one: the word (`w`) does not name us,
-    /// or the thread is panicking.
+    /// The release paths off the fast one: the word (`w`) is not exactly
+    /// the calling thread's TID (it names another thread, or us with
+    /// FUTEX_WAITERS set), the thread is panicking, or debug logging is on.
     ///
     /// A panic that unwinds out of a critical section leaves what the lock
     /// protects as half-done as a crash would, so the outermost release
@@ -682,8 +745,15 @@ impl<'m> RawMutex<'m> {
     #[cold]
     #[inline(never)]
     unsafe fn release_cold(&self, w: u32, name: Name<'_>) -> Result<(), LockError> {
-        let tid = identity::locker_tid();
-        if w & sys::FUTEX_TID_MASK == tid {
+        let tid = w & sys::FUTEX_TID_MASK;
+        if u64::from(tid) == identity::locker_tid() {
+            if !std::thread::panicking() {
+                // Ours: a waiter or debug logging brought us here.
+                // SAFETY: the word names us (and the caller's contract).
+                unsafe { self.unlock_ours() };
+                log::debug!("{name}: released");
+                return Ok(());
+            }
             // Ours, and the thread is panicking.
             let depth = self.record().map_or(1, |r| {
                 // SAFETY: we hold the lock: the record is ours to read.

@@ -564,6 +564,6 @@ impl Drop for BareGuard<'_> {
         // SAFETY: a BareGuard exists only while its (not Send) thread holds
         // the mutex, taken through this raw lock (checked again by the lock
         // word). A failure is logged where it is found.
-        unsafe { self.mutex.raw().release_in_drop(&|| self.mutex.name()) };
+        unsafe { self.mutex.raw().release_in_drop(|| self.mutex.name()) };
     }
 }

@@ -248,14 +248,18 @@ impl OwnerRecord {
         previous
     }
 
-    /// Undoes one [`acquired`](Self::acquired); the outermost release clears
-    /// the record.
+    /// Undoes one [`acquired`](Self::acquired); the outermost release
+    /// (depth 1, or a depth already 0) clears the record and says so.
     #[inline(always)]
-    pub fn released(&mut self) {
-        self.depth = self.depth.saturating_sub(1);
-        if self.depth == 0 {
+    pub fn released(&mut self) -> bool {
+        if self.depth <= 1 {
+            self.depth = 0;
             self.tid = 0;
             self.pid = 0;
+            true
+        } else {
+            self.depth -= 1;
+            false
         }
     }
 

@@ -514,7 +514,7 @@ impl<T: Pod> Drop for Guard<'_, T> {
         // SAFETY: a Guard exists only while its (not Send) thread holds the
         // lock, taken through this mapping's raw lock (checked again by the
         // lock word). A failure is logged where it is found.
-        unsafe { self.map.raw().release_in_drop(&|| self.mutex.name()) };
+        unsafe { self.map.raw().release_in_drop(|| self.mutex.name()) };
     }
 }
 

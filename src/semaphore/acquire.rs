@@ -380,7 +380,8 @@ impl SharedSemaphore {
                         }
                     }
                     // SAFETY: `try_once` just gave this thread slot `i`;
-                    // `how` says whether with EOWNERDEAD.
+                    // `how` says whether with EOWNERDEAD; every caller of
+                    // `scan` passed `raw::check_room` first.
                     let got = unsafe { slot.took(how == Locked::OwnerDied, after_sleep, name) };
                     // SAFETY: as above, and `took` kept it unless it failed
                     // (then the guard is not made).

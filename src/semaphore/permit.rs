@@ -164,7 +164,7 @@ impl Drop for PermitGuard<'_> {
         unsafe {
             self.sem
                 .slot(self.slot)
-                .release_in_drop(&|| self.sem.name(Some(self.slot)))
+                .release_in_drop(|| self.sem.name(Some(self.slot)))
         };
     }
 }

@@ -86,8 +86,9 @@ pub(crate) use process::{
 #[cfg(feature = "test-hooks")]
 pub use pthread::pthread_mutex_clocklock;
 pub(crate) use pthread::{
-    LockFail, Locked, MUTEX_SIZE, MutexKind, initialised_mutex_bytes, mutex_clocklock,
-    mutex_consistent, mutex_init, mutex_unlock, mutex_unlock_rc,
+    LockFail, Locked, MUTEX_SIZE, MutexKind, classify_lock, initialised_mutex_bytes,
+    mutex_clocklock, mutex_clocklock_rc, mutex_consistent, mutex_init, mutex_unlock,
+    mutex_unlock_rc,
 };
 
 /// Converts a pthread-style return (0 or an errno value) into a `Result`.

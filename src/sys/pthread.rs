@@ -90,7 +90,7 @@ pub(crate) enum LockFail {
 }
 
 /// Classifies a pthread lock return code before converting it.
-fn classify_lock(rc: libc::c_int) -> Result<Locked, LockFail> {
+pub(crate) fn classify_lock(rc: libc::c_int) -> Result<Locked, LockFail> {
     match rc {
         0 => Ok(Locked::Clean),
         libc::EOWNERDEAD => Ok(Locked::OwnerDied),
@@ -116,6 +116,21 @@ pub(crate) unsafe fn mutex_clocklock(
 ) -> Result<Locked, LockFail> {
     // SAFETY: forwarded from the caller's contract; `deadline` is a valid timespec.
     classify_lock(unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, deadline) })
+}
+
+/// [`mutex_clocklock`], returning glibc's code as is: for the lock fast
+/// path, which only tests it for 0 and leaves the rest to
+/// [`classify_lock`] out of line.
+///
+/// # Safety
+/// As [`mutex_clocklock`].
+#[inline(always)]
+pub(crate) unsafe fn mutex_clocklock_rc(
+    m: *mut libc::pthread_mutex_t,
+    deadline: &libc::timespec,
+) -> libc::c_int {
+    // SAFETY: forwarded from the caller's contract; `deadline` is a valid timespec.
+    unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, deadline) }
 }
 
 /// `pthread_mutex_unlock`.

@@ -120,7 +120,18 @@ impl SmallFs {
 
     /// Removes the filler: the filesystem has room again.
     pub fn free(&self) {
-        std::fs::remove_file(self.join("filler")).unwrap();
+        // Truncate before unlinking: a forked child of another test (one
+        // that forks without exec, e.g. to drop privileges) may still hold
+        // an inherited descriptor of the filler, and an unlinked but open
+        // file keeps its blocks. Truncation frees them whoever holds it.
+        let filler = self.join("filler");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        std::fs::remove_file(filler).unwrap();
     }
 
     /// Remounts it read-only.
