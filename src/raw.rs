@@ -487,12 +487,12 @@ impl<'m> RawMutex<'m> {
         contended: bool,
         name: impl Fn() -> Name<'n>,
     ) -> Result<Got, Fail> {
-        if std::thread::panicking() {
-            self.took_while_panicking(died);
-        }
         if !died {
             // SAFETY: we hold the lock (caller's contract).
             unsafe { self.record_acquired(false, contended) };
+            if std::thread::panicking() {
+                self.took_while_panicking();
+            }
             // One relaxed load of log's max level when logging is off.
             log::debug!(
                 "{}: acquired{}",
@@ -504,16 +504,14 @@ impl<'m> RawMutex<'m> {
         self.took_dead(contended, name())
     }
 
-    /// The calling thread, already panicking, has just taken this lock
-    /// (`died`: with EOWNERDEAD), before writing its record: unless it held
-    /// it already (a re-entrant relock: the record's depth is still that of
-    /// its own holding; a cleanly released record says 0, a dead holder's
-    /// comes with `died`), its release during this panic will be a plain
+    /// The calling thread, already panicking, has just taken this lock and
+    /// written its record: unless it held it already (a re-entrant relock,
+    /// depth 2 or more now), its release during this panic will be a plain
     /// unlock.
     #[cold]
     #[inline(never)]
-    fn took_while_panicking(&self, died: bool) {
-        if !died && self.depth() > 0 {
+    fn took_while_panicking(&self) {
+        if self.depth() > 1 {
             return; // a relock of a lock held from before: its outermost release decides
         }
         identity::taken_while_panicking(self.as_ptr() as usize);
@@ -550,6 +548,9 @@ impl<'m> RawMutex<'m> {
         }
         // SAFETY: EOWNERDEAD gave us the lock.
         let previous = unsafe { self.record_acquired(true, contended) };
+        if std::thread::panicking() {
+            self.took_while_panicking();
+        }
         match &previous {
             Some(o) => log::warn!(
                 "{name}: previous owner pid {} tid {}{} died holding the lock; recovering",

@@ -14,6 +14,11 @@
 //!   `<path>.r` twice nested, is dropped by a panic (caught); then says
 //!   `mutex=<clean|died>`, `reentrant=<clean|died>` for the next lock of
 //!   each, and `held=<n>` (this thread's held count, 0 is right).
+//! * `relock_held_while_unwinding`: `ReentrantMutex<u64>`: holds it, then
+//!   panics (caught) with a value whose `Drop` relocks and unlocks it
+//!   during the unwinding, before the outer guard drops; says
+//!   `state=<state>` (`owner-dead`: the outer guard, taken before the
+//!   panic, still counts as a death) and `held=<n>`.
 //! * `panic_middle`: locks `<path>.a`, then the `SharedMutex<u64>` at
 //!   `<path>`, then `<path>.b` on one thread; a panic (caught) releases
 //!   only `<path>`'s; says `panicked`, waits to be killed.
@@ -69,6 +74,25 @@ pub fn play(role: &str, path: &Path) -> bool {
                 "reentrant={}",
                 word(r.lock().unwrap().owner_died())
             ));
+            say(format!(
+                "held={}",
+                robust_mutex::internals::held_by_this_thread()
+            ));
+        }
+        "relock_held_while_unwinding" => {
+            let r = ReentrantMutex::<u64>::open(path).unwrap();
+            struct Relock<'a>(&'a ReentrantMutex<u64>);
+            impl Drop for Relock<'_> {
+                fn drop(&mut self) {
+                    drop(self.0.lock().unwrap().recover_with(|_| {}));
+                }
+            }
+            quietly_panic(|| {
+                let _outer = r.lock().unwrap().recover_with(|_| {});
+                let _relock_on_unwind = Relock(&r);
+                panic!("holding it from before");
+            });
+            say(format!("state={}", r.status().state));
             say(format!(
                 "held={}",
                 robust_mutex::internals::held_by_this_thread()

@@ -282,3 +282,15 @@ fn a_lock_taken_and_released_during_unwinding_is_not_a_death() {
     assert_eq!(m.status().state, LockState::Unlocked);
     assert_eq!(*m.lock().unwrap().recover_with(|_| {}), 1);
 }
+
+/// The other side of the rule above: a re-entrant lock held from before
+/// the panic and relocked by a `Drop` during the unwinding is still a death
+/// when its outer guard goes.
+#[test]
+fn a_relock_during_unwinding_of_a_lock_held_from_before_is_still_a_death() {
+    let (_dir, path) = temp_path("r");
+    let mut kid = Kid::spawn("relock_held_while_unwinding", &path);
+    assert_eq!(kid.expect("state"), "owner-dead");
+    assert_eq!(kid.expect("held"), "0");
+    kid.wait_ok();
+}
