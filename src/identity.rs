@@ -308,39 +308,30 @@ fn proc_is_ours() -> bool {
         == Some(sys::getpid())
 }
 
-/// Whether the holder named by a lock word's `tid` is gone, given the owner
-/// record's `(pid, start time)` when the record names the same TID.
+/// Whether the holder named by a lock word's `tid` is gone.
 ///
 /// Only a positive answer counts; whatever cannot be told is "alive":
 /// * the kernel has no task `tid` (`kill(tid, 0)` says ESRCH);
-/// * the record's process has no thread `tid` (`tgkill` says ESRCH: the
-///   TID now belongs to another process, or the record is stale);
 /// * `/proc` (only if it is this namespace's, see [`proc_is_ours`]) shows
 ///   task `tid` as a zombie or dying (the kernel walks a dying thread's
-///   robust list in `exit_mm`, before it becomes a zombie), or the
-///   record's pid started at another time (pid reuse).
+///   robust list in `exit_mm`, before it becomes a zombie).
 ///
-/// A `/proc` that hides the task (`hidepid=2`, ENOENT for a live process of
-/// another user) or is unreadable says nothing. The last two answers may
-/// come from a record not yet rewritten by a new holder that reuses a TID:
-/// callers confirm a "gone" over time (see `RawMutex::stuck`).
-pub(crate) fn holder_gone(tid: u32, record: Option<(u32, u64)>) -> bool {
+/// A `/proc` that hides the task (`hidepid=2`: ENOENT for a live process
+/// of another user) or is unreadable says nothing. Nor does the owner
+/// record: when task `tid` exists but is not a thread of the record's
+/// process (`tgkill` ESRCH, or that pid started at another time), either
+/// the recorded holder died unreleased and its TID was reused (stuck), or
+/// the record is stale and a live holder that writes none (a raw pthread
+/// or pymutex peer) reuses the TID. Only the second is safe to assume: a
+/// reset of a live holder's lock would give it two holders. Such a stuck
+/// lock is found once the reusing thread ends.
+pub(crate) fn holder_gone(tid: u32) -> bool {
     if sys::no_such_task(tid) {
         return true;
     }
-    let pid = record.map_or(0, |(pid, _)| pid);
-    if pid != 0 && sys::not_thread_of(pid, tid) {
-        return true;
-    }
-    if !proc_is_ours() {
-        return false;
-    }
-    let zombie =
-        stat_fields(tid).is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")));
-    zombie
-        || record.is_some_and(|(pid, start)| {
-            pid != 0 && start != 0 && start_time_of(pid).is_some_and(|t| t != start)
-        })
+    proc_is_ours()
+        && stat_fields(tid)
+            .is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")))
 }
 
 /// `/proc/sys/kernel/random/boot_id` as 16 bytes.

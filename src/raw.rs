@@ -336,11 +336,10 @@ impl<'m> RawMutex<'m> {
     /// PID namespace, whose TIDs we cannot see.
     ///
     /// Called after each whole slice of a wait, with `seen` kept by the
-    /// waiter across its slices: the verdict needs the holder gone at two
-    /// calls in a row with the same lock word and the same owner record
-    /// (so about a second), because a "gone" judged from the record may
-    /// come from a record a new holder reusing a TID has not yet rewritten
-    /// ([`identity::holder_gone`]).
+    /// waiter across its slices: the verdict needs the holder gone
+    /// ([`identity::holder_gone`]: only the kernel's ESRCH, or a zombie in
+    /// our own `/proc`) at two calls in a row with the same lock word and
+    /// the same owner record (so about a second).
     #[cold]
     pub(crate) fn stuck(&self, name: Name<'_>, seen: &mut Option<Suspect>) -> Option<LockError> {
         let verdict = self.looks_stuck();
@@ -386,7 +385,7 @@ impl<'m> RawMutex<'m> {
             if named.is_some_and(|r| r.pidns_ino != ours) {
                 return None;
             }
-            if !identity::holder_gone(tid, named.map(|r| (r.pid, r.start_time))) {
+            if !identity::holder_gone(tid) {
                 return None;
             }
             let again = self.word().load(Ordering::Acquire);

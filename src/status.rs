@@ -177,9 +177,10 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
 ///
 /// A holder `/proc` cannot show is never gone ([`identity::holder_gone`]),
 /// and a Stuck verdict is confirmed by a second look [`STUCK_CONFIRM`]
-/// later, with the same lock word and owner record: a "gone" judged from a
-/// record that a new holder reusing a TID has not yet rewritten does not
-/// last. So a stuck lock costs its `status` (and `reset`) that pause.
+/// later, with the same lock word and owner record (a lock word caught
+/// between a new holder's lock and its record, or a task caught exiting,
+/// does not last). So a stuck lock costs its `status` (and `reset`) that
+/// pause.
 ///
 /// # Safety
 /// `mutex` and `owner` point into a live mapping.
@@ -243,14 +244,14 @@ fn decide(
     } else if tid == 0 {
         (LockState::Unlocked, None)
     } else if record.tid == tid {
-        let gone = identity::holder_gone(tid, Some((record.pid, record.start_time)));
+        let gone = identity::holder_gone(tid);
         let state = if gone {
             LockState::Stuck
         } else {
             LockState::Locked
         };
         (state, Some(OwnerInfo::from_record(record)))
-    } else if identity::holder_gone(tid, None) {
+    } else if identity::holder_gone(tid) {
         (LockState::Stuck, None)
     } else {
         // The holder is between taking the lock and writing its record.

@@ -31,22 +31,6 @@ pub(crate) fn no_such_task(tid: u32) -> bool {
     }
 }
 
-/// Whether the kernel says thread `tid` is not a thread of process `pid`
-/// (or either is gone): `tgkill(pid, tid, 0)` fails with ESRCH. Raw
-/// `syscall(SYS_tgkill)`: nix does not wrap tgkill.
-pub(crate) fn not_thread_of(pid: u32, tid: u32) -> bool {
-    let (Ok(p), Ok(t)) = (libc::pid_t::try_from(pid), libc::pid_t::try_from(tid)) else {
-        return false;
-    };
-    if p <= 0 || t <= 0 {
-        return false;
-    }
-    // SAFETY: tgkill with signal 0 takes three integers and only checks
-    // existence and permission; it touches no memory of ours.
-    let rc = unsafe { libc::syscall(libc::SYS_tgkill, p, t, 0) };
-    rc == -1 && Errno::last() == Errno::ESRCH
-}
-
 /// Whether process `pid` exists (`kill(pid, 0)`; EPERM still means it exists).
 pub(crate) fn pid_exists(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {

@@ -91,3 +91,49 @@ fn a_live_holder_seen_through_another_namespaces_proc_is_locked_not_stuck() {
     let said = run_role(cmd, "ns_thread_holds", &path);
     assert_eq!(said, "status=locked\nlock=timed-out");
 }
+
+/// A live holder that writes no owner record (a raw pthread or pymutex
+/// peer) whose TID a stale record names — left by a dead holder of
+/// another process, the TID since reused — is alive: the record's process
+/// not owning that thread cannot tell a stuck lock from a live holder, so
+/// it is no evidence, and reset must not release the lock.
+#[test]
+fn a_live_holder_under_a_stale_record_of_its_tid_is_locked_not_stuck() {
+    use robust_mutex::internals::{LABEL_MAX, OWNER_OFFSET, OwnerRecord};
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, path) = temp_path("m");
+    let m = robust_mutex::SharedMutex::<u64>::open(&path).unwrap();
+    let mut raw = common::Kid::spawn("raw_owner_died", &path);
+    assert_eq!(raw.expect("locked"), "0");
+    let tid = m.status().lock_word & 0x3fff_ffff;
+    let stale = OwnerRecord {
+        pid: std::process::id(), // alive, but thread `tid` is not its
+        tid,
+        pidns_ino: std::fs::metadata("/proc/self/ns/pid").unwrap().ino(),
+        start_time: 1,
+        acquired_unix_ns: 1,
+        label_len: 0,
+        depth: 1,
+        label: [0; LABEL_MAX],
+    };
+    let base = common::roles::raw_map(&path);
+    // SAFETY: the owner record lies at OWNER_OFFSET of the live 4096-byte
+    // mapping (docs/design.md); a test's deliberate overwrite.
+    unsafe {
+        std::ptr::write_volatile(
+            base.cast::<u8>().add(OWNER_OFFSET).cast::<OwnerRecord>(),
+            stale,
+        );
+    }
+    assert_eq!(m.status().state, LockState::Locked);
+    assert!(matches!(
+        m.lock_timeout(std::time::Duration::from_secs(3)),
+        Err(robust_mutex::LockError::TimedOut)
+    ));
+    assert!(matches!(
+        robust_mutex::reset(&path, false),
+        Err(robust_mutex::Error::ResetRefused { .. })
+    ));
+    raw.kill();
+    assert!(m.lock().unwrap().owner_died());
+}
