@@ -124,6 +124,43 @@ pub(crate) fn held() -> usize {
     }
 }
 
+thread_local! {
+    /// The addresses of the mutexes the thread took (outermost) while it
+    /// was already panicking and has not released during that panic: their
+    /// release during the unwinding is a plain unlock, not a death (as
+    /// std's poison flag, which only poisons a lock whose guard saw the
+    /// panic start). Touched only by a thread that panics.
+    static TAKEN_WHILE_PANICKING: std::cell::RefCell<Vec<usize>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The calling thread, already panicking, took the mutex at `addr`.
+#[cold]
+pub(crate) fn taken_while_panicking(addr: usize) {
+    TAKEN_WHILE_PANICKING.with_borrow_mut(|v| {
+        if !v.contains(&addr) {
+            v.push(addr);
+        }
+    });
+}
+
+/// Whether the calling thread took the mutex at `addr` while already
+/// panicking (and has not released it since); `forget`: and it is being
+/// released now.
+#[cold]
+pub(crate) fn was_taken_while_panicking(addr: usize, forget: bool) -> bool {
+    TAKEN_WHILE_PANICKING
+        .try_with(|v| {
+            let mut v = v.borrow_mut();
+            let i = v.iter().position(|&a| a == addr);
+            if let (Some(i), true) = (i, forget) {
+                v.swap_remove(i);
+            }
+            i.is_some()
+        })
+        .unwrap_or(false)
+}
+
 fn register_fork_handler() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| sys::at_fork_child(after_fork_in_child));
@@ -243,6 +280,10 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     if !sys::pid_exists(pid) {
         return false;
     }
+    if !proc_is_ours() {
+        // Another namespace's /proc: its entry for `pid` is someone else.
+        return true;
+    }
     match stat_fields(pid) {
         Some(f) => {
             // A zombie (Z) or dying (X) process holds nothing: the kernel
@@ -256,39 +297,41 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     }
 }
 
-/// Whether thread `tid` of this PID namespace has finished: there is no
-/// such task, or it is a zombie. The kernel walks a dying thread's robust
-/// list in `exit_mm`, before the thread becomes a zombie and before its TID
-/// is unhashed, so once this is true a lock word that named `tid` holds its
-/// final value: `FUTEX_OWNER_DIED`, or still `tid` if the kernel could not
-/// release it (stuck).
-pub(crate) fn thread_finished(tid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| matches!(state, "Z" | "X")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => true,
-        // /proc unreadable (hidepid, not mounted): ask kill(2).
-        Err(_) => !sys::pid_exists(tid),
-    }
+/// Whether this process's `/proc` shows this process's PID namespace:
+/// `/proc/self` names our own pid. Not so after `unshare -pf` without
+/// `--mount-proc` (the parent namespace's `/proc`, where our TIDs name
+/// other tasks), nor without a `/proc` at all.
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        == Some(sys::getpid())
 }
 
-/// Whether the holder named by a lock word's `tid` is gone, given the owner
-/// record's `(pid, start time)` when the record names the same TID: the
-/// thread finished, or the TID now belongs to another process (pid reuse).
-pub(crate) fn holder_gone(tid: u32, record: Option<(u32, u64)>) -> bool {
-    if thread_finished(tid) {
+/// Whether the holder named by a lock word's `tid` is gone.
+///
+/// Only a positive answer counts; whatever cannot be told is "alive":
+/// * the kernel has no task `tid` (`kill(tid, 0)` says ESRCH);
+/// * `/proc` (only if it is this namespace's, see [`proc_is_ours`]) shows
+///   task `tid` as a zombie or dying (the kernel walks a dying thread's
+///   robust list in `exit_mm`, before it becomes a zombie).
+///
+/// A `/proc` that hides the task (`hidepid=2`: ENOENT for a live process
+/// of another user) or is unreadable says nothing. Nor does the owner
+/// record: when task `tid` exists but is not a thread of the record's
+/// process (`tgkill` ESRCH, or that pid started at another time), either
+/// the recorded holder died unreleased and its TID was reused (stuck), or
+/// the record is stale and a live holder that writes none (a raw pthread
+/// or pymutex peer) reuses the TID. Only the second is safe to assume: a
+/// reset of a live holder's lock would give it two holders. Such a stuck
+/// lock is found once the reusing thread ends.
+pub(crate) fn holder_gone(tid: u32) -> bool {
+    if sys::no_such_task(tid) {
         return true;
     }
-    match record {
-        Some((pid, start)) if pid != 0 => {
-            !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
-                || (start != 0 && start_time_of(pid).is_some_and(|t| t != start))
-        }
-        _ => false,
-    }
+    proc_is_ours()
+        && stat_fields(tid)
+            .is_some_and(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")))
 }
 
 /// `/proc/sys/kernel/random/boot_id` as 16 bytes.

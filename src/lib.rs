@@ -67,6 +67,12 @@ pub mod internals {
         crate::sys::coarse_unix_ns()
     }
 
+    /// How many locks the calling thread holds through this crate (the
+    /// count [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) bounds).
+    pub fn held_by_this_thread() -> usize {
+        crate::identity::held()
+    }
+
     /// glibc's `pthread_mutex_clocklock`, which the `libc` crate lacks.
     pub use crate::sys::pthread_mutex_clocklock;
 

@@ -280,7 +280,7 @@ impl<G: LockGuard> Drop for Recovery<G> {
     fn drop(&mut self) {
         // (A recovery inherited through fork is not this thread's: its
         // guard's drop does nothing, and there is nothing to say.)
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.guard.raw_lock().taken_while_panicking() {
             log::error!(
                 "{}: panicked while recovering; counted as another death: the next locker gets OwnerDied",
                 self.guard.lock_name()

@@ -16,7 +16,8 @@
 //! locks; a release that finds the lock word no longer naming the calling
 //! thread (a guard inherited through fork, a file changed under its holder)
 //! touches nothing; a release while the thread panics counts as the
-//! holder's death; a contended acquisition checks that the file was not
+//! holder's death, unless the lock was taken during that panic (as std's
+//! poison flag: a `Drop` that locks and unlocks while unwinding); a contended acquisition checks that the file was not
 //! truncated meanwhile.
 
 use crate::cancel::CancelToken;
@@ -63,6 +64,25 @@ pub(crate) enum Wait<'c> {
     Until(&'c libc::timespec),
     /// Until the token is cancelled or the optional deadline passes.
     Cancellable(&'c CancelToken, Option<&'c libc::timespec>),
+}
+
+/// What one stuck check saw of a lock whose holder looked gone: the lock
+/// word (FUTEX_WAITERS aside, which waiters set at any time) and the owner
+/// record's identity fields. Two equal ones a slice apart make it stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suspect {
+    word: u32,
+    record: Option<(u32, u32, u64, u64, u64)>,
+}
+
+impl Suspect {
+    /// From a lock word and the owner record (`None`: the kind has none).
+    pub(crate) fn new(word: u32, record: Option<&OwnerRecord>) -> Suspect {
+        Suspect {
+            word: word & !sys::FUTEX_WAITERS,
+            record: record.map(|r| (r.pid, r.tid, r.pidns_ino, r.start_time, r.acquired_unix_ns)),
+        }
+    }
 }
 
 /// Why an acquisition did not return the lock, beyond the plain errors.
@@ -290,6 +310,7 @@ impl<'m> RawMutex<'m> {
         deadline: Option<&libc::timespec>,
         name: &impl Fn() -> Name<'n>,
     ) -> Result<Result<Locked, LockFail>, Fail> {
+        let mut seen = None;
         loop {
             let (until, is_deadline) = crate::wait::slice_end(deadline);
             // SAFETY: an initialised robust mutex in a live mapping (`new`).
@@ -300,7 +321,7 @@ impl<'m> RawMutex<'m> {
             if !matches!(r, Err(LockFail::Busy)) || is_deadline {
                 return Ok(r);
             }
-            if let Some(e) = self.stuck(name()) {
+            if let Some(e) = self.stuck(name(), &mut seen) {
                 return Err(Fail::Lock(e));
             }
         }
@@ -313,8 +334,38 @@ impl<'m> RawMutex<'m> {
     /// disappears, so a word re-read after seeing the holder gone is final
     /// (see `status::lock_state`). Never for a file or holder of another
     /// PID namespace, whose TIDs we cannot see.
+    ///
+    /// Called after each whole slice of a wait, with `seen` kept by the
+    /// waiter across its slices: the verdict needs the holder gone
+    /// ([`identity::holder_gone`]: only the kernel's ESRCH, or a zombie in
+    /// our own `/proc`) at two calls in a row with the same lock word and
+    /// the same owner record (so about a second).
     #[cold]
-    pub(crate) fn stuck(&self, name: Name<'_>) -> Option<LockError> {
+    pub(crate) fn stuck(&self, name: Name<'_>, seen: &mut Option<Suspect>) -> Option<LockError> {
+        let verdict = self.looks_stuck();
+        let confirmed = verdict.is_some() && verdict == *seen;
+        *seen = verdict;
+        let tid = verdict.filter(|_| confirmed)?.word & sys::FUTEX_TID_MASK;
+        let e = LockError::Stuck {
+            tid,
+            path: name.path.to_path_buf(),
+            permit: name.permit,
+            remedy: match self.books {
+                Books::Header => "run `robust-mutex reset <path>` (or robust_mutex::reset)",
+                Books::Permit { .. } => {
+                    "replace the semaphore (OpenOptions::replace(true)) and reopen it"
+                }
+                Books::None => "remove the file and create it again (a bare file has no reset)",
+            },
+        };
+        log::error!("{e}");
+        Some(e)
+    }
+
+    /// One look for [`Self::stuck`]: what it saw if the holder named by the
+    /// lock word is gone and the word, re-read, still names it.
+    #[cold]
+    fn looks_stuck(&self) -> Option<Suspect> {
         let ours = identity::me().pidns_ino;
         if self.file_pid_namespace().is_some_and(|ns| ns != ours) || ours == 0 {
             return None;
@@ -334,27 +385,12 @@ impl<'m> RawMutex<'m> {
             if named.is_some_and(|r| r.pidns_ino != ours) {
                 return None;
             }
-            if !identity::holder_gone(tid, named.map(|r| (r.pid, r.start_time))) {
+            if !identity::holder_gone(tid) {
                 return None;
             }
             let again = self.word().load(Ordering::Acquire);
             if crate::status::same_holder(again, w) {
-                let e = LockError::Stuck {
-                    tid,
-                    path: name.path.to_path_buf(),
-                    permit: name.permit,
-                    remedy: match self.books {
-                        Books::Header => "run `robust-mutex reset <path>` (or robust_mutex::reset)",
-                        Books::Permit { .. } => {
-                            "replace the semaphore (OpenOptions::replace(true)) and reopen it"
-                        }
-                        Books::None => {
-                            "remove the file and create it again (a bare file has no reset)"
-                        }
-                    },
-                };
-                log::error!("{e}");
-                return Some(e);
+                return Some(Suspect::new(w, record.as_ref()));
             }
             w = again;
         }
@@ -453,6 +489,9 @@ impl<'m> RawMutex<'m> {
         if !died {
             // SAFETY: we hold the lock (caller's contract).
             unsafe { self.record_acquired(false, contended) };
+            if std::thread::panicking() {
+                self.took_while_panicking();
+            }
             // One relaxed load of log's max level when logging is off.
             log::debug!(
                 "{}: acquired{}",
@@ -462,6 +501,34 @@ impl<'m> RawMutex<'m> {
             return Ok(Got::Clean);
         }
         self.took_dead(contended, name())
+    }
+
+    /// The calling thread, already panicking, has just taken this lock and
+    /// written its record: unless it held it already (a re-entrant relock,
+    /// depth 2 or more now), its release during this panic will be a plain
+    /// unlock.
+    #[cold]
+    #[inline(never)]
+    fn took_while_panicking(&self) {
+        if self.depth() > 1 {
+            return; // a relock of a lock held from before: its outermost release decides
+        }
+        identity::taken_while_panicking(self.as_ptr() as usize);
+    }
+
+    /// Whether the calling thread took this lock while already panicking
+    /// (and still holds it): its release during the panic is no death.
+    pub(crate) fn taken_while_panicking(&self) -> bool {
+        identity::was_taken_while_panicking(self.as_ptr() as usize, false)
+    }
+
+    /// The owner record's nesting depth (0 for a kind without a record).
+    fn depth(&self) -> u32 {
+        self.record().map_or(0, |r| {
+            // SAFETY: the record lies in the live mapping; a racy read, but
+            // only its holder (the caller) writes it.
+            unsafe { std::ptr::addr_of!((*r.as_ptr()).depth).read_volatile() }
+        })
     }
 
     #[cold]
@@ -480,6 +547,9 @@ impl<'m> RawMutex<'m> {
         }
         // SAFETY: EOWNERDEAD gave us the lock.
         let previous = unsafe { self.record_acquired(true, contended) };
+        if std::thread::panicking() {
+            self.took_while_panicking();
+        }
         match &previous {
             Some(o) => log::warn!(
                 "{name}: previous owner pid {} tid {}{} died holding the lock; recovering",
@@ -649,7 +719,14 @@ impl<'m> RawMutex<'m> {
         }
         // SAFETY: we hold the lock (caller's contract).
         let rc = unsafe { sys::mutex_unlock_rc(self.as_ptr()) };
-        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+        // glibc answers an inner unlock of a re-entrant relock made inside
+        // a recovery not yet marked consistent with ENOTRECOVERABLE, having
+        // dropped one level all the same (the mutex stays held and the
+        // outer recovery can still be completed): fine.
+        debug_assert!(
+            rc == 0 || (rc == libc::ENOTRECOVERABLE && !outermost),
+            "pthread_mutex_unlock failed: {rc}"
+        );
     }
 
     /// The release paths off the fast one: the word (`w`) is not exactly
@@ -682,8 +759,10 @@ impl<'m> RawMutex<'m> {
                 // SAFETY: we hold the lock: the record is ours to read.
                 unsafe { r.as_ref() }.depth
             });
-            if depth > 1 {
-                // A nested re-entrant guard: the outermost one counts.
+            if depth > 1 || identity::was_taken_while_panicking(self.as_ptr() as usize, true) {
+                // A nested re-entrant guard (the outermost one counts), or
+                // a lock taken during this panic (a Drop that locks, does
+                // its update and unlocks): a plain release.
                 // SAFETY: we hold the lock.
                 unsafe { self.unlock_ours() };
                 return Ok(());
@@ -713,11 +792,17 @@ impl<'m> RawMutex<'m> {
         // someone else's now.
         // SAFETY: every entry of our robust list is a mutex we hold, in a
         // mapping kept alive while held (registry.rs).
-        let was_ours = unsafe { sys::forget_held(self.as_ptr()) };
-        if !was_ours && identity::is_fork_child() {
+        let on_our_list = unsafe { sys::forget_held(self.as_ptr()) };
+        // Credit the held count once per lock: only the guard that took it
+        // off our list (nested re-entrant guards all come here; a guard
+        // inherited through fork was never counted here). Where the list
+        // cannot be read, guess: not a fork child's.
+        if on_our_list.unwrap_or(!identity::is_fork_child()) {
+            identity::gave_one();
+        }
+        if on_our_list != Some(true) && identity::is_fork_child() {
             log::debug!("{name}: a guard inherited through fork was dropped; nothing done");
         } else {
-            identity::gave_one();
             log::error!(
                 "{name}: the lock word ({w:#x}) no longer names this thread: the file was truncated, reset or otherwise changed under the holder; nothing unlocked"
             );

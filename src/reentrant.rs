@@ -120,6 +120,13 @@ impl<T: Pod> ReentrantMutex<T> {
 
     /// Blocks until the lock is held by this thread (at once if it already is).
     ///
+    /// A relock inside a [`Recovery`](crate::Recovery) not yet marked
+    /// consistent is [`Acquired::Clean`] one level deeper; dropping (or
+    /// unlocking) it lets that level go as usual, and the outer recovery
+    /// can still be completed or abandoned. (glibc reports that inner
+    /// unlock as ENOTRECOVERABLE while still counting the level down; it
+    /// is taken as the success it is.)
+    ///
     /// # Errors
     /// [`LockError::NotRecoverable`] after an abandoned recovery;
     /// [`LockError::Io`] for anything unexpected. Never `Deadlock`.

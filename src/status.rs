@@ -175,6 +175,13 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
 /// seen gone, a word that still names it (re-read after the check) will
 /// never change by itself. If it did change, the snapshot is taken again.
 ///
+/// A holder `/proc` cannot show is never gone ([`identity::holder_gone`]),
+/// and a Stuck verdict is confirmed by a second look [`STUCK_CONFIRM`]
+/// later, with the same lock word and owner record (a lock word caught
+/// between a new holder's lock and its record, or a task caught exiting,
+/// does not last). So a stuck lock costs its `status` (and `reset`) that
+/// pause.
+///
 /// # Safety
 /// `mutex` and `owner` point into a live mapping.
 pub(crate) unsafe fn lock_state(
@@ -182,6 +189,7 @@ pub(crate) unsafe fn lock_state(
     owner: *const OwnerRecord,
 ) -> (LockState, Option<OwnerInfo>, u32) {
     let mut looks = 0;
+    let mut first = None;
     loop {
         // SAFETY: forwarded from the caller; the reads race with the
         // holder's writes by design and are only used as a diagnostic
@@ -201,10 +209,19 @@ pub(crate) unsafe fn lock_state(
         // SAFETY: as above.
         let again = unsafe { sys::lock_word_snapshot(mutex) };
         if same_holder(again, word) {
-            return (state, owner, word);
+            let seen = Some(crate::raw::Suspect::new(word, Some(&record)));
+            if seen == first {
+                return (state, owner, word);
+            }
+            first = seen;
+            std::thread::sleep(STUCK_CONFIRM);
         }
     }
 }
+
+/// How long [`lock_state`] waits before it looks again at a lock that
+/// looks stuck.
+const STUCK_CONFIRM: Duration = Duration::from_millis(50);
 
 /// Whether two readings of a lock word name the same holder in the same
 /// state (FUTEX_WAITERS aside: waiters set it at any time).
@@ -227,14 +244,14 @@ fn decide(
     } else if tid == 0 {
         (LockState::Unlocked, None)
     } else if record.tid == tid {
-        let gone = identity::holder_gone(tid, Some((record.pid, record.start_time)));
+        let gone = identity::holder_gone(tid);
         let state = if gone {
             LockState::Stuck
         } else {
             LockState::Locked
         };
         (state, Some(OwnerInfo::from_record(record)))
-    } else if identity::holder_gone(tid, None) {
+    } else if identity::holder_gone(tid) {
         (LockState::Stuck, None)
     } else {
         // The holder is between taking the lock and writing its record.

@@ -112,6 +112,7 @@ pub(crate) fn lock_cancellable<'n>(
 ) -> Result<(Result<Locked, LockFail>, bool), LockError> {
     let word = raw.word();
     let mut slept = false;
+    let mut seen = None;
     loop {
         if cancel.is_cancelled() {
             return Err(LockError::Cancelled);
@@ -127,7 +128,7 @@ pub(crate) fn lock_cancellable<'n>(
             let slice_over = sleep(&[(word, expected)], Some(cancel), deadline)?;
             slept = true;
             if slice_over {
-                if let Some(e) = raw.stuck(name()) {
+                if let Some(e) = raw.stuck(name(), &mut seen) {
                     return Err(e);
                 }
             }

@@ -247,6 +247,8 @@ impl SharedSemaphore {
         cancel: Option<&CancelToken>,
         slept_on: &mut u128,
     ) -> Result<Acquired<PermitGuard<'_>>, LockError> {
+        // What each slot's stuck check saw after the last slice.
+        let mut seen = Vec::new();
         'scan: loop {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 return Err(LockError::Cancelled);
@@ -272,7 +274,7 @@ impl SharedSemaphore {
             }
             *slept_on |= busy;
             if wait::sleep(&words, cancel, deadline)? {
-                self.every_busy_permit_stuck(busy)?;
+                self.every_busy_permit_stuck(busy, &mut seen)?;
             }
         }
     }
@@ -280,10 +282,18 @@ impl SharedSemaphore {
     /// After a slice of sleep: if every permit held by others is stuck
     /// (nobody will ever release any of them), the first one's
     /// [`LockError::Stuck`]; a single live holder means waiting can end.
-    fn every_busy_permit_stuck(&self, busy: u128) -> Result<(), LockError> {
+    /// `seen` keeps, per slot, what its last check saw (`RawMutex::stuck`).
+    fn every_busy_permit_stuck(
+        &self,
+        busy: u128,
+        seen: &mut Vec<Option<crate::raw::Suspect>>,
+    ) -> Result<(), LockError> {
+        if seen.is_empty() {
+            seen.resize(128, None);
+        }
         let mut first = None;
         for i in slots_in(busy) {
-            match self.slot(i).stuck(self.name(Some(i))) {
+            match self.slot(i).stuck(self.name(Some(i)), &mut seen[i]) {
                 Some(e) => {
                     first.get_or_insert(e);
                 }

@@ -127,22 +127,28 @@ pub(crate) fn expected_kind_word(kind: MutexKind) -> i32 {
 // `struct pthread`'s `robust_head`, whose first word `list` plays `__next`
 // and the word before it (`robust_prev`) plays `__prev`. A pointer to an
 // entry minus QUEUE_PTR_ADJUST = offsetof(__pthread_list_t, __next) = 8 is
-// its `__pthread_list_t`. Bit 0 of a link marks a PI mutex. Verified only
-// for x86_64 glibc; elsewhere [`die_holding`] refuses and the caller falls
-// back to a plain unlock.
+// its `__pthread_list_t`. Bit 0 of a link marks a PI mutex. The layout is
+// the same for every 64-bit glibc (x86_64's `__spins, __elision` shorts and
+// the generic `__spins` int both end at 24: aarch64, riscv64, ...), so the
+// code is built for 64-bit Linux glibc, and each use checks at run time
+// that the kernel's `futex_offset` is -LIST_NEXT (else [`die_holding`]
+// refuses and the caller falls back to a plain unlock). Tested on x86_64
+// glibc only. Not for x32 (`x86_64-gnux32`, 32-bit pointers) nor 32-bit
+// targets, nor musl.
 
 /// Where glibc's `__data.__list.__prev` and `__next` lie in the mutex.
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 mod list_abi {
-    /// `__data.__list.__prev` (x86_64 glibc: `__lock, __count, __owner,
-    /// __nusers, __kind` (5 ints), `__spins, __elision` (2 shorts), then
-    /// the list).
+    /// `__data.__list.__prev` (64-bit glibc: `__lock, __count, __owner,
+    /// __nusers, __kind` (5 ints), then `__spins, __elision` (2 shorts,
+    /// x86_64) or `__spins` (an int, the generic layout), then the list).
     pub const LIST_PREV: usize = 24;
     /// `__data.__list.__next`: the entry address the kernel walks.
     pub const LIST_NEXT: usize = 32;
     /// offsetof(__pthread_list_t, __next).
     pub const QUEUE_PTR_ADJUST: usize = 8;
-    const _: () = assert!(size_of::<libc::pthread_mutex_t>() == 40);
+    // 40 bytes on x86_64, 48 with the generic layout (aarch64, riscv64).
+    const _: () = assert!(size_of::<libc::pthread_mutex_t>() >= 40);
     const _: () = assert!(size_of::<usize>() == 8);
     const _: () = assert!(LIST_NEXT - LIST_PREV == QUEUE_PTR_ADJUST);
     const _: () = assert!(LIST_NEXT + 8 <= size_of::<libc::pthread_mutex_t>());
@@ -163,7 +169,7 @@ const _: () =
 /// The calling thread's robust-list head, as registered with the kernel
 /// (`get_robust_list(0)`: raw syscall, nix has none), if its
 /// `futex_offset` is the one our layout assumes.
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 fn robust_head() -> Option<*mut RobustListHead> {
     let mut head: *mut RobustListHead = std::ptr::null_mut();
     let mut len: libc::size_t = 0;
@@ -192,7 +198,7 @@ fn robust_head() -> Option<*mut RobustListHead> {
 /// # Safety
 /// `addr` is a live, aligned, pointer-sized link of this thread's robust
 /// list (a list head word or a held mutex's `__list` field).
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 unsafe fn link(addr: usize) -> usize {
     // SAFETY: forwarded from the caller.
     unsafe { std::ptr::read_volatile(addr as *const usize) }
@@ -202,7 +208,7 @@ unsafe fn link(addr: usize) -> usize {
 ///
 /// # Safety
 /// As for [`link`], and only this thread writes it.
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 unsafe fn set_link(addr: usize, value: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { std::ptr::write_volatile(addr as *mut usize, value) }
@@ -218,7 +224,7 @@ const WALK_LIMIT: usize = 1 << 16;
 /// # Safety
 /// `head` is the calling thread's robust-list head; every entry on the list
 /// lies in live memory.
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 unsafe fn unlink(head: *mut RobustListHead, entry: usize, clear_links: bool) -> bool {
     use list_abi::QUEUE_PTR_ADJUST as ADJ;
     let h = head as usize;
@@ -260,7 +266,17 @@ unsafe fn unlink(head: *mut RobustListHead, entry: usize, clear_links: bool) -> 
     // this thread's list, which only this thread changes; the order is
     // DEQUEUE_MUTEX's.
     unsafe {
-        // Keep the PI bit of the link to `succ` if the entry still has it.
+        // Keep the PI bit of the link to `succ` (bit 0 of a link describes
+        // the entry it points to) if the entry still has it. Without
+        // `clear_links` (forget_held: the file changed under us) the entry
+        // is not read at all — its page may no longer be backed by the
+        // file (SIGBUS) and its links may be another holder's — so that
+        // bit is lost: only a robust PI mutex that other code on this
+        // thread took right before this one (ours are never PI) is then
+        // treated as non-PI by the kernel's walk at our death, which marks
+        // it OWNER_DIED with a FUTEX_WAKE rather than the PI hand-off, so
+        // its waiters (in the kernel's PI queue) may stay asleep. A known
+        // gap, kept: reading the entry could kill the process.
         let own_next = if clear_links { link(entry) } else { 0 };
         let pi_bit = if own_next & !1 == succ {
             own_next & 1
@@ -297,7 +313,7 @@ pub(crate) enum Death {
 /// `m` is an initialised robust mutex in a live shared mapping, held by the
 /// calling thread (its lock word names `tid`, the caller's TID).
 pub(crate) unsafe fn die_holding(m: *mut libc::pthread_mutex_t, tid: u32) -> Death {
-    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     {
         let Some(head) = robust_head() else {
             return Death::Refused;
@@ -333,7 +349,7 @@ pub(crate) unsafe fn die_holding(m: *mut libc::pthread_mutex_t, tid: u32) -> Dea
         unsafe { (*head).list_op_pending = 0 };
         Death::Done
     }
-    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
     {
         let _ = (m, tid);
         Death::Refused
@@ -343,24 +359,24 @@ pub(crate) unsafe fn die_holding(m: *mut libc::pthread_mutex_t, tid: u32) -> Dea
 /// Takes `m` off the calling thread's robust list without touching the
 /// mutex (its lock word no longer names us: the file was changed under the
 /// holder), so that the kernel's walk at our death never reads it. Returns
-/// false if it was not on the list (e.g. a guard inherited through fork:
-/// the entry is on the parent's list, not ours).
+/// whether it was on the list: `Some(false)` for a guard inherited through
+/// fork (the entry is on the parent's list, not ours) or a nested
+/// re-entrant guard whose sibling already took it off; `None` where the
+/// list cannot be read (an ABI this code does not know).
 ///
 /// # Safety
 /// Every entry of the calling thread's robust list lies in live memory.
-pub(crate) unsafe fn forget_held(m: *mut libc::pthread_mutex_t) -> bool {
-    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+pub(crate) unsafe fn forget_held(m: *mut libc::pthread_mutex_t) -> Option<bool> {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     {
-        let Some(head) = robust_head() else {
-            return false;
-        };
+        let head = robust_head()?;
         // SAFETY: forwarded from the caller; the entry's own links are not
         // touched (another holder may own them now).
-        unsafe { unlink(head, m as usize + list_abi::LIST_NEXT, false) }
+        Some(unsafe { unlink(head, m as usize + list_abi::LIST_NEXT, false) })
     }
-    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
     {
         let _ = m;
-        false
+        None
     }
 }

@@ -20,6 +20,17 @@ pub(crate) fn geteuid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Whether the kernel says there is no task `tid` in the caller's PID
+/// namespace: `kill(tid, 0)` fails with ESRCH. Every other answer (success,
+/// EPERM for another user's task) means it exists. (`kill` takes any TID,
+/// not only a thread-group leader's.)
+pub(crate) fn no_such_task(tid: u32) -> bool {
+    match libc::pid_t::try_from(tid) {
+        Ok(t) if t > 0 => kill(Pid::from_raw(t), None) == Err(Errno::ESRCH),
+        _ => false,
+    }
+}
+
 /// Whether process `pid` exists (`kill(pid, 0)`; EPERM still means it exists).
 pub(crate) fn pid_exists(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {

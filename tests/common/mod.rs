@@ -14,6 +14,7 @@
 
 pub mod roles;
 pub mod roles_acc;
+pub mod roles_corefix;
 pub mod roles_file;
 pub mod roles_inspect;
 pub mod small_fs;

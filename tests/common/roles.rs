@@ -299,6 +299,7 @@ pub fn run_if_child() {
         other if super::roles_file::run(other, path) => {}
         other if super::roles_inspect::run(other, path) => {}
         other if super::roles_acc::play(other, path) => {}
+        other if super::roles_corefix::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

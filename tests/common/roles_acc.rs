@@ -18,8 +18,10 @@
 //! * `panic_sem_holder`: semaphore (1 permit): on `go`, takes the permit and
 //!   panics inside `catch_unwind`; says `panicked`, waits to be killed.
 //! * `panic_nested`: `ReentrantMutex<u64>`: nests two guards and panics
-//!   inside `catch_unwind`; says `panicked=<depth seen by a relock>`, waits
-//!   to be killed.
+//!   inside `catch_unwind`; a probe dropped between the inner and the outer
+//!   guard reads the state; says `between=<state>` (`locked`: the inner
+//!   release did not count as the death), `held=<n>` (this thread's held
+//!   count after the panic), `panicked`, and waits to be killed.
 //! * `fork_drop_then_hold`: `SharedMutex<u64>`: locks (label `parent`),
 //!   forks; the fork child drops the guard and exits; says
 //!   `child-done=<wait status>` and waits to be killed, still holding.
@@ -79,11 +81,25 @@ pub fn play(role: &str, path: &Path) -> bool {
         }
         "panic_nested" => {
             let m = ReentrantMutex::<u64>::open(path).unwrap();
+            /// Reads the state when dropped (between the two guards).
+            struct Probe<'a>(&'a ReentrantMutex<u64>, &'a std::cell::Cell<String>);
+            impl Drop for Probe<'_> {
+                fn drop(&mut self) {
+                    self.1.set(self.0.status().state.to_string());
+                }
+            }
+            let between = std::cell::Cell::new(String::new());
             quietly_panic_holding(|| {
                 let _a = m.lock().unwrap().recover_with(|_| {});
+                let _probe = Probe(&m, &between);
                 let _b = m.lock().unwrap().recover_with(|_| {});
                 panic!("two levels deep");
             });
+            say(format!("between={}", between.take()));
+            say(format!(
+                "held={}",
+                robust_mutex::internals::held_by_this_thread()
+            ));
             say("panicked");
             hang();
         }

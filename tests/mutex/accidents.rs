@@ -230,3 +230,89 @@ fn a_process_killed_holding_the_bound_leaves_every_lock_owner_died() {
     }
     assert_eq!(dead, MAX_HELD_PER_THREAD);
 }
+
+/// More than [`MAX_HELD_PER_THREAD`] rounds through every error path of the
+/// lock and release calls leave this thread's held count where it was, so
+/// the bound neither refuses a later lock nor lets too many through. (A
+/// truncation under nested re-entrant guards once credited the count twice.)
+#[test]
+fn no_error_path_drifts_the_held_count() {
+    use robust_mutex::internals::held_by_this_thread as held;
+    const ROUNDS: usize = MAX_HELD_PER_THREAD + 100;
+    let (dir, path) = temp_path("m");
+    let m = std::sync::Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+
+    // WouldBlock: another thread holds it.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let m = m.clone();
+        std::thread::spawn(move || {
+            let _g = m.lock().unwrap().recover_with(|_| {});
+            locked_tx.send(()).unwrap();
+            free_rx.recv().unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    for _ in 0..ROUNDS {
+        assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+    }
+    assert_eq!(held(), 0);
+    free_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // Deadlock: this thread holds it.
+    let g = m.lock().unwrap().recover_with(|_| {});
+    for _ in 0..ROUNDS {
+        assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+    }
+    assert_eq!(held(), 1);
+    drop(g);
+    assert_eq!(held(), 0);
+
+    // NotRecoverable: a recovery abandoned after a thread died holding it.
+    let dead = {
+        let m = m.clone();
+        std::thread::spawn(move || std::mem::forget(m.lock().unwrap()))
+    };
+    dead.join().unwrap();
+    drop(m.lock().unwrap());
+    assert_eq!(m.status().state, LockState::NotRecoverable);
+    for _ in 0..ROUNDS {
+        assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
+    }
+    assert_eq!(held(), 0);
+
+    // NotOwner: the file truncated under the holder, plain and nested.
+    let cut = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+    };
+    for i in 0..ROUNDS {
+        let p = dir.path().join(format!("c{}", i % 2));
+        let _ = std::fs::remove_file(&p);
+        if i % 2 == 0 {
+            let c = SharedMutex::<u64>::open(&p).unwrap();
+            let g = c.lock().unwrap().recover_with(|_| {});
+            cut(&p);
+            assert!(matches!(g.unlock(), Err(LockError::NotOwner { .. })));
+        } else {
+            let r = ReentrantMutex::<u64>::open(&p).unwrap();
+            let outer = r.lock().unwrap().recover_with(|_| {});
+            let inner = r.lock().unwrap().recover_with(|_| {});
+            cut(&p);
+            drop(inner);
+            assert!(matches!(outer.unlock(), Err(LockError::NotOwner { .. })));
+        }
+        assert_eq!(held(), 0, "round {i}");
+    }
+
+    // And the bound still counts from zero.
+    let fresh = SharedMutex::<u64>::open(sibling(&path, ".fresh")).unwrap();
+    assert_eq!(*fresh.lock().unwrap().recover_with(|_| {}), 0);
+    assert_eq!(held(), 0);
+}

@@ -11,6 +11,7 @@
 //! * `accidents`: stuck locks, exiting threads, the held-lock bound;
 //! * `panic_fork`: panics count as deaths, fork-inherited guards are inert,
 //!   truncation under a waiter is reported;
+//! * `proc_view`: a live holder `/proc` cannot show is not stuck;
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
 //!
@@ -27,6 +28,7 @@ mod locking;
 mod logging;
 mod owner_death;
 mod panic_fork;
+mod proc_view;
 mod reentrant;
 mod torture;
 

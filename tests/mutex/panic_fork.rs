@@ -76,14 +76,59 @@ fn a_waiter_blocked_in_lock_is_woken_by_a_panic_death() {
     let mut kid = Kid::spawn("panic_holder", &path);
     kid.tell("go");
     kid.expect("locked");
-    let died = std::thread::scope(|s| {
-        let waiter = s.spawn(|| m.lock().map(|a| a.owner_died()));
-        until_waited_on(&m);
-        kid.tell("panic");
-        waiter.join().unwrap()
-    });
-    assert!(died.unwrap(), "the waiter got OwnerDied");
+    // A raw pthread waiter: blocked in pthread_mutex_lock, which has no
+    // time slices, so only the death's FUTEX_WAKE can wake it.
+    let mut raw = Kid::spawn("raw_owner_died", &path);
+    until_waited_on(&m);
+    let watchdog = watchdog(raw.pid());
+    kid.tell("panic");
+    assert_eq!(
+        raw.expect("locked"),
+        libc::EOWNERDEAD.to_string(),
+        "the blocked raw waiter was woken and got EOWNERDEAD"
+    );
+    drop(watchdog);
     kid.expect("panicked");
+}
+
+/// Kills `pid` if not dropped within a minute: a bound that only catches a
+/// real hang (the waiter's `expect` then fails instead of hanging).
+fn watchdog(pid: u32) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(std::time::Duration::from_secs(60))
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            // SAFETY: kill(2) on the pid of our own unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    });
+    tx
+}
+
+/// Locks a, then m, then b on one thread; a panic releases m alone (taking
+/// it off the middle of the robust list); then SIGKILL: the kernel's walk
+/// of the mended list still reaches a and b.
+#[test]
+fn a_panic_unlinks_the_middle_of_the_robust_list_and_the_rest_still_die() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let a = SharedMutex::<u64>::open(sibling(&path, ".a")).unwrap();
+    let b = SharedMutex::<u64>::open(sibling(&path, ".b")).unwrap();
+    let mut kid = Kid::spawn("panic_middle", &path);
+    kid.expect("panicked");
+    assert_eq!(m.status().state, LockState::OwnerDead);
+    assert_eq!(a.status().state, LockState::Locked);
+    assert_eq!(b.status().state, LockState::Locked);
+    let pid = kid.pid();
+    kid.kill();
+    for (name, x) in [("a", &a), ("b", &b), ("m", &m)] {
+        let Acquired::OwnerDied(r) = x.lock().unwrap() else {
+            panic!("{name}: expected OwnerDied");
+        };
+        assert_eq!(r.previous_owner().unwrap().pid, pid, "{name}");
+        drop(r.mark_consistent());
+    }
 }
 
 #[test]
@@ -105,6 +150,12 @@ fn a_panic_inside_nested_reentrant_guards_counts_once() {
     let (_dir, path) = temp_path("r");
     let m = ReentrantMutex::<u64>::open(&path).unwrap();
     let mut kid = Kid::spawn("panic_nested", &path);
+    assert_eq!(
+        kid.expect("between"),
+        "locked",
+        "the inner release is no death"
+    );
+    assert_eq!(kid.expect("held"), "0", "the death gave the lock back once");
     kid.expect("panicked");
     let a = m.lock().unwrap();
     assert!(a.owner_died());
@@ -217,4 +268,29 @@ fn a_panic_holding_a_bare_lock_is_a_death_too() {
     });
     // The next locker gets OwnerDied.
     assert!(b.lock().unwrap().owner_died());
+}
+
+#[test]
+fn a_lock_taken_and_released_during_unwinding_is_not_a_death() {
+    let (_dir, path) = temp_path("m");
+    let mut kid = Kid::spawn("lock_in_drop_while_unwinding", &path);
+    assert_eq!(kid.expect("mutex"), "clean");
+    assert_eq!(kid.expect("reentrant"), "clean");
+    assert_eq!(kid.expect("held"), "0");
+    kid.wait_ok();
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    assert_eq!(m.status().state, LockState::Unlocked);
+    assert_eq!(*m.lock().unwrap().recover_with(|_| {}), 1);
+}
+
+/// The other side of the rule above: a re-entrant lock held from before
+/// the panic and relocked by a `Drop` during the unwinding is still a death
+/// when its outer guard goes.
+#[test]
+fn a_relock_during_unwinding_of_a_lock_held_from_before_is_still_a_death() {
+    let (_dir, path) = temp_path("r");
+    let mut kid = Kid::spawn("relock_held_while_unwinding", &path);
+    assert_eq!(kid.expect("state"), "owner-dead");
+    assert_eq!(kid.expect("held"), "0");
+    kid.wait_ok();
 }

@@ -80,3 +80,35 @@ fn a_lock_only_handle_can_take_a_reentrant_file() {
     assert_eq!(m.status().state, LockState::Locked);
     drop(g);
 }
+
+/// glibc answers the inner unlock of a relock made inside a recovery not yet
+/// marked consistent with ENOTRECOVERABLE (and still drops one level): the
+/// inner guard's drop must take that quietly (it tripped a debug assertion,
+/// a double panic during unwinding), and the outer recovery still works.
+#[test]
+fn a_relock_inside_an_unfinished_recovery_unlocks_quietly() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let mut kid = Kid::spawn("reentrant_nest3", &path);
+    assert_eq!(kid.expect("depth"), "3");
+    kid.kill();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied");
+    };
+    let inner = m.lock().unwrap().recover_with(|_| {});
+    assert_eq!(inner.depth(), 2);
+    inner.set(4);
+    drop(inner);
+    let inner = m.lock().unwrap().recover_with(|_| {});
+    assert!(
+        inner.unlock().is_ok(),
+        "an explicit inner unlock is fine too"
+    );
+    assert_eq!(r.guard().depth(), 1);
+    drop(r.mark_consistent());
+    let Acquired::Clean(g) = m.lock().unwrap() else {
+        panic!("the outer recovery was completed");
+    };
+    assert_eq!(g.get(), 4);
+    assert_eq!(robust_mutex::internals::held_by_this_thread(), 1);
+}
