@@ -111,7 +111,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
             // Never inherit an outer `run`'s recovery verdict.
             cmd.env_remove(OWNER_DIED_VAR).env_remove(PREVIOUS_PID_VAR);
             match spawn_and_wait(&mut cmd, &mut tree, &program, path) {
-                Ok(Ended::Code(c)) => Ok(c),
+                Ok(Ended::Code(c)) => release(g, c),
                 Ok(Ended::Signal(sig)) => {
                     warn(format_args!(
                         "{}: COMMAND was killed by {} while holding the lock; the next holder is told its owner died",
@@ -137,10 +137,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                 None => cmd.env_remove(PREVIOUS_PID_VAR),
             };
             match spawn_and_wait(&mut cmd, &mut tree, &program, path) {
-                Ok(Ended::Code(0)) => {
-                    drop(r.mark_consistent());
-                    Ok(code::OK)
-                }
+                Ok(Ended::Code(0)) => release(r.mark_consistent(), code::OK),
                 Ok(ended) => {
                     // Unlock without marking consistent: not recoverable.
                     drop(r);
@@ -162,6 +159,21 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
                 // the next locker instead of making the mutex not recoverable.
                 Err(c) => exit_holding(r, c),
             }
+        }
+    }
+}
+
+/// Unlocks after COMMAND ended with `code`. A lock word that no longer
+/// names us means the file was truncated or overwritten while COMMAND ran
+/// (the exclusion it relied on was lost): that is said as the SIGBUS
+/// handler says it, with exit 74, never passed over as success.
+fn release(g: Guard<'_, ()>, code: u8) -> Result<u8, u8> {
+    match g.unlock() {
+        Ok(()) => Ok(code),
+        Err(LockError::NotOwner { .. }) => os::truncated_exit(),
+        Err(e) => {
+            warn(format_args!("unlock: {e}"));
+            Err(code::IO)
         }
     }
 }
@@ -211,8 +223,6 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
                 a.conflict_exit_code
             })
         }
-        // (Until run.rs waits on the library's own stuck check alone: the
-        // same line and code as the polling below finds.)
         Err(LockError::Stuck { .. }) => {
             let s = m.status();
             warn(format_args!(
@@ -222,6 +232,9 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
             ));
             Err(code::UNAVAILABLE)
         }
+        // The file was truncated or overwritten under the wait: the same
+        // line and code as the SIGBUS handler's.
+        Err(LockError::FileChanged { .. }) => os::truncated_exit(),
         Err(LockError::Cancelled) => {
             let sig = os::pending_signal().unwrap_or(Signal::SIGINT as i32);
             warn(format_args!(
@@ -250,42 +263,16 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
     }
 }
 
-/// How often a long wait looks whether the lock became stuck.
-const STUCK_CHECK: Duration = Duration::from_millis(500);
-
-/// Waits (at most `timeout`) in slices; gives up early on a stuck mutex,
-/// which nobody will ever release, once two looks a slice apart agree.
+/// Waits (at most `timeout`). The library ends the wait by itself on a
+/// stuck mutex, which nobody will ever release ([`LockError::Stuck`],
+/// within about a second), and on a signal through [`os::CANCEL`]; a file
+/// truncated under the wait faults on its next look at the lock word, which
+/// the SIGBUS handler turns into its one line.
 fn wait_for(
     m: &SharedMutex<()>,
     timeout: Option<Duration>,
 ) -> Result<Acquired<Guard<'_, ()>>, LockError> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut stuck_looks = 0;
-    loop {
-        let left = deadline.map_or(STUCK_CHECK, |d| d.saturating_duration_since(Instant::now()));
-        match m.lock_cancellable(&os::CANCEL, Some(left.min(STUCK_CHECK))) {
-            Err(LockError::TimedOut) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(LockError::TimedOut);
-                }
-                let state = m.status().state;
-                if state == LockState::Truncated {
-                    // What the SIGBUS handler says when a mapped access
-                    // finds the file cut short first.
-                    os::truncated_exit();
-                }
-                if state == LockState::Stuck {
-                    stuck_looks += 1;
-                    if stuck_looks >= 2 {
-                        return Err(LockError::TimedOut);
-                    }
-                } else {
-                    stuck_looks = 0;
-                }
-            }
-            other => return other,
-        }
-    }
+    m.lock_cancellable(&os::CANCEL, timeout)
 }
 
 /// How COMMAND ended.
