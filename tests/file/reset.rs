@@ -265,7 +265,13 @@ fn reset_with_force_makes_an_empty_file_a_mutex_keeping_its_mode() {
 #[test]
 fn reset_with_force_never_replaces_someone_elses_data() {
     let (_dir, path) = temp_path("m");
-    for bytes in [&b"#!/bin/sh\n"[..], &[0u8; 600][..], &b"RBSTMTX\x02"[..]] {
+    for bytes in [
+        &b"#!/bin/sh\n"[..],
+        &[0u8; 600][..],
+        &b"RBSTMTX\x02"[..],
+        b"R",
+        b"RBS",
+    ] {
         std::fs::write(&path, bytes).unwrap();
         let before = common::snapshot(&path);
         let e = robust_mutex::reset(&path, true).unwrap_err();
