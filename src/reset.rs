@@ -156,11 +156,24 @@ impl ResetOptions {
         opts.allow_other_owners = self.allow_other_owners;
         opts.init_timeout = self.init_timeout;
         let start = Instant::now();
+        // The length of the remnant an earlier look found, if one did.
+        let mut remnant_seen: Option<u64> = None;
         loop {
             // Look first, read-only and without mapping: what is at the path?
             let fd = sys::open_existing(path, false).map_err(|e| file::open_error(path, e))?;
             let st = checks::check_file(path, &fd, &opts)?;
             let done = match checks::found_for_reset(path, &fd, &st)? {
+                Found::Whole if remnant_seen.is_some() => {
+                    // The remnant became a whole lock meanwhile (its creator
+                    // finished, or another reset replaced it): that lock is
+                    // new and may be held already, so it is never reset here.
+                    let (h, _, _) = checks::read_header(path, &fd)?;
+                    return Ok(ResetOutcome {
+                        generation: h.generation,
+                        previous_state: LockState::NotRecoverable,
+                        remnant_len: remnant_seen,
+                    });
+                }
                 Found::Whole => {
                     drop(fd);
                     Some(reset_mutex(path, &opts, self.force))
@@ -171,7 +184,11 @@ impl ResetOptions {
                         len: st.size,
                     });
                 }
-                Found::Remnant(_) => replace_remnant(path, &fd, &opts).transpose(),
+                Found::Remnant(_) => {
+                    remnant_seen.get_or_insert(st.size);
+                    file::init::checkpoint("reset_looked");
+                    replace_remnant(path, &fd, &opts).transpose()
+                }
             };
             match done {
                 Some(r) => {

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 /// Fault-injection point (only with the `test-hooks` feature, which only
 /// this crate's own tests turn on): with `ROBUST_MUTEX_TEST_PAUSE_AT=<step>`
 /// the creator prints `paused:<step>` on stdout and stops for ever there, so
-/// a test can SIGKILL it at exactly that step.
+/// a test can SIGKILL it at exactly that step; with
+/// `ROBUST_MUTEX_TEST_RESUME` set too, it goes on after a line on stdin, so
+/// a test can change the file while it is stopped.
 pub(crate) fn checkpoint(step: &str) {
     #[cfg(feature = "test-hooks")]
     if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step) {
@@ -24,6 +26,12 @@ pub(crate) fn checkpoint(step: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused:{step}");
         let _ = out.flush();
+        drop(out);
+        if std::env::var_os("ROBUST_MUTEX_TEST_RESUME").is_some() {
+            // Resumable: go on after a line on stdin.
+            let _ = std::io::stdin().read_line(&mut String::new());
+            return;
+        }
         loop {
             std::thread::park();
         }

@@ -359,3 +359,39 @@ fn reset_in_a_directory_the_caller_cannot_write_names_the_directory() {
     assert_eq!(r, format!("permission {}", dir.display()));
     assert_eq!(common::snapshot(&path), before);
 }
+
+#[test]
+fn reset_of_a_remnant_never_force_resets_the_lock_that_replaced_it() {
+    // A reset looks, finds a remnant, and is stopped there; meanwhile
+    // another reset (here: the test) replaces the remnant with a new lock,
+    // which its user then holds. The first reset must report the remnant
+    // replaced, never force-reset that new, held lock.
+    let (_dir, path) = temp_path("m");
+    drop(SharedMutex::<u64>::open(&path).unwrap());
+    // Cut short past its header, so that the header's layout is kept.
+    cut(&path, std::fs::metadata(&path).unwrap().len() - 1);
+    let mut kid = Kid::spawn_env(
+        "reset_and_report",
+        &path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", "reset_looked"),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect("paused:reset_looked");
+    robust_mutex::reset(&path, true).unwrap();
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut g = m.lock_or_recover(|_| {}).unwrap();
+    *g = 7;
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    kid.tell("go");
+    assert_eq!(kid.expect("result"), "ok");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        ino,
+        "the held lock was replaced"
+    );
+    drop(g);
+    let st = robust_mutex::inspect(&path).unwrap();
+    assert_eq!(st.generation, 2);
+}
