@@ -58,6 +58,20 @@ pub enum Error {
         /// Our effective uid.
         ours: u32,
     },
+    /// A reset of a file owned by another user, by a user other than root:
+    /// the replacement would belong to the caller, locking out the owner's
+    /// processes, so nothing was changed.
+    #[error(
+        "reset {path}: owned by uid {owner}: only root or its owner can reset it (the replacement would belong to uid {ours})"
+    )]
+    ResetChangesOwner {
+        /// The path.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
     /// The file lives on a network or FUSE filesystem, where process-shared
     /// futexes in a `MAP_SHARED` mapping do not work across hosts.
     #[error(

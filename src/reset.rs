@@ -59,7 +59,8 @@ pub struct ResetOutcome {
 ///
 /// A file owned by another user is refused ([`Error::ForeignOwner`]); an
 /// operator opts in with [`ResetOptions::allow_other_owners`]. The new file
-/// keeps the old one's owner, group and mode.
+/// keeps the old one's owner, group and mode; only root can give it another
+/// user's owner, so for anyone else that is [`Error::ResetChangesOwner`].
 ///
 /// The replacement is built unnamed in the same directory, its blocks
 /// reserved before it is mapped, and renamed over the path: on any error
@@ -69,7 +70,8 @@ pub struct ResetOutcome {
 /// * [`Error::ResetRefused`] for a healthy mutex without `force`;
 /// * [`Error::ResetNeedsForce`] for an empty or truncated file without
 ///   `force`;
-/// * [`Error::ForeignOwner`] for another user's file (see above);
+/// * [`Error::ForeignOwner`] for another user's file (see above), and
+///   [`Error::ResetChangesOwner`] for one allowed but not root's to reset;
 /// * [`Error::ForeignFile`] for someone else's data, and any open error for
 ///   a whole file that is not a usable mutex file (it must be one);
 /// * [`Error::PermissionDenied`] naming the *directory* when the caller may
@@ -140,7 +142,8 @@ impl ResetOptions {
     }
 
     /// Accept a file owned by another user (default: refuse with
-    /// [`Error::ForeignOwner`]); the new file keeps that owner.
+    /// [`Error::ForeignOwner`]); the new file keeps that owner, so only root
+    /// can (for anyone else: [`Error::ResetChangesOwner`]).
     pub fn allow_other_owners(&mut self, allow: bool) -> &mut Self {
         self.allow_other_owners = allow;
         self

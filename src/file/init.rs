@@ -161,6 +161,17 @@ pub(crate) fn publish_new_file(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    if let Some((uid, _)) = owner {
+        let ours = sys::geteuid();
+        if ours != 0 && uid != ours {
+            // Only root can give the replacement the old owner.
+            return Err(Error::ResetChangesOwner {
+                path: path.to_owned(),
+                owner: uid,
+                ours,
+            });
+        }
+    }
     let fd =
         sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(|e| match e.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: dir.clone() },

@@ -7,7 +7,10 @@
 //!   source is `StorageFull`) or `result=other <error>`. Run in a child so
 //!   that a SIGBUS shows up as the child's death, not the test binary's.
 //! * `reset_and_report`: `reset --force` on the path; says `result=ok`,
-//!   `result=permission <path named>` or `result=other <error>`.
+//!   `result=permission <path named>`, `result=changes-owner <owner>` or
+//!   `result=other <error>`.
+//! * `reset_any_owner_and_report`: as `reset_and_report`, with
+//!   `allow_other_owners(true)`.
 
 use super::say;
 use robust_mutex::{BareMutex, Error, ReentrantMutex, SharedMutex, SharedSemaphore};
@@ -23,10 +26,15 @@ pub fn run(role: &str, path: &Path) -> bool {
             let kind = std::env::var(KIND_ENV).unwrap();
             say(format!("result={}", open_kind(&kind, path)));
         }
-        "reset_and_report" => {
-            let r = match robust_mutex::reset(path, true) {
+        "reset_and_report" | "reset_any_owner_and_report" => {
+            let r = match robust_mutex::ResetOptions::new()
+                .force(true)
+                .allow_other_owners(role == "reset_any_owner_and_report")
+                .reset(path)
+            {
                 Ok(_) => "ok".to_owned(),
                 Err(Error::PermissionDenied { path }) => format!("permission {}", path.display()),
+                Err(Error::ResetChangesOwner { owner, .. }) => format!("changes-owner {owner}"),
                 Err(e) => format!("other {e}"),
             };
             say(format!("result={r}"));

@@ -395,3 +395,39 @@ fn reset_of_a_remnant_never_force_resets_the_lock_that_replaced_it() {
     let st = robust_mutex::inspect(&path).unwrap();
     assert_eq!(st.generation, 2);
 }
+
+#[test]
+#[cfg_attr(
+    not_root,
+    ignore = "needs root: files are chowned, a child drops to uid 65534"
+)]
+fn reset_by_a_group_member_of_another_users_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    // A lock owned by root, shared with group 65534 (mode 0660), in a
+    // directory everyone may write: a member of that group may not reset
+    // it, since the replacement would be its own and lock root out.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("m");
+    for remnant in [false, true] {
+        drop(SharedMutex::<u64>::open(&path).unwrap());
+        if remnant {
+            cut(&path, 10);
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        std::os::unix::fs::chown(&path, Some(0), Some(NOBODY)).unwrap();
+        let before = common::snapshot(&path);
+        let mut kid = Kid::spawn_as(
+            "reset_any_owner_and_report",
+            &path,
+            &[],
+            Some((NOBODY, NOBODY)),
+        );
+        let r = kid.expect("result");
+        kid.wait_ok();
+        assert_eq!(r, "changes-owner 0", "remnant: {remnant}");
+        assert_eq!(common::snapshot(&path), before, "remnant: {remnant}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

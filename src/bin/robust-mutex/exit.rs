@@ -82,6 +82,7 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
             ),
         ),
         Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
+        Error::ResetChangesOwner { .. } => (code::NO_PERM, e.to_string()),
         Error::ForeignOwner { owner, ours, .. } => (
             code::NO_PERM,
             format!(
