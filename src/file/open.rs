@@ -182,6 +182,14 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     Ok(Step::Retry)
 }
 
+/// Whether the file open as `fd` (stat `st` when we looked) changed since:
+/// its size, mode or link count, or the path now names another file.
+pub(crate) fn changed_since(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<bool, Error> {
+    let now = sys::fstat(fd).map_err(io_err("fstat", path))?;
+    let here = sys::lstat(path).is_ok_and(|l| (l.dev, l.ino) == (st.dev, st.ino));
+    Ok(!here || (now.size, now.mode, now.nlink) != (st.size, st.mode, st.nlink))
+}
+
 /// Decides what to do with an existing path opened as `fd`.
 fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     let Ctx { path, opts, spec } = *cx;
@@ -197,11 +205,14 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         let empty = Error::Empty {
             path: path.to_owned(),
         };
+        checkpoint("open_empty_seen");
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
             return Ok(Step::Wait(Some(empty)));
         }
+        let changed = changed_since(path, &fd, &st)?;
         let _ = sys::funlock(&fd);
-        return Err(empty);
+        // A takeover may have finished between our fstat and our flock.
+        return if changed { Ok(Step::Retry) } else { Err(empty) };
     }
     if st.perm() & 0o200 == 0 {
         // Read-only, but not our mark: someone else's file.
@@ -227,10 +238,18 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     if header.magic == layout::MAGIC && header.state == layout::STATE_INIT {
         // Writable yet not ready: only a takeover by a non-root user makes
         // this for a moment (see `writable_fd`); wait while it holds the flock.
+        checkpoint("open_init_seen");
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
             return Ok(Step::Wait(None));
         }
+        // The takeover may have finished between our read and our flock:
+        // read again rather than judge what we read before.
+        let (now, _, _) = read_header(path, &fd)?;
+        let changed = now.state != header.state || changed_since(path, &fd, &st)?;
         let _ = sys::funlock(&fd);
+        if changed {
+            return Ok(Step::Retry);
+        }
     }
     let check = if spec.any_value { None } else { Some(want) };
     layout::validate(&header, st.size, check, spec.accepted_kinds(), &mutex)
