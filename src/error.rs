@@ -294,8 +294,10 @@ pub enum Error {
     },
     /// The path is on a read-only filesystem (EROFS), and opening a lock
     /// (or creating or resetting one) needs to write it.
-    #[error("open {path}: on a read-only filesystem; a lock file must be writable")]
+    #[error("{op} {path}: on a read-only filesystem; a lock file must be writable")]
     ReadOnlyFilesystem {
+        /// What was being done: "open", "take over", "reset".
+        op: &'static str,
         /// The path.
         path: PathBuf,
     },

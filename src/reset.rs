@@ -194,16 +194,7 @@ impl ResetOptions {
                 }
             };
             match done {
-                Some(r) => {
-                    return r.map_err(|e| match e {
-                        Error::NoSpace { path, source, .. } => Error::NoSpace {
-                            op: "reset",
-                            path,
-                            source,
-                        },
-                        e => e,
-                    });
-                }
+                Some(r) => return r.map_err(file::while_doing("reset")),
                 // The file changed while we took its flock: look again, a
                 // bounded number of times.
                 None if start.elapsed() < self.init_timeout => {}

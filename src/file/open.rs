@@ -156,8 +156,9 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     }
     checkpoint("created");
     let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
-    if st.perm() != layout::CREATOR_MODE || st.size != 0 {
-        // Taken over and finished before our flock: it is an ordinary open now.
+    if st.perm() != layout::CREATOR_MODE || st.size != 0 || st.nlink == 0 {
+        // Taken over and finished before our flock (it is an ordinary open
+        // now), or removed meanwhile (as bare create: look at the path again).
         let _ = sys::funlock(&fd);
         return Ok(Step::Retry);
     }
@@ -280,7 +281,9 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         // first store into them; on a full disk that store is a SIGBUS.
         // Fill them now, where a full disk is an error (data is unchanged).
         if sys::has_hole_before(&fd, header.file_len).map_err(io_err("lseek", path))? {
-            sys::fill_holes(&fd, header.file_len).map_err(write_error("fallocate", path))?;
+            sys::fill_holes(&fd, header.file_len)
+                .map_err(write_error("fallocate", path))
+                .map_err(super::while_doing("fill holes in"))?;
         }
         MmapOptions::new()
             .len(header.file_len as usize)
@@ -335,7 +338,8 @@ fn creator_marked(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Err
         reopened = writable_fd(path, &fd)?;
         &reopened
     };
-    let r = initialise(path, rw, opts.mode, want, spec.kind, &Fill::Fresh);
+    let r = initialise(path, rw, opts.mode, want, spec.kind, &Fill::Fresh)
+        .map_err(super::while_doing("take over"));
     let _ = sys::funlock(&fd);
     r.map(|()| Step::Retry)
 }

@@ -50,7 +50,7 @@ fn a_crashed_creators_sparse_leftover_on_a_full_disk_is_refused_then_taken_over(
     let before = snapshot(&path);
     for kind in ["mutex", "reentrant", "semaphore"] {
         let r = open_in_child(kind, &path);
-        assert!(r.starts_with("no-space "), "{kind}: {r}");
+        assert!(r.starts_with("no-space take over "), "{kind}: {r}");
         assert_eq!(snapshot(&path), before, "{kind}: the leftover changed");
     }
     fs.free();
@@ -81,7 +81,16 @@ fn a_sparse_copy_of_a_mutex_file_on_a_full_disk_is_refused_not_mapped() {
     fs.fill();
     let before = snapshot(&path);
     let e = SharedMutex::<[u8; 16384]>::open(&path).unwrap_err();
-    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::NoSpace {
+                op: "fill holes in",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(snapshot(&path), before);
     fs.free();
     let m = SharedMutex::<[u8; 16384]>::open(&path).unwrap();
@@ -98,14 +107,18 @@ fn a_read_only_filesystem_is_named_as_such() {
     let new = fs.join("new");
     let e = SharedMutex::<u64>::open(&new).unwrap_err();
     assert!(
-        matches!(&e, Error::ReadOnlyFilesystem { path } if *path == new),
+        matches!(&e, Error::ReadOnlyFilesystem { path, .. } if *path == new),
         "{e}"
     );
     assert!(e.to_string().contains("read-only"), "{e}");
     let e = SharedMutex::<u64>::open(&existing).unwrap_err();
     assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
     let e = robust_mutex::reset(&existing, true).unwrap_err();
-    assert!(matches!(e, Error::ReadOnlyFilesystem { .. }), "{e}");
+    assert!(
+        matches!(e, Error::ReadOnlyFilesystem { op: "reset", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("reset "), "{e}");
 }
 
 #[test]
@@ -127,7 +140,7 @@ fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
     for p in [&path, &cut] {
         let before = snapshot(p);
         let e = robust_mutex::reset(p, true).unwrap_err();
-        assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+        assert!(matches!(e, Error::NoSpace { op: "reset", .. }), "{e}");
         assert_eq!(snapshot(p), before);
     }
     // No temporary file was left beside them.
