@@ -7,12 +7,27 @@
 //!   not run: the pymutex interop tests (`tests/file/pymutex.rs`);
 //! * `no_pymutex`: the real pymutex (not on PyPI) is not importable;
 //! * `not_root`: not built as root: the tests that act as a second user or
-//!   rely on root's disregard of mode bits.
+//!   rely on root's disregard of mode bits;
+//! * `no_loop_ext4`: `mkfs.ext4` does not run or `/dev/loop-control` cannot
+//!   be opened for writing: the full-disk tests on a small ext4 image;
+//! * `no_flock1`: `flock(1)` does not run: the test of the empty file it
+//!   leaves.
 //!
 //! Run again only when `PATH` changes (a python3 installed or removed in
 //! place is not noticed: `cargo clean -p robust-mutex`).
 
 use std::process::{Command, Stdio};
+
+/// Whether `cmd args` runs and succeeds.
+fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 fn python3_runs(code: &str) -> bool {
     Command::new("python3")
@@ -43,5 +58,16 @@ fn main() {
     }
     if effective_uid() != Some(0) {
         println!("cargo:rustc-cfg=not_root");
+    }
+    let loop_devices = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .is_ok();
+    if !loop_devices || !runs("mkfs.ext4", &["-V"]) || !runs("mount", &["-V"]) {
+        println!("cargo:rustc-cfg=no_loop_ext4");
+    }
+    if !runs("flock", &["-V"]) {
+        println!("cargo:rustc-cfg=no_flock1");
     }
 }
