@@ -276,8 +276,10 @@ pub enum Error {
     /// file (`posix_fallocate`) before they map it, so a full disk is this
     /// error and never a SIGBUS. Nothing is left behind that anyone could
     /// fault on: a creator removes its own new file, a takeover leaves the
-    /// crashed creator's file as it was (the next opener takes it over once
-    /// there is room), a reset leaves the old file as it was. `source` is
+    /// crashed creator's file still marked as a leftover (its contents as
+    /// they were; on some filesystems, ext4 say, a failed reservation may
+    /// have grown it, with allocated zeros) and the next opener takes it over
+    /// once there is room; a reset leaves the old file as it was. `source` is
     /// the OS error ([`io::ErrorKind::StorageFull`] or
     /// [`io::ErrorKind::QuotaExceeded`]).
     #[error(
