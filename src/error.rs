@@ -262,13 +262,16 @@ pub enum Error {
     /// a mutex file cut short: it holds no lock to carry over. With `force`,
     /// a reset replaces it with a new mutex.
     #[error(
-        "reset {path}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use force to replace it with a new mutex"
+        "reset {path}: the file is {found} ({len} bytes), so it holds no lock to carry over; use force to replace it with a new mutex"
     )]
     ResetNeedsForce {
         /// The path.
         path: PathBuf,
         /// Its length.
         len: u64,
+        /// What was found: "empty", "cut short", or "left unfinished by a
+        /// creator that died".
+        found: &'static str,
     },
     /// The filesystem has no room for the file's blocks (ENOSPC), or the
     /// user's disk quota is used up (EDQUOT). Creation, a takeover of a

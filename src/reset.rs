@@ -185,6 +185,13 @@ impl ResetOptions {
                     return Err(Error::ResetNeedsForce {
                         path: path.to_owned(),
                         len: st.size,
+                        found: if st.perm() == layout::CREATOR_MODE {
+                            "left unfinished by a creator that died"
+                        } else if st.size == 0 {
+                            "empty"
+                        } else {
+                            "cut short"
+                        },
                     });
                 }
                 Found::Remnant(_) => {

@@ -203,9 +203,17 @@ fn reset_without_force_refuses_an_empty_or_truncated_file_untouched() {
             "{len}: {e}"
         );
         assert!(e.to_string().contains("force"), "{e}");
+        let found = if len == 0 { "empty" } else { "cut short" };
+        assert!(e.to_string().contains(found), "{e}");
         assert_eq!(common::snapshot(&path), before, "{len}");
         std::fs::remove_file(&path).unwrap();
     }
+    // A full-size leftover of a creator that died is named as such.
+    use std::os::unix::fs::PermissionsExt;
+    SharedMutex::<u64>::open(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let e = robust_mutex::reset(&path, false).unwrap_err();
+    assert!(e.to_string().contains("creator that died"), "{e}");
 }
 
 #[test]

@@ -98,10 +98,10 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::NoSpace { .. } => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } => (code::IO, e.to_string()),
-        Error::ResetNeedsForce { len, .. } => (
+        Error::ResetNeedsForce { len, found, .. } => (
             code::HELD,
             format!(
-                "reset {p}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use --force to replace it with a new mutex"
+                "reset {p}: the file is {found} ({len} bytes), so it holds no lock to carry over; use --force to replace it with a new mutex"
             ),
         ),
         Error::Truncated { .. } if op == Op::Open => (
