@@ -187,6 +187,18 @@ pub enum Error {
         /// `align_of::<T>()`.
         align: usize,
     },
+    /// A reset found what is left of a lock file (not a creator's mark)
+    /// locked with `flock` by another process, a flock(1) user say, for
+    /// the whole init timeout; nothing was changed.
+    #[error(
+        "reset {path}: another process holds the file's flock (a flock(1) user, say) after {waited:?}; try again when it lets go"
+    )]
+    FlockHeld {
+        /// The path.
+        path: PathBuf,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// The file's creator is still initialising it (it holds the init
     /// `flock`) after the init timeout.
     #[error("open {path}: still being initialised by another process after {waited:?}")]

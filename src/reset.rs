@@ -244,7 +244,15 @@ fn replace_remnant(
     fd: &OwnedFd,
     opts: &OpenOptions,
 ) -> Result<Option<ResetOutcome>, Error> {
-    file::wait_for_flock(path, fd, opts.init_timeout)?;
+    file::wait_for_flock(path, fd, opts.init_timeout).map_err(|e| match e {
+        // Not a creator at work (its mark is 0400): someone else's flock.
+        Error::InitTimeout { path, waited }
+            if sys::fstat(fd).is_ok_and(|s| s.perm() != layout::CREATOR_MODE) =>
+        {
+            Error::FlockHeld { path, waited }
+        }
+        e => e,
+    })?;
     let result = (|| {
         let st = checks::check_file(path, fd, opts)?;
         let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));

@@ -439,3 +439,16 @@ fn reset_by_a_group_member_of_another_users_file_is_refused() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+#[test]
+fn reset_of_an_empty_file_a_flock_1_user_holds_names_that_flock() {
+    let (_dir, path) = temp_path("m");
+    std::fs::write(&path, b"").unwrap();
+    let held = std::fs::File::open(&path).unwrap();
+    held.lock().unwrap(); // flock(LOCK_EX), as flock(1) takes it
+    let before = common::snapshot(&path);
+    let e = robust_mutex::reset(&path, true).unwrap_err();
+    assert!(matches!(e, Error::FlockHeld { .. }), "{e}");
+    assert!(e.to_string().contains("flock(1)"), "{e}");
+    assert_eq!(common::snapshot(&path), before);
+}

@@ -118,7 +118,9 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }
-        Error::InitTimeout { .. } | Error::BeingCreated { .. } => (code::TEMP_FAIL, e.to_string()),
+        Error::InitTimeout { .. } | Error::BeingCreated { .. } | Error::FlockHeld { .. } => {
+            (code::TEMP_FAIL, e.to_string())
+        }
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(
