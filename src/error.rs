@@ -44,6 +44,17 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// A replacement for the lock file at `path` (a reset's, or
+    /// [`OpenOptions::replace`](crate::OpenOptions::replace)'s) cannot be
+    /// created in its directory `dir`: the caller may not write there.
+    /// Nothing was changed.
+    #[error("{path}: cannot create its replacement in {dir}: permission denied")]
+    DirectoryNotWritable {
+        /// The lock file's path.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
     /// The file belongs to another user, and
     /// [`OpenOptions::allow_other_owners`](crate::OpenOptions::allow_other_owners)
     /// was not given.

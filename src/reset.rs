@@ -74,8 +74,8 @@ pub struct ResetOutcome {
 ///   [`Error::ResetChangesOwner`] for one allowed but not root's to reset;
 /// * [`Error::ForeignFile`] for someone else's data, and any open error for
 ///   a whole file that is not a usable mutex file (it must be one);
-/// * [`Error::PermissionDenied`] naming the *directory* when the caller may
-///   not create the replacement there;
+/// * [`Error::DirectoryNotWritable`] when the caller may not create the
+///   replacement in the file's directory;
 /// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
 ///   the new file cannot be built.
 ///

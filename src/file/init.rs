@@ -146,8 +146,8 @@ pub(crate) fn initialise(
 /// that a `path` whose own name is `NAME_MAX` bytes long works too.
 ///
 /// # Errors
-/// [`Error::PermissionDenied`] naming the *directory* when the caller may
-/// not create files in it; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
+/// [`Error::DirectoryNotWritable`] when the caller may not create files in
+/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
 /// [`Error::Io`] otherwise. The file at `path` is then as it was.
 pub(crate) fn publish_new_file(
     path: &Path,
@@ -174,7 +174,10 @@ pub(crate) fn publish_new_file(
     }
     let fd =
         sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(|e| match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: dir.clone() },
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::DirectoryNotWritable {
+                path: path.to_owned(),
+                dir: dir.clone(),
+            },
             _ => write_error("create (O_TMPFILE) a replacement for", path)(e),
         })?;
     if let Some((uid, gid)) = owner {

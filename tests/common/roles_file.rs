@@ -7,7 +7,8 @@
 //!   source is `StorageFull`) or `result=other <error>`. Run in a child so
 //!   that a SIGBUS shows up as the child's death, not the test binary's.
 //! * `reset_and_report`: `reset --force` on the path; says `result=ok`,
-//!   `result=permission <path named>`, `result=changes-owner <owner>` or
+//!   `result=permission <path named>`, `result=dir-not-writable <dir>`,
+//!   `result=changes-owner <owner>` or
 //!   `result=other <error>`.
 //! * `reset_any_owner_and_report`: as `reset_and_report`, with
 //!   `allow_other_owners(true)`.
@@ -34,6 +35,9 @@ pub fn run(role: &str, path: &Path) -> bool {
             {
                 Ok(_) => "ok".to_owned(),
                 Err(Error::PermissionDenied { path }) => format!("permission {}", path.display()),
+                Err(Error::DirectoryNotWritable { dir, .. }) => {
+                    format!("dir-not-writable {}", dir.display())
+                }
                 Err(Error::ResetChangesOwner { owner, .. }) => format!("changes-owner {owner}"),
                 Err(e) => format!("other {e}"),
             };

@@ -364,7 +364,7 @@ fn reset_in_a_directory_the_caller_cannot_write_names_the_directory() {
     let mut kid = Kid::spawn_as("reset_and_report", &path, &[], Some((NOBODY, NOBODY)));
     let r = kid.expect("result");
     kid.wait_ok();
-    assert_eq!(r, format!("permission {}", dir.display()));
+    assert_eq!(r, format!("dir-not-writable {}", dir.display()));
     assert_eq!(common::snapshot(&path), before);
 }
 

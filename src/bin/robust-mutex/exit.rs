@@ -74,13 +74,7 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::NotFound { .. } => (code::NO_INPUT, e.to_string()),
         Error::AlreadyExists { .. } => (code::CANT_CREATE, e.to_string()),
         // A reset creates its replacement in the file's directory.
-        Error::PermissionDenied { path: dir } if op == Op::Reset && dir != path => (
-            code::NO_PERM,
-            format!(
-                "reset {p}: {}: permission denied (the new file is made in this directory)",
-                dir.display()
-            ),
-        ),
+        Error::DirectoryNotWritable { .. } => (code::NO_PERM, format!("{verb} {e}")),
         Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
         Error::ResetChangesOwner { .. } => (code::NO_PERM, e.to_string()),
         Error::ForeignOwner { owner, ours, .. } => (
