@@ -114,6 +114,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, spec: &Spec) -> Result<Opene
             }
             Step::Retry => retries += 1,
             Step::Wait(on_timeout) => {
+                checkpoint("open_wait");
                 let waited = start.elapsed();
                 if waited >= opts.init_timeout {
                     return Err(on_timeout.unwrap_or(Error::InitTimeout {

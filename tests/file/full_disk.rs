@@ -165,3 +165,37 @@ fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
     assert_eq!(robust_mutex::reset(&path, true).unwrap().generation, 2);
     robust_mutex::reset(&cut, true).unwrap();
 }
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: mounts a small tmpfs")]
+fn a_creator_failing_for_space_while_an_opener_waits_leaves_it_a_clear_error() {
+    // The creator has made its file (the mark, no blocks yet) and holds its
+    // flock; the disk fills; an opener finds the mark and waits. Then the
+    // creator runs out of space: the opener must end with a clear error (or
+    // a good file), never stuck or with a half-made file.
+    let fs = SmallFs::tmpfs("64k");
+    let path = fs.join("m");
+    let resumable = |step| {
+        [
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", step),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+            (KIND_ENV, "mutex"),
+        ]
+    };
+    let mut creator = Kid::spawn_env("open_kind_report", &path, &resumable("created"));
+    creator.expect("paused:created");
+    fs.fill();
+    let mut opener = Kid::spawn_env("open_kind_report", &path, &resumable("open_wait"));
+    opener.expect("paused:open_wait");
+    creator.tell("go");
+    let r = creator.expect("result");
+    assert!(r.starts_with("no-space create "), "creator: {r}");
+    creator.wait_ok();
+    opener.tell("go");
+    let r = opener.expect("result");
+    assert!(r.starts_with("no-space "), "opener: {r}");
+    opener.wait_ok();
+    assert!(!path.exists(), "a half-made file was left");
+    fs.free();
+    assert_eq!(open_in_child("mutex", &path), "ok");
+}
