@@ -10,6 +10,10 @@
 //!   `result=permission <path named>`, `result=dir-not-writable <dir>`,
 //!   `result=changes-owner <owner>` or
 //!   `result=other <error>`.
+//! * `hold_big_until_told`: `SharedMutex<[u8; 16384]>`: opens (a sparse
+//!   copy, say), locks, sets the last byte to 7, says `locked`; on a line
+//!   from the parent sets the first byte to 9, unlocks, says `released`,
+//!   waits to be killed.
 //! * `reset_any_owner_and_report`: as `reset_and_report`, with
 //!   `allow_other_owners(true)`.
 
@@ -42,6 +46,17 @@ pub fn run(role: &str, path: &Path) -> bool {
                 Err(e) => format!("other {e}"),
             };
             say(format!("result={r}"));
+        }
+        "hold_big_until_told" => {
+            let m = SharedMutex::<[u8; 16384]>::open(path).unwrap();
+            let mut g = m.lock_or_recover(|_| {}).unwrap();
+            g[16383] = 7;
+            say("locked");
+            super::listen();
+            g[0] = 9;
+            drop(g);
+            say("released");
+            super::hang();
         }
         _ => return false,
     }

@@ -199,3 +199,38 @@ fn a_creator_failing_for_space_while_an_opener_waits_leaves_it_a_clear_error() {
     fs.free();
     assert_eq!(open_in_child("mutex", &path), "ok");
 }
+
+#[test]
+fn attaching_to_a_sparse_copy_another_process_holds_keeps_its_value() {
+    // A sparse copy (value pages are holes) is opened by a holder, which
+    // fills the holes, locks and writes; a second process attaches while
+    // it holds the lock mapped: it must wait for the lock and then see
+    // exactly what the holder wrote (no zeroed value, no SIGBUS).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.lock");
+    let bytes = {
+        let p = dir.path().join("orig");
+        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
+    }
+    let mut holder = Kid::spawn("hold_big_until_told", &path);
+    holder.expect("locked");
+    let m = SharedMutex::<[u8; 16384]>::open(&path).unwrap();
+    assert!(
+        matches!(m.try_lock(), Err(robust_mutex::LockError::WouldBlock)),
+        "the holder's lock is seen"
+    );
+    holder.tell("go");
+    holder.expect("released");
+    let g = m.lock_or_recover(|_| {}).unwrap();
+    assert_eq!((g[0], g[16383]), (9, 7));
+    assert!(g[1..16383].iter().all(|&b| b == 0));
+    drop(g);
+    holder.kill();
+}
