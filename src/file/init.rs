@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 
 /// Fault-injection point (only with the `test-hooks` feature, which only
 /// this crate's own tests turn on): with `ROBUST_MUTEX_TEST_PAUSE_AT=<step>`
+/// (or several, comma-separated)
 /// the creator prints `paused:<step>` on stdout and stops for ever there, so
 /// a test can SIGKILL it at exactly that step; with
 /// `ROBUST_MUTEX_TEST_RESUME` set too, it goes on after a line on stdin, so
 /// a test can change the file while it is stopped.
 pub(crate) fn checkpoint(step: &str) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step) {
+    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").is_ok_and(|s| s.split(',').any(|s| s == step)) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused:{step}");

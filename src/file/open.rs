@@ -282,9 +282,11 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         // first store into them; on a full disk that store is a SIGBUS.
         // Fill them now, where a full disk is an error (data is unchanged).
         if sys::has_hole_before(&fd, header.file_len).map_err(io_err("lseek", path))? {
+            checkpoint("holes_seen");
             sys::fill_holes(&fd, header.file_len)
                 .map_err(write_error("fallocate", path))
                 .map_err(super::while_doing("fill holes in"))?;
+            checkpoint("holes_filled");
         }
         MmapOptions::new()
             .len(header.file_len as usize)

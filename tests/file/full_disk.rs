@@ -234,3 +234,42 @@ fn attaching_to_a_sparse_copy_another_process_holds_keeps_its_value() {
     drop(g);
     holder.kill();
 }
+
+#[test]
+fn filling_the_holes_of_a_file_cut_short_meanwhile_never_grows_it_back() {
+    // An opener sees a sparse copy's holes; before it fills them the file
+    // is cut short (to its header page). Filling must not grow it back
+    // with zeros (which would zero the lock word of a later file, say).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.lock");
+    let bytes = {
+        let p = dir.path().join("orig");
+        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
+    }
+    let mut kid = Kid::spawn_env(
+        "hold_big_until_told",
+        &path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", "holes_seen,holes_filled"),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect("paused:holes_seen");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    kid.tell("go");
+    kid.expect("paused:holes_filled");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+    kid.kill();
+}
