@@ -7,7 +7,7 @@
 //!   not run: the pymutex interop tests (`tests/file/pymutex.rs`);
 //! * `no_pymutex`: the real pymutex (not on PyPI) is not importable;
 //! * `not_root`: not built as root: the tests that act as a second user or
-//!   rely on root's disregard of mode bits.
+//!   rely on root's disregard of mode bits;
 //! * `no_pidns`: `unshare --pid --fork true` fails (no unshare(1), or no
 //!   CAP_SYS_ADMIN, e.g. root in a Docker container), or there is no
 //!   nsenter(1): the tests of `run --kill-tree` as root and of foreign PID
@@ -20,12 +20,27 @@
 //!   setpriv(1));
 //! * `no_unpriv_userns`: uid 65534 cannot make a user and PID namespace
 //!   (`unshare --user --map-root-user --pid --fork` through setpriv): the
-//!   tests of unprivileged `--kill-tree`.
+//!   tests of unprivileged `--kill-tree`;
+//! * `no_loop_ext4`: `mkfs.ext4` does not run or `/dev/loop-control` cannot
+//!   be opened for writing: the full-disk tests on a small ext4 image;
+//! * `no_flock1`: `flock(1)` does not run: the test of the empty file it
+//!   leaves.
 //!
 //! Run again only when `PATH` changes (a python3 installed or removed in
 //! place is not noticed: `cargo clean -p robust-mutex`).
 
 use std::process::{Command, Stdio};
+
+/// Whether `cmd args` runs and succeeds.
+fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 fn python3_runs(code: &str) -> bool {
     Command::new("python3")
@@ -111,4 +126,14 @@ fn main() {
         "no_unpriv_userns",
         !succeeds("setpriv", &[&nobody[..], &userns[..]].concat()),
     );
+    let loop_devices = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .is_ok();
+    cfg(
+        "no_loop_ext4",
+        !loop_devices || !runs("mkfs.ext4", &["-V"]) || !runs("mount", &["-V"]),
+    );
+    cfg("no_flock1", !runs("flock", &["-V"]));
 }

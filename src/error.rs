@@ -44,6 +44,17 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// A replacement for the lock file at `path` (a reset's, or
+    /// [`OpenOptions::replace`](crate::OpenOptions::replace)'s) cannot be
+    /// created in its directory `dir`: the caller may not write there.
+    /// Nothing was changed.
+    #[error("{path}: cannot create its replacement in {dir}: permission denied")]
+    DirectoryNotWritable {
+        /// The lock file's path.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
     /// The file belongs to another user, and
     /// [`OpenOptions::allow_other_owners`](crate::OpenOptions::allow_other_owners)
     /// was not given.
@@ -51,6 +62,20 @@ pub enum Error {
         "open {path}: owned by uid {owner}, not by this user (uid {ours}); see OpenOptions::allow_other_owners"
     )]
     ForeignOwner {
+        /// The path.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// A reset of a file owned by another user, by a user other than root:
+    /// the replacement would belong to the caller, locking out the owner's
+    /// processes, so nothing was changed.
+    #[error(
+        "reset {path}: owned by uid {owner}: only root or its owner can reset it (the replacement would belong to uid {ours})"
+    )]
+    ResetChangesOwner {
         /// The path.
         path: PathBuf,
         /// The file's owner.
@@ -173,6 +198,18 @@ pub enum Error {
         /// `align_of::<T>()`.
         align: usize,
     },
+    /// A reset found what is left of a lock file (not a creator's mark)
+    /// locked with `flock` by another process, a flock(1) user say, for
+    /// the whole init timeout; nothing was changed.
+    #[error(
+        "reset {path}: another process holds the file's flock (a flock(1) user, say) after {waited:?}; try again when it lets go"
+    )]
+    FlockHeld {
+        /// The path.
+        path: PathBuf,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// The file's creator is still initialising it (it holds the init
     /// `flock`) after the init timeout.
     #[error("open {path}: still being initialised by another process after {waited:?}")]
@@ -250,13 +287,16 @@ pub enum Error {
     /// a mutex file cut short: it holds no lock to carry over. With `force`,
     /// a reset replaces it with a new mutex.
     #[error(
-        "reset {path}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use force to replace it with a new mutex"
+        "reset {path}: the file is {found} ({len} bytes), so it holds no lock to carry over; use force to replace it with a new mutex"
     )]
     ResetNeedsForce {
         /// The path.
         path: PathBuf,
         /// Its length.
         len: u64,
+        /// What was found: "empty", "cut short", or "left unfinished by a
+        /// creator that died".
+        found: &'static str,
     },
     /// The filesystem has no room for the file's blocks (ENOSPC), or the
     /// user's disk quota is used up (EDQUOT). Creation, a takeover of a
@@ -264,8 +304,10 @@ pub enum Error {
     /// file (`posix_fallocate`) before they map it, so a full disk is this
     /// error and never a SIGBUS. Nothing is left behind that anyone could
     /// fault on: a creator removes its own new file, a takeover leaves the
-    /// crashed creator's file as it was (the next opener takes it over once
-    /// there is room), a reset leaves the old file as it was. `source` is
+    /// crashed creator's file still marked as a leftover (its contents as
+    /// they were; on some filesystems, ext4 say, a failed reservation may
+    /// have grown it, with allocated zeros) and the next opener takes it over
+    /// once there is room; a reset leaves the old file as it was. `source` is
     /// the OS error ([`io::ErrorKind::StorageFull`] or
     /// [`io::ErrorKind::QuotaExceeded`]).
     #[error(
@@ -282,8 +324,10 @@ pub enum Error {
     },
     /// The path is on a read-only filesystem (EROFS), and opening a lock
     /// (or creating or resetting one) needs to write it.
-    #[error("open {path}: on a read-only filesystem; a lock file must be writable")]
+    #[error("{op} {path}: on a read-only filesystem; a lock file must be writable")]
     ReadOnlyFilesystem {
+        /// What was being done: "open", "take over", "reset".
+        op: &'static str,
         /// The path.
         path: PathBuf,
     },

@@ -281,7 +281,12 @@ pub(crate) fn look(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Erro
         );
     }
     if st.size == 0 {
-        // As an opener decides: not our mark, so flock(1)'s or touch's file.
+        // As an opener decides: not our mark, so flock(1)'s or touch's file,
+        // unless a takeover that had lifted the mark finished meanwhile.
+        crate::file::init::checkpoint("inspect_empty_seen");
+        if crate::file::open::changed_since(path, fd, &st)? {
+            return Ok(None);
+        }
         return Err(Error::Empty {
             path: path.to_owned(),
         });

@@ -59,7 +59,8 @@ pub struct ResetOutcome {
 ///
 /// A file owned by another user is refused ([`Error::ForeignOwner`]); an
 /// operator opts in with [`ResetOptions::allow_other_owners`]. The new file
-/// keeps the old one's owner, group and mode.
+/// keeps the old one's owner, group and mode; only root can give it another
+/// user's owner, so for anyone else that is [`Error::ResetChangesOwner`].
 ///
 /// The replacement is built unnamed in the same directory, its blocks
 /// reserved before it is mapped, and renamed over the path: on any error
@@ -69,11 +70,12 @@ pub struct ResetOutcome {
 /// * [`Error::ResetRefused`] for a healthy mutex without `force`;
 /// * [`Error::ResetNeedsForce`] for an empty or truncated file without
 ///   `force`;
-/// * [`Error::ForeignOwner`] for another user's file (see above);
+/// * [`Error::ForeignOwner`] for another user's file (see above), and
+///   [`Error::ResetChangesOwner`] for one allowed but not root's to reset;
 /// * [`Error::ForeignFile`] for someone else's data, and any open error for
 ///   a whole file that is not a usable mutex file (it must be one);
-/// * [`Error::PermissionDenied`] naming the *directory* when the caller may
-///   not create the replacement there;
+/// * [`Error::DirectoryNotWritable`] when the caller may not create the
+///   replacement in the file's directory;
 /// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
 ///   the new file cannot be built.
 ///
@@ -140,7 +142,8 @@ impl ResetOptions {
     }
 
     /// Accept a file owned by another user (default: refuse with
-    /// [`Error::ForeignOwner`]); the new file keeps that owner.
+    /// [`Error::ForeignOwner`]); the new file keeps that owner, so only root
+    /// can (for anyone else: [`Error::ResetChangesOwner`]).
     pub fn allow_other_owners(&mut self, allow: bool) -> &mut Self {
         self.allow_other_owners = allow;
         self
@@ -156,11 +159,24 @@ impl ResetOptions {
         opts.allow_other_owners = self.allow_other_owners;
         opts.init_timeout = self.init_timeout;
         let start = Instant::now();
+        // The length of the remnant an earlier look found, if one did.
+        let mut remnant_seen: Option<u64> = None;
         loop {
             // Look first, read-only and without mapping: what is at the path?
             let fd = sys::open_existing(path, false).map_err(|e| file::open_error(path, e))?;
             let st = checks::check_file(path, &fd, &opts)?;
             let done = match checks::found_for_reset(path, &fd, &st)? {
+                Found::Whole if remnant_seen.is_some() => {
+                    // The remnant became a whole lock meanwhile (its creator
+                    // finished, or another reset replaced it): that lock is
+                    // new and may be held already, so it is never reset here.
+                    let (h, _, _) = checks::read_header(path, &fd)?;
+                    return Ok(ResetOutcome {
+                        generation: h.generation,
+                        previous_state: LockState::NotRecoverable,
+                        remnant_len: remnant_seen,
+                    });
+                }
                 Found::Whole => {
                     drop(fd);
                     Some(reset_mutex(path, &opts, self.force))
@@ -169,21 +185,23 @@ impl ResetOptions {
                     return Err(Error::ResetNeedsForce {
                         path: path.to_owned(),
                         len: st.size,
+                        found: if st.perm() == layout::CREATOR_MODE {
+                            "left unfinished by a creator that died"
+                        } else if st.size == 0 {
+                            "empty"
+                        } else {
+                            "cut short"
+                        },
                     });
                 }
-                Found::Remnant(_) => replace_remnant(path, &fd, &opts).transpose(),
+                Found::Remnant(_) => {
+                    remnant_seen.get_or_insert(st.size);
+                    file::init::checkpoint("reset_looked");
+                    replace_remnant(path, &fd, &opts).transpose()
+                }
             };
             match done {
-                Some(r) => {
-                    return r.map_err(|e| match e {
-                        Error::NoSpace { path, source, .. } => Error::NoSpace {
-                            op: "reset",
-                            path,
-                            source,
-                        },
-                        e => e,
-                    });
-                }
+                Some(r) => return r.map_err(file::while_doing("reset")),
                 // The file changed while we took its flock: look again, a
                 // bounded number of times.
                 None if start.elapsed() < self.init_timeout => {}
@@ -226,7 +244,15 @@ fn replace_remnant(
     fd: &OwnedFd,
     opts: &OpenOptions,
 ) -> Result<Option<ResetOutcome>, Error> {
-    file::wait_for_flock(path, fd, opts.init_timeout)?;
+    file::wait_for_flock(path, fd, opts.init_timeout).map_err(|e| match e {
+        // Not a creator at work (its mark is 0400): someone else's flock.
+        Error::InitTimeout { path, waited }
+            if sys::fstat(fd).is_ok_and(|s| s.perm() != layout::CREATOR_MODE) =>
+        {
+            Error::FlockHeld { path, waited }
+        }
+        e => e,
+    })?;
     let result = (|| {
         let st = checks::check_file(path, fd, opts)?;
         let here = sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino));

@@ -270,7 +270,9 @@ pub(crate) fn found_for_reset(
             foreign()
         };
     }
-    if !layout::MAGIC.starts_with(&h.magic[..n.min(layout::MAGIC.len())]) {
+    // The whole magic, never a prefix: a file of a few bytes that happen to
+    // start like it ("R") is someone else's.
+    if n < layout::MAGIC.len() || h.magic != layout::MAGIC {
         return foreign();
     }
     Ok(match kept {

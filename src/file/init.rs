@@ -15,15 +15,24 @@ use std::path::{Path, PathBuf};
 
 /// Fault-injection point (only with the `test-hooks` feature, which only
 /// this crate's own tests turn on): with `ROBUST_MUTEX_TEST_PAUSE_AT=<step>`
+/// (or several, comma-separated)
 /// the creator prints `paused:<step>` on stdout and stops for ever there, so
-/// a test can SIGKILL it at exactly that step.
+/// a test can SIGKILL it at exactly that step; with
+/// `ROBUST_MUTEX_TEST_RESUME` set too, it goes on after a line on stdin, so
+/// a test can change the file while it is stopped.
 pub(crate) fn checkpoint(step: &str) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step) {
+    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").is_ok_and(|s| s.split(',').any(|s| s == step)) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused:{step}");
         let _ = out.flush();
+        drop(out);
+        if std::env::var_os("ROBUST_MUTEX_TEST_RESUME").is_some() {
+            // Resumable: go on after a line on stdin.
+            let _ = std::io::stdin().read_line(&mut String::new());
+            return;
+        }
         loop {
             std::thread::park();
         }
@@ -138,8 +147,8 @@ pub(crate) fn initialise(
 /// that a `path` whose own name is `NAME_MAX` bytes long works too.
 ///
 /// # Errors
-/// [`Error::PermissionDenied`] naming the *directory* when the caller may
-/// not create files in it; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
+/// [`Error::DirectoryNotWritable`] when the caller may not create files in
+/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
 /// [`Error::Io`] otherwise. The file at `path` is then as it was.
 pub(crate) fn publish_new_file(
     path: &Path,
@@ -153,9 +162,23 @@ pub(crate) fn publish_new_file(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    if let Some((uid, _)) = owner {
+        let ours = sys::geteuid();
+        if ours != 0 && uid != ours {
+            // Only root can give the replacement the old owner.
+            return Err(Error::ResetChangesOwner {
+                path: path.to_owned(),
+                owner: uid,
+                ours,
+            });
+        }
+    }
     let fd =
         sys::create_unnamed(&dir, layout::CREATOR_MODE).map_err(|e| match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: dir.clone() },
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::DirectoryNotWritable {
+                path: path.to_owned(),
+                dir: dir.clone(),
+            },
             _ => write_error("create (O_TMPFILE) a replacement for", path)(e),
         })?;
     if let Some((uid, gid)) = owner {

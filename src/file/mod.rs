@@ -82,10 +82,25 @@ pub(crate) fn write_error(
                 source,
             }
         } else if source.raw_os_error() == Some(libc::EROFS) {
-            Error::ReadOnlyFilesystem { path }
+            Error::ReadOnlyFilesystem { op: "open", path }
         } else {
             Error::Io { op, path, source }
         }
+    }
+}
+
+/// Names what was being done (`verb`: "take over", "reset", ...) in a
+/// [`Error::NoSpace`] or [`Error::ReadOnlyFilesystem`] made by
+/// [`write_error`]; other errors pass unchanged.
+pub(crate) fn while_doing(verb: &'static str) -> impl FnOnce(Error) -> Error {
+    move |e| match e {
+        Error::NoSpace { path, source, .. } => Error::NoSpace {
+            op: verb,
+            path,
+            source,
+        },
+        Error::ReadOnlyFilesystem { path, .. } => Error::ReadOnlyFilesystem { op: verb, path },
+        e => e,
     }
 }
 

@@ -114,6 +114,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions, spec: &Spec) -> Result<Opene
             }
             Step::Retry => retries += 1,
             Step::Wait(on_timeout) => {
+                checkpoint("open_wait");
                 let waited = start.elapsed();
                 if waited >= opts.init_timeout {
                     return Err(on_timeout.unwrap_or(Error::InitTimeout {
@@ -156,8 +157,9 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     }
     checkpoint("created");
     let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
-    if st.perm() != layout::CREATOR_MODE || st.size != 0 {
-        // Taken over and finished before our flock: it is an ordinary open now.
+    if st.perm() != layout::CREATOR_MODE || st.size != 0 || st.nlink == 0 {
+        // Taken over and finished before our flock (it is an ordinary open
+        // now), or removed meanwhile (as bare create: look at the path again).
         let _ = sys::funlock(&fd);
         return Ok(Step::Retry);
     }
@@ -182,6 +184,14 @@ fn create_step(cx: &Ctx<'_>) -> Result<Step, Error> {
     Ok(Step::Retry)
 }
 
+/// Whether the file open as `fd` (stat `st` when we looked) changed since:
+/// its size, mode or link count, or the path now names another file.
+pub(crate) fn changed_since(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<bool, Error> {
+    let now = sys::fstat(fd).map_err(io_err("fstat", path))?;
+    let here = sys::lstat(path).is_ok_and(|l| (l.dev, l.ino) == (st.dev, st.ino));
+    Ok(!here || (now.size, now.mode, now.nlink) != (st.size, st.mode, st.nlink))
+}
+
 /// Decides what to do with an existing path opened as `fd`.
 fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     let Ctx { path, opts, spec } = *cx;
@@ -197,11 +207,14 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         let empty = Error::Empty {
             path: path.to_owned(),
         };
+        checkpoint("open_empty_seen");
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
             return Ok(Step::Wait(Some(empty)));
         }
+        let changed = changed_since(path, &fd, &st)?;
         let _ = sys::funlock(&fd);
-        return Err(empty);
+        // A takeover may have finished between our fstat and our flock.
+        return if changed { Ok(Step::Retry) } else { Err(empty) };
     }
     if st.perm() & 0o200 == 0 {
         // Read-only, but not our mark: someone else's file.
@@ -227,10 +240,18 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
     if header.magic == layout::MAGIC && header.state == layout::STATE_INIT {
         // Writable yet not ready: only a takeover by a non-root user makes
         // this for a moment (see `writable_fd`); wait while it holds the flock.
+        checkpoint("open_init_seen");
         if !sys::try_flock_exclusive(&fd).map_err(io_err("flock", path))? {
             return Ok(Step::Wait(None));
         }
+        // The takeover may have finished between our read and our flock:
+        // read again rather than judge what we read before.
+        let (now, _, _) = read_header(path, &fd)?;
+        let changed = now.state != header.state || changed_since(path, &fd, &st)?;
         let _ = sys::funlock(&fd);
+        if changed {
+            return Ok(Step::Retry);
+        }
     }
     let check = if spec.any_value { None } else { Some(want) };
     layout::validate(&header, st.size, check, spec.accepted_kinds(), &mutex)
@@ -261,7 +282,11 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         // first store into them; on a full disk that store is a SIGBUS.
         // Fill them now, where a full disk is an error (data is unchanged).
         if sys::has_hole_before(&fd, header.file_len).map_err(io_err("lseek", path))? {
-            sys::fill_holes(&fd, header.file_len).map_err(write_error("fallocate", path))?;
+            checkpoint("holes_seen");
+            sys::fill_holes(&fd, header.file_len)
+                .map_err(write_error("fallocate", path))
+                .map_err(super::while_doing("fill holes in"))?;
+            checkpoint("holes_filled");
         }
         MmapOptions::new()
             .len(header.file_len as usize)
@@ -316,7 +341,8 @@ fn creator_marked(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Err
         reopened = writable_fd(path, &fd)?;
         &reopened
     };
-    let r = initialise(path, rw, opts.mode, want, spec.kind, &Fill::Fresh);
+    let r = initialise(path, rw, opts.mode, want, spec.kind, &Fill::Fresh)
+        .map_err(super::while_doing("take over"));
     let _ = sys::funlock(&fd);
     r.map(|()| Step::Retry)
 }

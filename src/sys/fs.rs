@@ -213,14 +213,15 @@ pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
 }
 
 /// Fills the holes of bytes `0..len` of a file that others may be using
-/// (`fallocate(2)`, mode 0: allocates, never writes data). `Ok(false)`
+/// (`fallocate(2)` with `FALLOC_FL_KEEP_SIZE`: allocates, never writes
+/// data, and never grows a file that shrank meanwhile). `Ok(false)`
 /// where the filesystem has no `fallocate` (EOPNOTSUPP): then nothing is
 /// done, because glibc's `posix_fallocate` emulation would write a zero
 /// byte per block, racing with the file's other users.
 pub(crate) fn fill_holes(fd: &OwnedFd, len: u64) -> io::Result<bool> {
     use nix::fcntl::{FallocateFlags, fallocate};
     let len = off(len)?;
-    match retry(|| fallocate(fd, FallocateFlags::empty(), 0, len)) {
+    match retry(|| fallocate(fd, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len)) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
         Err(e) => Err(e),

@@ -178,6 +178,13 @@ fn reset_in_a_directory_the_owner_cannot_write_exits_77_naming_the_directory() {
         "names the directory: {err}"
     );
     assert!(!err.contains("O_TMPFILE"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "reset {}: cannot create its replacement",
+            p(&path)
+        )),
+        "names the lock file and what failed: {err}"
+    );
     assert_eq!(snapshot(&path), before);
 }
 

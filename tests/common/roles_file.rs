@@ -7,7 +7,15 @@
 //!   source is `StorageFull`) or `result=other <error>`. Run in a child so
 //!   that a SIGBUS shows up as the child's death, not the test binary's.
 //! * `reset_and_report`: `reset --force` on the path; says `result=ok`,
-//!   `result=permission <path named>` or `result=other <error>`.
+//!   `result=permission <path named>`, `result=dir-not-writable <dir>`,
+//!   `result=changes-owner <owner>` or
+//!   `result=other <error>`.
+//! * `hold_big_until_told`: `SharedMutex<[u8; 16384]>`: opens (a sparse
+//!   copy, say), locks, sets the last byte to 7, says `locked`; on a line
+//!   from the parent sets the first byte to 9, unlocks, says `released`,
+//!   waits to be killed.
+//! * `reset_any_owner_and_report`: as `reset_and_report`, with
+//!   `allow_other_owners(true)`.
 
 use super::say;
 use robust_mutex::{BareMutex, Error, ReentrantMutex, SharedMutex, SharedSemaphore};
@@ -23,13 +31,32 @@ pub fn run(role: &str, path: &Path) -> bool {
             let kind = std::env::var(KIND_ENV).unwrap();
             say(format!("result={}", open_kind(&kind, path)));
         }
-        "reset_and_report" => {
-            let r = match robust_mutex::reset(path, true) {
+        "reset_and_report" | "reset_any_owner_and_report" => {
+            let r = match robust_mutex::ResetOptions::new()
+                .force(true)
+                .allow_other_owners(role == "reset_any_owner_and_report")
+                .reset(path)
+            {
                 Ok(_) => "ok".to_owned(),
                 Err(Error::PermissionDenied { path }) => format!("permission {}", path.display()),
+                Err(Error::DirectoryNotWritable { dir, .. }) => {
+                    format!("dir-not-writable {}", dir.display())
+                }
+                Err(Error::ResetChangesOwner { owner, .. }) => format!("changes-owner {owner}"),
                 Err(e) => format!("other {e}"),
             };
             say(format!("result={r}"));
+        }
+        "hold_big_until_told" => {
+            let m = SharedMutex::<[u8; 16384]>::open(path).unwrap();
+            let mut g = m.lock_or_recover(|_| {}).unwrap();
+            g[16383] = 7;
+            say("locked");
+            super::listen();
+            g[0] = 9;
+            drop(g);
+            say("released");
+            super::hang();
         }
         _ => return false,
     }

@@ -249,3 +249,60 @@ mod a_zero_init_timeout_still_creates_and_takes_over {
         }
     }
 }
+
+/// The bytes of a whole, unlocked `SharedMutex<u64>` file holding `value`.
+fn good_file_bytes(value: u64) -> Vec<u8> {
+    let (_dir, good) = temp_path("good");
+    let m = SharedMutex::<u64>::open(&good).unwrap();
+    *m.lock_or_recover(|_| {}).unwrap() = value;
+    drop(m);
+    std::fs::read(&good).unwrap()
+}
+
+/// Writes `bytes` over the start of the file at `path`, in place (same
+/// inode, same mode), as a takeover finishing its work would.
+fn write_in_place(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn an_opener_that_saw_a_lifted_mark_opens_the_file_the_takeover_finished() {
+    // The opener looks while a non-root takeover has lifted the mark (an
+    // empty 0600 file, or a writable header still INIT) and is stopped
+    // there; the takeover then finishes. The opener must open the good
+    // file (an inspection: read it), never report it Empty or Corrupt.
+    let good = good_file_bytes(5);
+    let state = 12; // offset of Header::state
+    for (role, step, first) in [
+        ("open_and_report", "open_empty_seen", Vec::new()),
+        ("inspect_report", "inspect_empty_seen", Vec::new()),
+        ("open_and_report", "open_init_seen", {
+            let mut b = good.clone();
+            b[state..state + 4].copy_from_slice(&0u32.to_ne_bytes());
+            b
+        }),
+    ] {
+        let (_dir, path) = temp_path("m");
+        std::fs::write(&path, &first).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut kid = Kid::spawn_env(
+            role,
+            &path,
+            &[
+                ("ROBUST_MUTEX_TEST_PAUSE_AT", step),
+                ("ROBUST_MUTEX_TEST_RESUME", "1"),
+            ],
+        );
+        kid.expect(&format!("paused:{step}"));
+        write_in_place(&path, &good);
+        kid.tell("go");
+        let r = kid.expect("result");
+        if role == "inspect_report" {
+            assert!(r.starts_with("ok "), "{step}: {r}");
+        } else {
+            assert_eq!(r, "ok 5", "{step}");
+        }
+    }
+}

@@ -151,19 +151,14 @@ fn a_file_from_an_earlier_boot_is_repaired_on_open() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: unshare --pid")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed to unshare --pid"
+)]
 fn a_process_in_another_pid_namespace_is_refused_unless_it_opts_in() {
     let (_dir, path) = temp_path("m");
     SharedMutex::<u64>::open(&path).unwrap();
     let exe = std::env::current_exe().unwrap();
-    let probe = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "true"])
-        .status();
-    if !matches!(probe, Ok(s) if s.success()) {
-        // Root, but in a sandbox that forbids new PID namespaces.
-        eprintln!("SKIPPED: needs `unshare --pid`, which fails here ({probe:?})");
-        return;
-    }
     let out = std::process::Command::new("unshare")
         .args(["--pid", "--fork"])
         .arg(exe)
@@ -203,9 +198,17 @@ fn reset_without_force_refuses_an_empty_or_truncated_file_untouched() {
             "{len}: {e}"
         );
         assert!(e.to_string().contains("force"), "{e}");
+        let found = if len == 0 { "empty" } else { "cut short" };
+        assert!(e.to_string().contains(found), "{e}");
         assert_eq!(common::snapshot(&path), before, "{len}");
         std::fs::remove_file(&path).unwrap();
     }
+    // A full-size leftover of a creator that died is named as such.
+    use std::os::unix::fs::PermissionsExt;
+    SharedMutex::<u64>::open(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let e = robust_mutex::reset(&path, false).unwrap_err();
+    assert!(e.to_string().contains("creator that died"), "{e}");
 }
 
 #[test]
@@ -265,7 +268,13 @@ fn reset_with_force_makes_an_empty_file_a_mutex_keeping_its_mode() {
 #[test]
 fn reset_with_force_never_replaces_someone_elses_data() {
     let (_dir, path) = temp_path("m");
-    for bytes in [&b"#!/bin/sh\n"[..], &[0u8; 600][..], &b"RBSTMTX\x02"[..]] {
+    for bytes in [
+        &b"#!/bin/sh\n"[..],
+        &[0u8; 600][..],
+        &b"RBSTMTX\x02"[..],
+        b"R",
+        b"RBS",
+    ] {
         std::fs::write(&path, bytes).unwrap();
         let before = common::snapshot(&path);
         let e = robust_mutex::reset(&path, true).unwrap_err();
@@ -350,6 +359,91 @@ fn reset_in_a_directory_the_caller_cannot_write_names_the_directory() {
     let mut kid = Kid::spawn_as("reset_and_report", &path, &[], Some((NOBODY, NOBODY)));
     let r = kid.expect("result");
     kid.wait_ok();
-    assert_eq!(r, format!("permission {}", dir.display()));
+    assert_eq!(r, format!("dir-not-writable {}", dir.display()));
+    assert_eq!(common::snapshot(&path), before);
+}
+
+#[test]
+fn reset_of_a_remnant_never_force_resets_the_lock_that_replaced_it() {
+    // A reset looks, finds a remnant, and is stopped there; meanwhile
+    // another reset (here: the test) replaces the remnant with a new lock,
+    // which its user then holds. The first reset must report the remnant
+    // replaced, never force-reset that new, held lock.
+    let (_dir, path) = temp_path("m");
+    drop(SharedMutex::<u64>::open(&path).unwrap());
+    // Cut short past its header, so that the header's layout is kept.
+    cut(&path, std::fs::metadata(&path).unwrap().len() - 1);
+    let mut kid = Kid::spawn_env(
+        "reset_and_report",
+        &path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", "reset_looked"),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect("paused:reset_looked");
+    robust_mutex::reset(&path, true).unwrap();
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut g = m.lock_or_recover(|_| {}).unwrap();
+    *g = 7;
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    kid.tell("go");
+    assert_eq!(kid.expect("result"), "ok");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        ino,
+        "the held lock was replaced"
+    );
+    drop(g);
+    let st = robust_mutex::inspect(&path).unwrap();
+    assert_eq!(st.generation, 2);
+}
+
+#[test]
+#[cfg_attr(
+    not_root,
+    ignore = "needs root: files are chowned, a child drops to uid 65534"
+)]
+fn reset_by_a_group_member_of_another_users_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    // A lock owned by root, shared with group 65534 (mode 0660), in a
+    // directory everyone may write: a member of that group may not reset
+    // it, since the replacement would be its own and lock root out.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("m");
+    for remnant in [false, true] {
+        drop(SharedMutex::<u64>::open(&path).unwrap());
+        if remnant {
+            cut(&path, 10);
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        std::os::unix::fs::chown(&path, Some(0), Some(NOBODY)).unwrap();
+        let before = common::snapshot(&path);
+        let mut kid = Kid::spawn_as(
+            "reset_any_owner_and_report",
+            &path,
+            &[],
+            Some((NOBODY, NOBODY)),
+        );
+        let r = kid.expect("result");
+        kid.wait_ok();
+        assert_eq!(r, "changes-owner 0", "remnant: {remnant}");
+        assert_eq!(common::snapshot(&path), before, "remnant: {remnant}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn reset_of_an_empty_file_a_flock_1_user_holds_names_that_flock() {
+    let (_dir, path) = temp_path("m");
+    std::fs::write(&path, b"").unwrap();
+    let held = std::fs::File::open(&path).unwrap();
+    held.lock().unwrap(); // flock(LOCK_EX), as flock(1) takes it
+    let before = common::snapshot(&path);
+    let e = robust_mutex::reset(&path, true).unwrap_err();
+    assert!(matches!(e, Error::FlockHeld { .. }), "{e}");
+    assert!(e.to_string().contains("flock(1)"), "{e}");
     assert_eq!(common::snapshot(&path), before);
 }

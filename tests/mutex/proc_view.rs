@@ -8,17 +8,6 @@ use robust_mutex::{LockState, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-/// Whether `unshare ARGS true` works here (root, but a sandbox may forbid
-/// new namespaces).
-fn unshare_works(args: &[&str]) -> bool {
-    let probe = Command::new("unshare").args(args).arg("true").status();
-    let ok = matches!(probe, Ok(s) if s.success());
-    if !ok {
-        eprintln!("SKIPPED: needs `unshare {args:?}`, which fails here ({probe:?})");
-    }
-    ok
-}
-
 /// Runs `cmd` (which ends in the test binary playing `role` on `path`) to
 /// its end; returns its `@@` lines.
 fn run_role(mut cmd: Command, role: &str, path: &std::path::Path) -> String {
@@ -43,13 +32,10 @@ fn run_role(mut cmd: Command, role: &str, path: &std::path::Path) -> String {
 
 #[test]
 #[cfg_attr(
-    not_root,
-    ignore = "needs root: mounts a hidepid=2 proc in a new mount namespace, drops to uid 65534"
+    any(not_root, no_mount, no_setpriv),
+    ignore = "needs root allowed to mount (a hidepid=2 proc in a new mount namespace) and setpriv(1) to drop to uid 65534"
 )]
 fn a_live_holder_hidden_by_hidepid_is_locked_not_stuck() {
-    if !unshare_works(&["--mount"]) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let path = dir.path().join("m");
@@ -79,11 +65,11 @@ fn a_live_holder_hidden_by_hidepid_is_locked_not_stuck() {
 }
 
 #[test]
-#[cfg_attr(not_root, ignore = "needs root: unshare --pid")]
+#[cfg_attr(
+    any(not_root, no_pidns),
+    ignore = "needs root allowed to unshare --pid"
+)]
 fn a_live_holder_seen_through_another_namespaces_proc_is_locked_not_stuck() {
-    if !unshare_works(&["--pid", "--fork"]) {
-        return;
-    }
     let (_dir, path) = temp_path("m");
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork"])

@@ -311,7 +311,8 @@ pub(crate) struct ResetArgs {
     /// file), and replace an empty or truncated file.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Reset a file owned by another user (the new file keeps its owner).
+    /// Reset a file owned by another user (as root only: the new file keeps
+    /// its owner).
     #[arg(long)]
     pub(crate) allow_other_owners: bool,
     /// The lock file.

@@ -77,14 +77,9 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::NotFound { .. } => (code::NO_INPUT, e.to_string()),
         Error::AlreadyExists { .. } => (code::CANT_CREATE, e.to_string()),
         // A reset creates its replacement in the file's directory.
-        Error::PermissionDenied { path: dir } if op == Op::Reset && dir != path => (
-            code::NO_PERM,
-            format!(
-                "reset {p}: {}: permission denied (the new file is made in this directory)",
-                dir.display()
-            ),
-        ),
+        Error::DirectoryNotWritable { .. } => (code::NO_PERM, format!("{verb} {e}")),
         Error::PermissionDenied { .. } => (code::NO_PERM, e.to_string()),
+        Error::ResetChangesOwner { .. } => (code::NO_PERM, e.to_string()),
         Error::ForeignOwner { owner, ours, .. } => (
             code::NO_PERM,
             format!(
@@ -100,10 +95,10 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::NoSpace { .. } => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
         Error::ReadOnlyFilesystem { .. } => (code::IO, e.to_string()),
-        Error::ResetNeedsForce { len, .. } => (
+        Error::ResetNeedsForce { len, found, .. } => (
             code::HELD,
             format!(
-                "reset {p}: the file is {len} bytes long (empty or cut short), so it holds no lock to carry over; use --force to replace it with a new mutex"
+                "reset {p}: the file is {found} ({len} bytes), so it holds no lock to carry over; use --force to replace it with a new mutex"
             ),
         ),
         Error::Truncated { .. } if op == Op::Open => (
@@ -120,7 +115,9 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }
-        Error::InitTimeout { .. } | Error::BeingCreated { .. } => (code::TEMP_FAIL, e.to_string()),
+        Error::InitTimeout { .. } | Error::BeingCreated { .. } | Error::FlockHeld { .. } => {
+            (code::TEMP_FAIL, e.to_string())
+        }
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(
