@@ -43,24 +43,7 @@ fn runs(cmd: &str, args: &[&str]) -> bool {
 }
 
 fn python3_runs(code: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", code])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether `program ARGS` runs and exits 0.
-fn succeeds(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    runs("python3", &["-c", code])
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective ...`).
@@ -89,22 +72,19 @@ fn main() {
             println!("cargo:rustc-cfg={name}");
         }
     };
-    cfg(
-        "no_pidns",
-        !succeeds("unshare", &["--pid", "--fork", "true"]),
-    );
+    cfg("no_pidns", !runs("unshare", &["--pid", "--fork", "true"]));
     let limits =
         "echo 0 > /proc/sys/user/max_pid_namespaces && echo 0 > /proc/sys/user/max_user_namespaces";
     cfg(
         "no_userns",
-        !succeeds(
+        !runs(
             "unshare",
             &["--user", "--map-root-user", "sh", "-c", limits],
         ),
     );
     cfg(
         "no_mount",
-        !succeeds(
+        !runs(
             "unshare",
             &["--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
         ),
@@ -112,7 +92,7 @@ fn main() {
     let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
     cfg(
         "no_setpriv",
-        !succeeds("setpriv", &[&nobody[..], &["true"]].concat()),
+        !runs("setpriv", &[&nobody[..], &["true"]].concat()),
     );
     let userns = [
         "unshare",
@@ -124,7 +104,7 @@ fn main() {
     ];
     cfg(
         "no_unpriv_userns",
-        !succeeds("setpriv", &[&nobody[..], &userns[..]].concat()),
+        !runs("setpriv", &[&nobody[..], &userns[..]].concat()),
     );
     let loop_devices = std::fs::OpenOptions::new()
         .read(true)

@@ -86,18 +86,7 @@ fn a_sparse_copy_of_a_mutex_file_on_a_full_disk_is_refused_not_mapped() {
     // writing the value through the mapping would need new pages.
     let fs = SmallFs::tmpfs("64k");
     let path = fs.join("sparse.lock");
-    let bytes = {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m");
-        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
-        std::fs::read(&p).unwrap()
-    };
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(bytes.len() as u64).unwrap();
-        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
-    }
+    sparse_copy(&path);
     fs.fill();
     let before = snapshot(&path);
     let e = SharedMutex::<[u8; 16384]>::open(&path).unwrap_err();
@@ -226,17 +215,7 @@ fn attaching_to_a_sparse_copy_another_process_holds_keeps_its_value() {
     // exactly what the holder wrote (no zeroed value, no SIGBUS).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sparse.lock");
-    let bytes = {
-        let p = dir.path().join("orig");
-        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
-        std::fs::read(&p).unwrap()
-    };
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(bytes.len() as u64).unwrap();
-        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
-    }
+    sparse_copy(&path);
     let mut holder = Kid::spawn("hold_big_until_told", &path);
     holder.expect("locked");
     let m = SharedMutex::<[u8; 16384]>::open(&path).unwrap();
@@ -260,17 +239,7 @@ fn filling_the_holes_of_a_file_cut_short_meanwhile_never_grows_it_back() {
     // with zeros (which would zero the lock word of a later file, say).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sparse.lock");
-    let bytes = {
-        let p = dir.path().join("orig");
-        SharedMutex::<[u8; 16384]>::open(&p).unwrap();
-        std::fs::read(&p).unwrap()
-    };
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(bytes.len() as u64).unwrap();
-        f.write_all_at(&bytes[..4096], 0).unwrap(); // the header page only
-    }
+    sparse_copy(&path);
     let mut kid = Kid::spawn_env(
         "hold_big_until_told",
         &path,
@@ -290,4 +259,19 @@ fn filling_the_holes_of_a_file_cut_short_meanwhile_never_grows_it_back() {
     kid.expect("paused:holes_filled");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
     kid.kill();
+}
+
+/// Writes at `path` a sparse copy of a new `SharedMutex<[u8; 16384]>` file:
+/// its header page only, the value pages left as holes (`cp
+/// --sparse=always`), so writing the value through a mapping needs new
+/// pages.
+fn sparse_copy(path: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("orig");
+    SharedMutex::<[u8; 16384]>::open(&p).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(bytes.len() as u64).unwrap();
+    f.write_all_at(&bytes[..4096], 0).unwrap();
 }
