@@ -24,6 +24,12 @@ pub enum LockState {
     /// never marked the owner dead (robust-list limit, unmap while locked,
     /// OOM reaper, a file from another boot). Nobody will ever release it
     /// by itself: reset it.
+    ///
+    /// Only the kernel's word counts (`kill(tid, 0)` gives ESRCH, or our
+    /// own `/proc` shows a zombie): a holder hidden by `/proc` options or
+    /// seen through another namespace's `/proc` is never called stuck, and
+    /// a dead holder's TID reused by a live thread reads as
+    /// [`Locked`](Self::Locked) until that thread ends.
     Stuck,
     /// Only from a handle's `status()`: the file was cut short (or cut and
     /// grown again, zeros where the lock was) after this handle mapped it.
