@@ -16,6 +16,7 @@ pub mod roles;
 pub mod roles_acc;
 pub mod roles_file;
 pub mod roles_inspect;
+pub mod roles_inspectfix;
 pub mod small_fs;
 pub mod torture;
 
