@@ -16,14 +16,25 @@ use std::path::{Path, PathBuf};
 /// Fault-injection point (only with the `test-hooks` feature, which only
 /// this crate's own tests turn on): with `ROBUST_MUTEX_TEST_PAUSE_AT=<step>`
 /// the creator prints `paused:<step>` on stdout and stops for ever there, so
-/// a test can SIGKILL it at exactly that step.
+/// a test can SIGKILL it at exactly that step; with
+/// `ROBUST_MUTEX_TEST_RESUME` also set it goes on after one line on stdin,
+/// and pauses no more.
 pub(crate) fn checkpoint(step: &str) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step) {
+    static RESUMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").as_deref() == Ok(step)
+        && !RESUMED.load(std::sync::atomic::Ordering::Relaxed)
+    {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused:{step}");
         let _ = out.flush();
+        if std::env::var_os("ROBUST_MUTEX_TEST_RESUME").is_some() {
+            let _ = std::io::stdin().read_line(&mut String::new());
+            RESUMED.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         loop {
             std::thread::park();
         }

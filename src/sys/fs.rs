@@ -89,6 +89,8 @@ pub(crate) struct FileStat {
     pub gid: u32,
     pub size: u64,
     pub nlink: u64,
+    /// Last status change, whole seconds since the epoch.
+    pub ctime: i64,
 }
 
 impl FileStat {
@@ -101,6 +103,7 @@ impl FileStat {
             gid: st.st_gid,
             size: st.st_size as u64,
             nlink: st.st_nlink,
+            ctime: st.st_ctime,
         }
     }
     /// The file-type bits only.

@@ -5,6 +5,10 @@
 //!   or `result=error <Debug of the error>`.
 //! * `remove_report`: [`robust_mutex::RemoveOptions::remove`]; says
 //!   `result=ok` or `result=error <Debug of the error>`.
+//! * `create_then_hold`, `bare_create_then_hold`: opens (creating) a
+//!   `SharedMutex<u64>` or a `BareMutex` (run with the pause hooks,
+//!   `ROBUST_MUTEX_TEST_PAUSE_AT` and `ROBUST_MUTEX_TEST_RESUME`), locks it,
+//!   says `locked` and waits to be killed.
 
 use super::say;
 use std::path::Path;
@@ -27,6 +31,20 @@ pub fn run(role: &str, path: &Path) -> bool {
             Ok(()) => say("result=ok"),
             Err(e) => say(format!("result=error {e:?}")),
         },
+        "create_then_hold" => {
+            let m = robust_mutex::SharedMutex::<u64>::open(path).unwrap();
+            let g = m.lock().unwrap();
+            say("locked");
+            std::mem::forget(g);
+            super::hang();
+        }
+        "bare_create_then_hold" => {
+            let m = robust_mutex::BareMutex::open(path).unwrap();
+            let g = m.lock().unwrap();
+            say("locked");
+            std::mem::forget(g);
+            super::hang();
+        }
         _ => return false,
     }
     true

@@ -2,7 +2,7 @@
 //! a reset waits for the flock, a creation at work while a remove looks.
 
 use crate::common::{Kid, temp_path};
-use robust_mutex::{LockState, SharedMutex};
+use robust_mutex::{Error, LockState, SharedMutex};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -62,4 +62,47 @@ fn a_reset_of_a_file_cut_short_while_it_waits_asks_for_force_for_the_remnant() {
     // crashed (above).
     let said = reset_of_a_file_cut_short_while_it_waits(false);
     assert!(said.starts_with("error ResetNeedsForce"), "{said}");
+}
+
+/// A creator (`role`) paused at `step`; `remove` is refused while it works
+/// (`unlink_meanwhile`: `rm` runs instead), then it goes on: the file at
+/// the path is the one it made and holds.
+fn remove_during_a_creation(role: &str, step: &str, unlink_meanwhile: bool) {
+    let (_dir, path) = temp_path("m");
+    let mut kid = Kid::spawn_env(
+        role,
+        &path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", step),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect(&format!("paused:{step}"));
+    if unlink_meanwhile {
+        std::fs::remove_file(&path).unwrap();
+    } else {
+        let e = robust_mutex::remove(&path).unwrap_err();
+        assert!(matches!(e, Error::BeingCreated { .. }), "{step}: {e}");
+        assert!(path.exists());
+    }
+    kid.tell("go");
+    kid.expect("locked");
+    let s = robust_mutex::inspect(&path).unwrap();
+    assert_eq!(s.state, LockState::Locked, "{step}");
+    assert_eq!(s.owner.unwrap().pid, kid.pid(), "{step}");
+}
+
+#[test]
+fn remove_refuses_a_creation_at_work_and_the_creator_finishes_its_file() {
+    // It used to unlink it: the creator went on to hold a lock on a file
+    // nobody else could find.
+    for step in ["created", "sized", "mutex_init", "header"] {
+        remove_during_a_creation("create_then_hold", step, false);
+    }
+    remove_during_a_creation("bare_create_then_hold", "bare_flocked", false);
+}
+
+#[test]
+fn a_bare_creator_whose_file_is_unlinked_before_it_attaches_makes_a_new_one() {
+    remove_during_a_creation("bare_create_then_hold", "bare_written", true);
 }
