@@ -123,12 +123,12 @@ impl RemoveOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn remove(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        self.remove_look(path.as_ref(), 0)
+        self.remove_look(path.as_ref(), 0, std::time::Instant::now())
     }
 
     /// [`remove`](Self::remove), after `looks` looks at a file that a reset
-    /// replaced while we looked.
-    fn remove_look(&self, path: &Path, looks: u32) -> Result<(), Error> {
+    /// replaced while we looked; the first look began at `start`.
+    fn remove_look(&self, path: &Path, looks: u32, start: std::time::Instant) -> Result<(), Error> {
         let fd = sys::open_existing(path, false).map_err(|e| open_error(path, e))?;
         // A regular file, ours unless allowed, on a local filesystem.
         let mut opts = crate::OpenOptions::new();
@@ -139,18 +139,18 @@ impl RemoveOptions {
                 Ok(Some(i)) => refuse_unless_free(path, &i)?,
                 // A reset replaced it while we looked: judge what the path
                 // names now.
-                Ok(None) if looks < 16 => return self.remove_look(path, looks + 1),
+                Ok(None) if looks < 16 => return self.remove_look(path, looks + 1, start),
                 Ok(None) => {
                     return Err(Error::InitTimeout {
                         path: path.to_owned(),
-                        waited: std::time::Duration::ZERO,
+                        waited: start.elapsed(),
                     });
                 }
                 // A leftover of a crashed creator, or a creation at work.
                 Err(Error::BeingCreated { .. }) => {
                     if !abandoned_creation(path, &fd)? {
                         if looks < 16 {
-                            return self.remove_look(path, looks + 1);
+                            return self.remove_look(path, looks + 1, start);
                         }
                         return Err(Error::BeingCreated {
                             path: path.to_owned(),

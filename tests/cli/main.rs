@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod containers;
 mod full_disk;
+mod inspectfix;
 mod kill_tree;
 mod labels;
 mod run;
