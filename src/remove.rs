@@ -177,7 +177,14 @@ impl RemoveOptions {
                 path: path.to_owned(),
             });
         }
-        std::fs::remove_file(path).map_err(io_err("unlink", path))
+        // Moved aside, checked, then unlinked: a reset's rename in between
+        // cannot make us unlink its replacement (see sys::unlink_if_same).
+        if !sys::unlink_if_same(path, st.dev, st.ino).map_err(io_err("unlink", path))? {
+            return Err(Error::ForeignFile {
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
