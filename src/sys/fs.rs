@@ -188,7 +188,19 @@ pub(crate) fn unlink_if_same(path: &Path, dev: u64, ino: u64) -> io::Result<bool
             .open(dir_path)?
     };
     let (name, private) = (Path::new(name), Path::new(&private));
-    renameat2(&dir, name, &dir, private, RenameFlags::RENAME_NOREPLACE)?;
+    match renameat2(&dir, name, &dir, private, RenameFlags::RENAME_NOREPLACE) {
+        // A filesystem without RENAME_NOREPLACE: compare, then unlink (the
+        // narrow window this function exists to close stays open there).
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            let now = lstat(path)?;
+            if (now.dev, now.ino) != (dev, ino) {
+                return Ok(false);
+            }
+            std::fs::remove_file(path)?;
+            return Ok(true);
+        }
+        r => r?,
+    }
     let st = fstatat(&dir, private, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if (st.st_dev, st.st_ino) == (dev, ino) {
         unlinkat(&dir, private, UnlinkatFlags::NoRemoveDir)?;
