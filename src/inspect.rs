@@ -258,6 +258,25 @@ pub fn inspect_file(path: impl AsRef<Path>) -> Result<Inspection, Error> {
 /// One read-only look at `path`, open as `fd`. `None`: a reset replaced the
 /// file between our open and now; look at the path again.
 pub(crate) fn look(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Error> {
+    let marked = |st: &sys::FileStat| st.perm() == layout::CREATOR_MODE;
+    let unmarked_before = sys::fstat(fd).is_ok_and(|st| !marked(&st));
+    match look_once(path, fd) {
+        // A non-root takeover lifts the creator's mark for one open
+        // (file::open::writable_fd): the empty or zeroed file we read may
+        // be that moment. The mark back now: it is a creation.
+        Err(Error::Empty { .. } | Error::ForeignFile { .. })
+            if unmarked_before && sys::fstat(fd).is_ok_and(|st| marked(&st)) =>
+        {
+            Err(Error::BeingCreated {
+                path: path.to_owned(),
+            })
+        }
+        other => other,
+    }
+}
+
+/// [`look`], without the second look at the mode.
+fn look_once(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Error> {
     let mut any_owner = OpenOptions::new();
     any_owner.allow_other_owners(true);
     let st = check_file(path, fd, &any_owner)?;

@@ -123,12 +123,12 @@ impl RemoveOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn remove(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        self.remove_look(path.as_ref(), 0)
+        self.remove_look(path.as_ref(), 0, std::time::Instant::now())
     }
 
     /// [`remove`](Self::remove), after `looks` looks at a file that a reset
-    /// replaced while we looked.
-    fn remove_look(&self, path: &Path, looks: u32) -> Result<(), Error> {
+    /// replaced while we looked; the first look began at `start`.
+    fn remove_look(&self, path: &Path, looks: u32, start: std::time::Instant) -> Result<(), Error> {
         let fd = sys::open_existing(path, false).map_err(|e| open_error(path, e))?;
         // A regular file, ours unless allowed, on a local filesystem.
         let mut opts = crate::OpenOptions::new();
@@ -139,16 +139,26 @@ impl RemoveOptions {
                 Ok(Some(i)) => refuse_unless_free(path, &i)?,
                 // A reset replaced it while we looked: judge what the path
                 // names now.
-                Ok(None) if looks < 16 => return self.remove_look(path, looks + 1),
+                Ok(None) if looks < 16 => return self.remove_look(path, looks + 1, start),
                 Ok(None) => {
                     return Err(Error::InitTimeout {
                         path: path.to_owned(),
-                        waited: std::time::Duration::ZERO,
+                        waited: start.elapsed(),
                     });
                 }
-                // A leftover of a crashed creator, or a creation at work
-                // (which then re-creates the file): nothing to lose.
-                Err(Error::BeingCreated { .. }) => {}
+                // A leftover of a crashed creator, or a creation at work.
+                Err(Error::BeingCreated { .. }) => {
+                    if !abandoned_creation(path, &fd)? {
+                        if looks < 16 {
+                            return self.remove_look(path, looks + 1, start);
+                        }
+                        return Err(Error::BeingCreated {
+                            path: path.to_owned(),
+                        });
+                    }
+                    // We hold its flock now (until `fd` closes, after the
+                    // unlink): no creator of ours can start on it.
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -167,8 +177,52 @@ impl RemoveOptions {
                 path: path.to_owned(),
             });
         }
-        std::fs::remove_file(path).map_err(io_err("unlink", path))
+        // Moved aside, checked, then unlinked: a reset's rename in between
+        // cannot make us unlink its replacement (see sys::unlink_if_same).
+        if !sys::unlink_if_same(path, st.dev, st.ino).map_err(io_err("unlink", path))? {
+            return Err(Error::ForeignFile {
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
     }
+}
+
+/// Whether the file with the creator's mark, open as `fd`, was abandoned
+/// by its creator, judged under its flock, which stays held (`fd` must stay
+/// open until the unlink). A creator of ours holds the flock while it works
+/// and then attaches to the file it made: unlinking under it would leave it
+/// a lock nobody else finds, and the next opener a second one. A pymutex
+/// creator takes no flock; a bare-sized file (1 to [`BARE_SIZE`] bytes) is
+/// only taken once its last change is older than the init timeout.
+/// `Ok(false)`: it is no longer marked; look again.
+///
+/// [`BARE_SIZE`]: crate::BARE_SIZE
+fn abandoned_creation(path: &Path, fd: &std::os::fd::OwnedFd) -> Result<bool, Error> {
+    let busy = || Error::BeingCreated {
+        path: path.to_owned(),
+    };
+    if !sys::try_flock_exclusive(fd).map_err(io_err("flock", path))? {
+        return Err(busy());
+    }
+    let st = sys::fstat(fd).map_err(io_err("fstat", path))?;
+    if st.perm() != file::layout::CREATOR_MODE || st.nlink == 0 {
+        // Finished (or taken over and removed) before we got the flock.
+        let _ = sys::funlock(fd);
+        return Ok(false);
+    }
+    if st.size > 0 && st.size <= crate::BARE_SIZE as u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let age = now.saturating_sub(u64::try_from(st.ctime).unwrap_or(0));
+        // Whole seconds: more than the timeout, counting the part second.
+        if age <= crate::OpenOptions::new().init_timeout.as_secs() {
+            let _ = sys::funlock(fd);
+            return Err(busy());
+        }
+    }
+    Ok(true)
 }
 
 /// Refuses a lock that is not free (see [`RemoveOptions::remove`]).

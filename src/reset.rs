@@ -179,7 +179,7 @@ impl ResetOptions {
                 }
                 Found::Whole => {
                     drop(fd);
-                    Some(reset_mutex(path, &opts, self.force))
+                    reset_mutex(path, &opts, self.force).transpose()
                 }
                 Found::Remnant(_) if !self.force => {
                     return Err(Error::ResetNeedsForce {
@@ -217,7 +217,12 @@ impl ResetOptions {
 }
 
 /// Resets a whole mutex file: open it, judge its state, replace it.
-fn reset_mutex(path: &Path, opts: &OpenOptions, force: bool) -> Result<ResetOutcome, Error> {
+/// `Ok(None)`: it was cut short while we waited for its flock; look again.
+fn reset_mutex(
+    path: &Path,
+    opts: &OpenOptions,
+    force: bool,
+) -> Result<Option<ResetOutcome>, Error> {
     let spec = Spec {
         any_kind: true,
         ..Spec::any_value(LockKind::Mutex)
@@ -304,7 +309,9 @@ fn replace_remnant(
     result
 }
 
-fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome, Error> {
+/// `Ok(None)`: the file no longer covers the mapping (cut short while we
+/// waited for its flock); the caller looks again and finds a remnant.
+fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetOutcome>, Error> {
     if old.header.kind == layout::Kind::Semaphore.code() {
         // Its permits are per-slot mutexes, which this judge-and-move design
         // does not cover (open handles would not follow either).
@@ -314,13 +321,18 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome,
     }
     let map = &old.map;
     let now = status::snapshot(map);
+    if now.state == LockState::Truncated {
+        // Cut short while we waited for the flock: reading the mapping now
+        // would fault. The next look sees the remnant.
+        return Ok(None);
+    }
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
         // Someone reset it while we waited for the flock.
-        return Ok(ResetOutcome {
+        return Ok(Some(ResetOutcome {
             generation: now.generation + 1,
             previous_state: now.state,
             remnant_len: None,
-        });
+        }));
     }
     if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
         return Err(Error::ResetRefused {
@@ -369,9 +381,9 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<ResetOutcome,
         path.display(),
         now.state
     );
-    Ok(ResetOutcome {
+    Ok(Some(ResetOutcome {
         generation,
         previous_state: now.state,
         remnant_len: None,
-    })
+    }))
 }

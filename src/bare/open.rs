@@ -3,6 +3,7 @@
 
 use super::{BARE_SIZE, BareMap, BareMutex, registry};
 use crate::error::Error;
+use crate::file::init::checkpoint;
 use crate::file::layout;
 use crate::file::open::writable_fd;
 use crate::file::{checks::check_file, io_err, open_error, remove_if_same, write_error};
@@ -150,14 +151,24 @@ fn create(path: &Path, fd: OwnedFd, opts: &OpenOptions) -> Result<Look, Error> {
         let _ = sys::funlock(&fd);
         return Ok(Look::Retry);
     }
+    checkpoint("bare_flocked");
     let r = write_mutex(path, &fd)
         .and_then(|()| sys::fchmod(&fd, opts.mode).map_err(io_err("fchmod", path)));
     if r.is_err() {
         // A full disk, say: our own half-made file must not stay behind.
         remove_if_same(path, &fd);
     }
+    checkpoint("bare_written");
+    // Unlinked meanwhile (by `rm`, say: a `remove` of ours waits for our
+    // flock)? Then holding this file would be a lock nobody else can find.
+    let unlinked = r.and_then(|()| {
+        let st = sys::fstat(&fd).map_err(io_err("fstat", path))?;
+        Ok(st.nlink == 0)
+    });
     let _ = sys::funlock(&fd);
-    r?;
+    if unlinked? {
+        return Ok(Look::Retry);
+    }
     log::debug!("created bare (pymutex) mutex file {}", path.display());
     attach(path, &fd, &st).map(Look::Ready)
 }

@@ -19,10 +19,19 @@ use std::path::{Path, PathBuf};
 /// the creator prints `paused:<step>` on stdout and stops for ever there, so
 /// a test can SIGKILL it at exactly that step; with
 /// `ROBUST_MUTEX_TEST_RESUME` set too, it goes on after a line on stdin, so
-/// a test can change the file while it is stopped.
+/// a test can change the file while it is stopped, and does not pause at
+/// that step again (a creator that retries goes through).
 pub(crate) fn checkpoint(step: &str) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").is_ok_and(|s| s.split(',').any(|s| s == step)) {
+    static RESUMED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("ROBUST_MUTEX_TEST_PAUSE_AT").is_ok_and(|s| s.split(',').any(|s| s == step))
+        && !RESUMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s == step)
+    {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused:{step}");
@@ -31,6 +40,10 @@ pub(crate) fn checkpoint(step: &str) {
         if std::env::var_os("ROBUST_MUTEX_TEST_RESUME").is_some() {
             // Resumable: go on after a line on stdin.
             let _ = std::io::stdin().read_line(&mut String::new());
+            RESUMED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(step.to_owned());
             return;
         }
         loop {

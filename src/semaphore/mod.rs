@@ -11,7 +11,8 @@
 //!
 //! Several permits are held at once, so the file's counters are updated with
 //! atomic adds (`AtomicU64::from_ptr` on the mapped fields) and read with
-//! atomic loads.
+//! volatile loads (a status may read a `PROT_READ` mapping; see
+//! `snapshot_at`).
 
 mod acquire;
 mod permit;
@@ -29,7 +30,6 @@ use std::mem::offset_of;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The most permits a semaphore can have: a blocked acquire sleeps on every
 /// permit and a cancel token at once, and `futex_waitv` takes at most 128
@@ -403,9 +403,11 @@ impl SemaphoreStatus {
 }
 
 /// A snapshot of the semaphore file mapped at `base`, without acquiring
-/// anything. Only reads, and only Relaxed atomic loads of at most 8 bytes
-/// and volatile reads: a read-only mapping (PROT_READ) is enough on 64-bit
-/// targets (core::sync::atomic, "Atomic accesses to read-only memory").
+/// anything. Only reads: Relaxed atomic loads of at most 4 bytes and
+/// volatile reads, so a read-only mapping (PROT_READ) is enough on every
+/// target (a 64-bit atomic load may be a compare-and-swap, a write, on
+/// 32-bit ones; core::sync::atomic, "Atomic accesses to read-only memory").
+/// A counter read on a 32-bit target may tear; it is a snapshot.
 ///
 /// # Safety
 /// `base` is the start of a live mapping of a READY semaphore file with
@@ -421,8 +423,8 @@ pub(crate) unsafe fn snapshot_at(
         let p = at(layout::COUNTERS_OFFSET + field).cast::<u64>();
         // SAFETY: a u64 field of the counters, 8-byte aligned (offset 448 of
         // a page-aligned mapping) in the live mapping (the caller's
-        // contract); a semaphore's counters are only accessed atomically.
-        unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Relaxed)
+        // contract). Volatile, not atomic: it may be mapped read-only.
+        unsafe { std::ptr::read_volatile(p) }
     };
     let mut s = SemaphoreStatus::empty(permits);
     s.counters = Counters {

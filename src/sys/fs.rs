@@ -89,6 +89,8 @@ pub(crate) struct FileStat {
     pub gid: u32,
     pub size: u64,
     pub nlink: u64,
+    /// Last status change, whole seconds since the epoch.
+    pub ctime: i64,
 }
 
 impl FileStat {
@@ -101,6 +103,7 @@ impl FileStat {
             gid: st.st_gid,
             size: st.st_size as u64,
             nlink: st.st_nlink,
+            ctime: st.st_ctime,
         }
     }
     /// The file-type bits only.
@@ -141,6 +144,70 @@ pub(crate) fn lstat(path: &Path) -> io::Result<FileStat> {
     let c = cstr(path)?;
     let st = nix::sys::stat::lstat(c.as_c_str())?;
     Ok(FileStat::from_raw(&st))
+}
+
+/// Unlinks `path` only if it names the file `(dev, ino)`; `Ok(false)` (and
+/// nothing unlinked) if it names another one.
+///
+/// Comparing with `lstat` and then calling `unlink(path)` would unlink
+/// whatever a `rename` (a reset's publish) put at the name in between.
+/// Instead the name is first moved, with `RENAME_NOREPLACE`, to a private
+/// name in the same directory; what that name holds can no longer change
+/// under us (only we know it), so the check and the unlink are of the same
+/// file. A different file is moved back with `RENAME_NOREPLACE`; if the
+/// name was taken meanwhile, that rename's error (EEXIST) is returned and
+/// the file stays under the private name (`.<name>.rm.<pid>.<n>`), as it
+/// does if this process dies between the moves. While the name is moved
+/// away an opener finds nothing there and creates a new file, as it would
+/// after the unlink.
+///
+/// # Errors
+/// The system calls' errors.
+pub(crate) fn unlink_if_same(path: &Path, dev: u64, ino: u64) -> io::Result<bool> {
+    use nix::fcntl::{RenameFlags, renameat2};
+    use nix::sys::stat::fstatat;
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    let dir_path = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut private = std::ffi::OsString::from(".");
+    private.push(name);
+    private.push(format!(".rm.{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    private.push(format!(".{n}"));
+    let dir = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir_path)?
+    };
+    let (name, private) = (Path::new(name), Path::new(&private));
+    match renameat2(&dir, name, &dir, private, RenameFlags::RENAME_NOREPLACE) {
+        // A filesystem without RENAME_NOREPLACE: compare, then unlink (the
+        // narrow window this function exists to close stays open there).
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            let now = lstat(path)?;
+            if (now.dev, now.ino) != (dev, ino) {
+                return Ok(false);
+            }
+            std::fs::remove_file(path)?;
+            return Ok(true);
+        }
+        r => r?,
+    }
+    let st = fstatat(&dir, private, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if (st.st_dev, st.st_ino) == (dev, ino) {
+        unlinkat(&dir, private, UnlinkatFlags::NoRemoveDir)?;
+        return Ok(true);
+    }
+    renameat2(&dir, private, &dir, name, RenameFlags::RENAME_NOREPLACE)?;
+    Ok(false)
 }
 
 /// The `f_type` of the filesystem holding `fd` (`fstatfs(2)`).
@@ -271,4 +338,28 @@ pub(crate) fn write_all_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> io::Result<
         done += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlink_if_same_unlinks_only_the_file_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        std::fs::write(&path, b"old").unwrap();
+        let old = lstat(&path).unwrap();
+        // What a reset's rename does: another file at the name.
+        let new = dir.path().join("new");
+        std::fs::write(&new, b"new").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert!(!unlink_if_same(&path, old.dev, old.ino).unwrap());
+        // The replacement is back at its name, and nothing else is left.
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let now = lstat(&path).unwrap();
+        assert!(unlink_if_same(&path, now.dev, now.ino).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

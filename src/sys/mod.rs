@@ -70,7 +70,7 @@ pub(crate) use clock::{PAST_DEADLINE, coarse_unix_ns, deadline_after, deadline_p
 pub(crate) use fs::{
     FileStat, create_exclusive, create_unnamed, fchmod, fchown, fill_holes, fs_type, fstat,
     funlock, has_hole_before, link_unnamed, lstat, open_existing, read_at, rename, reserve,
-    set_len, try_flock_exclusive, write_all_at,
+    set_len, try_flock_exclusive, unlink_if_same, write_all_at,
 };
 pub(crate) use futex::{FutexWait, Woke, futex_waitv, futex_wake, release_dead_owner};
 pub(crate) use glibc::{

@@ -9,6 +9,7 @@ mod bad_input;
 mod beacon;
 mod containers;
 mod full_disk;
+mod inspectfix;
 mod kill_tree;
 mod labels;
 mod run;

@@ -17,6 +17,7 @@ pub mod roles_acc;
 pub mod roles_corefix;
 pub mod roles_file;
 pub mod roles_inspect;
+pub mod roles_inspectfix;
 pub mod small_fs;
 pub mod torture;
 

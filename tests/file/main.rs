@@ -26,6 +26,7 @@ mod bare;
 mod full_disk;
 mod fuzz_corpus;
 mod handshake;
+mod inspectfix;
 mod permissions;
 mod pymutex;
 mod remove;

@@ -54,6 +54,8 @@ pub(crate) mod code {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Open,
+    /// `status`: a read-only look (otherwise as `Open`).
+    Status,
     Create,
     Remove,
     Reset,
@@ -65,6 +67,7 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
     let p = path_text(path);
     let verb = match op {
         Op::Open => "open",
+        Op::Status => "status",
         Op::Create => "create",
         Op::Remove => "remove",
         Op::Reset => "reset",
@@ -101,11 +104,20 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
                 "reset {p}: the file is {found} ({len} bytes), so it holds no lock to carry over; use --force to replace it with a new mutex"
             ),
         ),
-        Error::Truncated { .. } if op == Op::Open => (
+        Error::Truncated { .. } if matches!(op, Op::Open | Op::Status) => (
             code::DATA,
             format!("{e}; `robust-mutex reset --force {p}` replaces it with a new mutex"),
         ),
         Error::InvalidMode { .. } => (code::USAGE, format!("{verb} {p}: {e}")),
+        // remove judges a file it cannot read the lock of only with --force.
+        Error::PidNamespaceMismatch { .. } | Error::Corrupt { .. } | Error::Truncated { .. }
+            if op == Op::Remove =>
+        {
+            (
+                code::DATA,
+                format!("{e}; `robust-mutex remove --force {p}` removes it anyway"),
+            )
+        }
         Error::PidNamespaceMismatch { file_ns, ours, .. } => (
             code::DATA,
             format!(
@@ -115,9 +127,13 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         Error::InvalidOptions { .. } | Error::UnsupportedType { .. } => {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }
-        Error::InitTimeout { .. } | Error::BeingCreated { .. } | Error::FlockHeld { .. } => {
-            (code::TEMP_FAIL, e.to_string())
+        // The library's text names `open`; say what was being done.
+        Error::BeingCreated { .. } => {
+            let text = e.to_string();
+            let why = text.strip_prefix(&format!("open {p}: ")).unwrap_or(&text);
+            (code::TEMP_FAIL, format!("{verb} {p}: {why}"))
         }
+        Error::InitTimeout { .. } | Error::FlockHeld { .. } => (code::TEMP_FAIL, e.to_string()),
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(

@@ -21,7 +21,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// `status`: prints the state of PATH as text or JSON; the exit code tells
 /// the state (0 unlocked, 1 locked, 2 broken). Only reads.
 pub(crate) fn status(path: &Path, json: bool) -> Result<u8, u8> {
-    let i = robust_mutex::inspect_file(path).map_err(|e| fail(&e, Op::Open, path))?;
+    let i = match robust_mutex::inspect_file(path) {
+        Ok(i) => i,
+        Err(e) => {
+            if json && matches!(e, robust_mutex::Error::BeingCreated { .. }) {
+                // A JSON reader gets an object for this answer too (exit 75).
+                let v = serde_json::json!({"path": path.display().to_string(), "state": "being-created"});
+                let _ = emit(&format!("{v}\n"));
+            }
+            return Err(fail(&e, Op::Status, path));
+        }
+    };
     let text = render(&i, path, json);
     match emit(&text) {
         Ok(()) => {}
