@@ -16,8 +16,6 @@ use crate::sync::Mutex;
 use crate::sys;
 use memmap2::MmapRaw;
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
@@ -33,11 +31,6 @@ pub(crate) struct Mapping {
     /// The start of the mapping, never null: the lock path builds its
     /// [`RawMutex`] from it without a check.
     base: NonNull<u8>,
-    /// A descriptor of the mapped file (a `dup` of the opener's, so it
-    /// shares that open file description; every `flock` in this crate is
-    /// released explicitly, never by a close), for [`intact`](Self::intact).
-    /// `None` only for the private mappings of files being initialised.
-    fd: Option<OwnedFd>,
     /// The header as it was when the file was attached: READY and
     /// immutable but for the boot id, which a stale-boot repair rewrites.
     header: Header,
@@ -59,19 +52,17 @@ impl Mapping {
             raw,
             key,
             base,
-            fd: None,
             header: bytemuck::Zeroable::zeroed(),
         }
     }
 
-    /// Wraps the mapping of a validated READY file open as `fd`, whose
-    /// length covers the mapping (the opener checked both).
-    fn attached(raw: MmapRaw, key: Key, fd: OwnedFd) -> Mapping {
+    /// Wraps the mapping of a validated READY file whose length covers the
+    /// mapping (the opener checked both).
+    fn attached(raw: MmapRaw, key: Key) -> Mapping {
         let mut m = Mapping::new(raw, key);
         // SAFETY: the header is the first 256 bytes of the live mapping, and
         // the file was just checked to cover the whole mapping.
         m.header = unsafe { std::ptr::read_volatile(m.header()) };
-        m.fd = Some(fd);
         m
     }
 
@@ -90,19 +81,33 @@ impl Mapping {
         // SAFETY: the file covers the mapping (just checked), so the
         // header's page is backed; a racy read, used only as a check.
         let h: Header = unsafe { std::ptr::read_volatile(self.header()) };
-        h.magic == layout::MAGIC
-            && (h.state == layout::STATE_READY || h.state == layout::STATE_RETIRED)
+        if h.magic != layout::MAGIC
+            || (h.state != layout::STATE_READY && h.state != layout::STATE_RETIRED)
+        {
+            return false;
+        }
+        // A file cut inside the mapping's last page reads zeros from the
+        // cut on, without a fault: the mutex's glibc kind word, never 0
+        // for an initialised robust mutex, says whether it survived.
+        // SAFETY: the header's mutex lies in the covered mapping; a racy
+        // copy of its bytes, used only as a check.
+        let mutex: [u8; sys::MUTEX_SIZE] =
+            unsafe { std::ptr::read_volatile(self.at(layout::MUTEX_OFFSET).cast()) };
+        sys::glibc_kind_word(&mutex).is_some_and(|k| k != 0)
     }
 
-    /// Whether the file is still at least as long as the mapping (`fstat`),
-    /// so that reading any of it cannot fault.
+    /// Whether the file still covers the whole mapping, so that reading any
+    /// of it cannot fault: the mapping's last byte can be read
+    /// ([`sys::readable`], a copy by the kernel, which fails where a load
+    /// would raise SIGBUS). No descriptor is kept per file: a process may
+    /// map thousands. Where the kernel refuses the copy, nothing is known
+    /// and the mapping counts as covered.
     fn covered(&self) -> bool {
-        match &self.fd {
-            // fstat on an open descriptor does not fail; if it did, we know
-            // no more than before.
-            Some(fd) => sys::fstat(fd).map_or(true, |st| st.size >= self.raw.len() as u64),
-            None => true,
-        }
+        let last = self
+            .raw
+            .as_ptr()
+            .wrapping_add(self.raw.len().saturating_sub(1));
+        sys::readable(last) != Some(false)
     }
 
     /// The header as it was when the file was attached.
@@ -285,20 +290,12 @@ fn registry() -> &'static Registry<Mapping> {
 }
 
 /// The mapping of `key`, shared if this process has one, else made by `map`
-/// from the validated READY file open as `fd` (whose length covers the
-/// mapping). The new mapping keeps a `dup` of `fd` to check the file's size
-/// ([`Mapping::intact`]).
+/// from the validated READY file (whose length covers the mapping).
 pub(crate) fn attach(
     key: Key,
-    fd: &OwnedFd,
-    path: &Path,
     map: impl FnOnce() -> Result<MmapRaw, Error>,
 ) -> Result<Arc<Mapping>, Error> {
-    registry().attach(key, || {
-        let raw = map()?;
-        let fd = fd.try_clone().map_err(crate::file::io_err("dup", path))?;
-        Ok(Mapping::attached(raw, key, fd))
-    })
+    registry().attach(key, || Ok(Mapping::attached(map()?, key)))
 }
 
 /// Gives back a handle's claim on a mapping. The last claim unmaps it, unless

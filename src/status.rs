@@ -121,9 +121,11 @@ impl Status {
 /// Reads the state of `map` without locking: [`LockState::Truncated`] if
 /// the file no longer covers the mapping ([`Mapping::intact`]).
 ///
-/// The size is checked (`fstat`) right before the reads, not atomically
-/// with them: a truncation in between still raises SIGBUS. That window is
-/// a few hundred nanoseconds; it cannot be closed without a signal handler.
+/// The file is checked ([`Mapping::intact`]: its last mapped byte can be
+/// copied by the kernel, the header and mutex are still there) right
+/// before the reads, not atomically with them: a truncation in between
+/// still raises SIGBUS. That window is a few microseconds; it cannot be
+/// closed without a signal handler.
 pub(crate) fn snapshot(map: &Mapping) -> Status {
     if !map.intact() {
         return Status::truncated();

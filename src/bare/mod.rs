@@ -39,7 +39,6 @@ use crate::status::{self, Counters, LockState, Status};
 use crate::sys;
 use memmap2::MmapRaw;
 use std::marker::PhantomData;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
@@ -62,14 +61,11 @@ pub const BARE_SIZE: usize = sys::MUTEX_SIZE;
 #[derive(Debug)]
 pub(crate) struct BareMap {
     raw: MmapRaw,
-    /// A `dup` of the opener's descriptor, to check the file's size
-    /// ([`intact`](Self::intact)).
-    fd: OwnedFd,
 }
 
 impl BareMap {
-    /// Whether the file still backs the mapping: `BARE_SIZE` bytes or more
-    /// (`fstat`) and still a robust pshared errorcheck mutex (not cut and
+    /// Whether the file still backs the mapping: its bytes can be read and
+    /// are still a robust pshared errorcheck mutex (not cut and
     /// grown again to zeros). A truncation right after this check is not
     /// caught (see [`crate::registry::Mapping::intact`]).
     fn intact(&self) -> bool {
@@ -82,10 +78,10 @@ impl BareMap {
         open::kind_ok(&bytes)
     }
 
-    /// Whether the file is still `BARE_SIZE` bytes or more (`fstat`), so
-    /// that reading the mapping cannot fault.
+    /// Whether the file still covers the mapping, so that reading it cannot
+    /// fault (see [`crate::registry::Mapping`]'s `covered`).
     fn covered(&self) -> bool {
-        sys::fstat(&self.fd).map_or(true, |st| st.size >= BARE_SIZE as u64)
+        sys::readable(self.raw.as_ptr().wrapping_add(BARE_SIZE - 1)) != Some(false)
     }
 
     /// The mutex: the whole file.

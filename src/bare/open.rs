@@ -235,8 +235,7 @@ fn attach(path: &Path, fd: &OwnedFd, st: &sys::FileStat) -> Result<BareMutex, Er
             .len(BARE_SIZE)
             .map_raw(fd)
             .map_err(io_err("mmap", path))?;
-        let fd = fd.try_clone().map_err(io_err("dup", path))?;
-        Ok::<_, Error>(BareMap { raw, fd })
+        Ok::<_, Error>(BareMap { raw })
     })?;
     Ok(BareMutex {
         path: path.to_owned(),

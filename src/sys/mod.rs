@@ -78,7 +78,9 @@ pub(crate) use glibc::{
     forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died,
     mutex_not_recoverable,
 };
-pub(crate) use process::{at_fork_child, geteuid, getpid, gettid, no_such_task, pid_exists};
+pub(crate) use process::{
+    at_fork_child, geteuid, getpid, gettid, no_such_task, pid_exists, readable,
+};
 /// For the crate's own benches (`crate::internals`), which time glibc's call
 /// directly.
 #[cfg(feature = "test-hooks")]

@@ -50,3 +50,25 @@ pub(crate) fn at_fork_child(child: unsafe extern "C" fn()) {
     let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
     debug_assert_eq!(r, 0);
 }
+
+/// Whether the byte at `addr`, in one of this process's own mappings, can
+/// be read without a fault: the kernel copies it for us
+/// (`process_vm_readv` on our own pid, which needs no ptrace permission
+/// within a thread group), and a page that a user access would take a
+/// SIGBUS on (a file truncated under its mapping) is EFAULT there instead.
+/// `None` where the call is refused (a seccomp filter, an old kernel): then
+/// nothing is known.
+pub(crate) fn readable(addr: *const u8) -> Option<bool> {
+    use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+    let mut byte = [0u8; 1];
+    let local = &mut [std::io::IoSliceMut::new(&mut byte)];
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len: 1,
+    }];
+    match process_vm_readv(nix::unistd::getpid(), local, &remote) {
+        Ok(1) => Some(true),
+        Ok(_) | Err(Errno::EFAULT) => Some(false),
+        Err(_) => None,
+    }
+}

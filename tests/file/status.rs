@@ -416,3 +416,17 @@ fn status_of_a_handle_whose_file_was_truncated_says_so_instead_of_dying() {
     cut(&b, robust_mutex::BARE_SIZE as u64);
     assert_eq!(bm.status().state, LockState::Truncated);
 }
+
+#[test]
+fn a_process_may_keep_hundreds_more_lock_files_open_than_descriptors() {
+    // No handle keeps a descriptor: a process with the usual soft limit
+    // (1024) can hold thousands of lock files. Here: 600 under a limit of
+    // 256, each one's status() read (which must still notice truncation
+    // without a descriptor: see the test above).
+    let dir = tempfile::tempdir().unwrap();
+    let mut kid = Kid::spawn("many_files", dir.path());
+    // A child that fails says `failed=<n> <error>` and ends: `expect` then
+    // panics with the child's end.
+    assert_eq!(kid.expect("opened"), "600");
+    kid.wait_ok();
+}
