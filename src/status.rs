@@ -292,10 +292,10 @@ pub struct FileInfo {
 /// Reads the header facts of `map`.
 pub(crate) fn file_info(map: &Mapping) -> FileInfo {
     let h = if map.intact() {
+        // The fields are immutable after READY except the boot id, a racy
+        // read of which is only a diagnostic.
         // SAFETY: the header is the first 256 bytes of the live mapping,
-        // still backed by the file (just checked); its fields are immutable
-        // after READY except the boot id, a racy read of which is only a
-        // diagnostic.
+        // still backed by the file (just checked).
         unsafe { std::ptr::read_volatile(map.header()) }
     } else {
         // Truncated under us: what it was when attached.
