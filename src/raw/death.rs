@@ -1,0 +1,192 @@
+//! The release and recovery paths off the fast one: a panic while holding
+//! counts as the holder's death (unless the lock was taken during that
+//! panic), a release that finds the lock word no longer naming the calling
+//! thread (a guard inherited through fork, a file changed under its holder)
+//! touches nothing, an acquisition with EOWNERDEAD (or of a retired file),
+//! and marking a recovered lock consistent.
+
+use super::{Books, Fail, Got, Name, RawMutex};
+use crate::error::LockError;
+use crate::file::layout::{self, Counters};
+use crate::identity;
+use crate::sys;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+impl RawMutex<'_> {
+    /// The calling thread, already panicking, has just taken this lock and
+    /// written its record: unless it held it already (a re-entrant relock,
+    /// depth 2 or more now), its release during this panic will be a plain
+    /// unlock.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn took_while_panicking(&self) {
+        if self.depth() > 1 {
+            return; // a relock of a lock held from before: its outermost release decides
+        }
+        identity::taken_while_panicking(self.as_ptr() as usize);
+    }
+
+    /// Whether the calling thread took this lock while already panicking
+    /// (and still holds it): its release during the panic is no death.
+    pub(crate) fn taken_while_panicking(&self) -> bool {
+        identity::was_taken_while_panicking(self.as_ptr() as usize, false)
+    }
+
+    /// The owner record's nesting depth (0 for a kind without a record).
+    fn depth(&self) -> u32 {
+        self.record().map_or(0, |r| {
+            // SAFETY: the record lies in the live mapping; a racy read, but
+            // only its holder (the caller) writes it.
+            unsafe { std::ptr::addr_of!((*r.as_ptr()).depth).read_volatile() }
+        })
+    }
+
+    #[cold]
+    pub(super) fn took_dead(&self, contended: bool, name: Name<'_>) -> Result<Got, Fail> {
+        if let Books::Header = self.books {
+            let state = self.at::<AtomicU32>(-(layout::STATE_BEFORE_MUTEX as isize));
+            // SAFETY: the state word lies in the live mapping (`new`).
+            if unsafe { state.as_ref() }.load(Ordering::Acquire) == layout::STATE_RETIRED {
+                // A reset woke us on the old file: let go (leaving the old
+                // mutex not recoverable, so every other old waiter bounces
+                // too) and let the caller move to the new file.
+                // SAFETY: EOWNERDEAD gave us the old mutex.
+                let _ = unsafe { sys::mutex_unlock(self.as_ptr()) };
+                return Err(Fail::NotRecoverable);
+            }
+        }
+        // SAFETY: EOWNERDEAD gave us the lock.
+        let previous = unsafe { self.record_acquired(true, contended) };
+        if std::thread::panicking() {
+            self.took_while_panicking();
+        }
+        match &previous {
+            Some(o) => log::warn!(
+                "{name}: previous owner pid {} tid {}{} died holding the lock; recovering",
+                o.pid,
+                o.tid,
+                if o.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", o.label)
+                }
+            ),
+            None => log::warn!("{name}: previous owner died holding the lock; recovering"),
+        }
+        Ok(Got::OwnerDied(previous))
+    }
+
+    /// The release paths off the fast one: the word (`w`) is not exactly
+    /// the calling thread's TID (it names another thread, or us with
+    /// FUTEX_WAITERS set), the thread is panicking, or debug logging is on.
+    ///
+    /// A panic that unwinds out of a critical section leaves what the lock
+    /// protects as half-done as a crash would, so the outermost release
+    /// during a panic does what the kernel does for a dying thread: the
+    /// mutex leaves this thread's robust list and its word becomes
+    /// FUTEX_OWNER_DIED (a waiter is woken). The owner record stays: the
+    /// next locker, in any process, gets `OwnerDied` naming this thread.
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn release_cold(&self, w: u32, name: Name<'_>) -> Result<(), LockError> {
+        let tid = w & sys::FUTEX_TID_MASK;
+        if u64::from(tid) == identity::locker_tid() {
+            if !std::thread::panicking() {
+                // Ours: a waiter or debug logging brought us here.
+                // SAFETY: the word names us (and the caller's contract).
+                unsafe { self.unlock_ours() };
+                log::debug!("{name}: released");
+                return Ok(());
+            }
+            // Ours, and the thread is panicking.
+            let depth = self.record().map_or(1, |r| {
+                // SAFETY: we hold the lock: the record is ours to read.
+                unsafe { r.as_ref() }.depth
+            });
+            if depth > 1 || identity::was_taken_while_panicking(self.as_ptr() as usize, true) {
+                // A nested re-entrant guard (the outermost one counts), or
+                // a lock taken during this panic (a Drop that locks, does
+                // its update and unlocks): a plain release.
+                // SAFETY: we hold the lock.
+                unsafe { self.unlock_ours() };
+                return Ok(());
+            }
+            // SAFETY: we hold the lock (the word names us), in the live
+            // mapping.
+            match unsafe { sys::die_holding(self.as_ptr(), tid) } {
+                sys::Death::Done => {
+                    identity::gave_one();
+                    log::error!(
+                        "{name}: the holder panicked holding the lock: released as a death; the next locker gets OwnerDied"
+                    );
+                }
+                sys::Death::Refused => {
+                    log::error!(
+                        "{name}: the holder panicked holding the lock, and this platform cannot mark it dead: released as if clean"
+                    );
+                    // SAFETY: we hold the lock.
+                    unsafe { self.unlock_ours() };
+                }
+            }
+            return Ok(());
+        }
+        // Not ours. If it is on this thread's robust list, the file changed
+        // under us: take it off (so the kernel's walk at our death never
+        // reads it) without touching the word or the record, which are
+        // someone else's now.
+        // SAFETY: every entry of our robust list is a mutex we hold, in a
+        // mapping kept alive while held (registry.rs).
+        let on_our_list = unsafe { sys::forget_held(self.as_ptr()) };
+        // Credit the held count once per lock: only the guard that took it
+        // off our list (nested re-entrant guards all come here; a guard
+        // inherited through fork was never counted here). Where the list
+        // cannot be read, guess: not a fork child's.
+        if on_our_list.unwrap_or(!identity::is_fork_child()) {
+            identity::gave_one();
+        }
+        if on_our_list != Some(true) && identity::is_fork_child() {
+            log::debug!("{name}: a guard inherited through fork was dropped; nothing done");
+        } else {
+            log::error!(
+                "{name}: the lock word ({w:#x}) no longer names this thread: the file was truncated, reset or otherwise changed under the holder; nothing unlocked"
+            );
+        }
+        Err(LockError::NotOwner {
+            path: name.path.to_path_buf(),
+        })
+    }
+
+    /// `pthread_mutex_consistent`, plus one recovery on the counters.
+    ///
+    /// # Safety
+    /// The calling thread acquired the lock with EOWNERDEAD and has neither
+    /// unlocked it nor marked it consistent since (glibc does not check).
+    pub(crate) unsafe fn mark_consistent(&self, name: Name<'_>) {
+        if !self.held_by_caller() {
+            // A recovery inherited through fork, or a file changed under
+            // us: glibc's consistent would not check, so we do.
+            log::error!("{name}: not marking consistent: this thread does not hold the lock");
+            return;
+        }
+        // SAFETY: caller's contract.
+        let r = unsafe { sys::mutex_consistent(self.as_ptr()) };
+        debug_assert!(r.is_ok(), "pthread_mutex_consistent failed: {r:?}");
+        let one = Counters {
+            recoveries: 1,
+            ..Counters::default()
+        };
+        match self.books {
+            Books::None => {}
+            Books::Header => {
+                let mut counters = self.header_counters();
+                // SAFETY: we hold the lock: the only writer of the counters.
+                unsafe { counters.as_mut() }.recoveries += 1;
+            }
+            Books::Permit { counters } => self.add_shared(counters, &one),
+        }
+        log::warn!("{name}: recovered after owner death");
+    }
+}
