@@ -8,11 +8,14 @@
 //! signal forwarding, waiting without reaping), and they live in [`os`].
 
 mod admin;
+mod beacon;
 mod cli;
 mod exit;
 mod format;
+mod ns;
 mod os;
 mod run;
+mod signals;
 mod status;
 mod tree;
 mod watch;
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
         Err(e) => return ExitCode::from(usage_error(&e)),
     };
     if let Some(path) = cli.cmd.path() {
-        os::catch_truncation(path);
+        signals::catch_truncation(path);
     }
     let r = match cli.cmd {
         Cmd::Run(a) => check_mode(a.mode, a.allow_world_writable)

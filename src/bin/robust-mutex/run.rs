@@ -2,10 +2,11 @@
 //! recovery handler when the previous holder died), forward signals to it,
 //! and hand the lock on in the state COMMAND's end calls for.
 
+use crate::beacon::{self, Trees};
 use crate::cli::RunArgs;
 use crate::exit::{Op, code, fail, with_signal};
 use crate::format::{describe_holder, path_text, warn};
-use crate::os::{self, Trees};
+use crate::signals;
 use crate::tree::{self, Report, Tree};
 use nix::sys::signal::Signal;
 use robust_mutex::{Acquired, Guard, LockError, LockState, OpenOptions, SharedMutex};
@@ -38,10 +39,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
     let m = opts
         .open_lock_only(path)
         .map_err(|e| fail(&e, Op::Open, path))?;
-    os::install_forwarding();
+    signals::install_forwarding();
     let started = Instant::now();
     let acquired = acquire(&m, a)?;
-    os::lock_taken();
+    signals::lock_taken();
     // A holder killed with SIGKILL lost the lock a moment before the kernel
     // killed the tree of its `--kill-tree`: wait until that is gone too,
     // within what is left of --timeout (--nonblock: look once).
@@ -51,7 +52,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
         a.timeout.and_then(|t| started.checked_add(t))
     };
     let pt = path_text(path);
-    match os::wait_for_trees(path, beacon_deadline) {
+    match beacon::wait_for_trees(path, beacon_deadline) {
         Ok(Trees::Gone) => {}
         Ok(Trees::Signalled) => {}
         Ok(Trees::Deadline) => {
@@ -68,7 +69,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
             "{pt}: looking for processes of an earlier `run --kill-tree`: {e}; going on"
         )),
     }
-    if let Some(sig) = os::pending_signal() {
+    if let Some(sig) = signals::pending_signal() {
         // A signal arrived as the lock was taken: COMMAND never starts.
         warn(format_args!(
             "{}: {} arrived as the lock was taken; COMMAND not run",
@@ -170,7 +171,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, u8> {
 fn release(g: Guard<'_, ()>, code: u8) -> Result<u8, u8> {
     match g.unlock() {
         Ok(()) => Ok(code),
-        Err(LockError::NotOwner { .. }) => os::truncated_exit(),
+        Err(LockError::NotOwner { .. }) => signals::truncated_exit(),
         Err(e) => {
             warn(format_args!("unlock: {e}"));
             Err(code::IO)
@@ -234,9 +235,9 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
         }
         // The file was truncated or overwritten under the wait: the same
         // line and code as the SIGBUS handler's.
-        Err(LockError::FileChanged { .. }) => os::truncated_exit(),
+        Err(LockError::FileChanged { .. }) => signals::truncated_exit(),
         Err(LockError::Cancelled) => {
-            let sig = os::pending_signal().unwrap_or(Signal::SIGINT as i32);
+            let sig = signals::pending_signal().unwrap_or(Signal::SIGINT as i32);
             warn(format_args!(
                 "{}: wait abandoned on {}; the lock was not taken",
                 path_text(path),
@@ -265,14 +266,14 @@ fn acquire<'a>(m: &'a SharedMutex<()>, a: &RunArgs) -> Result<Acquired<Guard<'a,
 
 /// Waits (at most `timeout`). The library ends the wait by itself on a
 /// stuck mutex, which nobody will ever release ([`LockError::Stuck`],
-/// within about a second), and on a signal through [`os::CANCEL`]; a file
+/// within about a second), and on a signal through [`signals::CANCEL`]; a file
 /// truncated under the wait faults on its next look at the lock word, which
 /// the SIGBUS handler turns into its one line.
 fn wait_for(
     m: &SharedMutex<()>,
     timeout: Option<Duration>,
 ) -> Result<Acquired<Guard<'_, ()>>, LockError> {
-    m.lock_cancellable(&os::CANCEL, timeout)
+    m.lock_cancellable(&signals::CANCEL, timeout)
 }
 
 /// How COMMAND ended.
@@ -296,11 +297,11 @@ fn spawn_and_wait(
         Ok(c) => c,
         Err(e) => return Err(cannot_run(&e, program, path)),
     };
-    os::forward_to(&child);
+    signals::forward_to(&child);
     // Wait without reaping first, so that no forwarded signal can reach
     // another process that reuses the pid.
     let waited = tree.wait(&child);
-    os::stop_forwarding();
+    signals::stop_forwarding();
     let report = waited.as_ref().ok().copied().flatten();
     if let Err(e) = waited {
         warn(format_args!(

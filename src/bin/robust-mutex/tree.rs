@@ -23,13 +23,13 @@
 //! whole namespace is gone (also the processes that closed their copy, or
 //! were inside an uninterruptible system call). Every `run`, once it has
 //! the lock, waits until it can write-lock that byte
-//! ([`os::wait_for_trees`]), within `--timeout`/`--nonblock`, before it
+//! ([`beacon::wait_for_trees`]), within `--timeout`/`--nonblock`, before it
 //! starts COMMAND. What escapes: a keeper that is itself SIGKILLed (e.g.
 //! `kill -9` of the whole process group, the OOM killer) drops the beacon
 //! as the init is being killed, as before the keeper existed.
 //!
 //! The namespace is tried first in a throwaway forked child
-//! ([`os::probe_pid_namespace`]), after the pipes and the beacon are open;
+//! ([`ns::probe_pid_namespace`]), after the pipes and the beacon are open;
 //! only the keeper enters it (unshare(2) cannot be undone), so `run` itself
 //! never changes namespace. If the keeper fails where the probe did not,
 //! COMMAND is not run (exit 71).
@@ -41,11 +41,14 @@
 //! nothing kills the group when `run` is SIGKILLed. When `run` has the
 //! terminal's foreground, that group gets it while COMMAND runs.
 
+use crate::beacon;
 use crate::cli::TreeInitArgs;
 use crate::exit::{code, with_signal};
 use crate::format::{path_text, warn};
-use crate::os::{self, NsKind, Reaped};
+use crate::ns::{self, NsKind};
+use crate::os::{self, Reaped};
 use crate::run;
+use crate::signals;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -80,7 +83,7 @@ pub(crate) struct Pipes {
     /// The init's ends (report writer, alive reader), closed in `run` once
     /// the init has them.
     init_ends: Option<(OwnedFd, OwnedFd)>,
-    /// The tree beacon (see [`os::tree_beacon`]), inherited by the keeper,
+    /// The tree beacon (see [`beacon::tree_beacon`]), inherited by the keeper,
     /// the init and everything COMMAND starts; closed in `run` once the
     /// keeper has it.
     beacon: Option<OwnedFd>,
@@ -115,7 +118,7 @@ fn init_command(
 /// Whether this process runs inside the PID namespace that a `run
 /// --kill-tree` made for its COMMAND (where no lock can be used safely).
 pub(crate) fn inside_kill_tree() -> bool {
-    let ours = os::pid_namespace();
+    let ours = ns::pid_namespace();
     std::env::var(TREE_NS_VAR)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -142,8 +145,8 @@ impl Tree {
                 report,
                 _alive: alive,
                 init_ends: Some((report_w, alive_r)),
-                beacon: Some(os::tree_beacon(path)?),
-                kind: os::probe_pid_namespace()?,
+                beacon: Some(beacon::tree_beacon(path)?),
+                kind: ns::probe_pid_namespace()?,
             })
         })();
         match ready {
@@ -229,7 +232,7 @@ impl Tree {
 /// is dying. When `run` dies, the keeper SIGKILLs the init and still waits
 /// (its parent-death signal is caught, not fatal).
 fn keeper(a: &TreeInitArgs, kind: NsKind, mut report: File, alive: &OwnedFd) -> Result<u8, u8> {
-    if !os::outlive_parent(alive.as_fd()) {
+    if !ns::outlive_parent(alive.as_fd()) {
         return Err(code::SOFTWARE); // `run` is gone: the lock is not held
     }
     let never = |report: &mut File, e: io::Error| {
@@ -240,11 +243,11 @@ fn keeper(a: &TreeInitArgs, kind: NsKind, mut report: File, alive: &OwnedFd) -> 
         let _ = writeln!(report, "never {}", code::OS_ERR);
         Err(code::OS_ERR)
     };
-    if let Err(e) = os::enter_pid_namespace(kind) {
+    if let Err(e) = ns::enter_pid_namespace(kind) {
         return never(&mut report, e);
     }
-    os::install_forwarding();
-    os::lock_taken();
+    signals::install_forwarding();
+    signals::lock_taken();
     let mut cmd = init_command((a.report_fd, a.alive_fd), &a.path, &a.command, None);
     os::die_with_parent_unchecked(&mut cmd);
     let mut init = match cmd.spawn() {
@@ -253,11 +256,11 @@ fn keeper(a: &TreeInitArgs, kind: NsKind, mut report: File, alive: &OwnedFd) -> 
     };
     // Only the init reports now: its end is the pipe's EOF for `run`.
     drop(report);
-    os::keep(&init);
-    os::forward_to(&init);
+    ns::keep(&init);
+    signals::forward_to(&init);
     let waited = os::wait_exit_no_reap(&init);
-    os::stop_forwarding();
-    os::unkeep();
+    signals::stop_forwarding();
+    ns::unkeep();
     let status = loop {
         match init.wait() {
             Ok(st) => break st,
@@ -271,7 +274,7 @@ fn keeper(a: &TreeInitArgs, kind: NsKind, mut report: File, alive: &OwnedFd) -> 
     match (status.code(), status.signal()) {
         (Some(c), _) => Ok(u8::try_from(c).unwrap_or(code::IO)),
         // `run` tells a killed init by its keeper's death of the same signal.
-        (None, Some(s)) => os::die_of(s),
+        (None, Some(s)) => signals::die_of(s),
         _ => Err(code::IO),
     }
 }
@@ -334,11 +337,11 @@ pub(crate) fn init(a: &TreeInitArgs) -> Result<u8, u8> {
         return Err(code::SOFTWARE);
     }
     drop(alive);
-    os::install_forwarding();
-    os::lock_taken();
+    signals::install_forwarding();
+    signals::lock_taken();
     let mut cmd = Command::new(&a.command[0]);
     cmd.args(&a.command[1..]);
-    if let Some(ns) = os::pid_namespace() {
+    if let Some(ns) = ns::pid_namespace() {
         cmd.env(TREE_NS_VAR, ns.to_string());
     }
     let child = match cmd.spawn() {
@@ -350,13 +353,13 @@ pub(crate) fn init(a: &TreeInitArgs) -> Result<u8, u8> {
         }
     };
     let _ = writeln!(report, "started");
-    os::forward_to(&child);
+    signals::forward_to(&child);
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     while let Some((reaped, how)) = os::reap_any() {
         if reaped != pid {
             continue; // an orphan of COMMAND's
         }
-        os::stop_forwarding();
+        signals::stop_forwarding();
         return Ok(match how {
             Reaped::Code(c) => {
                 let c = u8::try_from(c).unwrap_or(code::IO);
