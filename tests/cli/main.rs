@@ -9,7 +9,7 @@ mod bad_input;
 mod beacon;
 mod containers;
 mod full_disk;
-mod inspectfix;
+mod hints;
 mod kill_tree;
 mod labels;
 mod run;

@@ -13,11 +13,11 @@
 #![allow(dead_code)]
 
 pub mod roles;
-pub mod roles_acc;
-pub mod roles_corefix;
+pub mod roles_accidents;
+pub mod roles_changed_underneath;
 pub mod roles_file;
 pub mod roles_inspect;
-pub mod roles_inspectfix;
+pub mod roles_raw_edges;
 pub mod small_fs;
 pub mod torture;
 

@@ -71,7 +71,7 @@
 //!
 //! * the read-only inspection roles of [`super::roles_inspect`]
 //!   (`inspect_report`).
-//! * the roles of [`super::roles_inspectfix`] (`reset_report`, `remove_report`).
+//! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -299,9 +299,9 @@ pub fn run_if_child() {
         }
         other if super::roles_file::run(other, path) => {}
         other if super::roles_inspect::run(other, path) => {}
-        other if super::roles_acc::play(other, path) => {}
-        other if super::roles_corefix::play(other, path) => {}
-        other if super::roles_inspectfix::run(other, path) => {}
+        other if super::roles_accidents::play(other, path) => {}
+        other if super::roles_raw_edges::play(other, path) => {}
+        other if super::roles_changed_underneath::run(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

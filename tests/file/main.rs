@@ -23,10 +23,10 @@ mod common;
 
 mod bad_files;
 mod bare;
+mod changed_underneath;
 mod full_disk;
 mod fuzz_corpus;
 mod handshake;
-mod inspectfix;
 mod permissions;
 mod pymutex;
 mod remove;

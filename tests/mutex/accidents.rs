@@ -3,7 +3,7 @@
 //! bound, fork-inherited guards, panics that count as deaths, and a file
 //! truncated under a waiter.
 
-use crate::common::roles_acc::sibling;
+use crate::common::roles_accidents::sibling;
 use crate::common::{Kid, temp_path};
 use robust_mutex::{
     BareMutex, CancelToken, LockError, LockState, MAX_HELD_PER_THREAD, ReentrantMutex, SharedMutex,

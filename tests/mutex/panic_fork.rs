@@ -3,7 +3,7 @@
 //! child; a file truncated under a holder and a waiter is reported, not
 //! handed over as clean.
 
-use crate::common::roles_acc::sibling;
+use crate::common::roles_accidents::sibling;
 use crate::common::{Kid, temp_path};
 use robust_mutex::{Acquired, LockError, LockState, ReentrantMutex, SharedMutex, SharedSemaphore};
 

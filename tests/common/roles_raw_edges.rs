@@ -1,4 +1,4 @@
-//! Child roles for the reviewer's findings on issue 11's raw layer: a live
+//! Child roles for edge cases of the raw layer: a live
 //! holder that `/proc` cannot show (dispatched from `roles.rs`).
 //!
 //! * `hidden_proc_look`: meant to run as uid 65534 with a `/proc` mounted
@@ -53,7 +53,8 @@ pub fn play(role: &str, path: &Path) -> bool {
         }
         "lock_in_drop_while_unwinding" => {
             let m = SharedMutex::<u64>::open(path).unwrap();
-            let r = ReentrantMutex::<u64>::open(super::roles_acc::sibling(path, ".r")).unwrap();
+            let r =
+                ReentrantMutex::<u64>::open(super::roles_accidents::sibling(path, ".r")).unwrap();
             struct Relocker<'a>(&'a SharedMutex<u64>, &'a ReentrantMutex<u64>);
             impl Drop for Relocker<'_> {
                 fn drop(&mut self) {
@@ -99,9 +100,9 @@ pub fn play(role: &str, path: &Path) -> bool {
             ));
         }
         "panic_middle" => {
-            let a = SharedMutex::<u64>::open(super::roles_acc::sibling(path, ".a")).unwrap();
+            let a = SharedMutex::<u64>::open(super::roles_accidents::sibling(path, ".a")).unwrap();
             let m = SharedMutex::<u64>::open(path).unwrap();
-            let b = SharedMutex::<u64>::open(super::roles_acc::sibling(path, ".b")).unwrap();
+            let b = SharedMutex::<u64>::open(super::roles_accidents::sibling(path, ".b")).unwrap();
             let ga = a.lock().unwrap().recover_with(|_| {});
             let mut gb = None;
             quietly_panic(|| {

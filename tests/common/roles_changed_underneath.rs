@@ -1,4 +1,4 @@
-//! Roles for the fixes to reset, remove and inspect (see [`super::roles`]).
+//! Roles for reset, remove and inspect against files that change under them (see [`super::roles`]).
 //!
 //! * `reset_report`, `reset_force_report`: [`robust_mutex::reset`] on the
 //!   path (without or with force); says `result=ok <generation> <remnant>`
