@@ -30,14 +30,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The crate's own format offsets, records, identity cache and clock (not
-/// API: exposed to its own benches only).
-pub use robust_mutex::internals::{COUNTERS_OFFSET, MUTEX_OFFSET, OWNER_OFFSET};
-use robust_mutex::internals::{
-    Counters, OwnerRecord, PAST_DEADLINE, coarse_unix_ns, me, pthread_mutex_clocklock,
-};
+pub mod layouts;
+use layouts::{V1Record, v1_acquired, v1_released};
+pub use layouts::{Spin, V2Replica};
+use robust_mutex::internals::{PAST_DEADLINE, pthread_mutex_clocklock};
+
+/// Where the mutex lies (the file geometry every format version shares).
+pub const MUTEX_OFFSET: usize = 256;
 /// Where the guarded `u64` lies.
-pub const DATA_OFFSET: usize = robust_mutex::internals::DATA_MIN_OFFSET;
+pub const DATA_OFFSET: usize = 512;
+// The contenders must keep their mutex and value where `SharedMutex<u64>` does.
+const _: () = assert!(MUTEX_OFFSET == robust_mutex::internals::MUTEX_OFFSET);
+const _: () = assert!(DATA_OFFSET == robust_mutex::internals::DATA_MIN_OFFSET);
 /// Length of every contender's file and mapping.
 pub const FILE_LEN: usize = 4096;
 
@@ -164,16 +168,6 @@ impl ShmFile {
         // SAFETY: aligned and inside the live mapping, checked above; the
         // borrow is tied to `self`.
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
-    }
-
-    /// The replica owner record at [`OWNER_OFFSET`].
-    pub fn owner(&self) -> *mut OwnerRecord {
-        self.base.wrapping_add(OWNER_OFFSET).cast()
-    }
-
-    /// The replica counters at [`COUNTERS_OFFSET`].
-    pub fn counters(&self) -> *mut Counters {
-        self.base.wrapping_add(COUNTERS_OFFSET).cast()
     }
 
     /// Reads the guarded counter (call with the lock held, or when quiet).
@@ -610,8 +604,9 @@ const fn pieces(l: u8) -> u8 {
 }
 
 thread_local! {
-    static PRIVATE_RECORD: std::cell::UnsafeCell<OwnerRecord> =
-        std::cell::UnsafeCell::new(bytemuck::Zeroable::zeroed());
+    static PRIVATE_RECORD: std::cell::UnsafeCell<V1Record> =
+        // SAFETY: V1Record is plain integers and bytes: all-zero is valid.
+        std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() });
 }
 
 /// One lock+unlock of `raw` with the first `L` pieces of the crate's
@@ -653,7 +648,7 @@ pub fn replica_acquire<const L: u8>(raw: &RawRobust, path: &Path) -> bool {
         // SAFETY: we hold the lock, the only writer of record and counters,
         // which lie inside the live mapping (or, for level 8, in this
         // thread's private record).
-        unsafe { record_acquired(owner_of::<L>(shm), shm.counters(), died, contended, p) };
+        unsafe { v1_acquired(owner_of::<L>(shm), shm.v1_counters(), died, contended, p) };
     }
     if p >= 5 {
         log::debug!(
@@ -672,7 +667,7 @@ pub fn replica_release<const L: u8>(raw: &RawRobust, path: &Path) {
     let p = pieces(L);
     if p >= 2 {
         // SAFETY: the caller holds the lock (the only writer of the record).
-        unsafe { record_release(owner_of::<L>(shm)) };
+        unsafe { v1_released(owner_of::<L>(shm)) };
     }
     // SAFETY: held by this thread.
     let r = unsafe { libc::pthread_mutex_unlock(shm.mutex()) };
@@ -713,61 +708,11 @@ impl<const L: u8> Lock for Replica<L> {
 
 /// Where level `L` keeps its owner record.
 #[inline(always)]
-fn owner_of<const L: u8>(shm: &ShmFile) -> *mut OwnerRecord {
+fn owner_of<const L: u8>(shm: &ShmFile) -> *mut V1Record {
     if L == 8 {
         PRIVATE_RECORD.with(|r| r.get())
     } else {
-        shm.owner()
-    }
-}
-
-/// `p`: the pieces done (see [`pieces`]).
-///
-/// # Safety
-/// The caller holds the lock guarding `rec` and `c`, valid for writes.
-#[inline(always)]
-unsafe fn record_acquired(
-    rec: *mut OwnerRecord,
-    c: *mut Counters,
-    died: bool,
-    contended: bool,
-    p: u8,
-) {
-    let me = me();
-    // SAFETY: caller's contract: we are the only writer.
-    let (r, c) = unsafe { (&mut *rec, &mut *c) };
-    if p >= 3 {
-        c.acquisitions += 1;
-    }
-    if !died && r.depth > 0 && r.tid == me.tid && r.pid == me.pid {
-        r.depth += 1;
-        return;
-    }
-    if p >= 3 {
-        c.contended += u64::from(contended);
-        c.owner_deaths += u64::from(died);
-    }
-    r.pid = me.pid;
-    r.tid = me.tid;
-    r.pidns_ino = me.pidns_ino;
-    r.start_time = me.start_time;
-    if p >= 4 {
-        r.acquired_unix_ns = coarse_unix_ns();
-    }
-    r.label_len = 0;
-    r.depth = 1;
-}
-
-/// # Safety
-/// The caller holds the lock guarding `rec`, valid for writes.
-#[inline(always)]
-unsafe fn record_release(rec: *mut OwnerRecord) {
-    // SAFETY: caller's contract.
-    let r = unsafe { &mut *rec };
-    r.depth = r.depth.saturating_sub(1);
-    if r.depth == 0 {
-        r.tid = 0;
-        r.pid = 0;
+        shm.v1_owner()
     }
 }
 

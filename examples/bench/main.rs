@@ -43,6 +43,7 @@ mod cases {
     pub(crate) mod owner_death;
     pub(crate) mod scale_files;
     pub(crate) mod seed;
+    pub(crate) mod spin;
     pub(crate) mod uncontended;
 }
 
@@ -69,6 +70,7 @@ pub(crate) struct Cfg {
     pub(crate) files: usize,
     pub(crate) crowd_procs: usize,
     pub(crate) crowd_secs: f64,
+    pub(crate) crowd_rounds: usize,
 }
 
 impl Cfg {
@@ -117,12 +119,15 @@ impl Cfg {
             open_iters: if quick { 300 } else { 1_500 },
             files: num("--files", if quick { 2_000 } else { 10_000 }) as usize,
             crowd_procs: 64,
-            crowd_secs: if quick { 0.25 } else { 0.5 },
+            crowd_secs: num("--crowd-ms", if quick { 250 } else { 500 }) as f64 / 1e3,
+            crowd_rounds: num("--rounds", if quick { 3 } else { 9 }) as usize,
         }
     }
 
+    /// Whether case `case` runs. Case 7 (the spin sweep, about 2 minutes)
+    /// runs only when asked for with `--only`.
     pub(crate) fn runs(&self, case: u32) -> bool {
-        self.only.is_empty() || self.only.contains(&case)
+        (self.only.is_empty() && case != 7) || self.only.contains(&case)
     }
 }
 
@@ -161,6 +166,9 @@ fn main() {
     if cfg.runs(6) {
         cases::scale_files::scale_files(&cfg, dir, &mut rep);
         cases::crowd::crowd(&cfg, dir, &mut rep);
+    }
+    if cfg.runs(7) {
+        cases::spin::spin(&cfg, dir, &mut rep);
     }
     let secs = (now_ns() - started) as f64 / 1e9;
     rep.rows.insert(
