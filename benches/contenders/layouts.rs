@@ -204,7 +204,10 @@ impl ShmFile {
 
     /// Version 2's hot record, in the mutex's own line.
     pub fn v2_hot(&self) -> *mut V2Hot {
-        self.mutex().cast::<u8>().wrapping_add(HOT_AFTER_MUTEX).cast()
+        self.mutex()
+            .cast::<u8>()
+            .wrapping_add(HOT_AFTER_MUTEX)
+            .cast()
     }
 
     /// glibc's `__data.__count` (byte 4 of the mutex): 1 after a first
@@ -403,7 +406,8 @@ impl<const K: u32> Spin<K> {
     pub fn acquire(&self) -> bool {
         let m = self.raw.shm.mutex();
         // SAFETY: an initialised robust mutex in a live mapping; a valid timespec.
-        let try_once = || unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &PAST_DEADLINE) };
+        let try_once =
+            || unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &PAST_DEADLINE) };
         let mut rc = try_once();
         let mut k = 0;
         while rc == libc::ETIMEDOUT && k < K {

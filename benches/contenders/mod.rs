@@ -15,7 +15,9 @@
 //! * `std::sync::Mutex<u64>` (in-process only) and `SharedMutex` itself.
 //!
 //! [`replica`] re-does, step by step, the bookkeeping `SharedMutex::lock`
-//! and its guard add on top of the raw mutex, to price each step.
+//! and its guard did on top of the raw mutex in format version 1, to price
+//! each step, with the bench's own frozen copy of that layout
+//! ([`layouts`]: also the version-2 layout replica and raw + spin K).
 
 #![allow(dead_code)] // each bench target uses a different part
 
@@ -31,8 +33,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod layouts;
-use layouts::{V1Record, v1_acquired, v1_released};
+#[allow(unused_imports)] // benches/open.rs uses neither
 pub use layouts::{Spin, V2Replica};
+use layouts::{V1Record, v1_acquired, v1_released};
 use robust_mutex::internals::{PAST_DEADLINE, pthread_mutex_clocklock};
 
 /// Where the mutex lies (the file geometry every format version shares).
@@ -574,7 +577,8 @@ pub fn wait_until_blocked(pid: u32, tid: u32, nr: libc::c_long, timeout: Duratio
 // ---------------------------------------------------------------------------
 
 /// The replica's steps, cumulative: each level adds one piece of what
-/// `SharedMutex::lock` + `Guard::drop` do on top of the raw mutex. Level 6
+/// `SharedMutex::lock` + `Guard::drop` did on top of the raw mutex in
+/// format version 1 ([`layouts::V1Record`], [`layouts::V1Counters`]). Level 6
 /// is level 5 taken the way the shipped fast path takes it: no load of the
 /// lock word; `pthread_mutex_clocklock` with an expired deadline, and only a
 /// busy lock falls back to `pthread_mutex_lock` (so `contended` is exact).
@@ -606,7 +610,7 @@ const fn pieces(l: u8) -> u8 {
 thread_local! {
     static PRIVATE_RECORD: std::cell::UnsafeCell<V1Record> =
         // SAFETY: V1Record is plain integers and bytes: all-zero is valid.
-        std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() });
+        const { std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }) };
 }
 
 /// One lock+unlock of `raw` with the first `L` pieces of the crate's

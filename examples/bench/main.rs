@@ -5,22 +5,25 @@
 //! measured in the same run, interleaved where that is possible.
 //!
 //! ```sh
-//! cargo run --release --example bench                 # full run, about 1 minute on 2 cores
-//! cargo run --release --example bench -- --quick      # a smaller run, about 10 s
+//! cargo run --release --example bench                 # cases 1-6, about 2 minutes on 2 cores
+//! cargo run --release --example bench -- --quick      # a smaller run, about 20 s
+//! cargo run --release --example bench -- --only 7     # the bounded-spin sweep, about 2 minutes
 //! cargo run --release --example bench -- --png docs/seed-workload.png
 //! ```
 //!
 //! Flags: `--quick`; `--dir DIR` (where the lock files go; default /dev/shm,
 //! else the temp dir); `--png FILE` (plot the seed workload); `--only 1,2,...`
 //! (run only these cases); `--cycles N` (seed-workload cycles per process);
-//! `--kills N` (owner-death kills, at least 50); `--files N` (scale case).
+//! `--kills N` (owner-death kills, at least 50); `--files N` (scale case);
+//! `--rounds N` and `--crowd-ms N` (64-process rounds: 9 of 500 ms).
 //!
 //! Cases, as in docs/benchmarks.md: 1 uncontended lock+unlock and the price
 //! of each piece of our bookkeeping; 2 the seed workload (P processes × N
 //! cycles of lock, read the counter, write counter + 1, unlock); 3 handoff
 //! latency between two processes; 4 owner death (SIGKILL of the holder → the
 //! blocked waiter's `OwnerDied`); 5 open (attach, create); 6 scale (10,000
-//! files in one process, 64 processes on one mutex).
+//! files in one process, 64 processes on one mutex); 7 (only when `--only`
+//! names it) the bounded-spin sweep: raw + K expired tries before blocking.
 //!
 //! Child processes are this same binary re-executed with a `__role`
 //! argument (never `fork` in a threaded program).

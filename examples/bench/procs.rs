@@ -220,7 +220,12 @@ impl Keeper {
     pub(crate) fn create(kind: &str, path: &Path) -> Keeper {
         match kind {
             "ours" => Keeper::Ours(SharedMutex::open(path).expect("create SharedMutex")),
-            k if k == "raw" || k.starts_with("replica") || k.starts_with("spin") || k == "v1" || k == "v2" => {
+            k if k == "raw"
+                || k.starts_with("replica")
+                || k.starts_with("spin")
+                || k == "v1"
+                || k == "v2" =>
+            {
                 Keeper::Raw(RawRobust::create(path))
             }
             "sem" => Keeper::Sem(NamedSem::create(path)),

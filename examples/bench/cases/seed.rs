@@ -174,7 +174,12 @@ pub(crate) fn seed_workload(cfg: &Cfg, dir: &Path, rep: &mut Report) -> SeedTabl
             } else if kind == "v2" {
                 format!(
                     "{:.2}× the v1 replica (per-run ratios)",
-                    median(&v.iter().zip(of("v1", p)).map(|(a, b)| a.rate / b.rate).collect::<Vec<_>>())
+                    median(
+                        &v.iter()
+                            .zip(of("v1", p))
+                            .map(|(a, b)| a.rate / b.rate)
+                            .collect::<Vec<_>>()
+                    )
                 )
             } else {
                 String::new()

@@ -38,7 +38,11 @@ pub(crate) fn spin(cfg: &Cfg, dir: &Path, rep: &mut Report) {
                 )
             })
             .collect();
-        emit(rep, &format!("7 bounded spin, seed workload P = {p}"), &rows);
+        emit(
+            rep,
+            &format!("7 bounded spin, seed workload P = {p}"),
+            &rows,
+        );
     }
     let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); KINDS.len()];
     for r in 0..reps {
@@ -50,7 +54,12 @@ pub(crate) fn spin(cfg: &Cfg, dir: &Path, rep: &mut Report) {
     }
     let rows: Vec<(Vec<f64>, Vec<f64>)> = rounds
         .iter()
-        .map(|v| (v.iter().map(|x| x.0).collect(), v.iter().map(|x| x.1).collect()))
+        .map(|v| {
+            (
+                v.iter().map(|x| x.0).collect(),
+                v.iter().map(|x| x.1).collect(),
+            )
+        })
         .collect();
     emit(
         rep,
@@ -79,7 +88,10 @@ fn emit(rep: &mut Report, case: &str, rows: &[(Vec<f64>, Vec<f64>)]) {
                 median(sleeps),
                 rates.len()
             ),
-            format!("{:.2}× raw throughput (rounds {lo:.2}–{hi:.2})", median(&rs)),
+            format!(
+                "{:.2}× raw throughput (rounds {lo:.2}–{hi:.2})",
+                median(&rs)
+            ),
             String::new(),
         );
     }
