@@ -149,13 +149,7 @@ fn me_slow() -> BenchMe {
 /// `CLOCK_REALTIME_COARSE` in ns: version 1's per-acquisition clock read.
 #[inline(always)]
 pub fn coarse_realtime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    super::clock_ns(libc::CLOCK_REALTIME_COARSE)
 }
 
 /// Version 2's cached process-wide coarse time. The design keeps it fresh
@@ -367,23 +361,8 @@ fn cold_rewrite(cold: &mut V1Record, me: &BenchMe) {
 impl Lock for V2Replica {
     const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
     #[inline]
-    fn lock_unlock(&self) {
-        let died = self.acquire();
-        if died {
-            // SAFETY: held after EOWNERDEAD, on this thread.
-            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
-        }
-        self.release();
-    }
-    #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
-        let died = self.acquire();
-        if died {
-            // SAFETY: held after EOWNERDEAD, on this thread.
-            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
-        }
-        // SAFETY: we hold the lock that guards the counter, inside the mapping.
-        let r = f(unsafe { &mut *self.raw.shm.counter() }, died);
+        let r = self.raw.while_held(self.acquire(), f);
         self.release();
         r
     }
@@ -426,18 +405,8 @@ impl<const K: u32> Spin<K> {
 impl<const K: u32> Lock for Spin<K> {
     const WAIT_SYSCALL: libc::c_long = libc::SYS_futex;
     #[inline]
-    fn lock_unlock(&self) {
-        self.with(|_, _| ());
-    }
-    #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
-        let died = self.acquire();
-        if died {
-            // SAFETY: held after EOWNERDEAD, on this thread.
-            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
-        }
-        // SAFETY: we hold the lock that guards the counter, inside the mapping.
-        let r = f(unsafe { &mut *self.raw.shm.counter() }, died);
+        let r = self.raw.while_held(self.acquire(), f);
         self.raw.unlock();
         r
     }

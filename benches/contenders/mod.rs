@@ -51,12 +51,18 @@ pub const FILE_LEN: usize = 4096;
 /// CLOCK_MONOTONIC in nanoseconds (system-wide, so comparable across processes).
 #[inline]
 pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Clock `id` in nanoseconds.
+#[inline(always)]
+pub fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -221,7 +227,10 @@ pub trait Lock {
     /// The system call a waiter blocked on this lock sleeps in.
     const WAIT_SYSCALL: libc::c_long;
     /// Lock and unlock, nothing in between.
-    fn lock_unlock(&self);
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
+    }
     /// Lock, run `f` on the shared counter (and whether the previous owner
     /// died holding the lock, as far as this lock can tell), unlock.
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R;
@@ -317,6 +326,19 @@ impl RawRobust {
                 std::io::Error::from_raw_os_error(e)
             ),
         }
+    }
+
+    /// Runs `f` on the counter while the caller holds the lock, which it
+    /// took with EOWNERDEAD if `died` (then marked consistent first).
+    #[inline(always)]
+    pub fn while_held<R>(&self, died: bool, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        if died {
+            // SAFETY: held after EOWNERDEAD, on this thread (caller's word).
+            unsafe { libc::pthread_mutex_consistent(self.shm.mutex()) };
+        }
+        // SAFETY: the caller holds the lock that guards the counter, which
+        // lies aligned inside the live mapping.
+        f(unsafe { &mut *self.shm.counter() }, died)
     }
 
     /// `pthread_mutex_unlock`.
@@ -699,12 +721,7 @@ impl<const L: u8> Lock for Replica<L> {
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
         let died = replica_acquire::<L>(&self.raw, &self.raw.shm.path);
-        if died {
-            // SAFETY: held after EOWNERDEAD, on this thread.
-            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
-        }
-        // SAFETY: we hold the lock that guards the counter, inside the mapping.
-        let r = f(unsafe { &mut *self.raw.shm.counter() }, died);
+        let r = self.raw.while_held(died, f);
         replica_release::<L>(&self.raw, &self.raw.shm.path);
         r
     }
