@@ -28,6 +28,8 @@ struct Contenders {
     posix: PosixLock,
     sem: NamedSem,
     replica_path: std::path::PathBuf,
+    v2: contenders::V2Replica,
+    spin: contenders::Spin<64>,
 }
 
 fn scratch_dir() -> tempfile::TempDir {
@@ -54,6 +56,10 @@ fn contenders() -> Contenders {
         posix: PosixLock { shm: file("fcntl") },
         sem: NamedSem::create(&p("sem")),
         replica_path: p("raw"),
+        v2: contenders::V2Replica::new(RawRobust::create(&p("raw-v2"))),
+        spin: contenders::Spin {
+            raw: RawRobust::create(&p("raw-spin")),
+        },
         _dir: dir,
     }
 }
@@ -101,6 +107,17 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("SharedMutex<()> itself", |b| {
         b.iter(|| k.ours_unit.lock_unlock())
     });
+    g.finish();
+
+    // The owner-record layouts side by side (issue 12), and a spin that
+    // runs only after a failed first try (free uncontended).
+    let mut g = c.benchmark_group("layouts");
+    g.bench_function("raw glibc robust", |b| b.iter(|| k.raw.lock_unlock()));
+    g.bench_function("v1 layout replica", |b| {
+        b.iter(|| contenders::replica::<6>(raw, path))
+    });
+    g.bench_function("v2 layout replica", |b| b.iter(|| k.v2.lock_unlock()));
+    g.bench_function("raw + spin 64", |b| b.iter(|| k.spin.lock_unlock()));
     g.finish();
 }
 

@@ -15,7 +15,9 @@
 //! * `std::sync::Mutex<u64>` (in-process only) and `SharedMutex` itself.
 //!
 //! [`replica`] re-does, step by step, the bookkeeping `SharedMutex::lock`
-//! and its guard add on top of the raw mutex, to price each step.
+//! and its guard did on top of the raw mutex in format version 1, to price
+//! each step, with the bench's own frozen copy of that layout
+//! ([`layouts`]: also the version-2 layout replica and raw + spin K).
 
 #![allow(dead_code)] // each bench target uses a different part
 
@@ -30,26 +32,37 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The crate's own format offsets, records, identity cache and clock (not
-/// API: exposed to its own benches only).
-pub use robust_mutex::internals::{COUNTERS_OFFSET, MUTEX_OFFSET, OWNER_OFFSET};
-use robust_mutex::internals::{
-    Counters, OwnerRecord, PAST_DEADLINE, coarse_unix_ns, me, pthread_mutex_clocklock,
-};
+pub mod layouts;
+#[allow(unused_imports)] // benches/open.rs uses neither
+pub use layouts::{Spin, V2Replica};
+use layouts::{V1Record, v1_acquired, v1_released};
+use robust_mutex::internals::{PAST_DEADLINE, pthread_mutex_clocklock};
+
+/// Where the mutex lies (the file geometry every format version shares).
+pub const MUTEX_OFFSET: usize = 256;
 /// Where the guarded `u64` lies.
-pub const DATA_OFFSET: usize = robust_mutex::internals::DATA_MIN_OFFSET;
+pub const DATA_OFFSET: usize = 512;
+// The contenders must keep their mutex and value where `SharedMutex<u64>` does.
+const _: () = assert!(MUTEX_OFFSET == robust_mutex::internals::MUTEX_OFFSET);
+const _: () = assert!(DATA_OFFSET == robust_mutex::internals::DATA_MIN_OFFSET);
 /// Length of every contender's file and mapping.
 pub const FILE_LEN: usize = 4096;
 
 /// CLOCK_MONOTONIC in nanoseconds (system-wide, so comparable across processes).
 #[inline]
 pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Clock `id` in nanoseconds.
+#[inline(always)]
+pub fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -166,16 +179,6 @@ impl ShmFile {
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
     }
 
-    /// The replica owner record at [`OWNER_OFFSET`].
-    pub fn owner(&self) -> *mut OwnerRecord {
-        self.base.wrapping_add(OWNER_OFFSET).cast()
-    }
-
-    /// The replica counters at [`COUNTERS_OFFSET`].
-    pub fn counters(&self) -> *mut Counters {
-        self.base.wrapping_add(COUNTERS_OFFSET).cast()
-    }
-
     /// Reads the guarded counter (call with the lock held, or when quiet).
     pub fn read_counter(&self) -> u64 {
         // SAFETY: aligned u64 inside the live mapping.
@@ -224,7 +227,10 @@ pub trait Lock {
     /// The system call a waiter blocked on this lock sleeps in.
     const WAIT_SYSCALL: libc::c_long;
     /// Lock and unlock, nothing in between.
-    fn lock_unlock(&self);
+    #[inline]
+    fn lock_unlock(&self) {
+        self.with(|_, _| ());
+    }
     /// Lock, run `f` on the shared counter (and whether the previous owner
     /// died holding the lock, as far as this lock can tell), unlock.
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R;
@@ -320,6 +326,19 @@ impl RawRobust {
                 std::io::Error::from_raw_os_error(e)
             ),
         }
+    }
+
+    /// Runs `f` on the counter while the caller holds the lock, which it
+    /// took with EOWNERDEAD if `died` (then marked consistent first).
+    #[inline(always)]
+    pub fn while_held<R>(&self, died: bool, f: impl FnOnce(&mut u64, bool) -> R) -> R {
+        if died {
+            // SAFETY: held after EOWNERDEAD, on this thread (caller's word).
+            unsafe { libc::pthread_mutex_consistent(self.shm.mutex()) };
+        }
+        // SAFETY: the caller holds the lock that guards the counter, which
+        // lies aligned inside the live mapping.
+        f(unsafe { &mut *self.shm.counter() }, died)
     }
 
     /// `pthread_mutex_unlock`.
@@ -580,7 +599,8 @@ pub fn wait_until_blocked(pid: u32, tid: u32, nr: libc::c_long, timeout: Duratio
 // ---------------------------------------------------------------------------
 
 /// The replica's steps, cumulative: each level adds one piece of what
-/// `SharedMutex::lock` + `Guard::drop` do on top of the raw mutex. Level 6
+/// `SharedMutex::lock` + `Guard::drop` did on top of the raw mutex in
+/// format version 1 ([`layouts::V1Record`], [`layouts::V1Counters`]). Level 6
 /// is level 5 taken the way the shipped fast path takes it: no load of the
 /// lock word; `pthread_mutex_clocklock` with an expired deadline, and only a
 /// busy lock falls back to `pthread_mutex_lock` (so `contended` is exact).
@@ -610,8 +630,9 @@ const fn pieces(l: u8) -> u8 {
 }
 
 thread_local! {
-    static PRIVATE_RECORD: std::cell::UnsafeCell<OwnerRecord> =
-        std::cell::UnsafeCell::new(bytemuck::Zeroable::zeroed());
+    static PRIVATE_RECORD: std::cell::UnsafeCell<V1Record> =
+        // SAFETY: V1Record is plain integers and bytes: all-zero is valid.
+        const { std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }) };
 }
 
 /// One lock+unlock of `raw` with the first `L` pieces of the crate's
@@ -653,7 +674,7 @@ pub fn replica_acquire<const L: u8>(raw: &RawRobust, path: &Path) -> bool {
         // SAFETY: we hold the lock, the only writer of record and counters,
         // which lie inside the live mapping (or, for level 8, in this
         // thread's private record).
-        unsafe { record_acquired(owner_of::<L>(shm), shm.counters(), died, contended, p) };
+        unsafe { v1_acquired(owner_of::<L>(shm), shm.v1_counters(), died, contended, p) };
     }
     if p >= 5 {
         log::debug!(
@@ -672,7 +693,7 @@ pub fn replica_release<const L: u8>(raw: &RawRobust, path: &Path) {
     let p = pieces(L);
     if p >= 2 {
         // SAFETY: the caller holds the lock (the only writer of the record).
-        unsafe { record_release(owner_of::<L>(shm)) };
+        unsafe { v1_released(owner_of::<L>(shm)) };
     }
     // SAFETY: held by this thread.
     let r = unsafe { libc::pthread_mutex_unlock(shm.mutex()) };
@@ -700,12 +721,7 @@ impl<const L: u8> Lock for Replica<L> {
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut u64, bool) -> R) -> R {
         let died = replica_acquire::<L>(&self.raw, &self.raw.shm.path);
-        if died {
-            // SAFETY: held after EOWNERDEAD, on this thread.
-            unsafe { libc::pthread_mutex_consistent(self.raw.shm.mutex()) };
-        }
-        // SAFETY: we hold the lock that guards the counter, inside the mapping.
-        let r = f(unsafe { &mut *self.raw.shm.counter() }, died);
+        let r = self.raw.while_held(died, f);
         replica_release::<L>(&self.raw, &self.raw.shm.path);
         r
     }
@@ -713,61 +729,11 @@ impl<const L: u8> Lock for Replica<L> {
 
 /// Where level `L` keeps its owner record.
 #[inline(always)]
-fn owner_of<const L: u8>(shm: &ShmFile) -> *mut OwnerRecord {
+fn owner_of<const L: u8>(shm: &ShmFile) -> *mut V1Record {
     if L == 8 {
         PRIVATE_RECORD.with(|r| r.get())
     } else {
-        shm.owner()
-    }
-}
-
-/// `p`: the pieces done (see [`pieces`]).
-///
-/// # Safety
-/// The caller holds the lock guarding `rec` and `c`, valid for writes.
-#[inline(always)]
-unsafe fn record_acquired(
-    rec: *mut OwnerRecord,
-    c: *mut Counters,
-    died: bool,
-    contended: bool,
-    p: u8,
-) {
-    let me = me();
-    // SAFETY: caller's contract: we are the only writer.
-    let (r, c) = unsafe { (&mut *rec, &mut *c) };
-    if p >= 3 {
-        c.acquisitions += 1;
-    }
-    if !died && r.depth > 0 && r.tid == me.tid && r.pid == me.pid {
-        r.depth += 1;
-        return;
-    }
-    if p >= 3 {
-        c.contended += u64::from(contended);
-        c.owner_deaths += u64::from(died);
-    }
-    r.pid = me.pid;
-    r.tid = me.tid;
-    r.pidns_ino = me.pidns_ino;
-    r.start_time = me.start_time;
-    if p >= 4 {
-        r.acquired_unix_ns = coarse_unix_ns();
-    }
-    r.label_len = 0;
-    r.depth = 1;
-}
-
-/// # Safety
-/// The caller holds the lock guarding `rec`, valid for writes.
-#[inline(always)]
-unsafe fn record_release(rec: *mut OwnerRecord) {
-    // SAFETY: caller's contract.
-    let r = unsafe { &mut *rec };
-    r.depth = r.depth.saturating_sub(1);
-    if r.depth == 0 {
-        r.tid = 0;
-        r.pid = 0;
+        shm.v1_owner()
     }
 }
 

@@ -5,22 +5,25 @@
 //! measured in the same run, interleaved where that is possible.
 //!
 //! ```sh
-//! cargo run --release --example bench                 # full run, about 1 minute on 2 cores
-//! cargo run --release --example bench -- --quick      # a smaller run, about 10 s
+//! cargo run --release --example bench                 # cases 1-6, about 2 minutes on 2 cores
+//! cargo run --release --example bench -- --quick      # a smaller run, about 20 s
+//! cargo run --release --example bench -- --only 7     # the bounded-spin sweep, about 2 minutes
 //! cargo run --release --example bench -- --png docs/seed-workload.png
 //! ```
 //!
 //! Flags: `--quick`; `--dir DIR` (where the lock files go; default /dev/shm,
 //! else the temp dir); `--png FILE` (plot the seed workload); `--only 1,2,...`
 //! (run only these cases); `--cycles N` (seed-workload cycles per process);
-//! `--kills N` (owner-death kills, at least 50); `--files N` (scale case).
+//! `--kills N` (owner-death kills, at least 50); `--files N` (scale case);
+//! `--rounds N` and `--crowd-ms N` (64-process rounds: 9 of 500 ms).
 //!
 //! Cases, as in docs/benchmarks.md: 1 uncontended lock+unlock and the price
 //! of each piece of our bookkeeping; 2 the seed workload (P processes × N
 //! cycles of lock, read the counter, write counter + 1, unlock); 3 handoff
 //! latency between two processes; 4 owner death (SIGKILL of the holder → the
 //! blocked waiter's `OwnerDied`); 5 open (attach, create); 6 scale (10,000
-//! files in one process, 64 processes on one mutex).
+//! files in one process, 64 processes on one mutex); 7 (only when `--only`
+//! names it) the bounded-spin sweep: raw + K expired tries before blocking.
 //!
 //! Child processes are this same binary re-executed with a `__role`
 //! argument (never `fork` in a threaded program).
@@ -43,6 +46,7 @@ mod cases {
     pub(crate) mod owner_death;
     pub(crate) mod scale_files;
     pub(crate) mod seed;
+    pub(crate) mod spin;
     pub(crate) mod uncontended;
 }
 
@@ -69,6 +73,7 @@ pub(crate) struct Cfg {
     pub(crate) files: usize,
     pub(crate) crowd_procs: usize,
     pub(crate) crowd_secs: f64,
+    pub(crate) crowd_rounds: usize,
 }
 
 impl Cfg {
@@ -117,12 +122,15 @@ impl Cfg {
             open_iters: if quick { 300 } else { 1_500 },
             files: num("--files", if quick { 2_000 } else { 10_000 }) as usize,
             crowd_procs: 64,
-            crowd_secs: if quick { 0.25 } else { 0.5 },
+            crowd_secs: num("--crowd-ms", if quick { 250 } else { 500 }) as f64 / 1e3,
+            crowd_rounds: num("--rounds", if quick { 3 } else { 9 }) as usize,
         }
     }
 
+    /// Whether case `case` runs. Case 7 (the spin sweep, about 2 minutes)
+    /// runs only when asked for with `--only`.
     pub(crate) fn runs(&self, case: u32) -> bool {
-        self.only.is_empty() || self.only.contains(&case)
+        (self.only.is_empty() && case != 7) || self.only.contains(&case)
     }
 }
 
@@ -161,6 +169,9 @@ fn main() {
     if cfg.runs(6) {
         cases::scale_files::scale_files(&cfg, dir, &mut rep);
         cases::crowd::crowd(&cfg, dir, &mut rep);
+    }
+    if cfg.runs(7) {
+        cases::spin::spin(&cfg, dir, &mut rep);
     }
     let secs = (now_ns() - started) as f64 / 1e9;
     rep.rows.insert(

@@ -20,6 +20,12 @@ pub(crate) const BLOCK_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs `$body` with `$l` bound to the contender `$kind`, opened at `$path`
 /// by this process (its own handle, descriptor and mapping).
 macro_rules! with_lock {
+    (@spin $k:literal, $path:expr, |$l:ident| $body:expr) => {{
+        let $l = $crate::contenders::Spin::<$k> {
+            raw: $crate::contenders::RawRobust::open($path),
+        };
+        $body
+    }};
     ($kind:expr, $path:expr, |$l:ident| $body:expr) => {
         match $kind {
             "ours" => {
@@ -88,6 +94,22 @@ macro_rules! with_lock {
                 };
                 $body
             }
+            "v1" => {
+                let $l = $crate::contenders::Replica::<6> {
+                    raw: $crate::contenders::RawRobust::open($path),
+                };
+                $body
+            }
+            "v2" => {
+                let $l =
+                    $crate::contenders::V2Replica::new($crate::contenders::RawRobust::open($path));
+                $body
+            }
+            "spin0" => with_lock!(@spin 0, $path, |$l| $body),
+            "spin4" => with_lock!(@spin 4, $path, |$l| $body),
+            "spin16" => with_lock!(@spin 16, $path, |$l| $body),
+            "spin64" => with_lock!(@spin 64, $path, |$l| $body),
+            "spin256" => with_lock!(@spin 256, $path, |$l| $body),
             k => panic!("unknown lock kind {k}"),
         }
     };
@@ -198,7 +220,12 @@ impl Keeper {
     pub(crate) fn create(kind: &str, path: &Path) -> Keeper {
         match kind {
             "ours" => Keeper::Ours(SharedMutex::open(path).expect("create SharedMutex")),
-            "raw" | "replica1" | "replica2" | "replica3" | "replica4" | "replica5" | "replica8" => {
+            k if k == "raw"
+                || k.starts_with("replica")
+                || k.starts_with("spin")
+                || k == "v1"
+                || k == "v2" =>
+            {
                 Keeper::Raw(RawRobust::create(path))
             }
             "sem" => Keeper::Sem(NamedSem::create(path)),

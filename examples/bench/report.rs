@@ -126,6 +126,13 @@ pub(crate) fn label(kind: &str) -> &'static str {
         "replica3" => "replica: … + counters",
         "replica4" => "replica: … + coarse clock",
         "replica5" => "replica: … + log checks (full)",
+        "v1" => "v1 layout replica (record + counters lines, coarse clock read)",
+        "v2" => "v2 layout replica (hot fields in the mutex's line, cached time)",
+        "spin0" => "raw + spin 0 (one expired try, then block)",
+        "spin4" => "raw + spin 4",
+        "spin16" => "raw + spin 16",
+        "spin64" => "raw + spin 64",
+        "spin256" => "raw + spin 256",
         _ => "?",
     }
 }

@@ -57,6 +57,10 @@ pub(crate) fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
     let ofd = OfdLock { shm: file("ofd") };
     let posix = PosixLock { shm: file("fcntl") };
     let rp = p("raw");
+    let v2 = contenders::V2Replica::new(RawRobust::create(&p("raw-v2")));
+    let spin = contenders::Spin::<64> {
+        raw: RawRobust::create(&p("raw-spin")),
+    };
     let inc = |v: &mut u64, _: bool| *v = black_box(*v) + 1;
 
     let mut es = vec![
@@ -80,6 +84,8 @@ pub(crate) fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
         entry("L4", || contenders::replica::<4>(&raw, &rp)),
         entry("L5", || contenders::replica::<5>(&raw, &rp)),
         entry("L6", || contenders::replica::<6>(&raw, &rp)),
+        entry("V2", || v2.lock_unlock()),
+        entry("spin", || spin.lock_unlock()),
         entry("clock", || {
             black_box(now_ns());
         }),
@@ -226,7 +232,44 @@ pub(crate) fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
         "one read per cycle is inside every case-2 latency".to_owned(),
         String::new(),
     );
+    layouts(rep, &raw_s, &l6, &get("V2"), &unit_s, &get("spin"));
     busy_try(cfg, dir, rep);
+}
+
+/// Case 1d: the old and the new owner-record layout side by side, each
+/// replicated on the raw mutex (`contenders::layouts`), and the raw mutex
+/// with a bounded spin (which only runs after a first try failed).
+fn layouts(rep: &mut Report, raw: &[f64], v1: &[f64], v2: &[f64], unit: &[f64], spin: &[f64]) {
+    let case = "1d owner-record layouts, uncontended (replicas on raw mutex)";
+    let ratio =
+        |a: &[f64], b: &[f64]| median(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>());
+    for (name, s, note) in [
+        ("raw glibc robust", raw, String::new()),
+        (
+            "v1 layout replica (= 1b shipped: record + counters lines, coarse clock read)",
+            v1,
+            String::new(),
+        ),
+        (
+            "v2 layout replica (hot fields in the mutex's line, cached time)",
+            v2,
+            format!("{:.2}× the v1 replica", ratio(v2, v1)),
+        ),
+        ("**SharedMutex<()>** (this tree)", unit, String::new()),
+        (
+            "raw + spin 64 (spins only after a failed first try)",
+            spin,
+            String::new(),
+        ),
+    ] {
+        rep.row(
+            case,
+            name,
+            fmt_ns(median(s)),
+            format!("{:.2}× raw", ratio(s, raw)),
+            note,
+        );
+    }
 }
 
 /// `try_lock` on a lock another thread holds: the "would block" answer.
