@@ -43,7 +43,8 @@
 //!   struct, and its layout is checked at compile time.
 //! - The fork hook, in [`process`]: `pthread_atfork`. nix does not wrap it.
 //! - The owner record's timestamp, in [`clock`]:
-//!   `clock_gettime(CLOCK_REALTIME_COARSE)` runs on every acquisition, and
+//!   `clock_gettime(CLOCK_REALTIME_COARSE)` runs on acquisitions without a
+//!   cached time (`crate::clock`), and
 //!   nix's wrapper is not inlinable (it measured 7 more instructions per
 //!   lock+unlock); this one call stays a direct vDSO call.
 //! - glibc's mutex layout, in [`glibc`]: raw reads (and, for recovery,
