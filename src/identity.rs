@@ -17,10 +17,12 @@ static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 /// Runs in the child after every `fork()`, on the forking thread, which is
 /// the child's only thread: it invalidates the identity cache and forgets
 /// the locks the parent's thread held (the child holds none of them: glibc
-/// gives it an empty robust list). Only atomics and const-initialised
-/// thread-locals without destructors: fine in a fork child.
+/// gives it an empty robust list), and the cached clock's thread
+/// (`crate::clock`). Only atomics and const-initialised thread-locals
+/// without destructors: fine in a fork child.
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    crate::clock::after_fork_in_child();
     LOCKER_TID.set(NO_TID);
     ROOM.set(0);
 }
@@ -161,7 +163,8 @@ pub(crate) fn was_taken_while_panicking(addr: usize, forget: bool) -> bool {
         .unwrap_or(false)
 }
 
-fn register_fork_handler() {
+/// Registers [`after_fork_in_child`] (once per process).
+pub(crate) fn register_fork_handler() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| sys::at_fork_child(after_fork_in_child));
 }

@@ -3,6 +3,7 @@
 
 mod bare;
 mod cancel;
+mod clock;
 mod error;
 mod file;
 mod identity;
@@ -66,6 +67,25 @@ pub mod internals {
     pub fn coarse_unix_ns() -> u64 {
         crate::sys::coarse_unix_ns()
     }
+
+    /// The cached coarse clock the lock path reads (`src/clock.rs`), ns
+    /// since the epoch: up to [`CLOCK_TICK`] early, never late.
+    pub fn coarse_now_ns() -> u64 {
+        crate::clock::coarse_now_ns()
+    }
+
+    /// How often the clock thread refreshes the cached clock.
+    pub const CLOCK_TICK: std::time::Duration = crate::clock::TICK;
+
+    /// The clock thread's name.
+    pub const CLOCK_THREAD_NAME: &str = crate::clock::THREAD_NAME;
+
+    /// The clock thread's state (`none`, `ticking`, `parked`, `disabled`),
+    /// its cached time word, its park count, and a wait for its next park.
+    pub use crate::clock::hooks::{
+        cached as clock_cached, parks as clock_parks, state as clock_state,
+        wait_for_park as wait_for_clock_park,
+    };
 
     /// How many locks the calling thread holds through this crate (the
     /// count [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) bounds).

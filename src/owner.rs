@@ -20,7 +20,7 @@ pub struct OwnerInfo {
     /// clock ticks since boot), which tells it apart from a later process
     /// that reuses the pid.
     pub start_time: u64,
-    /// When the lock was taken (wall clock, coarse).
+    /// When the lock was taken (coarse wall clock: up to a 50 ms tick, plus delays, early; never late).
     pub acquired_at: SystemTime,
 }
 

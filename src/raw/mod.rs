@@ -266,7 +266,7 @@ impl<'m> RawMutex<'m> {
     /// after passing [`check_room`].
     #[inline(always)]
     unsafe fn record_acquired(&self, died: bool, contended: bool) -> Option<Box<OwnerInfo>> {
-        let now = sys::coarse_unix_ns;
+        let now = crate::clock::coarse_now_ns;
         if let Books::None = self.books {
             identity::took_one();
             return None;

@@ -1,6 +1,6 @@
 //! Clocks and CLOCK_MONOTONIC deadlines, through `nix::time::clock_gettime`,
-//! except [`coarse_unix_ns`], which runs on every lock acquisition (see
-//! there).
+//! except [`coarse_unix_ns`], which runs on a lock acquisition whenever the
+//! cached clock (`crate::clock`) has no time (see there).
 
 use std::time::Duration;
 
@@ -46,8 +46,8 @@ pub(crate) fn monotonic_now() -> Duration {
 /// Wall-clock time since the epoch, from the coarse vDSO clock (a few ns;
 /// jiffy resolution is plenty for "held for 2.3 s").
 ///
-/// Raw `libc::clock_gettime`, not nix's: this runs on every acquisition,
-/// and nix's wrapper is not inlinable and returns through a `Result` in
+/// Raw `libc::clock_gettime`, not nix's: this runs on acquisitions
+/// without a cached time (`crate::clock`), and nix's wrapper is not inlinable and returns through a `Result` in
 /// memory, which measured 7 more instructions per lock+unlock under
 /// callgrind (docs/benchmarks.md). Every other clock read goes through nix.
 #[inline]

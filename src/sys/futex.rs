@@ -1,4 +1,4 @@
-//! Futex system calls: `FUTEX_WAKE` and `futex_waitv`. Raw `libc::syscall`,
+//! Futex system calls: `FUTEX_WAKE`, `FUTEX_WAIT` and `futex_waitv`. Raw `libc::syscall`,
 //! because `nix` has no futex API.
 
 use std::io;
@@ -134,6 +134,26 @@ pub(crate) fn futex_waitv(
         Some(libc::EINTR) => Ok(Woke::Interrupted),
         Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
         _ => Err(e),
+    }
+}
+
+/// `FUTEX_WAIT` on a process-private `word` while it holds `expected`, with
+/// no timeout. Returns when woken, at once if `word` no longer holds
+/// `expected`, on a signal, or spuriously: the caller looks again. (One
+/// word needs no `futex_waitv`, whose array is allocated.)
+pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT only reads the live, aligned u32 `word` (borrowed
+    // for the call) and sleeps; the null timeout means none.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+            0,
+            0,
+        );
     }
 }
 

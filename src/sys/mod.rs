@@ -22,6 +22,9 @@
 //!   (`nix::sys::signal::kill(pid, None)`).
 //! - Clocks, in [`clock`]: `clock_gettime(CLOCK_MONOTONIC)` for deadlines
 //!   (`nix::time::clock_gettime`).
+//! - The cached clock's thread (`crate::clock`), in [`process`]: spawned
+//!   by std's `thread::Builder` with every signal blocked around the
+//!   spawn (`nix::sys::signal::pthread_sigmask`).
 //!
 //! # Raw `libc`, and why
 //!
@@ -34,12 +37,14 @@
 //!   (glibc >= 2.30) is missing from the `libc` crate too, so it is declared
 //!   by hand in that file.
 //! - Futexes, in [`futex`]: `syscall(SYS_futex, FUTEX_WAKE, ..)` and
-//!   `syscall(SYS_futex_waitv, ..)`. nix has no futex API. The
+//!   `syscall(SYS_futex_waitv, ..)`, and `FUTEX_WAIT` on a private word
+//!   (the cached clock's parked thread). nix has no futex API. The
 //!   `struct futex_waitv` array is built from a hand-written `#[repr(C)]`
 //!   struct, and its layout is checked at compile time.
 //! - The fork hook, in [`process`]: `pthread_atfork`. nix does not wrap it.
 //! - The owner record's timestamp, in [`clock`]:
-//!   `clock_gettime(CLOCK_REALTIME_COARSE)` runs on every acquisition, and
+//!   `clock_gettime(CLOCK_REALTIME_COARSE)` runs on acquisitions without a
+//!   cached time (`crate::clock`), and
 //!   nix's wrapper is not inlinable (it measured 7 more instructions per
 //!   lock+unlock); this one call stays a direct vDSO call.
 //! - glibc's mutex layout, in [`glibc`]: raw reads (and, for recovery,
@@ -72,7 +77,9 @@ pub(crate) use fs::{
     funlock, has_hole_before, link_unnamed, lstat, open_existing, read_at, rename, reserve,
     set_len, try_flock_exclusive, unlink_if_same, write_all_at,
 };
-pub(crate) use futex::{FutexWait, Woke, futex_waitv, futex_wake, release_dead_owner};
+pub(crate) use futex::{
+    FutexWait, Woke, futex_wait_private, futex_waitv, futex_wake, release_dead_owner,
+};
 pub(crate) use glibc::{
     Death, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, die_holding, expected_kind_word,
     forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died,
@@ -80,6 +87,7 @@ pub(crate) use glibc::{
 };
 pub(crate) use process::{
     at_fork_child, geteuid, getpid, gettid, no_such_task, pid_exists, readable,
+    spawn_signals_blocked,
 };
 /// For the crate's own benches (`crate::internals`), which time glibc's call
 /// directly.

@@ -1,4 +1,5 @@
-//! Process and thread identity, liveness and the fork hook. Everything goes
+//! Process and thread identity, liveness, the fork hook, and spawning a
+//! thread with every signal blocked. Everything goes
 //! through `nix` except `pthread_atfork`, which `nix` does not wrap.
 
 use nix::errno::Errno;
@@ -41,6 +42,37 @@ pub(crate) fn pid_exists(pid: u32) -> bool {
     }
     // Signal 0 (`None`) performs only the existence and permission check.
     matches!(kill(Pid::from_raw(p), None), Ok(()) | Err(Errno::EPERM))
+}
+
+/// Spawns `f` on a new thread named `name` with a `stack`-byte stack
+/// (std's minimum if smaller), with every signal blocked in it: the
+/// calling thread blocks them all around the spawn (a new thread inherits
+/// its creator's mask) and restores its own mask after, so no
+/// process-directed signal is ever delivered to the new thread. Through
+/// nix's `pthread_sigmask` and std's `thread::Builder`.
+///
+/// # Errors
+/// The mask could not be set (then nothing was spawned), or the thread
+/// could not be created (`RLIMIT_NPROC`, a seccomp filter, no memory).
+pub(crate) fn spawn_signals_blocked(
+    name: &str,
+    stack: usize,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(stack)
+        .spawn(f);
+    let restored = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    debug_assert!(restored.is_ok(), "pthread_sigmask restore: {restored:?}");
+    spawned.map(drop) // detached: it runs until the process ends
 }
 
 /// Registers `child` to run in the child after every `fork()`.

@@ -15,6 +15,7 @@
 pub mod roles;
 pub mod roles_accidents;
 pub mod roles_changed_underneath;
+pub mod roles_clock;
 pub mod roles_file;
 pub mod roles_inspect;
 pub mod roles_raw_edges;

@@ -72,6 +72,7 @@
 //! * the read-only inspection roles of [`super::roles_inspect`]
 //!   (`inspect_report`).
 //! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
+//! * the cached clock's roles of [`super::roles_clock`] (`clock_*`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -301,6 +302,7 @@ pub fn run_if_child() {
         other if super::roles_inspect::run(other, path) => {}
         other if super::roles_accidents::play(other, path) => {}
         other if super::roles_raw_edges::play(other, path) => {}
+        other if super::roles_clock::play(other, path) => {}
         other if super::roles_changed_underneath::run(other, path) => {}
         other => panic!("unknown role {other}"),
     }

@@ -7,6 +7,7 @@
 //!   recovery, not recoverable;
 //! * `reentrant`: the re-entrant kind;
 //! * `cancel`: cancellable waits;
+//! * `clock`: the cached coarse clock behind `acquired_at`;
 //! * `logging`: events through the `log` facade;
 //! * `accidents`: stuck locks, exiting threads, the held-lock bound;
 //! * `panic_fork`: panics count as deaths, fork-inherited guards are inert,
@@ -24,6 +25,7 @@ mod common;
 
 mod accidents;
 mod cancel;
+mod clock;
 mod locking;
 mod logging;
 mod owner_death;
