@@ -56,10 +56,36 @@ pub mod loom_api {
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod internals {
+    /// The version-2 cold owner record (at [`OWNER_OFFSET`]).
+    pub use crate::file::layout::OwnerRecord as ColdRecord;
     pub use crate::file::layout::{
-        COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET,
-        OwnerRecord,
+        COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, HOT_AFTER_MUTEX, HOT_COUNTS, HOT_OFFSET,
+        HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED,
     };
+
+    /// The version-1 owner record (at [`OWNER_OFFSET`] of a version-1
+    /// file), for the benches' version-1 replica of the fast path.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct OwnerRecord {
+        /// The holder's process id (0: nobody).
+        pub pid: u32,
+        /// Zero when nobody holds the lock.
+        pub tid: u32,
+        /// Inode of the holder's PID namespace.
+        pub pidns_ino: u64,
+        /// Field 22 of `/proc/<pid>/stat`.
+        pub start_time: u64,
+        /// Wall clock when the lock was taken, ns since the epoch.
+        pub acquired_unix_ns: u64,
+        /// Bytes of `label` in use.
+        pub label_len: u32,
+        /// Nesting depth of a re-entrant holder (1 for other kinds).
+        pub depth: u32,
+        /// The holder's label, UTF-8.
+        pub label: [u8; LABEL_MAX],
+    }
+    const _: () = assert!(size_of::<OwnerRecord>() == COUNTERS_OFFSET - OWNER_OFFSET);
     pub use crate::identity::{Me, me};
 
     /// The coarse wall clock the owner record stores, ns since the epoch.

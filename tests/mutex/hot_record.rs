@@ -1,0 +1,226 @@
+//! Format version 2: the holder's hot record in the mutex's own cache line.
+//! Per acquisition only that line is written; the cold record (process
+//! constants, label) and the counters line stay as they are; readers see
+//! the same facts as before.
+
+use crate::common::roles_hot::{CYCLES, cycle_together};
+use crate::common::{Kid, temp_path};
+use robust_mutex::internals::{
+    COUNTERS_OFFSET, ColdRecord, DATA_MIN_OFFSET, HOT_COUNTS, HOT_OFFSET, HotRecord, MUTEX_OFFSET,
+    OWNER_OFFSET,
+};
+use robust_mutex::{Acquired, LockState, ReentrantMutex, SharedMutex};
+use std::mem::offset_of;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Bytes `from..to` of the file, read through the file (not the mapping).
+fn bytes(path: &Path, from: usize, to: usize) -> Vec<u8> {
+    std::fs::read(path).unwrap()[from..to].to_vec()
+}
+
+/// Writes `b` at `offset` of the file (the mappings see it: MAP_SHARED).
+fn write_at(path: &Path, offset: usize, b: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(b, offset as u64).unwrap();
+}
+
+fn cold_of(path: &Path) -> ColdRecord {
+    *bytemuck::from_bytes(&bytes(path, OWNER_OFFSET, COUNTERS_OFFSET))
+}
+
+/// Where the cold record's bytes end that no acquisition may write: the
+/// whole of 320..512 where the counts fit in the hot record, else (no hot
+/// counts: aarch64) the cold record only.
+const UNTOUCHED_END: usize = if HOT_COUNTS >= 2 {
+    DATA_MIN_OFFSET
+} else {
+    COUNTERS_OFFSET
+};
+
+#[test]
+fn a_thousand_lock_unlock_cycles_write_only_the_mutexs_own_line() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    // The first acquisition by this process writes its constants.
+    drop(m.lock_or_recover(|_| {}).unwrap());
+    let cold = bytes(&path, OWNER_OFFSET, UNTOUCHED_END);
+    let hot = bytes(&path, MUTEX_OFFSET, OWNER_OFFSET);
+    for _ in 0..1000 {
+        drop(m.lock_or_recover(|_| {}).unwrap());
+    }
+    assert_eq!(bytes(&path, OWNER_OFFSET, UNTOUCHED_END), cold);
+    if HOT_COUNTS >= 2 {
+        assert_ne!(bytes(&path, MUTEX_OFFSET, OWNER_OFFSET), hot);
+    }
+    assert_eq!(m.status().counters.acquisitions, 1001);
+}
+
+#[test]
+fn nested_reentrant_cycles_write_only_the_mutexs_own_line_and_keep_the_record() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    drop(m.lock().unwrap().recover_with(|_| {}));
+    let cold = bytes(&path, OWNER_OFFSET, UNTOUCHED_END);
+    let mut outer = m.lock().unwrap().recover_with(|_| {});
+    outer.set_label("outer").unwrap();
+    let held = m.status().owner.expect("the holder");
+    for _ in 0..1000 {
+        let inner = m.lock().unwrap().recover_with(|_| {});
+        assert_eq!(inner.depth(), 2, "glibc's __count");
+        drop(inner);
+        // The inner release keeps the outer acquisition's record.
+        assert_eq!(m.status().owner.as_ref(), Some(&held));
+    }
+    assert_eq!(outer.depth(), 1);
+    drop(outer);
+    assert_eq!(m.status().owner, None);
+    assert_eq!(m.status().counters.acquisitions, 1002);
+    // Only the label (set once) changed the cold record.
+    let mut now = bytes(&path, OWNER_OFFSET, UNTOUCHED_END);
+    let label = offset_of!(ColdRecord, label_len);
+    now[label..label + 4].copy_from_slice(&cold[label..label + 4]);
+    let text = offset_of!(ColdRecord, label);
+    now[text..text + 5].copy_from_slice(&cold[text..text + 5]);
+    assert_eq!(now, cold);
+}
+
+#[test]
+fn counters_are_exact_across_three_processes() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    cycle_together("lock_cycles", &path, 3);
+    let s = m.status();
+    assert_eq!(s.counters.acquisitions, 3 * CYCLES);
+    assert!(s.counters.contended <= s.counters.acquisitions);
+    assert_eq!(*m.lock().unwrap().recover_with(|_| {}), 3 * CYCLES);
+}
+
+#[test]
+fn a_contended_acquisition_is_counted() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut kid = Kid::spawn("hold_until_told", &path);
+    kid.expect("locked");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| drop(m.lock().unwrap().recover_with(|_| {})));
+        // The waiter sleeps on the lock word once FUTEX_WAITERS is set.
+        while m.status().lock_word & 0x8000_0000 == 0 {
+            std::thread::yield_now();
+        }
+        kid.tell("release");
+        kid.expect("released");
+        waiter.join().unwrap();
+    });
+    let c = m.status().counters;
+    assert_eq!((c.acquisitions, c.contended), (2, 1));
+}
+
+#[test]
+fn the_hot_counts_wrap_carries_into_the_cold_counter() {
+    if HOT_COUNTS < 2 {
+        return; // no hot counts on this target: the cold counters count
+    }
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    drop(m.lock_or_recover(|_| {}).unwrap());
+    let counts = HOT_OFFSET + offset_of!(HotRecord, counts);
+    write_at(&path, counts, &(u32::MAX - 1).to_ne_bytes());
+    let before = m.status().counters.acquisitions;
+    assert_eq!(before, u64::from(u32::MAX - 1));
+    for _ in 0..5 {
+        drop(m.lock_or_recover(|_| {}).unwrap());
+    }
+    assert_eq!(m.status().counters.acquisitions, before + 5);
+    let cold: [u8; 8] = bytes(&path, COUNTERS_OFFSET, COUNTERS_OFFSET + 8)
+        .try_into()
+        .unwrap();
+    assert_eq!(u64::from_ne_bytes(cold), 1 << 32, "the wrap carried");
+}
+
+#[test]
+fn a_label_lasts_one_acquisition() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut g = m.lock_or_recover(|_| {}).unwrap();
+    g.set_label("first").unwrap();
+    assert_eq!(m.status().owner.unwrap().label, "first");
+    drop(g);
+    assert_eq!(m.status().owner, None);
+    let g = m.lock_or_recover(|_| {}).unwrap();
+    let o = m.status().owner.unwrap();
+    assert_eq!((o.pid, o.label.as_str()), (std::process::id(), ""));
+    drop(g);
+}
+
+#[test]
+fn another_process_label_is_not_shown_after_its_release_nor_killed_unlabelled() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut kid = Kid::spawn("hold_labelled_then_relock", &path);
+    kid.expect("labelled");
+    let o = m.status().owner.unwrap();
+    assert_eq!((o.pid, o.label.as_str()), (kid.pid(), "first"));
+    kid.tell("again");
+    kid.expect("relocked");
+    let o = m.status().owner.unwrap();
+    assert_eq!((o.pid, o.label.as_str()), (kid.pid(), ""));
+    let pid = kid.pid();
+    kid.kill();
+    let s = m.status();
+    assert_eq!(s.state, LockState::OwnerDead);
+    assert_eq!(s.owner.as_ref().unwrap().label, "");
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied");
+    };
+    let prev = r.previous_owner().unwrap();
+    assert_eq!((prev.pid, prev.label.as_str()), (pid, ""));
+    assert_ne!(prev.start_time, 0, "the dead holder's constants");
+    drop(r.mark_consistent());
+}
+
+/// The cold record is rewritten when its pid, start time or PID namespace
+/// is not the holder's (a reused pid, another process).
+#[test]
+fn a_cold_record_of_another_process_is_corrected_by_the_next_holder() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let g = m.lock_or_recover(|_| {}).unwrap();
+    let mine = m.status().owner.unwrap();
+    drop(g);
+    let ours = cold_of(&path);
+    assert_eq!(
+        (ours.pid, ours.start_time, ours.pidns_ino),
+        (mine.pid, mine.start_time, mine.pid_namespace)
+    );
+    let others = [
+        ColdRecord {
+            start_time: ours.start_time + 12345, // our pid, reused
+            ..ours
+        },
+        ColdRecord {
+            pidns_ino: ours.pidns_ino + 1, // our pid, another namespace
+            ..ours
+        },
+        ColdRecord {
+            pid: ours.pid + 1,
+            ..ours
+        },
+    ];
+    for other in others {
+        write_at(&path, OWNER_OFFSET, bytemuck::bytes_of(&other));
+        let g = m.lock_or_recover(|_| {}).unwrap();
+        let o = m.status().owner.unwrap();
+        assert_eq!(
+            (o.pid, o.start_time, o.pid_namespace),
+            (mine.pid, mine.start_time, mine.pid_namespace),
+            "corrected from {other:?}"
+        );
+        drop(g);
+        let now = cold_of(&path);
+        assert_eq!(
+            (now.pid, now.start_time, now.pidns_ino),
+            (ours.pid, ours.start_time, ours.pidns_ino)
+        );
+    }
+}
