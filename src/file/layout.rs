@@ -311,13 +311,15 @@ impl OwnerRecord {
         self.pid == me.pid && self.start_time == me.start_time && self.pidns_ino == me.pidns_ino
     }
 
-    /// Rewrites the constants for `me`'s process, with no label.
+    /// Rewrites the constants for the process `pid` (in PID namespace
+    /// `pidns_ino`, started at `start_time`), with no label. (By value, not
+    /// a `&Me`: the lock path then keeps its copy in registers.)
     #[cold]
     #[inline(never)]
-    pub fn describe(&mut self, me: &crate::identity::Me) {
-        self.pid = me.pid;
-        self.pidns_ino = me.pidns_ino;
-        self.start_time = me.start_time;
+    pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64) {
+        self.pid = pid;
+        self.pidns_ino = pidns_ino;
+        self.start_time = start_time;
         self.label_len = 0;
     }
 

@@ -294,10 +294,30 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return;
         }
+        // The thread's facts, copied once before any write to the records
+        // (every lock call passed `check_room` first).
+        let me = identity::locker_me();
         let mut hot = self.hot();
         // SAFETY: we hold the lock, so we are the only writer of the hot
         // record, which lies in the mutex's slot of the live mapping (`new`).
         let h = unsafe { hot.as_mut() };
+        // SAFETY: we hold the lock: glibc's `__count` is ours to read.
+        if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
+            // Not a re-entrant relock (which keeps the outer acquisition's
+            // record): a new holder.
+            // SAFETY: the cold record lies in the live mapping (`new`); only
+            // a holder writes it, and we hold the lock.
+            if !unsafe { self.cold().as_ref() }.describes(&me) {
+                // Another process took it last (or this pid was reused).
+                // SAFETY: as above.
+                unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time);
+            }
+            h.tid = me.tid;
+            h.pid = me.pid;
+            h.since = now() & !layout::SINCE_LABELLED;
+            identity::took_one();
+        }
+        // The counts last: `me` is not kept across the cold call.
         let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
             (
                 h.bump(layout::HOT_ACQUISITIONS),
@@ -309,24 +329,6 @@ impl<'m> RawMutex<'m> {
         if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped || died {
             self.count_cold(acq_wrapped, cont_wrapped, contended, died);
         }
-        // SAFETY: we hold the lock: glibc's `__count` is ours to read.
-        if unsafe { sys::mutex_count(self.as_ptr()) } > 1 {
-            return; // a re-entrant relock: same holder, same record
-        }
-        // The thread's facts, copied once before any write to the records
-        // (every lock call passed `check_room` first).
-        let me = identity::locker_me();
-        // SAFETY: the cold record lies in the live mapping (`new`); only a
-        // holder writes it, and we hold the lock.
-        if !unsafe { self.cold().as_ref() }.describes(&me) {
-            // Another process took it last (or this pid was reused).
-            // SAFETY: as above.
-            unsafe { self.cold().as_mut() }.describe(&me);
-        }
-        h.tid = me.tid;
-        h.pid = me.pid;
-        h.since = now() & !layout::SINCE_LABELLED;
-        identity::took_one();
     }
 
     /// The cold counters' part of an acquisition: 2^32 for a hot count that
@@ -495,9 +497,11 @@ impl<'m> RawMutex<'m> {
                     // SAFETY: we hold the lock: the only writer of the hot
                     // record, in the live mapping.
                     let h = unsafe { hot.as_mut() };
+                    // `since` (and its label bit) is only read while
+                    // `pid` names a holder, and the next acquisition
+                    // rewrites it: one 8-byte store here.
                     h.tid = 0;
                     h.pid = 0;
-                    h.since = 0;
                 }
                 outermost
             }
