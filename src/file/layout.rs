@@ -27,7 +27,7 @@
 //!
 //! Per acquisition the holder writes only the mutex's own line (glibc's
 //! lock word, then the hot record); per release it clears the hot record's
-//! tid, pid and since before unlocking.
+//! tid and pid (one 8-byte store) before unlocking.
 //!
 //! The header's fields are written once, before `state` becomes READY, and
 //! are immutable after that, except `state`, `flags` and `boot_id`, which are
@@ -240,8 +240,9 @@ const _: () = assert!(size_of::<Counters>() == DATA_MIN_OFFSET - COUNTERS_OFFSET
 
 /// The hot record: who holds the lock right now, in the mutex's own cache
 /// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
-/// per acquisition `tid`, `pid`, `since` and the counts; at release `tid`,
-/// `pid` and `since` become 0. A dead holder's record stays.
+/// per acquisition `tid`, `pid`, `since` and the counts; at release `tid`
+/// and `pid` become 0 (`since` is only read while `pid` names a holder, and
+/// the next acquisition rewrites it). A dead holder's record stays.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct HotRecord {
