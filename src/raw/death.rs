@@ -57,10 +57,16 @@ impl RawMutex<'_> {
                 return Err(Fail::NotRecoverable);
             }
         }
+        // The death is counted first (a holder killed right after this
+        // EOWNERDEAD leaves it counted, and its successor counts its own).
+        self.add_cold(&Counters {
+            owner_deaths: 1,
+            ..Counters::default()
+        });
         // The dead holder, from its records, before ours replace them.
         let previous = self.records().and_then(|r| r.owner()).map(Box::new);
         // SAFETY: EOWNERDEAD gave us the lock.
-        unsafe { self.record_acquired(true, contended) };
+        unsafe { self.record_acquired(contended) };
         if std::thread::panicking() {
             self.took_while_panicking();
         }

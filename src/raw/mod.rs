@@ -259,7 +259,7 @@ impl<'m> RawMutex<'m> {
     ) -> Result<Got, Fail> {
         if !died {
             // SAFETY: we hold the lock (caller's contract).
-            unsafe { self.record_acquired(false, contended) };
+            unsafe { self.record_acquired(contended) };
             if std::thread::panicking() {
                 self.took_while_panicking();
             }
@@ -282,13 +282,14 @@ impl<'m> RawMutex<'m> {
     /// Per acquisition only the mutex's own cache line is written: the cold
     /// record is only read (unless another process wrote it last), and the
     /// cold counters only written when a hot count wraps, on an owner death
-    /// (`died`) or where the hot record holds no counts.
+    /// (counted by `took_dead`, first) or where the hot record holds no
+    /// counts.
     ///
     /// # Safety
     /// As [`Self::took`]: the calling thread has just acquired the lock,
     /// after passing [`check_room`].
     #[inline(always)]
-    unsafe fn record_acquired(&self, died: bool, contended: bool) {
+    unsafe fn record_acquired(&self, contended: bool) {
         let now = sys::coarse_unix_ns;
         if let Books::None = self.books {
             identity::took_one();
@@ -326,17 +327,16 @@ impl<'m> RawMutex<'m> {
         } else {
             (false, false)
         };
-        if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped || died {
-            self.count_cold(acq_wrapped, cont_wrapped, contended, died);
+        if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped {
+            self.count_cold(acq_wrapped, cont_wrapped, contended);
         }
     }
 
     /// The cold counters' part of an acquisition: 2^32 for a hot count that
-    /// wrapped, the whole count where the hot record holds none, and an
-    /// owner death.
+    /// wrapped, or the whole count where the hot record holds none.
     #[cold]
     #[inline(never)]
-    fn count_cold(&self, acq_wrapped: bool, cont_wrapped: bool, contended: bool, died: bool) {
+    fn count_cold(&self, acq_wrapped: bool, cont_wrapped: bool, contended: bool) {
         let (acquisitions, contended) = if HOT_COUNTS >= 2 {
             (u64::from(acq_wrapped) << 32, u64::from(cont_wrapped) << 32)
         } else {
@@ -345,7 +345,6 @@ impl<'m> RawMutex<'m> {
         self.add_cold(&Counters {
             acquisitions,
             contended,
-            owner_deaths: u64::from(died),
             ..Counters::default()
         });
     }

@@ -13,6 +13,7 @@ use robust_mutex::{Acquired, LockState, ReentrantMutex, SharedMutex};
 use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 /// Bytes `from..to` of the file, read through the file (not the mapping).
 fn bytes(path: &Path, from: usize, to: usize) -> Vec<u8> {
@@ -223,4 +224,95 @@ fn a_cold_record_of_another_process_is_corrected_by_the_next_holder() {
             (ours.pid, ours.start_time, ours.pidns_ino)
         );
     }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process start time.
+fn start_time_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// What every reader must say of the holder `pid` (labelled `label`), from
+/// `status`, `inspect` (and, once it is dead, `previous_owner`).
+fn check_facts(path: &Path, m: &SharedMutex<u64>, pid: u32, label: &str, since: SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let o = m.status().owner.expect("the holder");
+    assert_eq!((o.pid, o.label.as_str()), (pid, label));
+    assert_ne!(o.tid, 0);
+    let ns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    assert_eq!(o.pid_namespace, ns);
+    assert_eq!(o.start_time, start_time_of(pid));
+    // The coarse clock may lag a tick behind.
+    assert!(o.acquired_at > since - Duration::from_secs(1) && o.acquired_at <= SystemTime::now());
+    assert_eq!(robust_mutex::inspect(path).unwrap().owner, Some(o));
+}
+
+#[test]
+fn readers_show_the_same_facts_for_a_live_a_killed_and_a_panicked_holder() {
+    use crate::common::roles::HELD_LABEL;
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let t0 = SystemTime::now();
+    let mut kid = Kid::spawn("hold", &path);
+    kid.expect("locked");
+    let pid = kid.pid();
+    check_facts(&path, &m, pid, HELD_LABEL, t0);
+    let live = m.status().owner;
+    // Its record outlives it (read while its /proc entry is still there).
+    let start = start_time_of(pid);
+    kid.kill();
+    let s = m.status();
+    assert_eq!((s.state, &s.owner), (LockState::OwnerDead, &live));
+    assert_eq!(robust_mutex::inspect(&path).unwrap().owner, live);
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied");
+    };
+    assert_eq!(r.previous_owner(), live.as_ref());
+    assert_eq!(live.unwrap().start_time, start);
+    drop(r.mark_consistent());
+
+    let mut kid = Kid::spawn("panic_holder", &path);
+    kid.tell("go");
+    kid.expect("locked");
+    check_facts(&path, &m, kid.pid(), "", t0);
+    let live = m.status().owner;
+    kid.tell("panic");
+    kid.expect("panicked");
+    let s = m.status();
+    assert_eq!((s.state, &s.owner), (LockState::OwnerDead, &live));
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied");
+    };
+    assert_eq!(r.previous_owner(), live.as_ref());
+    drop(r.mark_consistent());
+    kid.kill();
+}
+
+/// A reset carries everything after the old mutex: the hot record (so the
+/// first locker of the replacement is told who died) and the hot counts.
+#[test]
+fn a_reset_keeps_the_dead_holders_record_and_every_count() {
+    use crate::common::roles::HELD_LABEL;
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    for _ in 0..10 {
+        drop(m.lock_or_recover(|_| {}).unwrap());
+    }
+    let mut kid = Kid::spawn("hold", &path);
+    kid.expect("locked");
+    let pid = kid.pid();
+    kid.kill();
+    let dead = m.status().owner;
+    assert_eq!(m.status().counters.acquisitions, 11);
+    robust_mutex::reset(&path, true).unwrap();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("expected OwnerDied after a reset");
+    };
+    let prev = r.previous_owner().unwrap();
+    assert_eq!((prev.pid, prev.label.as_str()), (pid, HELD_LABEL));
+    assert_eq!(Some(prev), dead.as_ref());
+    drop(r.mark_consistent());
+    let c = m.status().counters;
+    assert_eq!((c.acquisitions, c.resets), (12, 1));
 }
