@@ -57,16 +57,19 @@ impl RawMutex<'_> {
                 return Err(Fail::NotRecoverable);
             }
         }
-        // The death is counted first (a holder killed right after this
-        // EOWNERDEAD leaves it counted, and its successor counts its own).
+        // The dead holder's records, copied before ours replace them; then
+        // ours at once, leaving the window in which our own death would
+        // leave its record to the next locker (the known window of
+        // docs/design.md) as short as on the clean path: the description of
+        // the dead holder (a String, a Box) is built afterwards.
+        let dead = self.records();
         self.add_cold(&Counters {
             owner_deaths: 1,
             ..Counters::default()
         });
-        // The dead holder, from its records, before ours replace them.
-        let previous = self.records().and_then(|r| r.owner()).map(Box::new);
         // SAFETY: EOWNERDEAD gave us the lock.
         unsafe { self.record_acquired(contended) };
+        let previous = dead.and_then(|r| r.owner()).map(Box::new);
         if std::thread::panicking() {
             self.took_while_panicking();
         }
