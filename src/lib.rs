@@ -60,7 +60,7 @@ pub mod internals {
     pub use crate::file::layout::OwnerRecord as ColdRecord;
     pub use crate::file::layout::{
         COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, HOT_AFTER_MUTEX, HOT_COUNTS, HOT_OFFSET,
-        HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED,
+        HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED, process_key,
     };
 
     /// The version-1 owner record (at [`OWNER_OFFSET`] of a version-1

@@ -9,14 +9,14 @@
 //!               cond_seq, reserved for condition waits)
 //!    256    64  the mutex's own cache line:
 //!    256    40    pthread_mutex_t (40 bytes on x86_64 glibc, 48 on aarch64)
-//!    296    24    HotRecord (at 256 + HOT_AFTER_MUTEX): tid, pid, since
+//!    296    24    HotRecord (at 256 + HOT_AFTER_MUTEX): pid, tid, since
 //!                 (bit 0: a label is set), counts [acquisitions, contended]
 //!                 mod 2^32 (x86_64; none on aarch64, where only 16 bytes are
 //!                 left after the mutex)
 //!    320   128  OwnerRecord, the cold record: the process constants of the
-//!               last holder process (pid, PID namespace, start time) and
-//!               the label; rewritten only when another process takes the
-//!               lock, or a label is set
+//!               last holder process (pid, PID namespace, start time, and
+//!               their process_key) and the label; rewritten only when
+//!               another process takes the lock, or a label is set
 //!    448    64  Counters: acquisitions, contended (plus the hot counts),
 //!               owner deaths, recoveries, resets
 //!    512     -  T, at the first offset >= 512 aligned for T
@@ -240,16 +240,16 @@ const _: () = assert!(size_of::<Counters>() == DATA_MIN_OFFSET - COUNTERS_OFFSET
 
 /// The hot record: who holds the lock right now, in the mutex's own cache
 /// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
-/// per acquisition `tid`, `pid`, `since` and the counts; at release `tid`
+/// per acquisition `pid`, `tid`, `since` and the counts; at release `tid`
 /// and `pid` become 0 (`since` is only read while `pid` names a holder, and
 /// the next acquisition rewrites it). A dead holder's record stays.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct HotRecord {
-    /// The holder's thread id (0: nobody).
-    pub tid: u32,
     /// The holder's process id (0: nobody).
     pub pid: u32,
+    /// The holder's thread id (0: nobody).
+    pub tid: u32,
     /// Wall clock when the lock was taken, ns since the epoch (coarse); bit
     /// 0 ([`SINCE_LABELLED`]) says the holder set a label.
     pub since: u64,
@@ -283,10 +283,11 @@ pub const HOT_ACQUISITIONS: usize = 0;
 pub const HOT_CONTENDED: usize = 1;
 
 /// The cold owner record: the process constants of the process that last
-/// took the lock, and the label. The holder reads it on acquisition and
-/// rewrites it only when it describes another process (another pid, start
-/// time or PID namespace); a label is written here by `set_label`, and
-/// shown only while the hot record's [`SINCE_LABELLED`] bit is set.
+/// took the lock, and the label. The holder reads its `key` on acquisition
+/// and rewrites the record only when the key is not its own process's
+/// ([`process_key`]: another pid, start time or PID namespace); a label is
+/// written here by `set_label`, and shown only while the hot record's
+/// [`SINCE_LABELLED`] bit is set.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct OwnerRecord {
@@ -298,28 +299,42 @@ pub struct OwnerRecord {
     pub pidns_ino: u64,
     /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
     pub start_time: u64,
+    /// [`process_key`] of these constants: what a holder compares.
+    pub key: u64,
     /// Zero.
-    pub reserved: [u64; 2],
+    pub reserved: u64,
     /// The label of the last acquisition that set one, UTF-8.
     pub label: [u8; LABEL_MAX],
 }
 
-impl OwnerRecord {
-    /// Whether it describes the process `me` belongs to.
-    #[inline(always)]
-    pub fn describes(&self, me: &crate::identity::Me) -> bool {
-        self.pid == me.pid && self.start_time == me.start_time && self.pidns_ino == me.pidns_ino
-    }
+/// The one-word name of a process that a cold record's `key` holds: its
+/// pid and start time packed exactly (a Linux pid is below 2^22, the
+/// kernel's `PID_MAX_LIMIT`; a start time in clock ticks below 2^42), XORed
+/// with a bijective mix (splitmix64's finaliser) of its PID namespace's
+/// inode. So two processes of one PID namespace never share a key, and two
+/// of different namespaces only by a coincidence of 64 bits. Never 0 (the
+/// key of a zeroed record, which no process has).
+pub fn process_key(pid: u32, start_time: u64, pidns_ino: u64) -> u64 {
+    let mut z = pidns_ino.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let key = ((start_time << 22) | u64::from(pid & 0x3f_ffff)) ^ z;
+    key.max(1)
+}
 
+impl OwnerRecord {
     /// Rewrites the constants for the process `pid` (in PID namespace
-    /// `pidns_ino`, started at `start_time`), with no label. (By value, not
-    /// a `&Me`: the lock path then keeps its copy in registers.)
+    /// `pidns_ino`, started at `start_time`, whose [`process_key`] is
+    /// `key`), with no label. (By value, not a `&Me`: the lock path then
+    /// keeps its copy in registers.)
     #[cold]
     #[inline(never)]
-    pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64) {
+    pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64, key: u64) {
         self.pid = pid;
         self.pidns_ino = pidns_ino;
         self.start_time = start_time;
+        self.key = key;
         self.label_len = 0;
     }
 

@@ -38,10 +38,27 @@ use crate::file::layout::{self, Counters, HOT_COUNTS, HotRecord, OwnerRecord};
 use crate::identity;
 use crate::owner::OwnerInfo;
 use crate::sys::{self, LockFail, Locked};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+thread_local! {
+    /// The calling thread's process's [`layout::process_key`], which its
+    /// acquisitions compare with a cold record's: set (with the identity
+    /// cache) by a thread's first lock call, and its first after a fork
+    /// ([`refresh_process_key`], from `check_room`).
+    static PROCESS_KEY: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Sets [`PROCESS_KEY`] from the identity cache: a thread's first lock
+/// call, or its first after a fork (a fork child's pid differs).
+#[cold]
+pub(crate) fn refresh_process_key() {
+    let me = identity::me();
+    PROCESS_KEY.set(layout::process_key(me.pid, me.start_time, me.pidns_ino));
+}
 
 /// Where a holder's records and the counters go. The hot record always
 /// lies [`layout::HOT_AFTER_MUTEX`] bytes after its mutex, in the mutex's
@@ -295,9 +312,6 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return;
         }
-        // The thread's facts, copied once before any write to the records
-        // (every lock call passed `check_room` first).
-        let me = identity::locker_me();
         let mut hot = self.hot();
         // SAFETY: we hold the lock, so we are the only writer of the hot
         // record, which lies in the mutex's slot of the live mapping (`new`).
@@ -306,19 +320,22 @@ impl<'m> RawMutex<'m> {
         if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
             // Not a re-entrant relock (which keeps the outer acquisition's
             // record): a new holder.
+            let key = PROCESS_KEY.with(Cell::get);
             // SAFETY: the cold record lies in the live mapping (`new`); only
             // a holder writes it, and we hold the lock.
-            if !unsafe { self.cold().as_ref() }.describes(&me) {
+            if unsafe { self.cold().as_ref() }.key != key {
                 // Another process took it last (or this pid was reused).
-                // SAFETY: as above.
-                unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time);
+                self.describe_us(key);
             }
-            h.tid = me.tid;
+            // The thread's facts (every lock call passed `check_room`
+            // first), read after the cold call: kept in registers.
+            let me = identity::locker_me();
             h.pid = me.pid;
+            h.tid = me.tid;
             h.since = now() & !layout::SINCE_LABELLED;
             identity::took_one();
         }
-        // The counts last: `me` is not kept across the cold call.
+        // The counts last.
         let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
             (
                 h.bump(layout::HOT_ACQUISITIONS),
@@ -330,6 +347,18 @@ impl<'m> RawMutex<'m> {
         if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped {
             self.count_cold(acq_wrapped, cont_wrapped, contended);
         }
+    }
+
+    /// Rewrites the cold record for the calling thread's process (whose
+    /// [`layout::process_key`] is `key`). Reads the identity cache itself,
+    /// so the fast path loads only the pid and tid.
+    #[cold]
+    #[inline(never)]
+    fn describe_us(&self, key: u64) {
+        let me = identity::locker_me();
+        // SAFETY: only a holder writes the cold record, and the caller
+        // (`record_acquired`) holds the lock; it lies in the live mapping.
+        unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time, key);
     }
 
     /// The cold counters' part of an acquisition: 2^32 for a hot count that

@@ -7,7 +7,7 @@ use crate::common::roles_hot::{CYCLES, cycle_together};
 use crate::common::{Kid, temp_path};
 use robust_mutex::internals::{
     COUNTERS_OFFSET, ColdRecord, DATA_MIN_OFFSET, HOT_COUNTS, HOT_OFFSET, HotRecord, MUTEX_OFFSET,
-    OWNER_OFFSET,
+    OWNER_OFFSET, process_key,
 };
 use robust_mutex::{Acquired, LockState, ReentrantMutex, SharedMutex};
 use std::mem::offset_of;
@@ -194,19 +194,21 @@ fn a_cold_record_of_another_process_is_corrected_by_the_next_holder() {
         (ours.pid, ours.start_time, ours.pidns_ino),
         (mine.pid, mine.start_time, mine.pid_namespace)
     );
+    assert_eq!(
+        ours.key,
+        process_key(ours.pid, ours.start_time, ours.pidns_ino)
+    );
+    // Records that other processes would have written (each with its key).
+    let other = |pid: u32, start_time: u64, pidns_ino: u64| {
+        let mut r = ours;
+        (r.pid, r.start_time, r.pidns_ino) = (pid, start_time, pidns_ino);
+        r.key = process_key(pid, start_time, pidns_ino);
+        r
+    };
     let others = [
-        ColdRecord {
-            start_time: ours.start_time + 12345, // our pid, reused
-            ..ours
-        },
-        ColdRecord {
-            pidns_ino: ours.pidns_ino + 1, // our pid, another namespace
-            ..ours
-        },
-        ColdRecord {
-            pid: ours.pid + 1,
-            ..ours
-        },
+        other(ours.pid, ours.start_time + 12345, ours.pidns_ino), // our pid, reused
+        other(ours.pid, ours.start_time, ours.pidns_ino + 1),     // our pid, another namespace
+        other(ours.pid + 1, ours.start_time, ours.pidns_ino),
     ];
     for other in others {
         write_at(&path, OWNER_OFFSET, bytemuck::bytes_of(&other));
@@ -220,8 +222,8 @@ fn a_cold_record_of_another_process_is_corrected_by_the_next_holder() {
         drop(g);
         let now = cold_of(&path);
         assert_eq!(
-            (now.pid, now.start_time, now.pidns_ino),
-            (ours.pid, ours.start_time, ours.pidns_ino)
+            (now.pid, now.start_time, now.pidns_ino, now.key),
+            (ours.pid, ours.start_time, ours.pidns_ino, ours.key)
         );
     }
 }
@@ -315,4 +317,44 @@ fn a_reset_keeps_the_dead_holders_record_and_every_count() {
     drop(r.mark_consistent());
     let c = m.status().counters;
     assert_eq!((c.acquisitions, c.resets), (12, 1));
+}
+
+/// A fork child takes the lock as a process of its own: its first lock
+/// rewrites the cold record the parent left (its pid and start time).
+#[test]
+fn a_fork_childs_lock_describes_the_child_not_its_parent() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    drop(m.lock_or_recover(|_| {}).unwrap());
+    // SAFETY: the child only locks, reads the status and leaves with _exit
+    // (the test harness's threads do not exist in it; it takes no lock
+    // they might have held).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let me = std::process::id();
+            let g = m.lock_or_recover(|_| {}).unwrap();
+            let o = m.status().owner.unwrap();
+            assert_eq!((o.pid, o.start_time), (me, start_time_of(me)));
+            assert_ne!(o.pid_namespace, 0);
+            drop(g);
+            let c = cold_of(&path);
+            assert_eq!((c.pid, c.start_time), (me, start_time_of(me)));
+        }))
+        .is_ok();
+        // SAFETY: ends the child at once, running no parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}"
+    );
+    // And the parent's next lock describes the parent again.
+    let _g = m.lock_or_recover(|_| {}).unwrap();
+    let o = m.status().owner.unwrap();
+    let me = std::process::id();
+    assert_eq!((o.pid, o.start_time), (me, start_time_of(me)));
 }

@@ -103,7 +103,8 @@ fn a_live_holder_under_a_stale_record_of_its_tid_is_locked_not_stuck() {
         label_len: 0,
         pidns_ino: std::fs::metadata("/proc/self/ns/pid").unwrap().ino(),
         start_time: 1,
-        reserved: [0; 2],
+        key: 1,
+        reserved: 0,
         label: [0; LABEL_MAX],
     };
     let base = common::roles::raw_map(&path);
