@@ -326,32 +326,18 @@ fn a_fork_childs_lock_describes_the_child_not_its_parent() {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
     drop(m.lock_or_recover(|_| {}).unwrap());
-    // SAFETY: the child only locks, reads the status and leaves with _exit
-    // (the test harness's threads do not exist in it; it takes no lock
-    // they might have held).
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let me = std::process::id();
-            let g = m.lock_or_recover(|_| {}).unwrap();
-            let o = m.status().owner.unwrap();
-            assert_eq!((o.pid, o.start_time), (me, start_time_of(me)));
-            assert_ne!(o.pid_namespace, 0);
-            drop(g);
-            let c = cold_of(&path);
-            assert_eq!((c.pid, c.start_time), (me, start_time_of(me)));
-        }))
-        .is_ok();
-        // SAFETY: ends the child at once, running no parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{status:#x}"
-    );
+    // The child only locks (no lock the harness's threads might hold),
+    // reads the status and the file.
+    crate::common::in_fork_child(|| {
+        let me = std::process::id();
+        let g = m.lock_or_recover(|_| {}).unwrap();
+        let o = m.status().owner.unwrap();
+        assert_eq!((o.pid, o.start_time), (me, start_time_of(me)));
+        assert_ne!(o.pid_namespace, 0);
+        drop(g);
+        let c = cold_of(&path);
+        assert_eq!((c.pid, c.start_time), (me, start_time_of(me)));
+    });
     // And the parent's next lock describes the parent again.
     let _g = m.lock_or_recover(|_| {}).unwrap();
     let o = m.status().owner.unwrap();
