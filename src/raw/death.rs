@@ -63,12 +63,12 @@ impl RawMutex<'_> {
         // docs/design.md) as short as on the clean path: the description of
         // the dead holder (a String, a Box) is built afterwards.
         let dead = self.records();
+        // SAFETY: EOWNERDEAD gave us the lock.
+        unsafe { self.record_acquired(contended) };
         self.add_cold(&Counters {
             owner_deaths: 1,
             ..Counters::default()
         });
-        // SAFETY: EOWNERDEAD gave us the lock.
-        unsafe { self.record_acquired(contended) };
         let previous = dead.and_then(|r| r.owner()).map(Box::new);
         if std::thread::panicking() {
             self.took_while_panicking();

@@ -320,6 +320,12 @@ impl<'m> RawMutex<'m> {
         if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
             // Not a re-entrant relock (which keeps the outer acquisition's
             // record): a new holder.
+            // Who holds it now, first: from here on a death of ours names
+            // us (the cold record may say "unknown" until it is rewritten).
+            // The thread's facts: every lock call passed `check_room` first.
+            let me = identity::locker_me();
+            h.pid = me.pid;
+            h.tid = me.tid;
             let key = PROCESS_KEY.with(Cell::get);
             // SAFETY: the cold record lies in the live mapping (`new`); only
             // a holder writes it, and we hold the lock.
@@ -327,11 +333,6 @@ impl<'m> RawMutex<'m> {
                 // Another process took it last (or this pid was reused).
                 self.describe_us(key);
             }
-            // The thread's facts (every lock call passed `check_room`
-            // first), read after the cold call: kept in registers.
-            let me = identity::locker_me();
-            h.pid = me.pid;
-            h.tid = me.tid;
             h.since = now() & !layout::SINCE_LABELLED;
             identity::took_one();
         }
