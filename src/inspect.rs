@@ -409,16 +409,15 @@ fn look_once(path: &Path, fd: &OwnedFd) -> Result<Option<Inspection>, Error> {
 
 /// A file from an earlier boot, as its next opener leaves it
 /// (`file::stale`): the mutex re-initialised and marked owner-dead, so the
-/// next locker repairs; the owner record is the holder of the old boot.
+/// next locker repairs; the owner records name the holder of the old boot.
 fn after_reboot(s: Status, base: *mut u8) -> Status {
-    // SAFETY: the owner record lies in the live mapping (see the caller);
-    // a racy read, as any status read.
-    let record: layout::OwnerRecord = unsafe {
-        std::ptr::read_volatile(base.wrapping_add(layout::OWNER_OFFSET).cast_const().cast())
-    };
+    // SAFETY: the mutex and its records lie in the live mapping (see the
+    // caller); a racy read, as any status read.
+    let records =
+        unsafe { crate::owner::Records::read(base.wrapping_add(layout::MUTEX_OFFSET).cast()) };
     Status {
         state: LockState::OwnerDead,
-        owner: (record.pid != 0).then(|| OwnerInfo::from_record(&record)),
+        owner: records.owner(),
         ..s
     }
 }

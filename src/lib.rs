@@ -57,11 +57,13 @@ pub mod loom_api {
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod internals {
+    /// The version-2 cold owner record (at [`OWNER_OFFSET`]).
+    pub use crate::file::layout::OwnerRecord as ColdRecord;
     pub use crate::file::layout::{
-        COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET,
-        OwnerRecord,
+        COUNTERS_OFFSET, Counters, DATA_MIN_OFFSET, HOT_AFTER_MUTEX, HOT_COUNTS, HOT_OFFSET,
+        HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED, process_key,
     };
-    pub use crate::identity::{Me, me};
+
 
     /// The coarse wall clock the owner record stores, ns since the epoch.
     pub fn coarse_unix_ns() -> u64 {

@@ -315,8 +315,8 @@ impl<T: Pod> Recovery<ReentrantGuard<'_, T>> {
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let map = self.guard().inner.map();
-        // SAFETY: this thread holds the lock (a Recovery's contract), so it
-        // is the only writer of the owner record, in the live mapping.
-        unsafe { (*map.owner()).set_label(label) }
+        // SAFETY: this thread holds the lock (a Recovery's contract), of a
+        // re-entrant file (which has records).
+        unsafe { map.raw().set_label(label) }
     }
 }

@@ -10,7 +10,7 @@
 //! forgotten guard), the mapping stays.
 
 use crate::error::Error;
-use crate::file::layout::{self, Counters, Header, OwnerRecord};
+use crate::file::layout::{self, Counters, Header};
 use crate::raw::{Books, RawMutex};
 use crate::sync::Mutex;
 use crate::sys;
@@ -143,17 +143,12 @@ impl Mapping {
         self.at(layout::MUTEX_OFFSET).cast()
     }
 
-    /// The owner record.
-    pub fn owner(&self) -> *mut OwnerRecord {
-        self.at(layout::OWNER_OFFSET).cast()
-    }
-
     /// The counters.
     pub fn counters(&self) -> *mut Counters {
         self.at(layout::COUNTERS_OFFSET).cast()
     }
 
-    /// The file's robust mutex, with the owner record and counters.
+    /// The file's robust mutex, with its owner records and the counters.
     #[inline]
     pub fn raw(&self) -> RawMutex<'_> {
         debug_assert!(self.is_ready_lock(), "raw() of a semaphore file's mapping");

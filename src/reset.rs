@@ -276,9 +276,9 @@ fn replace_remnant(
         };
         // A remnant holds no owner record, counters or value worth carrying:
         // only the count of resets, one.
-        let mut carried = vec![0u8; layout::DATA_MIN_OFFSET - layout::OWNER_OFFSET];
+        let mut carried = vec![0u8; layout::DATA_MIN_OFFSET - layout::HOT_OFFSET];
         let resets =
-            layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+            layout::COUNTERS_OFFSET - layout::HOT_OFFSET + offset_of!(layout::Counters, resets);
         carried[resets..resets + 8].copy_from_slice(&1u64.to_ne_bytes());
         let fill = if kind == layout::Kind::Semaphore {
             // Every permit free, generation 1: a semaphore's permits have no
@@ -341,19 +341,23 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
         });
     }
     let data = old.header.data_layout();
-    // Owner record, counters and value, as they are now.
-    let mut carried = vec![0u8; data.file_len as usize - layout::OWNER_OFFSET];
+    // The hot record (who held it, the hot counts), the cold record,
+    // counters and value, as they are now: everything after the mutex.
+    let mut carried = vec![0u8; data.file_len as usize - layout::HOT_OFFSET];
     // SAFETY: the mapping is `file_len` bytes long (checked at open); the
     // copy is a racy snapshot by design (the mutex is broken or forced).
     unsafe {
         std::ptr::copy_nonoverlapping(
-            map.owner().cast::<u8>().cast_const(),
+            map.mutex()
+                .cast::<u8>()
+                .add(layout::HOT_AFTER_MUTEX)
+                .cast_const(),
             carried.as_mut_ptr(),
             carried.len(),
         )
     };
     let resets =
-        layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+        layout::COUNTERS_OFFSET - layout::HOT_OFFSET + offset_of!(layout::Counters, resets);
     let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
     carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
 

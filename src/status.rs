@@ -1,8 +1,9 @@
 //! [`Status`]: who holds the lock and what happened, read without locking.
 
-use crate::file::layout::{self, OwnerRecord};
+use crate::file::layout;
 use crate::identity;
 pub use crate::owner::OwnerInfo;
+use crate::owner::Records;
 use crate::registry::Mapping;
 use crate::sys;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -146,14 +147,12 @@ pub(crate) fn snapshot(map: &Mapping) -> Status {
 /// mutex or re-entrant file.
 pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
     let at = |offset: usize| base.wrapping_add(offset);
-    // SAFETY: forwarded from the caller: the mutex and owner record lie in
+    let mutex = at(layout::MUTEX_OFFSET).cast::<libc::pthread_mutex_t>();
+    // SAFETY: forwarded from the caller: the mutex and its records lie in
     // the live mapping, at their offsets.
-    let (state, owner, word) = unsafe {
-        lock_state(
-            at(layout::MUTEX_OFFSET).cast(),
-            at(layout::OWNER_OFFSET).cast_const().cast(),
-        )
-    };
+    let read = || unsafe { Records::read(mutex) };
+    // SAFETY: as above.
+    let (state, owner, word) = unsafe { lock_state(mutex, read) };
     let header = at(0).cast::<layout::Header>();
     // SAFETY: all reads are of the live mapping (the caller's contract);
     // they race with the holder's writes by design and are only used as a
@@ -167,14 +166,16 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
     Status {
         state,
         owner,
-        counters: counters.into(),
+        // The cold counters plus the hot counts.
+        counters: counters.plus_hot(&read().hot).into(),
         generation,
         lock_word: word,
     }
 }
 
-/// The state of one robust mutex and its owner record, from racy snapshots
-/// of the lock word, glibc's `__owner` and the record. Returns the raw word too.
+/// The state of one robust mutex and its owner records, from racy snapshots
+/// of the lock word, glibc's `__owner` and the records (`read` takes one).
+/// Returns the raw word too.
 ///
 /// Stuck is decided exactly: a thread that is still exiting is never called
 /// stuck. The word is read before the liveness check, so its holder may have
@@ -191,10 +192,10 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
 /// pause.
 ///
 /// # Safety
-/// `mutex` and `owner` point into a live mapping.
+/// `mutex` points into a live mapping.
 pub(crate) unsafe fn lock_state(
     mutex: *mut libc::pthread_mutex_t,
-    owner: *const OwnerRecord,
+    read: impl Fn() -> Records,
 ) -> (LockState, Option<OwnerInfo>, u32) {
     let mut looks = 0;
     let mut first = None;
@@ -202,14 +203,14 @@ pub(crate) unsafe fn lock_state(
         // SAFETY: forwarded from the caller; the reads race with the
         // holder's writes by design and are only used as a diagnostic
         // snapshot.
-        let (word, not_recoverable, record) = unsafe {
+        let (word, not_recoverable) = unsafe {
             (
                 sys::lock_word_snapshot(mutex),
                 sys::mutex_not_recoverable(mutex),
-                std::ptr::read_volatile(owner),
             )
         };
-        let (state, owner) = decide(word, not_recoverable, &record);
+        let records = read();
+        let (state, owner) = decide(word, not_recoverable, &records);
         looks += 1;
         if state != LockState::Stuck || looks >= 16 {
             return (state, owner, word);
@@ -217,7 +218,7 @@ pub(crate) unsafe fn lock_state(
         // SAFETY: as above.
         let again = unsafe { sys::lock_word_snapshot(mutex) };
         if same_holder(again, word) {
-            let seen = Some(crate::raw::Suspect::new(word, Some(&record)));
+            let seen = Some(crate::raw::Suspect::new(word, Some(&records)));
             if seen == first {
                 return (state, owner, word);
             }
@@ -238,27 +239,22 @@ pub(crate) fn same_holder(a: u32, b: u32) -> bool {
 }
 
 /// [`lock_state`]'s decision for one snapshot.
-fn decide(
-    word: u32,
-    not_recoverable: bool,
-    record: &OwnerRecord,
-) -> (LockState, Option<OwnerInfo>) {
+fn decide(word: u32, not_recoverable: bool, records: &Records) -> (LockState, Option<OwnerInfo>) {
     let tid = word & sys::FUTEX_TID_MASK;
     if not_recoverable && tid == 0 {
         (LockState::NotRecoverable, None)
     } else if word & sys::FUTEX_OWNER_DIED != 0 {
-        let info = OwnerInfo::from_record(record);
-        (LockState::OwnerDead, (record.pid != 0).then_some(info))
+        (LockState::OwnerDead, records.owner())
     } else if tid == 0 {
         (LockState::Unlocked, None)
-    } else if record.tid == tid {
+    } else if let Some(owner) = records.owner().filter(|o| o.tid == tid) {
         let gone = identity::holder_gone(tid);
         let state = if gone {
             LockState::Stuck
         } else {
             LockState::Locked
         };
-        (state, Some(OwnerInfo::from_record(record)))
+        (state, Some(owner))
     } else if identity::holder_gone(tid) {
         (LockState::Stuck, None)
     } else {

@@ -29,10 +29,10 @@ pub(crate) use open::{creator_leftover, holds_mutex, is_bare_file};
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};
-use crate::file::layout::OwnerRecord;
 use crate::identity;
 use crate::options::OpenOptions;
 use crate::outcome::{Acquired, LockGuard, Recovery};
+use crate::owner::Records;
 use crate::raw::{Books, Fail, Got, Name, RawMutex, Wait};
 use crate::registry::{Key, Registry};
 use crate::status::{self, Counters, LockState, Status};
@@ -445,19 +445,19 @@ impl BareMutex {
 pub(crate) unsafe fn status_at(mutex: *mut libc::pthread_mutex_t) -> Status {
     // SAFETY: forwarded from the caller.
     let tid = unsafe { sys::lock_word_snapshot(mutex) } & sys::FUTEX_TID_MASK;
-    let mut rec: OwnerRecord = bytemuck::Zeroable::zeroed();
+    let mut rec: Records = bytemuck::Zeroable::zeroed();
     if tid != 0 {
         // The holder's process: its start time names it (a thread's own
         // start time would not match the process's).
         let pid = tgid_of(tid).unwrap_or(tid);
-        rec.tid = tid;
-        rec.pid = pid;
-        rec.start_time = identity::start_time_of(pid).unwrap_or(0);
-        rec.pidns_ino = identity::pid_namespace();
-        rec.depth = 1;
+        rec.hot.tid = tid;
+        rec.hot.pid = pid;
+        rec.cold.pid = pid;
+        rec.cold.start_time = identity::start_time_of(pid).unwrap_or(0);
+        rec.cold.pidns_ino = identity::pid_namespace();
     }
-    // SAFETY: the mutex is in the live mapping; `rec` is a local record.
-    let (state, owner, word) = unsafe { status::lock_state(mutex, &rec) };
+    // SAFETY: the mutex is in the live mapping; `rec` are local records.
+    let (state, owner, word) = unsafe { status::lock_state(mutex, || rec) };
     let owner = owner.filter(|_| state != LockState::NotRecoverable);
     Status {
         state,

@@ -61,7 +61,8 @@ pub(crate) enum Fill<'a> {
     /// next generation, and a mutex that reports OWNER_DIED to its first locker.
     Replacement {
         generation: u64,
-        /// Bytes from OWNER_OFFSET to the end of the value.
+        /// Bytes from HOT_OFFSET (the hot record, right after the mutex) to
+        /// the end of the value.
         carried: &'a [u8],
     },
 }
@@ -100,10 +101,12 @@ pub(crate) fn initialise(
     unsafe {
         std::ptr::write_bytes(base, 0, want.file_len as usize);
         if let Fill::Replacement { carried, .. } = fill {
+            // `pthread_mutex_init` below writes only the mutex, before
+            // HOT_OFFSET.
             let n = carried
                 .len()
-                .min(want.file_len as usize - layout::OWNER_OFFSET);
-            std::ptr::copy_nonoverlapping(carried.as_ptr(), base.add(layout::OWNER_OFFSET), n);
+                .min(want.file_len as usize - layout::HOT_OFFSET);
+            std::ptr::copy_nonoverlapping(carried.as_ptr(), base.add(layout::HOT_OFFSET), n);
         }
     }
     // Our magic goes in first, with the state still INIT: from here on a

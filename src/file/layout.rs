@@ -1,14 +1,34 @@
 //! The file format, in one place. Nothing else in the crate knows an offset.
 //!
+//! Format version 2:
+//!
 //! ```text
 //! offset  size  what
 //!      0   256  Header (magic, version, state, kind, ABI tag, T's size and
-//!               alignment, generation, boot id, PID namespace, ...)
-//!    256    64  pthread_mutex_t (40 bytes on x86_64 glibc, 48 on aarch64)
-//!    320   128  OwnerRecord: who holds the lock right now (or died holding it)
-//!    448    64  Counters: acquisitions, contended, owner deaths, recoveries, resets
+//!               alignment, generation, boot id, PID namespace, ...; at 192
+//!               cond_seq, reserved for condition waits)
+//!    256    64  the mutex's own cache line:
+//!    256    40    pthread_mutex_t (40 bytes on x86_64 glibc, 48 on aarch64)
+//!    296    24    HotRecord (at 256 + HOT_AFTER_MUTEX): pid, tid, since
+//!                 (bit 0: a label is set), counts [acquisitions, contended]
+//!                 mod 2^32 (x86_64; none on aarch64, where only 16 bytes are
+//!                 left after the mutex)
+//!    320   128  OwnerRecord, the cold record: the process constants of the
+//!               last holder process (pid, PID namespace, start time, and
+//!               their process_key) and the label; rewritten only when
+//!               another process takes the lock, or a label is set
+//!    448    64  Counters: acquisitions, contended (plus the hot counts),
+//!               owner deaths, recoveries, resets
 //!    512     -  T, at the first offset >= 512 aligned for T
 //! ```
+//! A semaphore's permit slot (192 bytes, in the value region) has the same
+//! shape: its mutex and hot record in its first 64 bytes, its cold record
+//! in the next 128; the file's counters (448) add every permit's hot counts.
+//!
+//! Per acquisition the holder writes only the mutex's own line (glibc's
+//! lock word, then the hot record); per release it clears the hot record's
+//! tid and pid (one 8-byte store) before unlocking.
+//!
 //! The header's fields are written once, before `state` becomes READY, and
 //! are immutable after that, except `state`, `flags` and `boot_id`, which are
 //! only written under the init `flock`.
@@ -19,7 +39,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// Identifies a robust-mutex file. The last byte is the format family.
 pub(crate) const MAGIC: [u8; 8] = *b"RBSTMTX\x01";
 /// The format version this build reads and writes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// `state`: zero, as a zero-filled or half-built file has it.
 pub(crate) const STATE_INIT: u32 = 0;
@@ -105,7 +125,8 @@ impl std::fmt::Display for LockKind {
     }
 }
 
-/// One permit of a semaphore: a robust mutex and its holder's record.
+/// One permit of a semaphore: a robust mutex with its hot record, and its
+/// holder's cold record.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug)]
 pub(crate) struct Slot {
@@ -117,7 +138,7 @@ pub(crate) struct Slot {
 pub(crate) const SLOT_SIZE: usize = size_of::<Slot>();
 const _: () = assert!(SLOT_SIZE % 64 == 0);
 
-/// How far after its mutex an owner record lies: the header's and every
+/// How far after its mutex a cold owner record lies: the header's and every
 /// permit's alike, so a raw lock needs only its mutex's address.
 pub(crate) const RECORD_AFTER_MUTEX: usize = OWNER_OFFSET - MUTEX_OFFSET;
 const _: () = assert!(offset_of!(Slot, owner) - offset_of!(Slot, mutex) == RECORD_AFTER_MUTEX);
@@ -125,6 +146,26 @@ const _: () = assert!(offset_of!(Slot, owner) - offset_of!(Slot, mutex) == RECOR
 pub(crate) const COUNTERS_AFTER_MUTEX: usize = COUNTERS_OFFSET - MUTEX_OFFSET;
 /// How far before the header's mutex the state word lies.
 pub(crate) const STATE_BEFORE_MUTEX: usize = MUTEX_OFFSET - offset_of!(Header, state);
+
+/// How far after its mutex the hot record lies, in the mutex's own 64-byte
+/// slot: `size_of::<pthread_mutex_t>()` rounded up to 8 (40 on x86_64
+/// glibc, 48 on aarch64).
+pub const HOT_AFTER_MUTEX: usize = size_of::<libc::pthread_mutex_t>().next_multiple_of(8);
+/// Where the header mutex's hot record lies.
+pub const HOT_OFFSET: usize = MUTEX_OFFSET + HOT_AFTER_MUTEX;
+/// How many counts the hot record holds: 2 (acquisitions, contended) where
+/// they fit in the mutex's slot (x86_64), else 0 (the counts then go to the
+/// cold [`Counters`] alone, as in version 1).
+pub const HOT_COUNTS: usize = if MUTEX_ROOM - HOT_AFTER_MUTEX >= 16 + 8 {
+    2
+} else {
+    0
+};
+const _: () = assert!(HOT_AFTER_MUTEX + size_of::<HotRecord>() <= MUTEX_ROOM);
+const _: () = assert!(HOT_OFFSET % 8 == 0);
+
+/// Bit 0 of [`HotRecord::since`]: a label is set for this acquisition.
+pub const SINCE_LABELLED: u64 = 1;
 
 /// The offset of permit `i`'s mutex, in a semaphore whose slots start at
 /// `data_offset`.
@@ -182,85 +223,119 @@ pub(crate) struct Header {
     pub pidns_ino: u64,
     /// Wall clock at creation, ns since the epoch.
     pub created_unix_ns: u64,
-    pub reserved: [u8; 128],
+    pub reserved: [u8; 64],
+    /// Reserved for condition waits (issue 13): a sequence word on its own
+    /// cache line. Zero today.
+    pub cond_seq: u32,
+    pub reserved2: [u8; 60],
 }
 
 const _: () = assert!(size_of::<Header>() == HEADER_LEN);
 const _: () = assert!(offset_of!(Header, state) == 12);
+const _: () = assert!(offset_of!(Header, cond_seq) == 192);
 const _: () = assert!(size_of::<libc::pthread_mutex_t>() <= MUTEX_ROOM);
 const _: () = assert!(align_of::<libc::pthread_mutex_t>() <= 64);
 const _: () = assert!(size_of::<OwnerRecord>() == COUNTERS_OFFSET - OWNER_OFFSET);
 const _: () = assert!(size_of::<Counters>() == DATA_MIN_OFFSET - COUNTERS_OFFSET);
 
-/// Who holds the lock. Written by the holder right after acquiring and
-/// cleared (`tid = 0`) right before releasing; a dead holder's record stays.
+/// The hot record: who holds the lock right now, in the mutex's own cache
+/// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
+/// per acquisition `pid`, `tid`, `since` and the counts; at release `tid`
+/// and `pid` become 0 (`since` is only read while `pid` names a holder, and
+/// the next acquisition rewrites it). A dead holder's record stays.
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug)]
-pub struct OwnerRecord {
+#[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
+pub struct HotRecord {
     /// The holder's process id (0: nobody).
     pub pid: u32,
-    /// Zero when nobody holds the lock.
+    /// The holder's thread id (0: nobody).
     pub tid: u32,
-    /// Inode of the holder's PID namespace.
+    /// Wall clock when the lock was taken, ns since the epoch (coarse); bit
+    /// 0 ([`SINCE_LABELLED`]) says the holder set a label.
+    pub since: u64,
+    /// Acquisitions and contended acquisitions mod 2^32 (each wrap adds
+    /// 2^32 to the cold [`Counters`]); none where they do not fit.
+    pub counts: [u32; HOT_COUNTS],
+}
+
+impl HotRecord {
+    /// Adds one to count `i`; true when it wrapped to 0 (then 2^32 is
+    /// owed to the cold counter).
+    /// (Never where the record holds no counts: then nothing happens.)
+    #[inline(always)]
+    pub fn bump(&mut self, i: usize) -> bool {
+        self.counts.get_mut(i).is_some_and(|c| {
+            *c = c.wrapping_add(1);
+            *c == 0
+        })
+    }
+
+    /// The acquisitions and contended counts it holds (0 without counts).
+    pub fn count_pair(&self) -> (u64, u64) {
+        let count = |i: usize| self.counts.get(i).map_or(0, |&n| u64::from(n));
+        (count(HOT_ACQUISITIONS), count(HOT_CONTENDED))
+    }
+}
+
+/// Index of the acquisitions in [`HotRecord::counts`].
+pub const HOT_ACQUISITIONS: usize = 0;
+/// Index of the contended acquisitions in [`HotRecord::counts`].
+pub const HOT_CONTENDED: usize = 1;
+
+/// The cold owner record: the process constants of the process that last
+/// took the lock, and the label. The holder reads its `key` on acquisition
+/// and rewrites the record only when the key is not its own process's
+/// ([`process_key`]: another pid, start time or PID namespace); a label is
+/// written here by `set_label`, and shown only while the hot record's
+/// [`SINCE_LABELLED`] bit is set.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// The process these constants describe (0: none yet).
+    pub pid: u32,
+    /// Bytes of `label` in use.
+    pub label_len: u32,
+    /// Inode of that process's PID namespace.
     pub pidns_ino: u64,
     /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
     pub start_time: u64,
-    /// Wall clock when the lock was taken, ns since the epoch.
-    pub acquired_unix_ns: u64,
-    /// Bytes of `label` in use.
-    pub label_len: u32,
-    /// Nesting depth of a re-entrant holder (1 for other kinds).
-    pub depth: u32,
-    /// The holder's label, UTF-8.
+    /// [`process_key`] of these constants: what a holder compares.
+    pub key: u64,
+    /// Zero.
+    pub reserved: u64,
+    /// The label of the last acquisition that set one, UTF-8.
     pub label: [u8; LABEL_MAX],
 }
 
-impl OwnerRecord {
-    /// Records the calling thread `me` as the holder: it has just acquired
-    /// the lock this record belongs to (`died`: with EOWNERDEAD) and bumps
-    /// `counters`. A re-entrant relock by the recorded holder only deepens
-    /// the record. Returns the dead owner's record when `died` and one was
-    /// left.
-    #[inline(always)]
-    pub fn acquired(
-        &mut self,
-        me: &crate::identity::Me,
-        died: bool,
-        contended: bool,
-        now_unix_ns: impl FnOnce() -> u64,
-        counters: &mut Counters,
-    ) -> Option<OwnerRecord> {
-        counters.acquisitions += 1;
-        if !died && self.depth > 0 && self.tid == me.tid && self.pid == me.pid {
-            self.depth += 1; // re-entrant relock: same holder, same record
-            return None;
-        }
-        counters.contended += u64::from(contended);
-        counters.owner_deaths += u64::from(died);
-        let previous = (died && self.pid != 0).then_some(*self);
-        self.pid = me.pid;
-        self.tid = me.tid;
-        self.pidns_ino = me.pidns_ino;
-        self.start_time = me.start_time;
-        self.acquired_unix_ns = now_unix_ns();
-        self.label_len = 0;
-        self.depth = 1;
-        previous
-    }
+/// The one-word name of a process that a cold record's `key` holds: its
+/// pid and start time packed exactly (a Linux pid is below 2^22, the
+/// kernel's `PID_MAX_LIMIT`; a start time in clock ticks below 2^42), XORed
+/// with a bijective mix (splitmix64's finaliser) of its PID namespace's
+/// inode. So two processes of one PID namespace never share a key, and two
+/// of different namespaces only by a coincidence of 64 bits. Never 0 (the
+/// key of a zeroed record, which no process has).
+pub fn process_key(pid: u32, start_time: u64, pidns_ino: u64) -> u64 {
+    let mut z = pidns_ino.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let key = ((start_time << 22) | u64::from(pid & 0x3f_ffff)) ^ z;
+    key.max(1)
+}
 
-    /// Undoes one [`acquired`](Self::acquired); the outermost release
-    /// (depth 1, or a depth already 0) clears the record and says so.
-    #[inline(always)]
-    pub fn released(&mut self) -> bool {
-        if self.depth <= 1 {
-            self.depth = 0;
-            self.tid = 0;
-            self.pid = 0;
-            true
-        } else {
-            self.depth -= 1;
-            false
-        }
+impl OwnerRecord {
+    /// Rewrites the constants for the process `pid` (in PID namespace
+    /// `pidns_ino`, started at `start_time`, whose [`process_key`] is
+    /// `key`), with no label. (By value, not a `&Me`: the lock path then
+    /// keeps its copy in registers.)
+    #[cold]
+    #[inline(never)]
+    pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64, key: u64) {
+        self.pid = pid;
+        self.pidns_ino = pidns_ino;
+        self.start_time = start_time;
+        self.key = key;
+        self.label_len = 0;
     }
 
     /// Sets the label: at most [`LABEL_MAX`] bytes. A longer label is
@@ -276,8 +351,10 @@ impl OwnerRecord {
     }
 }
 
-/// Counters, updated only while holding the lock (no atomics needed),
-/// except in a semaphore, whose several holders update them atomically.
+/// The cold counters, updated only while holding the lock (no atomics
+/// needed), except in a semaphore, whose several holders update them
+/// atomically. The per-acquisition counts live in the hot records where
+/// they fit ([`HOT_COUNTS`]): a reader adds them ([`Counters::plus_hot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
 pub struct Counters {
@@ -296,6 +373,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// These counters plus a hot record's counts.
+    pub fn plus_hot(mut self, hot: &HotRecord) -> Counters {
+        let (a, c) = hot.count_pair();
+        self.acquisitions = self.acquisitions.wrapping_add(a);
+        self.contended = self.contended.wrapping_add(c);
+        self
+    }
+
     /// The offset and value of each per-acquisition counter, for adding one
     /// `Counters` to another atomically.
     pub fn fields(&self) -> [(usize, u64); 4] {
@@ -456,7 +541,9 @@ pub(crate) fn new_header(
         boot_id,
         pidns_ino,
         created_unix_ns: now_unix_ns,
-        reserved: [0; 128],
+        reserved: [0; 64],
+        cond_seq: 0,
+        reserved2: [0; 60],
     }
 }
 

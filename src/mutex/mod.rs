@@ -294,7 +294,7 @@ impl<T: Pod> SharedMutex<T> {
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
     /// let info = m.file_info();
-    /// assert_eq!((info.version, info.kind, info.value_size), (1, robust_mutex::LockKind::Mutex, 8));
+    /// assert_eq!((info.version, info.kind, info.value_size), (2, robust_mutex::LockKind::Mutex, 8));
     /// assert!(info.boot_id_matches);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -393,11 +393,9 @@ impl<'a, T: Pod> Guard<'a, T> {
         self.map
     }
 
-    /// The owner record's nesting depth (1 unless re-entrant).
+    /// The holder's nesting depth, glibc's `__count` (1 unless re-entrant).
     pub(crate) fn depth(&self) -> u32 {
-        // SAFETY: we hold the lock, so the owner record is ours to read; it
-        // lies in the live mapping.
-        unsafe { (*self.map.owner()).depth }
+        self.map.raw().depth()
     }
 
     /// Sets a short label in the owner record (at most 88 bytes of UTF-8),
@@ -421,9 +419,8 @@ impl<'a, T: Pod> Guard<'a, T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
-        // SAFETY: we hold the lock, so we are the only writer of the owner
-        // record, which lies in the live mapping.
-        unsafe { (*self.map.owner()).set_label(label) }
+        // SAFETY: we hold the lock, of a mutex file (which has records).
+        unsafe { self.map.raw().set_label(label) }
     }
 
     /// Unlocks, reporting what dropping the guard would only log: that the
@@ -540,9 +537,9 @@ impl<T: Pod> Recovery<Guard<'_, T>> {
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let map = self.guard().map;
-        // SAFETY: this thread holds the lock (a Recovery's contract), so it
-        // is the only writer of the owner record, in the live mapping.
-        unsafe { (*map.owner()).set_label(label) }
+        // SAFETY: this thread holds the lock (a Recovery's contract), of a
+        // mutex file (which has records).
+        unsafe { map.raw().set_label(label) }
     }
 }
 

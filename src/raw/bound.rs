@@ -23,7 +23,12 @@ pub(crate) fn check_room(held_already: impl FnOnce() -> bool) -> Result<(), Lock
 #[cold]
 #[inline(never)]
 fn no_room(held_already: impl FnOnce() -> bool) -> Result<(), LockError> {
-    if identity::init_locker() || held_already() {
+    if identity::init_locker() {
+        // A thread's first lock call, or its first after a fork.
+        super::refresh_process_key();
+        return Ok(());
+    }
+    if held_already() {
         return Ok(());
     }
     let e = LockError::TooManyHeld {

@@ -32,13 +32,15 @@ impl RawMutex<'_> {
         identity::was_taken_while_panicking(self.as_ptr() as usize, false)
     }
 
-    /// The owner record's nesting depth (0 for a kind without a record).
-    fn depth(&self) -> u32 {
-        self.record().map_or(0, |r| {
-            // SAFETY: the record lies in the live mapping; a racy read, but
-            // only its holder (the caller) writes it.
-            unsafe { std::ptr::addr_of!((*r.as_ptr()).depth).read_volatile() }
-        })
+    /// The calling holder's nesting depth: glibc's `__count` (0 for a kind
+    /// without records, whose releases are always the outermost).
+    pub(crate) fn depth(&self) -> u32 {
+        match self.books {
+            Books::None => 0,
+            // SAFETY: the mutex lies in the live mapping (`new`); only its
+            // holder (the caller) changes `__count`.
+            Books::Header | Books::Permit { .. } => unsafe { sys::mutex_count(self.as_ptr()) },
+        }
     }
 
     #[cold]
@@ -55,8 +57,19 @@ impl RawMutex<'_> {
                 return Err(Fail::NotRecoverable);
             }
         }
+        // The dead holder's records, copied before ours replace them; then
+        // ours at once, leaving the window in which our own death would
+        // leave its record to the next locker (the known window of
+        // docs/design.md) as short as on the clean path: the description of
+        // the dead holder (a String, a Box) is built afterwards.
+        let dead = self.records();
         // SAFETY: EOWNERDEAD gave us the lock.
-        let previous = unsafe { self.record_acquired(true, contended) };
+        unsafe { self.record_acquired(contended) };
+        self.add_cold(&Counters {
+            owner_deaths: 1,
+            ..Counters::default()
+        });
+        let previous = dead.and_then(|r| r.owner()).map(Box::new);
         if std::thread::panicking() {
             self.took_while_panicking();
         }
@@ -102,11 +115,8 @@ impl RawMutex<'_> {
                 return Ok(());
             }
             // Ours, and the thread is panicking.
-            let depth = self.record().map_or(1, |r| {
-                // SAFETY: we hold the lock: the record is ours to read.
-                unsafe { r.as_ref() }.depth
-            });
-            if depth > 1 || identity::was_taken_while_panicking(self.as_ptr() as usize, true) {
+            if self.depth() > 1 || identity::was_taken_while_panicking(self.as_ptr() as usize, true)
+            {
                 // A nested re-entrant guard (the outermost one counts), or
                 // a lock taken during this panic (a Drop that locks, does
                 // its update and unlocks): a plain release.
@@ -174,19 +184,10 @@ impl RawMutex<'_> {
         // SAFETY: caller's contract.
         let r = unsafe { sys::mutex_consistent(self.as_ptr()) };
         debug_assert!(r.is_ok(), "pthread_mutex_consistent failed: {r:?}");
-        let one = Counters {
+        self.add_cold(&Counters {
             recoveries: 1,
             ..Counters::default()
-        };
-        match self.books {
-            Books::None => {}
-            Books::Header => {
-                let mut counters = self.header_counters();
-                // SAFETY: we hold the lock: the only writer of the counters.
-                unsafe { counters.as_mut() }.recoveries += 1;
-            }
-            Books::Permit { counters } => self.add_shared(counters, &one),
-        }
+        });
         log::warn!("{name}: recovered after owner death");
     }
 }

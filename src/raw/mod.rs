@@ -34,30 +34,50 @@ pub(crate) use stuck::Suspect;
 
 use crate::cancel::CancelToken;
 use crate::error::LockError;
-use crate::file::layout::{self, Counters, OwnerRecord};
+use crate::file::layout::{self, Counters, HOT_COUNTS, HotRecord, OwnerRecord};
 use crate::identity;
 use crate::owner::OwnerInfo;
 use crate::sys::{self, LockFail, Locked};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Where a holder's record and the counters go. The owner record always
-/// lies [`layout::RECORD_AFTER_MUTEX`] bytes after its mutex (the header's
-/// and every permit's alike), so only the mutex's address is carried: the
-/// lock path keeps one pointer live across the glibc call.
+thread_local! {
+    /// The calling thread's process's [`layout::process_key`], which its
+    /// acquisitions compare with a cold record's: set (with the identity
+    /// cache) by a thread's first lock call, and its first after a fork
+    /// ([`refresh_process_key`], from `check_room`).
+    static PROCESS_KEY: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Sets [`PROCESS_KEY`] from the identity cache: a thread's first lock
+/// call, or its first after a fork (a fork child's pid differs).
+#[cold]
+pub(crate) fn refresh_process_key() {
+    let me = identity::me();
+    PROCESS_KEY.set(layout::process_key(me.pid, me.start_time, me.pidns_ino));
+}
+
+/// Where a holder's records and the counters go. The hot record always
+/// lies [`layout::HOT_AFTER_MUTEX`] bytes after its mutex, in the mutex's
+/// own cache line, and the cold one [`layout::RECORD_AFTER_MUTEX`] bytes
+/// after it (the header's and every permit's alike), so only the mutex's
+/// address is carried: the lock path keeps one pointer live across the
+/// glibc call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Books {
     /// None (a bare pymutex file has only the mutex).
     None,
-    /// The header's mutex: its owner record, the counters
+    /// The header's mutex: its records, the counters
     /// ([`layout::COUNTERS_AFTER_MUTEX`] bytes after it) and the state word
     /// ([`layout::STATE_BEFORE_MUTEX`] bytes before it) are the file's.
-    /// Only the holder writes the record and counters: plain writes.
+    /// Only the holder writes the records and counters: plain writes.
     Header,
-    /// A semaphore's permit: its own owner record, and the file's counters,
-    /// which every permit holder updates: atomic adds.
+    /// A semaphore's permit: its own records, and the file's cold counters,
+    /// which a permit holder updates only on a rare path (a hot count's
+    /// wrap, an owner death, a recovery): atomic adds.
     Permit {
         /// The file's counters.
         counters: NonNull<Counters>,
@@ -129,9 +149,10 @@ impl<'m> RawMutex<'m> {
     /// * `mutex` points to a robust, process-shared mutex initialised by
     ///   `sys::mutex_init`, inside a MAP_SHARED mapping that stays mapped
     ///   for `'m`;
-    /// * for [`Books::Header`] and [`Books::Permit`], an owner record lies
-    ///   [`layout::RECORD_AFTER_MUTEX`] bytes after the mutex, written only
-    ///   by the mutex's holder; for [`Books::Header`], the file's counters
+    /// * for [`Books::Header`] and [`Books::Permit`], a hot record lies
+    ///   [`layout::HOT_AFTER_MUTEX`] and a cold owner record
+    ///   [`layout::RECORD_AFTER_MUTEX`] bytes after the mutex, both written
+    ///   only by the mutex's holder; for [`Books::Header`], the file's counters
     ///   and state word lie at their offsets from it; for
     ///   [`Books::Permit`], `counters` points into the same mapping and is
     ///   only accessed atomically.
@@ -156,6 +177,19 @@ impl<'m> RawMutex<'m> {
     #[inline(always)]
     fn header_counters(&self) -> NonNull<Counters> {
         self.at(layout::COUNTERS_AFTER_MUTEX as isize)
+    }
+
+    /// The hot record (only for [`Books::Header`] and [`Books::Permit`]).
+    #[inline(always)]
+    fn hot(&self) -> NonNull<HotRecord> {
+        self.at(layout::HOT_AFTER_MUTEX as isize)
+    }
+
+    /// The cold owner record (only for [`Books::Header`] and
+    /// [`Books::Permit`]).
+    #[inline(always)]
+    fn cold(&self) -> NonNull<OwnerRecord> {
+        self.at(layout::RECORD_AFTER_MUTEX as isize)
     }
 
     /// The mutex's address (for the few sys calls that take it).
@@ -242,7 +276,7 @@ impl<'m> RawMutex<'m> {
     ) -> Result<Got, Fail> {
         if !died {
             // SAFETY: we hold the lock (caller's contract).
-            unsafe { self.record_acquired(false, contended) };
+            unsafe { self.record_acquired(contended) };
             if std::thread::panicking() {
                 self.took_while_panicking();
             }
@@ -257,48 +291,111 @@ impl<'m> RawMutex<'m> {
         self.took_dead(contended, name())
     }
 
-    /// Writes the owner record and bumps the counters for the calling
-    /// thread, and counts the lock against its bound (a re-entrant relock
-    /// only once). Returns the dead owner's record when `died`.
+    /// Writes the hot record (and the cold one, if it describes another
+    /// process) and bumps the counts for the calling thread, and counts the
+    /// lock against its bound. A re-entrant relock (glibc's `__count` above
+    /// 1) only counts an acquisition: the outer acquisition's record stays.
+    ///
+    /// Per acquisition only the mutex's own cache line is written: the cold
+    /// record is only read (unless another process wrote it last), and the
+    /// cold counters only written when a hot count wraps, on an owner death
+    /// (counted by `took_dead`, first) or where the hot record holds no
+    /// counts.
     ///
     /// # Safety
     /// As [`Self::took`]: the calling thread has just acquired the lock,
     /// after passing [`check_room`].
     #[inline(always)]
-    unsafe fn record_acquired(&self, died: bool, contended: bool) -> Option<Box<OwnerInfo>> {
+    unsafe fn record_acquired(&self, contended: bool) {
         let now = crate::clock::coarse_now_ns;
         if let Books::None = self.books {
             identity::took_one();
-            return None;
+            return;
         }
-        let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
-        // SAFETY: we hold the lock, so we are the only writer of the record,
-        // which lies in the live mapping (`new`).
-        let r = unsafe { record.as_mut() };
-        // The thread's facts, copied once before the match and before any
-        // write to the record (every lock call passed `check_room` first).
+        let mut hot = self.hot();
+        // SAFETY: we hold the lock, so we are the only writer of the hot
+        // record, which lies in the mutex's slot of the live mapping (`new`).
+        let h = unsafe { hot.as_mut() };
+        // SAFETY: we hold the lock: glibc's `__count` is ours to read.
+        if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
+            // Not a re-entrant relock (which keeps the outer acquisition's
+            // record): a new holder.
+            // Who holds it now, first: from here on a death of ours names
+            // us (the cold record may say "unknown" until it is rewritten).
+            // The thread's facts: every lock call passed `check_room` first.
+            let me = identity::locker_me();
+            h.pid = me.pid;
+            h.tid = me.tid;
+            let key = PROCESS_KEY.with(Cell::get);
+            // SAFETY: the cold record lies in the live mapping (`new`); only
+            // a holder writes it, and we hold the lock.
+            if unsafe { self.cold().as_ref() }.key != key {
+                // Another process took it last (or this pid was reused).
+                self.describe_us(key);
+            }
+            h.since = now() & !layout::SINCE_LABELLED;
+            identity::took_one();
+        }
+        // The counts last.
+        let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
+            (
+                h.bump(layout::HOT_ACQUISITIONS),
+                contended && h.bump(layout::HOT_CONTENDED),
+            )
+        } else {
+            (false, false)
+        };
+        if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped {
+            self.count_cold(acq_wrapped, cont_wrapped, contended);
+        }
+    }
+
+    /// Rewrites the cold record for the calling thread's process (whose
+    /// [`layout::process_key`] is `key`). Reads the identity cache itself,
+    /// so the fast path loads only the pid and tid.
+    #[cold]
+    #[inline(never)]
+    fn describe_us(&self, key: u64) {
         let me = identity::locker_me();
-        let previous = match self.books {
-            Books::None => None,
+        // SAFETY: only a holder writes the cold record, and the caller
+        // (`record_acquired`) holds the lock; it lies in the live mapping.
+        unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time, key);
+    }
+
+    /// The cold counters' part of an acquisition: 2^32 for a hot count that
+    /// wrapped, or the whole count where the hot record holds none.
+    #[cold]
+    #[inline(never)]
+    fn count_cold(&self, acq_wrapped: bool, cont_wrapped: bool, contended: bool) {
+        let (acquisitions, contended) = if HOT_COUNTS >= 2 {
+            (u64::from(acq_wrapped) << 32, u64::from(cont_wrapped) << 32)
+        } else {
+            (1, u64::from(contended))
+        };
+        self.add_cold(&Counters {
+            acquisitions,
+            contended,
+            ..Counters::default()
+        });
+    }
+
+    /// Adds `c` to the file's cold counters: plainly for the header's
+    /// mutex (only its holder writes them), atomically for a permit.
+    fn add_cold(&self, c: &Counters) {
+        match self.books {
+            Books::None => {}
             Books::Header => {
                 let mut counters = self.header_counters();
-                // SAFETY: as for the record: only the holder writes them.
-                let previous = r.acquired(&me, died, contended, now, unsafe { counters.as_mut() });
-                if r.depth == 1 {
-                    identity::took_one(); // not a re-entrant relock
-                }
-                previous
+                // SAFETY: we hold the lock: the only writer of the counters,
+                // which lie in the live mapping (`new`).
+                let to = unsafe { counters.as_mut() };
+                to.acquisitions = to.acquisitions.wrapping_add(c.acquisitions);
+                to.contended = to.contended.wrapping_add(c.contended);
+                to.owner_deaths += c.owner_deaths;
+                to.recoveries += c.recoveries;
             }
-            Books::Permit { counters } => {
-                let mut c = Counters::default();
-                let previous = r.acquired(&me, died, contended, now, &mut c);
-                self.add_shared(counters, &c);
-                identity::took_one();
-                previous
-            }
-        };
-        // Boxed: the outcome stays small on the clean path.
-        previous.map(|r| Box::new(OwnerInfo::from_record(&r)))
+            Books::Permit { counters } => self.add_shared(counters, c),
+        }
     }
 
     fn add_shared(&self, counters: NonNull<Counters>, c: &Counters) {
@@ -315,7 +412,28 @@ impl<'m> RawMutex<'m> {
         }
     }
 
-    /// Clears (one level of) the owner record and unlocks — if the lock word
+    /// Sets the label of the calling thread's acquisition: the cold
+    /// record's label, and the hot record's [`layout::SINCE_LABELLED`] bit.
+    ///
+    /// # Errors
+    /// [`LabelTooLong`](crate::LabelTooLong) for more than
+    /// [`layout::LABEL_MAX`] bytes; the record keeps its previous label.
+    ///
+    /// # Safety
+    /// The calling thread holds the lock, and the kind has records.
+    pub(crate) unsafe fn set_label(&self, label: &str) -> Result<(), crate::LabelTooLong> {
+        debug_assert!(!matches!(self.books, Books::None));
+        // SAFETY: we hold the lock (caller's contract): the only writer of
+        // both records, which lie in the live mapping (`new`). The cold
+        // record describes our process: our acquisition saw to it.
+        unsafe {
+            self.cold().as_mut().set_label(label)?;
+            self.hot().as_mut().since |= layout::SINCE_LABELLED;
+        }
+        Ok(())
+    }
+
+    /// Clears the hot record (at the outermost level) and unlocks — if the lock word
     /// still names the calling thread. If it does not (a guard inherited
     /// through fork; a file truncated, reset or overwritten under its
     /// holder), nothing is touched and the answer is
@@ -390,8 +508,9 @@ impl<'m> RawMutex<'m> {
         let _ = unsafe { raw.release_cold(w, name()) };
     }
 
-    /// Clears one level of the owner record, counts the outermost release
-    /// and unlocks.
+    /// Clears the hot record at the outermost release (glibc's `__count`
+    /// at most 1: an inner release of a re-entrant lock keeps it), counts
+    /// the outermost release and unlocks.
     ///
     /// # Safety
     /// The calling thread holds the lock.
@@ -400,9 +519,20 @@ impl<'m> RawMutex<'m> {
         let outermost = match self.books {
             Books::None => true,
             Books::Header | Books::Permit { .. } => {
-                let mut record = self.at::<OwnerRecord>(layout::RECORD_AFTER_MUTEX as isize);
-                // SAFETY: we hold the lock: the only writer of the record.
-                unsafe { record.as_mut() }.released()
+                // SAFETY: we hold the lock: `__count` is ours to read.
+                let outermost = unsafe { sys::mutex_count(self.as_ptr()) } <= 1;
+                if outermost {
+                    let mut hot = self.hot();
+                    // SAFETY: we hold the lock: the only writer of the hot
+                    // record, in the live mapping.
+                    let h = unsafe { hot.as_mut() };
+                    // `since` (and its label bit) is only read while
+                    // `pid` names a holder, and the next acquisition
+                    // rewrites it: one 8-byte store here.
+                    h.tid = 0;
+                    h.pid = 0;
+                }
+                outermost
             }
         };
         if outermost {
@@ -420,12 +550,15 @@ impl<'m> RawMutex<'m> {
         );
     }
 
-    /// The owner record (for reads by its holder, and by `status`).
-    pub(crate) fn record(&self) -> Option<NonNull<OwnerRecord>> {
+    /// A racy snapshot of the hot and cold records (`None`: the kind has
+    /// none), as a reader sees them.
+    pub(crate) fn records(&self) -> Option<crate::owner::Records> {
         match self.books {
             Books::None => None,
             Books::Header | Books::Permit { .. } => {
-                Some(self.at(layout::RECORD_AFTER_MUTEX as isize))
+                // SAFETY: the mutex lies in the live mapping with its
+                // records at their offsets (`new`).
+                Some(unsafe { crate::owner::Records::read(self.as_ptr()) })
             }
         }
     }

@@ -6,8 +6,9 @@
 
 use super::{Books, Fail, Got, Name, RawMutex, Wait, check_room};
 use crate::error::LockError;
-use crate::file::layout::{self, OwnerRecord};
+use crate::file::layout;
 use crate::identity;
+use crate::owner::Records;
 use crate::sys::{self, LockFail, Locked};
 use std::mem::offset_of;
 use std::ptr::NonNull;
@@ -15,19 +16,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What one stuck check saw of a lock whose holder looked gone: the lock
 /// word (FUTEX_WAITERS aside, which waiters set at any time) and the owner
-/// record's identity fields. Two equal ones a slice apart make it stuck.
+/// records. Two equal ones a slice apart make it stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Suspect {
     word: u32,
-    record: Option<(u32, u32, u64, u64, u64)>,
+    records: Option<Records>,
 }
 
 impl Suspect {
-    /// From a lock word and the owner record (`None`: the kind has none).
-    pub(crate) fn new(word: u32, record: Option<&OwnerRecord>) -> Suspect {
+    /// From a lock word and the owner records (`None`: the kind has none).
+    pub(crate) fn new(word: u32, records: Option<&Records>) -> Suspect {
         Suspect {
             word: word & !sys::FUTEX_WAITERS,
-            record: record.map(|r| (r.pid, r.tid, r.pidns_ino, r.start_time, r.acquired_unix_ns)),
+            records: records.copied(),
         }
     }
 }
@@ -184,13 +185,10 @@ impl RawMutex<'_> {
             if tid == 0 || w & sys::FUTEX_OWNER_DIED != 0 {
                 return None;
             }
-            let record = self.record().map(|r| {
-                // SAFETY: the record lies in the live mapping; a racy read,
-                // only used to name the holder.
-                unsafe { std::ptr::read_volatile(r.as_ptr()) }
-            });
-            let named = record.filter(|r| r.tid == tid && r.pid != 0);
-            if named.is_some_and(|r| r.pidns_ino != ours) {
+            // A racy read, only used to name the holder.
+            let records = self.records();
+            let named = records.and_then(|r| r.owner()).filter(|o| o.tid == tid);
+            if named.is_some_and(|o| o.pid_namespace != ours) {
                 return None;
             }
             if !identity::holder_gone(tid) {
@@ -198,7 +196,7 @@ impl RawMutex<'_> {
             }
             let again = self.word().load(Ordering::Acquire);
             if crate::status::same_holder(again, w) {
-                return Some(Suspect::new(w, record.as_ref()));
+                return Some(Suspect::new(w, records.as_ref()));
             }
             w = again;
         }

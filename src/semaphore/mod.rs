@@ -9,10 +9,13 @@
 //!
 //! # Counters
 //!
-//! Several permits are held at once, so the file's counters are updated with
-//! atomic adds (`AtomicU64::from_ptr` on the mapped fields) and read with
-//! volatile loads (a status may read a `PROT_READ` mapping; see
-//! `snapshot_at`).
+//! Each permit counts its acquisitions in its own hot record (in its
+//! mutex's cache line, written only by its holder); the file's cold
+//! counters, which several permit holders share, are updated with atomic
+//! adds (`AtomicU64::from_ptr` on the mapped fields) only on rare paths (a
+//! hot count's wrap, an owner death, a recovery). A status reads them with
+//! volatile loads (it may read a `PROT_READ` mapping; see `snapshot_at`)
+//! and adds every permit's hot counts.
 
 mod acquire;
 mod permit;
@@ -23,6 +26,7 @@ use crate::error::Error;
 use crate::file;
 use crate::file::layout::{self, Counters, DataLayout, Kind, Slot};
 use crate::options::{OpenOptions, Spec};
+use crate::owner::Records;
 use crate::raw::{Books, Name, RawMutex};
 use crate::registry::{self, Mapping};
 use crate::status::{self, FileInfo, LockState, OwnerInfo};
@@ -436,13 +440,18 @@ pub(crate) unsafe fn snapshot_at(
         reserved: [0; 3],
     }
     .into();
+    let mut counters = s.counters;
     for slot in 0..permits {
-        let mutex = at(layout::slot_mutex(data_offset, slot));
-        let record = mutex.wrapping_add(layout::RECORD_AFTER_MUTEX);
-        // SAFETY: the slot's mutex and its owner record lie in the live
-        // mapping (the caller's contract).
-        let (state, owner, lock_word) =
-            unsafe { status::lock_state(mutex.cast(), record.cast_const().cast()) };
+        let mutex = at(layout::slot_mutex(data_offset, slot)).cast::<libc::pthread_mutex_t>();
+        // SAFETY: the slot's mutex and its records lie in the live mapping
+        // (the caller's contract).
+        let read = || unsafe { Records::read(mutex) };
+        // The file's cold counters plus every permit's hot counts.
+        let (a, c) = read().hot.count_pair();
+        counters.acquisitions = counters.acquisitions.wrapping_add(a);
+        counters.contended = counters.contended.wrapping_add(c);
+        // SAFETY: as above.
+        let (state, owner, lock_word) = unsafe { status::lock_state(mutex, read) };
         s.push(PermitStatus {
             slot,
             state,
@@ -450,6 +459,7 @@ pub(crate) unsafe fn snapshot_at(
             lock_word,
         });
     }
+    s.counters = counters;
     s
 }
 

@@ -129,14 +129,8 @@ impl<'a> PermitGuard<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
-        let mut rec = self
-            .sem
-            .slot(self.slot)
-            .record()
-            .expect("a permit has a record");
-        // SAFETY: we hold the permit, so we are the only writer of its owner
-        // record, which lies in the live mapping.
-        unsafe { rec.as_mut() }.set_label(label)
+        // SAFETY: we hold the permit, which has records.
+        unsafe { self.sem.slot(self.slot).set_label(label) }
     }
 }
 
@@ -190,13 +184,8 @@ impl Recovery<PermitGuard<'_>> {
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
         let guard = self.guard();
-        let mut rec = guard
-            .sem
-            .slot(guard.slot)
-            .record()
-            .expect("a permit has a record");
-        // SAFETY: this thread holds the permit (a Recovery's contract), so
-        // it is the only writer of its owner record, in the live mapping.
-        unsafe { rec.as_mut() }.set_label(label)
+        // SAFETY: this thread holds the permit (a Recovery's contract),
+        // which has records.
+        unsafe { guard.sem.slot(guard.slot).set_label(label) }
     }
 }

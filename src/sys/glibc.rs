@@ -79,6 +79,26 @@ pub(crate) unsafe fn mutex_not_recoverable(m: *mut libc::pthread_mutex_t) -> boo
     owner.load(Ordering::Relaxed) as i32 == GLIBC_NOTRECOVERABLE
 }
 
+/// glibc's `__data.__count` of a mutex: the nesting depth of a RECURSIVE
+/// mutex's holder (1 after each first acquisition, +1 per relock, -1 per
+/// unlock, 0 once released); 1 or 0 for the other kinds. Only meaningful to
+/// the holder, who alone changes it.
+///
+/// # Safety
+/// `m` points to a `pthread_mutex_t` in a live mapping.
+#[inline(always)]
+pub(crate) unsafe fn mutex_count(m: *mut libc::pthread_mutex_t) -> u32 {
+    // SAFETY: `__count` is the unsigned int at byte offset 4 of glibc's
+    // `struct __pthread_mutex_s` on every glibc architecture (after the
+    // int `__lock`; inside the struct and 4-byte aligned: asserted above);
+    // the mapping is live (the caller's contract). Atomic, relaxed: other
+    // threads' writes to it are only those of a holder, which a holder
+    // reading it never races with, and any other reader only wants a
+    // snapshot.
+    let count = unsafe { AtomicU32::from_ptr(m.cast::<u32>().add(1)) };
+    count.load(Ordering::Relaxed)
+}
+
 /// The mutex's kind word as glibc stores it (`__data.__kind`), for validating
 /// a file before trusting it. `bytes` are the mutex bytes copied from a file.
 pub(crate) fn glibc_kind_word(bytes: &[u8]) -> Option<i32> {

@@ -82,7 +82,7 @@ pub(crate) use futex::{
 };
 pub(crate) use glibc::{
     Death, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, die_holding, expected_kind_word,
-    forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died,
+    forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died, mutex_count,
     mutex_not_recoverable,
 };
 pub(crate) use process::{

@@ -17,6 +17,7 @@ pub mod roles_accidents;
 pub mod roles_changed_underneath;
 pub mod roles_clock;
 pub mod roles_file;
+pub mod roles_hot;
 pub mod roles_inspect;
 pub mod roles_raw_edges;
 pub mod small_fs;
@@ -248,4 +249,26 @@ pub fn snapshot(path: &Path) -> FileSnapshot {
         len: md.len(),
         mtime: (md.mtime(), md.mtime_nsec()),
     }
+}
+
+/// Runs `f` in a `fork()` child of this test process and asserts that it
+/// returned without panicking. The child leaves with `_exit` (no parent's
+/// destructors run); `f` must only do what is safe in a fork child of a
+/// multi-threaded process (the test harness's other threads are gone).
+pub fn in_fork_child(f: impl FnOnce()) {
+    // SAFETY: the child runs only `f` (the caller's contract above) and
+    // leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        // SAFETY: ends the child at once, running no parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the fork child failed: {status:#x}"
+    );
 }

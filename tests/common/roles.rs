@@ -73,6 +73,8 @@
 //!   (`inspect_report`).
 //! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
 //! * the cached clock's roles of [`super::roles_clock`] (`clock_*`).
+//! * the roles of [`super::roles_hot`] (`lock_cycles`, `sem_cycles`,
+//!   `hold_labelled_then_relock`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -304,6 +306,7 @@ pub fn run_if_child() {
         other if super::roles_raw_edges::play(other, path) => {}
         other if super::roles_clock::play(other, path) => {}
         other if super::roles_changed_underneath::run(other, path) => {}
+        other if super::roles_hot::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

@@ -12,6 +12,8 @@
 //! * `accidents`: stuck locks, exiting threads, the held-lock bound;
 //! * `panic_fork`: panics count as deaths, fork-inherited guards are inert,
 //!   truncation under a waiter is reported;
+//! * `hot_record`: format version 2: per acquisition only the mutex's own
+//!   cache line is written; counters, labels, the cold record's rewrite;
 //! * `proc_view`: a live holder `/proc` cannot show is not stuck;
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
@@ -26,6 +28,7 @@ mod common;
 mod accidents;
 mod cancel;
 mod clock;
+mod hot_record;
 mod locking;
 mod logging;
 mod owner_death;

@@ -85,31 +85,36 @@ fn a_live_holder_seen_through_another_namespaces_proc_is_locked_not_stuck() {
 /// it is no evidence, and reset must not release the lock.
 #[test]
 fn a_live_holder_under_a_stale_record_of_its_tid_is_locked_not_stuck() {
-    use robust_mutex::internals::{LABEL_MAX, OWNER_OFFSET, OwnerRecord};
+    use robust_mutex::internals::{ColdRecord, HOT_OFFSET, HotRecord, LABEL_MAX, OWNER_OFFSET};
     use std::os::unix::fs::MetadataExt;
     let (_dir, path) = temp_path("m");
     let m = robust_mutex::SharedMutex::<u64>::open(&path).unwrap();
     let mut raw = common::Kid::spawn("raw_owner_died", &path);
     assert_eq!(raw.expect("locked"), "0");
     let tid = m.status().lock_word & 0x3fff_ffff;
-    let stale = OwnerRecord {
-        pid: std::process::id(), // alive, but thread `tid` is not its
+    let stale_hot = HotRecord {
         tid,
+        pid: std::process::id(), // alive, but thread `tid` is not its
+        since: 2,
+        counts: bytemuck::Zeroable::zeroed(),
+    };
+    let stale_cold = ColdRecord {
+        pid: std::process::id(),
+        label_len: 0,
         pidns_ino: std::fs::metadata("/proc/self/ns/pid").unwrap().ino(),
         start_time: 1,
-        acquired_unix_ns: 1,
-        label_len: 0,
-        depth: 1,
+        key: 1,
+        reserved: 0,
         label: [0; LABEL_MAX],
     };
     let base = common::roles::raw_map(&path);
-    // SAFETY: the owner record lies at OWNER_OFFSET of the live 4096-byte
-    // mapping (docs/design.md); a test's deliberate overwrite.
+    // SAFETY: the hot record lies at HOT_OFFSET and the cold one at
+    // OWNER_OFFSET of the live 4096-byte mapping (docs/design.md); a
+    // test's deliberate overwrite.
     unsafe {
-        std::ptr::write_volatile(
-            base.cast::<u8>().add(OWNER_OFFSET).cast::<OwnerRecord>(),
-            stale,
-        );
+        let base = base.cast::<u8>();
+        std::ptr::write_volatile(base.add(HOT_OFFSET).cast::<HotRecord>(), stale_hot);
+        std::ptr::write_volatile(base.add(OWNER_OFFSET).cast::<ColdRecord>(), stale_cold);
     }
     assert_eq!(m.status().state, LockState::Locked);
     assert!(matches!(

@@ -7,7 +7,9 @@
 //! * `accidents`: stuck permits end waits, never while a live holder may
 //!   free one;
 //! * `acquiring`: releases, waits, cancellation, crowds;
-//! * `files`: kinds, permit counts, creation policies, broken files.
+//! * `files`: kinds, permit counts, creation policies, broken files;
+//! * `hot_record`: format version 2: a permit cycle writes only its own
+//!   cache line; permit counts summed exactly.
 //!
 //! This file holds the helpers the modules share.
 
@@ -17,6 +19,7 @@ mod common;
 mod accidents;
 mod acquiring;
 mod files;
+mod hot_record;
 mod owner_death;
 
 use common::Kid;
