@@ -120,8 +120,15 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
-    /// Written by another version of the format.
-    #[error("open {path}: format version {found}, this build reads version {expected}")]
+    /// Written by another version of the format. The file is left
+    /// untouched.
+    ///
+    /// A version-1 file (written by robust-mutex before format version 2)
+    /// is converted by [`reset`](crate::reset()) (`robust-mutex reset
+    /// PATH`), which keeps its value and counters; the message says so. A
+    /// file of a newer version than this build reads needs a newer
+    /// robust-mutex: a reset refuses it too (it never downgrades a file).
+    #[error("{}", version_text(path, *found, *expected))]
     UnsupportedVersion {
         /// The path.
         path: PathBuf,
@@ -371,6 +378,23 @@ pub struct LabelTooLong {
 impl LabelTooLong {
     /// The most bytes of UTF-8 a label may have.
     pub const LIMIT: usize = crate::file::layout::LABEL_MAX;
+}
+
+/// [`Error::UnsupportedVersion`]'s text: for an older file, the way to
+/// convert it; for a newer one, that this build is too old.
+fn version_text(path: &std::path::Path, found: u32, expected: u32) -> String {
+    let p = path.display();
+    if found == crate::file::layout::MIGRATABLE_VERSION && found < expected {
+        format!(
+            "open {p}: format version {found}, written by an earlier robust-mutex; this build reads version {expected}: `robust-mutex reset {p}` (or robust_mutex::reset) converts it and keeps the value"
+        )
+    } else if found > expected {
+        format!(
+            "open {p}: format version {found}, written by a newer robust-mutex; this build reads version {expected}: upgrade robust-mutex to use it"
+        )
+    } else {
+        format!("open {p}: format version {found}, this build reads version {expected}")
+    }
 }
 
 /// The rest of [`Error::RemoveRefused`]'s message: why, and the way out.

@@ -7,6 +7,7 @@ mod error;
 mod file;
 mod identity;
 mod inspect;
+mod migrate;
 mod mutex;
 mod options;
 mod outcome;

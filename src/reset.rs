@@ -38,6 +38,9 @@ pub struct ResetOutcome {
     /// file (empty, cut short, or a crashed creator's leftover), replaced
     /// with `force`.
     pub remnant_len: Option<u64>,
+    /// `Some(version)` when the old file was of an earlier format version
+    /// (1), converted to this build's: see [`reset()`].
+    pub migrated_from: Option<u32>,
 }
 
 /// Replaces the mutex file at `path` with a fresh one holding the same value.
@@ -56,6 +59,20 @@ pub struct ResetOutcome {
 /// `robust-mutex create` makes); its first locker gets
 /// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied). Someone else's data
 /// is never replaced.
+///
+/// A file of format version 1 (written by robust-mutex before version 2,
+/// which every open refuses with [`Error::UnsupportedVersion`]) is
+/// converted: the new file keeps its kind, value and counters, and takes
+/// the next generation. A free lock needs no `force` and its first locker
+/// gets a clean lock (the value was consistent); a dead holder's needs no
+/// `force` and its first locker gets
+/// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied); a live holder's
+/// needs `force`, as above. A version-1 process still using the old file
+/// gets a not-recoverable lock on it, never a lock beside the new one.
+/// [`ResetOutcome::migrated_from`] says so. A version-1 semaphore is not
+/// converted ([`Error::InvalidOptions`]: replace it). A file of a newer
+/// version is refused ([`Error::UnsupportedVersion`]): a reset never
+/// downgrades a file.
 ///
 /// A file owned by another user is refused ([`Error::ForeignOwner`]); an
 /// operator opts in with [`ResetOptions::allow_other_owners`]. The new file
@@ -175,6 +192,7 @@ impl ResetOptions {
                         generation: h.generation,
                         previous_state: LockState::NotRecoverable,
                         remnant_len: remnant_seen,
+                        migrated_from: None,
                     });
                 }
                 Found::Whole => {
@@ -225,6 +243,7 @@ fn reset_mutex(
 ) -> Result<Option<ResetOutcome>, Error> {
     let spec = Spec {
         any_kind: true,
+        migrate: true,
         ..Spec::any_value(LockKind::Mutex)
     };
     let old = file::open(path, opts, &spec)?;
@@ -277,9 +296,7 @@ fn replace_remnant(
         // A remnant holds no owner record, counters or value worth carrying:
         // only the count of resets, one.
         let mut carried = vec![0u8; layout::DATA_MIN_OFFSET - layout::OWNER_OFFSET];
-        let resets =
-            layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
-        carried[resets..resets + 8].copy_from_slice(&1u64.to_ne_bytes());
+        count_reset(&mut carried);
         let fill = if kind == layout::Kind::Semaphore {
             // Every permit free, generation 1: a semaphore's permits have no
             // one lock to report dead (as `OpenOptions::replace`).
@@ -288,6 +305,7 @@ fn replace_remnant(
             Fill::Replacement {
                 generation,
                 carried: &carried,
+                owner_died: true,
             }
         };
         // The old mode if it lets the owner read and write (not the 0400
@@ -303,6 +321,7 @@ fn replace_remnant(
             generation,
             previous_state: LockState::NotRecoverable,
             remnant_len: Some(st.size),
+            migrated_from: None,
         }))
     })();
     let _ = sys::funlock(fd);
@@ -312,6 +331,9 @@ fn replace_remnant(
 /// `Ok(None)`: the file no longer covers the mapping (cut short while we
 /// waited for its flock); the caller looks again and finds a remnant.
 fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetOutcome>, Error> {
+    if old.header.version == layout::MIGRATABLE_VERSION {
+        return crate::migrate::migrate(path, old, force);
+    }
     if old.header.kind == layout::Kind::Semaphore.code() {
         // Its permits are per-slot mutexes, which this judge-and-move design
         // does not cover (open handles would not follow either).
@@ -332,6 +354,7 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             generation: now.generation + 1,
             previous_state: now.state,
             remnant_len: None,
+            migrated_from: None,
         }));
     }
     if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
@@ -340,35 +363,11 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             state: now.state,
         });
     }
-    let data = old.header.data_layout();
-    // Owner record, counters and value, as they are now.
-    let mut carried = vec![0u8; data.file_len as usize - layout::OWNER_OFFSET];
-    // SAFETY: the mapping is `file_len` bytes long (checked at open); the
-    // copy is a racy snapshot by design (the mutex is broken or forced).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            map.owner().cast::<u8>().cast_const(),
-            carried.as_mut_ptr(),
-            carried.len(),
-        )
-    };
-    let resets =
-        layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
-    let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
-    carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
-
-    let generation = old.header.generation + 1;
-    file::init::publish_new_file(
-        path,
-        old.stat.perm(),
-        Some((old.stat.uid, old.stat.gid)),
-        data,
-        layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex),
-        &Fill::Replacement {
-            generation,
-            carried: &carried,
-        },
-    )?;
+    // Owner record, counters and value, as they are now (a racy snapshot by
+    // design: the mutex is broken or forced).
+    let carried = carried_from(old, layout::OWNER_OFFSET);
+    let kind = layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex);
+    let generation = publish_replacement(path, old, kind, carried, true)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
     if now.state == LockState::Stuck {
@@ -385,5 +384,61 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
         generation,
         previous_state: now.state,
         remnant_len: None,
+        migrated_from: None,
     }))
+}
+
+/// The bytes of `old` from the owner record to the end of the value, as
+/// [`Fill::Replacement`] takes them, copied from offset `from` on (those
+/// before it zero).
+pub(crate) fn carried_from(old: &file::Opened, from: usize) -> Vec<u8> {
+    let len = old.header.file_len as usize;
+    let mut carried = vec![0u8; len - layout::OWNER_OFFSET];
+    let skip = from - layout::OWNER_OFFSET;
+    // SAFETY: the mapping is `file_len` bytes long (checked at open) and
+    // `from` lies in it; the reads race only with a holder's writes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            old.map.data(from as u64).cast_const(),
+            carried[skip..].as_mut_ptr(),
+            len - from,
+        )
+    };
+    carried
+}
+
+/// Builds the replacement of `old`, a `kind` lock holding `carried` (see
+/// [`carried_from`]) with one more reset counted, the next generation and
+/// (`owner_died`) a lock word whose first locker gets EOWNERDEAD, and
+/// renames it over `path`. Returns the new generation.
+pub(crate) fn publish_replacement(
+    path: &Path,
+    old: &file::Opened,
+    kind: layout::Kind,
+    mut carried: Vec<u8>,
+    owner_died: bool,
+) -> Result<u64, Error> {
+    count_reset(&mut carried);
+    let generation = old.header.generation + 1;
+    file::init::publish_new_file(
+        path,
+        old.stat.perm(),
+        Some((old.stat.uid, old.stat.gid)),
+        old.header.data_layout(),
+        kind,
+        &Fill::Replacement {
+            generation,
+            carried: &carried,
+            owner_died,
+        },
+    )?;
+    Ok(generation)
+}
+
+/// Adds one to the `resets` counter in `carried` (bytes from the owner
+/// record on, as [`Fill::Replacement`] takes them).
+fn count_reset(carried: &mut [u8]) {
+    let at = layout::COUNTERS_OFFSET - layout::OWNER_OFFSET + offset_of!(layout::Counters, resets);
+    let n = u64::from_ne_bytes(carried[at..at + 8].try_into().expect("8 bytes")) + 1;
+    carried[at..at + 8].copy_from_slice(&n.to_ne_bytes());
 }

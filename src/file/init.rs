@@ -58,11 +58,14 @@ pub(crate) enum Fill<'a> {
     /// A new file: zeroed value, generation 1.
     Fresh,
     /// A reset's replacement: the old value, owner record and counters, the
-    /// next generation, and a mutex that reports OWNER_DIED to its first locker.
+    /// next generation, and (`owner_died`) a mutex that reports OWNER_DIED
+    /// to its first locker.
     Replacement {
         generation: u64,
         /// Bytes from OWNER_OFFSET to the end of the value.
         carried: &'a [u8],
+        /// False only for a conversion of a free, consistent version-1 lock.
+        owner_died: bool,
     },
 }
 
@@ -136,7 +139,10 @@ pub(crate) fn initialise(
         unsafe { sys::mutex_init(base.wrapping_add(offset).cast(), mk) }
             .map_err(io_err("pthread_mutex_init", path))?;
     }
-    if let Fill::Replacement { .. } = fill {
+    if let Fill::Replacement {
+        owner_died: true, ..
+    } = fill
+    {
         // SAFETY: just initialised, and still private to us.
         unsafe { sys::mark_owner_died(mutex) };
     }

@@ -25,7 +25,7 @@ fn status_shows_each_state_with_its_exit_code() {
     ] {
         assert_eq!(v["counters"][key], 0, "{key}");
     }
-    assert_eq!(v["file"]["version"], 1);
+    assert_eq!(v["file"]["version"], 2);
     assert_eq!(v["file"]["boot_id_matches"], true);
 
     let mut h = Holder::start(&path, &["--label", "L"]);

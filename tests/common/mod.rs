@@ -20,6 +20,7 @@ pub mod roles_inspect;
 pub mod roles_raw_edges;
 pub mod small_fs;
 pub mod torture;
+pub mod v1;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -107,11 +107,24 @@ pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Resul
         Some(n) => format!("{n} bytes were left of it"),
         None => format!("{} before", out.previous_state),
     };
-    let text = format!(
-        "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
-        path_text(path),
-        out.generation
-    );
+    let text = match out.migrated_from {
+        // A free version-1 lock converts to a clean one.
+        Some(v) => format!(
+            "{}: converted from format version {v} ({before}), now generation {}; {}\n",
+            path_text(path),
+            out.generation,
+            if out.previous_state == LockState::Unlocked {
+                "the next locker gets it clean"
+            } else {
+                "the next locker runs its recovery"
+            }
+        ),
+        None => format!(
+            "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
+            path_text(path),
+            out.generation
+        ),
+    };
     // The reset is done; a closed stdout does not undo it.
     let _ = emit(&text);
     Ok(code::OK)

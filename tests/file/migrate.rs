@@ -1,0 +1,272 @@
+//! Format version 2: a version-1 file is refused, untouched, with the way to
+//! convert it; `reset` converts it, keeping the value, the kind and the
+//! counters; a newer version is refused by everything, `reset` included.
+//! Version-1 files come from [`common::v1`].
+
+use crate::common::v1::{self, Kind};
+use crate::common::{self, Kid, temp_path};
+use robust_mutex::{
+    Acquired, Error, LockKind, LockState, OpenOptions, ReentrantMutex, SharedMutex, SharedSemaphore,
+};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// The header state of a file a reset replaced.
+const RETIRED: u32 = 0x5245_5449;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_robust-mutex"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The error of every kind of open, and of the read-only looks, on `path`.
+fn every_refusal(path: &Path, kind: Kind) -> Vec<Error> {
+    let mut errors = vec![
+        robust_mutex::inspect_file(path).map(drop).unwrap_err(),
+        OpenOptions::new()
+            .create(true)
+            .open_lock_only(path)
+            .map(drop)
+            .unwrap_err(),
+    ];
+    errors.push(match kind {
+        Kind::Mutex => SharedMutex::<u64>::open(path).map(drop).unwrap_err(),
+        Kind::Reentrant => ReentrantMutex::<u64>::open(path).map(drop).unwrap_err(),
+        Kind::Semaphore(n) => SharedSemaphore::open(path, n).map(drop).unwrap_err(),
+    });
+    errors.push(match kind {
+        Kind::Semaphore(_) => robust_mutex::inspect_semaphore(path).map(drop).unwrap_err(),
+        _ => robust_mutex::inspect(path).map(drop).unwrap_err(),
+    });
+    errors
+}
+
+/// Asserts that `e` is the refusal of a file of version `found`; its text.
+fn unsupported(e: &Error, found: u32) -> String {
+    assert!(
+        matches!(e, Error::UnsupportedVersion { found: f, expected: 2, .. } if *f == found),
+        "{e:?}"
+    );
+    e.to_string()
+}
+
+#[test]
+fn a_version_1_file_is_refused_with_the_way_to_convert_it_and_left_untouched() {
+    for kind in [Kind::Mutex, Kind::Reentrant, Kind::Semaphore(2)] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, kind);
+        let before = common::snapshot(&path);
+        let hint = format!("`robust-mutex reset {}`", path.display());
+        for e in every_refusal(&path, kind) {
+            let text = unsupported(&e, 1);
+            assert!(
+                text.contains(&hint) && text.contains("keeps the value"),
+                "{text}"
+            );
+        }
+        // The command prints the library's hint, with EX_DATAERR (65): PATH
+        // is not a file this build uses, left untouched.
+        let p = path.to_str().unwrap();
+        for args in [&["status", p][..], &["run", p, "--", "true"]] {
+            let o = cli(args);
+            assert_eq!(o.status.code(), Some(65), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(&hint), "{args:?}: {}", stderr(&o));
+        }
+        assert_eq!(common::snapshot(&path), before, "{kind:?}");
+    }
+}
+
+#[test]
+fn reset_converts_a_free_version_1_lock_keeping_value_and_counters_and_the_first_lock_is_clean() {
+    for kind in [Kind::Mutex, Kind::Reentrant] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, kind);
+        let old = std::fs::File::open(&path).unwrap();
+        let out = robust_mutex::reset(&path, false).unwrap();
+        assert_eq!(
+            (out.generation, out.previous_state, out.migrated_from),
+            (2, LockState::Unlocked, Some(1)),
+            "{kind:?}"
+        );
+
+        let i = robust_mutex::inspect_file(&path).unwrap();
+        let file = i.file.unwrap();
+        let want = match kind {
+            Kind::Reentrant => LockKind::Reentrant,
+            _ => LockKind::Mutex,
+        };
+        assert_eq!((file.version, file.kind, file.value_size), (2, want, 8));
+        let s = robust_mutex::inspect(&path).unwrap();
+        assert_eq!((s.state, s.generation), (LockState::Unlocked, 2));
+        // The version-1 record was not carried over (its layout differs).
+        assert_eq!(s.owner, None);
+        let c = s.counters;
+        let [acquisitions, contended, owner_deaths, recoveries, resets] = v1::COUNTERS;
+        assert_eq!(
+            (
+                c.acquisitions,
+                c.contended,
+                c.owner_deaths,
+                c.recoveries,
+                c.resets
+            ),
+            (
+                acquisitions,
+                contended,
+                owner_deaths,
+                recoveries,
+                resets + 1
+            )
+        );
+
+        // The lock was free and consistent: the first locker gets it clean.
+        let value = match kind {
+            Kind::Reentrant => {
+                let m = ReentrantMutex::<u64>::open(&path).unwrap();
+                let Acquired::Clean(g) = m.lock().unwrap() else {
+                    panic!("a free version-1 lock converts to a clean one");
+                };
+                g.get()
+            }
+            _ => {
+                let m = SharedMutex::<u64>::open(&path).unwrap();
+                let Acquired::Clean(g) = m.lock().unwrap() else {
+                    panic!("a free version-1 lock converts to a clean one");
+                };
+                *g
+            }
+        };
+        assert_eq!(value, v1::VALUE);
+
+        // The old inode is retired, its lock word owner-dead: a version-1
+        // process that locks it gets EOWNERDEAD on a retired file, lets it
+        // go not recoverable (every other old user bounces too), looks at
+        // the path again and is refused version 2. It never uses the old
+        // lock beside the new one.
+        let (state, word) = v1::state_and_word(&old);
+        assert_eq!(state, RETIRED);
+        assert_eq!(word & FUTEX_OWNER_DIED, FUTEX_OWNER_DIED, "{word:#x}");
+        let through_old = format!("/proc/{}/fd/{}", std::process::id(), old.as_raw_fd());
+        let mut kid = Kid::spawn("raw_owner_died", Path::new(&through_old));
+        assert_eq!(kid.expect("locked"), libc::EOWNERDEAD.to_string());
+        kid.kill();
+    }
+}
+
+#[test]
+fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() {
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    // A version-1 holder dies: a raw pthread lock, then SIGKILL.
+    let mut kid = Kid::spawn("raw_owner_died", &path);
+    assert_eq!(kid.expect("locked"), "0");
+    kid.kill();
+    let out = robust_mutex::reset(&path, false).unwrap();
+    assert_eq!(
+        (out.generation, out.previous_state, out.migrated_from),
+        (2, LockState::OwnerDead, Some(1))
+    );
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("the first locker after a dead version-1 holder must repair");
+    };
+    // Nobody is named: the version-1 record was not carried over.
+    assert_eq!(r.previous_owner().map(|o| o.pid), None);
+    assert_eq!(*r, v1::VALUE);
+    drop(r.mark_consistent());
+    assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
+}
+
+#[test]
+fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    let mut holder = Kid::spawn("raw_owner_died", &path);
+    assert_eq!(holder.expect("locked"), "0");
+    let before = common::snapshot(&path);
+    let e = robust_mutex::reset(&path, false).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ResetRefused {
+                state: LockState::Locked,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let o = cli(&["reset", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(common::snapshot(&path), before);
+
+    let old = std::fs::File::open(&path).unwrap();
+    let (_, held_word) = v1::state_and_word(&old);
+    let out = robust_mutex::reset(&path, true).unwrap();
+    assert_eq!(
+        (out.previous_state, out.migrated_from),
+        (LockState::Locked, Some(1))
+    );
+    // The holder finishes on the old file, which is retired; the new file's
+    // first locker repairs, as after any forced reset.
+    assert_eq!(v1::state_and_word(&old), (RETIRED, held_word));
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("a forced reset's first locker repairs");
+    };
+    assert_eq!(*r, v1::VALUE);
+    drop(holder);
+}
+
+#[test]
+fn the_command_converts_a_version_1_file_and_says_so() {
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    let o = cli(&["reset", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("converted from format version 1") && text.contains("generation 2"),
+        "{text}"
+    );
+    assert_eq!(robust_mutex::inspect(&path).unwrap().counters.resets, 1);
+}
+
+#[test]
+fn a_newer_version_is_refused_by_everything_and_never_downgraded() {
+    for kind in [Kind::Mutex, Kind::Semaphore(2)] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, kind);
+        v1::set_version(&path, 3);
+        let before = common::snapshot(&path);
+        for e in every_refusal(&path, kind) {
+            let text = unsupported(&e, 3);
+            assert!(
+                text.contains("newer") && text.contains("upgrade") && !text.contains("reset"),
+                "{text}"
+            );
+        }
+        for force in [false, true] {
+            let e = robust_mutex::reset(&path, force).unwrap_err();
+            assert!(
+                matches!(e, Error::UnsupportedVersion { found: 3, .. }),
+                "{e}"
+            );
+        }
+        let p = path.to_str().unwrap();
+        for args in [&["status", p][..], &["reset", "--force", p]] {
+            let o = cli(args);
+            assert_eq!(o.status.code(), Some(65), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("upgrade"), "{}", stderr(&o));
+        }
+        assert_eq!(common::snapshot(&path), before);
+    }
+}
