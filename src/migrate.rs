@@ -12,21 +12,27 @@
 //! and the next generation, renamed over the path; the old one is marked
 //! RETIRED.
 //!
+//! Each lock of the file is judged this way: a mutex's own, or each permit
+//! of a semaphore (whose permits are mutexes too, with records of the same
+//! two layouts).
+//!
 //! * **Free**: the lock is taken here for the length of the conversion, so
 //!   no version-1 process can take it meanwhile, and no force is needed.
-//!   Its value was consistent, so the new lock is clean.
+//!   Its value was consistent, so the new lock (or permit) is clean.
 //! * **A dead holder's** (owner-dead, not recoverable, stuck): no force is
-//!   needed, and the new file's first locker gets
+//!   needed, and the new lock's first locker (the permit's next taker) gets
 //!   [`OwnerDied`](crate::Acquired::OwnerDied), as after any reset.
 //! * **Held by a live process**: only with force, as any reset; the holder
-//!   finishes on the old file, newcomers use the new one.
+//!   finishes on the old file, and the new lock's first locker gets
+//!   `OwnerDied`.
 //!
-//! Once the new file is in place, a lock taken here is left as a dying
-//! holder leaves it (owner-dead). A version-1 process that locks the old
-//! file then gets EOWNERDEAD on a RETIRED file, lets it go without marking
-//! it consistent (so every other old user bounces as well), looks at the
-//! path again and is refused version 2: old and new processes never use
-//! two locks as one.
+//! Once the new file is in place, every lock taken here is let go not
+//! recoverable, as an abandoned recovery leaves it. A version-1 process
+//! that locks the old mutex then gets ENOTRECOVERABLE, looks at the path
+//! again, is refused version 2 and reports the lock not recoverable; one
+//! that acquires a permit of the old semaphore finds every permit lost
+//! (but those held by force). Old and new processes never use two locks
+//! as one.
 
 use crate::error::Error;
 use crate::file::{self, io_err, layout};
@@ -130,23 +136,22 @@ unsafe fn take(m: *mut libc::pthread_mutex_t) -> std::io::Result<Old> {
 }
 
 /// Lets go of `m`, taken by [`take`] (`clean`: without EOWNERDEAD).
-/// `retired`: the new file is in place, so it is left as a dying holder
-/// leaves it (owner-dead); otherwise as it was found: free, or owner-dead.
+/// `retired`: the new file is in place, so it is left not recoverable;
+/// otherwise as it was found: free, or owner-dead.
 ///
 /// # Safety
 /// The calling thread holds `m`, taken by [`take`], in a live mapping.
 unsafe fn let_go(m: *mut libc::pthread_mutex_t, clean: bool, retired: bool) {
-    if clean && !retired {
+    if retired {
         // SAFETY: we hold it (the caller's contract).
-        let _ = unsafe { sys::mutex_unlock(m) };
-        return;
-    }
-    // SAFETY: we hold it; its word names our TID.
-    if unsafe { sys::die_holding(m, sys::gettid()) } == sys::Death::Refused {
-        // Not on 64-bit glibc: a plain unlock. A lock taken with
-        // EOWNERDEAD becomes not recoverable (old users bounce all the
-        // same); a clean one is free again, and version-1 processes that
-        // never let go of their handle go on using the old file.
+        let _ = unsafe { sys::unlock_not_recoverable(m) };
+    } else if clean
+        // SAFETY: we hold it; its word names our TID.
+        || unsafe { sys::die_holding(m, sys::gettid()) } == sys::Death::Refused
+    {
+        // Free again; or (not on 64-bit glibc) a dead holder's lock that
+        // cannot be left owner-dead again: not recoverable, which the next
+        // reset converts all the same.
         // SAFETY: we hold it.
         let _ = unsafe { sys::mutex_unlock(m) };
     }
@@ -165,13 +170,16 @@ pub(crate) fn migrate(
         return Ok(None);
     }
     let kind = layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex);
-    if kind == layout::Kind::Semaphore {
-        return Err(Error::InvalidOptions {
-            reason: "a version-1 semaphore is converted by replacing it: OpenOptions::replace(true), then reopen",
-        });
-    }
-    let m = map.mutex();
-    let outcome = |generation, state: LockState| ResetOutcome {
+    // The locks: a mutex's own, or (bit 1 + p of `Fill::Replacement`'s
+    // owner_died) each permit's; a semaphore's main mutex is never locked.
+    let first = usize::from(kind == layout::Kind::Semaphore);
+    let locks: Vec<*mut libc::pthread_mutex_t> = old
+        .header
+        .mutexes()
+        .skip(first)
+        .map(|offset| map.data(offset as u64).cast())
+        .collect();
+    let outcome = |generation, state| ResetOutcome {
         generation,
         previous_state: state,
         remnant_len: None,
@@ -179,35 +187,64 @@ pub(crate) fn migrate(
     };
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
         // Converted by another reset while we waited for the flock.
-        // SAFETY: the mutex lies in the live mapping, still covered.
-        let state = unsafe { look(m) }.state();
-        return Ok(Some(outcome(old.header.generation + 1, state)));
+        // SAFETY: the mutexes lie in the live mapping, still covered.
+        let found: Vec<Old> = locks.iter().map(|&m| unsafe { look(m) }).collect();
+        return Ok(Some(outcome(old.header.generation + 1, worst(&found))));
     }
-    // SAFETY: the mutex lies in the live mapping, which the caller detaches
-    // only after this returns; a lock taken here is let go before that.
-    let found = unsafe { take(m) }.map_err(io_err("pthread_mutex_clocklock", path))?;
-    let state = found.state();
-    let result = if state == LockState::Locked && !force {
-        Err(Error::ResetRefused {
-            path: path.to_owned(),
-            state,
-        })
-    } else {
-        publish(path, old, kind, state)
+    let refused = || Error::ResetRefused {
+        path: path.to_owned(),
+        state: LockState::Locked,
     };
-    if let Old::Taken { clean } = found {
-        // SAFETY: taken above, in the live mapping. The state word says
-        // RETIRED before a woken waiter looks at it.
-        unsafe { let_go(m, clean, result.is_ok()) };
+    // A live holder without force: refused before anything is taken, so
+    // the file is left exactly as it was.
+    // SAFETY: the mutexes lie in the live mapping, still covered.
+    if !force && locks.iter().any(|&m| unsafe { look(m) } == Old::Held) {
+        return Err(refused());
+    }
+    let mut found = Vec::with_capacity(locks.len());
+    let mut failed = None;
+    for &m in &locks {
+        // SAFETY: the mutex lies in the live mapping, which the caller
+        // detaches only after this returns; what is taken here is let go
+        // below.
+        match unsafe { take(m) } {
+            Ok(o) => found.push(o),
+            Err(e) => {
+                failed = Some(io_err("pthread_mutex_clocklock", path)(e));
+                break;
+            }
+        }
+    }
+    let result = match failed {
+        Some(e) => Err(e),
+        // Taken by a live process since we looked.
+        None if found.contains(&Old::Held) && !force => Err(refused()),
+        None => {
+            let died = found
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.state() != LockState::Unlocked)
+                .fold(0u128, |bits, (i, _)| bits | 1 << (first + i));
+            publish(path, old, kind, died)
+        }
+    };
+    for (&m, o) in locks.iter().zip(&found) {
+        if let Old::Taken { clean } = *o {
+            // SAFETY: taken above, in the live mapping.
+            unsafe { let_go(m, clean, result.is_ok()) };
+        }
     }
     let generation = result?;
-    if let Old::Stuck { word } = found {
-        // As a reset of a stuck lock: its waiters wake, owner-dead, on a
-        // retired file and move.
-        // SAFETY: the mutex lies in the live mapping; `look` found the
-        // thread in its word gone.
-        unsafe { sys::release_dead_owner(m, word) };
+    for (&m, o) in locks.iter().zip(&found) {
+        if let Old::Stuck { word } = *o {
+            // As a reset of a stuck lock: its waiters wake, owner-dead, on
+            // a retired file and move.
+            // SAFETY: the mutex lies in the live mapping; `look` found the
+            // thread in its word gone.
+            unsafe { sys::release_dead_owner(m, word) };
+        }
     }
+    let state = worst(&found);
     log::warn!(
         "{}: converted from format version {} ({state}) to version {}, generation {generation}",
         path.display(),
@@ -217,18 +254,34 @@ pub(crate) fn migrate(
     Ok(Some(outcome(generation, state)))
 }
 
-/// Builds the version-2 file and renames it over `path`, then marks the
-/// old one RETIRED. Returns the new generation.
-fn publish(
-    path: &Path,
-    old: &file::Opened,
-    kind: layout::Kind,
-    state: LockState,
-) -> Result<u64, Error> {
-    // The counters and the value; the version-1 record stays zero. They
-    // are stable: the lock is ours, or its holder is dead, or forced.
-    let carried = carried_from(old, layout::COUNTERS_OFFSET);
-    let generation = publish_replacement(path, old, kind, carried, state != LockState::Unlocked)?;
+/// One state for all the locks found, as [`Inspected::state`](crate::Inspected::state)
+/// gives one for a semaphore: stuck, not recoverable, owner-dead, locked,
+/// unlocked, the first that any lock is in.
+fn worst(found: &[Old]) -> LockState {
+    let states: Vec<LockState> = found.iter().map(|o| o.state()).collect();
+    [
+        LockState::Stuck,
+        LockState::NotRecoverable,
+        LockState::OwnerDead,
+        LockState::Locked,
+    ]
+    .into_iter()
+    .find(|s| states.contains(s))
+    .unwrap_or(LockState::Unlocked)
+}
+
+/// Builds the version-2 file, with the mutexes `died` names owner-dead,
+/// and renames it over `path`, then marks the old one RETIRED. Returns the
+/// new generation.
+fn publish(path: &Path, old: &file::Opened, kind: layout::Kind, died: u128) -> Result<u64, Error> {
+    // The counters and a mutex's value; the version-1 records stay zero
+    // (so does a semaphore's value region: its slots are made anew). They
+    // are stable: the locks are ours, or their holders dead, or forced.
+    let mut carried = carried_from(old, layout::COUNTERS_OFFSET);
+    if kind == layout::Kind::Semaphore {
+        carried.truncate(layout::DATA_MIN_OFFSET - layout::OWNER_OFFSET);
+    }
+    let generation = publish_replacement(path, old, kind, carried, died)?;
     old.map
         .state()
         .store(layout::STATE_RETIRED, Ordering::Release);

@@ -62,15 +62,16 @@ pub struct ResetOutcome {
 ///
 /// A file of format version 1 (written by robust-mutex before version 2,
 /// which every open refuses with [`Error::UnsupportedVersion`]) is
-/// converted: the new file keeps its kind, value and counters, and takes
-/// the next generation. A free lock needs no `force` and its first locker
-/// gets a clean lock (the value was consistent); a dead holder's needs no
-/// `force` and its first locker gets
+/// converted, a semaphore too: the new file keeps its kind, value layout,
+/// value (a semaphore: its permits) and counters, and takes the next
+/// generation. A free lock (permit) needs no `force` and converts to a
+/// clean one (the value was consistent); a dead holder's needs no `force`
+/// and its next taker gets
 /// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied); a live holder's
-/// needs `force`, as above. A version-1 process still using the old file
-/// gets a not-recoverable lock on it, never a lock beside the new one.
-/// [`ResetOutcome::migrated_from`] says so. A version-1 semaphore is not
-/// converted ([`Error::InvalidOptions`]: replace it). A file of a newer
+/// needs `force`, as above. The version-1 owner records are not carried
+/// (their layout differs). A version-1 process still using the old file
+/// finds its lock (every permit) not recoverable, never a lock beside the
+/// new one. [`ResetOutcome::migrated_from`] says so. A file of a newer
 /// version is refused ([`Error::UnsupportedVersion`]): a reset never
 /// downgrades a file.
 ///
@@ -90,7 +91,10 @@ pub struct ResetOutcome {
 /// * [`Error::ForeignOwner`] for another user's file (see above), and
 ///   [`Error::ResetChangesOwner`] for one allowed but not root's to reset;
 /// * [`Error::ForeignFile`] for someone else's data, and any open error for
-///   a whole file that is not a usable mutex file (it must be one);
+///   a whole file that is not a usable mutex file (it must be one), such as
+///   [`Error::UnsupportedVersion`] for a newer format version;
+/// * [`Error::InvalidOptions`] for a semaphore of this format version
+///   (replace it with [`OpenOptions::replace`]);
 /// * [`Error::DirectoryNotWritable`] when the caller may not create the
 ///   replacement in the file's directory;
 /// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
@@ -305,7 +309,7 @@ fn replace_remnant(
             Fill::Replacement {
                 generation,
                 carried: &carried,
-                owner_died: true,
+                owner_died: file::init::MAIN_DIED,
             }
         };
         // The old mode if it lets the owner read and write (not the 0400
@@ -367,7 +371,7 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
     // design: the mutex is broken or forced).
     let carried = carried_from(old, layout::OWNER_OFFSET);
     let kind = layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex);
-    let generation = publish_replacement(path, old, kind, carried, true)?;
+    let generation = publish_replacement(path, old, kind, carried, file::init::MAIN_DIED)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
     if now.state == LockState::Stuck {
@@ -409,14 +413,14 @@ pub(crate) fn carried_from(old: &file::Opened, from: usize) -> Vec<u8> {
 
 /// Builds the replacement of `old`, a `kind` lock holding `carried` (see
 /// [`carried_from`]) with one more reset counted, the next generation and
-/// (`owner_died`) a lock word whose first locker gets EOWNERDEAD, and
+/// the mutexes `owner_died` names ([`Fill::Replacement`]) owner-dead, and
 /// renames it over `path`. Returns the new generation.
 pub(crate) fn publish_replacement(
     path: &Path,
     old: &file::Opened,
     kind: layout::Kind,
     mut carried: Vec<u8>,
-    owner_died: bool,
+    owner_died: u128,
 ) -> Result<u64, Error> {
     count_reset(&mut carried);
     let generation = old.header.generation + 1;

@@ -58,16 +58,21 @@ pub(crate) enum Fill<'a> {
     /// A new file: zeroed value, generation 1.
     Fresh,
     /// A reset's replacement: the old value, owner record and counters, the
-    /// next generation, and (`owner_died`) a mutex that reports OWNER_DIED
-    /// to its first locker.
+    /// next generation, and mutexes that report OWNER_DIED to their first
+    /// locker.
     Replacement {
         generation: u64,
         /// Bytes from OWNER_OFFSET to the end of the value.
         carried: &'a [u8],
-        /// False only for a conversion of a free, consistent version-1 lock.
-        owner_died: bool,
+        /// Bit `i`: the file's `i`-th mutex ([`Header::mutexes`]: 0 the main
+        /// one, 1 + p permit p) is left owner-dead. [`MAIN_DIED`] for a
+        /// reset; less only for a conversion of a version-1 file.
+        owner_died: u128,
     },
 }
+
+/// [`Fill::Replacement::owner_died`] of a reset: the main mutex.
+pub(crate) const MAIN_DIED: u128 = 1;
 
 /// Sizes, maps and initialises the file behind `fd` (whose flock we hold),
 /// leaving it READY with mode `mode`. The mutex is initialised in place.
@@ -122,9 +127,10 @@ pub(crate) fn initialise(
     // SAFETY: the header region is the first 256 bytes of the mapping and is
     // private to us; `state` stays INIT until the release store below.
     unsafe { std::ptr::write(base.cast::<Header>(), header) };
-    let mutex = base
-        .wrapping_add(layout::MUTEX_OFFSET)
-        .cast::<libc::pthread_mutex_t>();
+    let died = match fill {
+        Fill::Fresh => 0,
+        Fill::Replacement { owner_died, .. } => *owner_died,
+    };
     // Every mutex of the file: the main one (of the file's kind), then a
     // semaphore's permits (errorcheck).
     for (i, offset) in header.mutexes().enumerate() {
@@ -133,18 +139,15 @@ pub(crate) fn initialise(
         } else {
             sys::MutexKind::ErrorCheck
         };
+        let mutex = base.wrapping_add(offset).cast();
         // SAFETY: each mutex lies aligned (64-byte slots in a page-aligned
         // mapping) inside the mapping, which is private to us: nobody else
         // can use it yet (see above).
-        unsafe { sys::mutex_init(base.wrapping_add(offset).cast(), mk) }
-            .map_err(io_err("pthread_mutex_init", path))?;
-    }
-    if let Fill::Replacement {
-        owner_died: true, ..
-    } = fill
-    {
-        // SAFETY: just initialised, and still private to us.
-        unsafe { sys::mark_owner_died(mutex) };
+        unsafe { sys::mutex_init(mutex, mk) }.map_err(io_err("pthread_mutex_init", path))?;
+        if died.checked_shr(i as u32).unwrap_or(0) & 1 == 1 {
+            // SAFETY: just initialised, and still private to us.
+            unsafe { sys::mark_owner_died(mutex) };
+        }
     }
     checkpoint("mutex_init");
     let m = Mapping::new(map, (0, 0));

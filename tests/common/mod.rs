@@ -17,6 +17,7 @@ pub mod roles_accidents;
 pub mod roles_changed_underneath;
 pub mod roles_file;
 pub mod roles_inspect;
+pub mod roles_migrate;
 pub mod roles_raw_edges;
 pub mod small_fs;
 pub mod torture;

@@ -72,6 +72,7 @@
 //! * the read-only inspection roles of [`super::roles_inspect`]
 //!   (`inspect_report`).
 //! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
+//! * the roles of [`super::roles_migrate`] (`raw_lock_at`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -302,6 +303,7 @@ pub fn run_if_child() {
         other if super::roles_accidents::play(other, path) => {}
         other if super::roles_raw_edges::play(other, path) => {}
         other if super::roles_changed_underneath::run(other, path) => {}
+        other if super::roles_migrate::run(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

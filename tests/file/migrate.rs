@@ -14,7 +14,6 @@ use std::process::{Command, Output, Stdio};
 
 /// The header state of a file a reset replaced.
 const RETIRED: u32 = 0x5245_5449;
-const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_robust-mutex"))
@@ -147,19 +146,34 @@ fn reset_converts_a_free_version_1_lock_keeping_value_and_counters_and_the_first
         };
         assert_eq!(value, v1::VALUE);
 
-        // The old inode is retired, its lock word owner-dead: a version-1
-        // process that locks it gets EOWNERDEAD on a retired file, lets it
-        // go not recoverable (every other old user bounces too), looks at
-        // the path again and is refused version 2. It never uses the old
-        // lock beside the new one.
-        let (state, word) = v1::state_and_word(&old);
-        assert_eq!(state, RETIRED);
-        assert_eq!(word & FUTEX_OWNER_DIED, FUTEX_OWNER_DIED, "{word:#x}");
-        let through_old = format!("/proc/{}/fd/{}", std::process::id(), old.as_raw_fd());
-        let mut kid = Kid::spawn("raw_owner_died", Path::new(&through_old));
-        assert_eq!(kid.expect("locked"), libc::EOWNERDEAD.to_string());
-        kid.kill();
+        // The old inode is retired and its lock not recoverable: a
+        // version-1 process that locks it gets ENOTRECOVERABLE, looks at the
+        // path again and is refused version 2. It never uses the old lock
+        // beside the new one.
+        assert_eq!(v1::state_and_word(&old).0, RETIRED);
+        assert_eq!(
+            raw_lock_through(&old, v1::MUTEX_AT),
+            libc::ENOTRECOVERABLE.to_string()
+        );
     }
+}
+
+/// Locks the mutex at `offset` of the file open as `f` (an old inode, say)
+/// with plain `pthread_mutex_lock` in a child; its errno.
+fn raw_lock_through(f: &std::fs::File, offset: usize) -> String {
+    let path = format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd());
+    raw_lock_at(Path::new(&path), offset).expect("locked")
+}
+
+/// A child holding the mutex at `offset` of `path` with plain
+/// `pthread_mutex_lock` (a version-1 process).
+fn raw_lock_at(path: &Path, offset: usize) -> Kid {
+    let offset = offset.to_string();
+    Kid::spawn_env(
+        "raw_lock_at",
+        path,
+        &[(common::roles_migrate::OFFSET_ENV, &offset)],
+    )
 }
 
 #[test]
@@ -186,14 +200,15 @@ fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() 
     assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
 }
 
-#[test]
-fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
-    let (_dir, path) = temp_path("m");
-    v1::write_v1(&path, Kind::Mutex);
-    let mut holder = Kid::spawn("raw_owner_died", &path);
+/// Writes a version-1 file of `kind` at `path` whose mutex at `offset` a
+/// live child holds, and checks that a reset without force (the library's
+/// and the command's) refuses it and leaves it as it was. The holder.
+fn refused_while_held(path: &Path, kind: Kind, offset: usize) -> Kid {
+    v1::write_v1(path, kind);
+    let mut holder = raw_lock_at(path, offset);
     assert_eq!(holder.expect("locked"), "0");
-    let before = common::snapshot(&path);
-    let e = robust_mutex::reset(&path, false).unwrap_err();
+    let before = common::snapshot(path);
+    let e = robust_mutex::reset(path, false).unwrap_err();
     assert!(
         matches!(
             e,
@@ -206,7 +221,14 @@ fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
     );
     let o = cli(&["reset", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(common::snapshot(&path), before);
+    assert_eq!(common::snapshot(path), before);
+    holder
+}
+
+#[test]
+fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
+    let (_dir, path) = temp_path("m");
+    let holder = refused_while_held(&path, Kind::Mutex, v1::MUTEX_AT);
 
     let old = std::fs::File::open(&path).unwrap();
     let (_, held_word) = v1::state_and_word(&old);
@@ -269,4 +291,73 @@ fn a_newer_version_is_refused_by_everything_and_never_downgraded() {
         }
         assert_eq!(common::snapshot(&path), before);
     }
+}
+
+/// The offset of permit `i`'s mutex in a semaphore file.
+fn permit_at(i: usize) -> usize {
+    v1::VALUE_AT + i * v1::SLOT_SIZE
+}
+
+#[test]
+fn reset_converts_a_version_1_semaphore_keeping_counters_and_a_dead_holders_permit() {
+    let (_dir, path) = temp_path("s");
+    v1::write_v1(&path, Kind::Semaphore(3));
+    // A version-1 holder of permit 1 dies.
+    let mut kid = raw_lock_at(&path, permit_at(1));
+    assert_eq!(kid.expect("locked"), "0");
+    kid.kill();
+    let old = std::fs::File::open(&path).unwrap();
+    let out = robust_mutex::reset(&path, false).unwrap();
+    assert_eq!(
+        (out.generation, out.previous_state, out.migrated_from),
+        (2, LockState::OwnerDead, Some(1))
+    );
+
+    let sem = SharedSemaphore::open(&path, 3).unwrap();
+    let s = sem.status();
+    let states: Vec<LockState> = s.permits.iter().map(|p| p.state).collect();
+    use LockState::{OwnerDead, Unlocked};
+    assert_eq!(states, [Unlocked, OwnerDead, Unlocked]);
+    assert!(s.permits.iter().all(|p| p.owner.is_none()), "{s:?}");
+    assert_eq!(
+        (s.counters.acquisitions, s.counters.resets),
+        (v1::COUNTERS[0], 1)
+    );
+    // Every permit can be taken; the dead holder's is repaired by its taker.
+    let mut died = 0;
+    let mut guards = Vec::new();
+    for _ in 0..3 {
+        match sem.try_acquire().unwrap() {
+            Acquired::Clean(g) => guards.push(g),
+            Acquired::OwnerDied(r) => {
+                died += 1;
+                guards.push(r.mark_consistent());
+            }
+        }
+    }
+    assert_eq!(died, 1);
+
+    // Every permit of the old file is lost: version-1 processes still on
+    // it find no permit, rather than three beside the new file's three.
+    assert_eq!(v1::state_and_word(&old).0, RETIRED);
+    for i in 0..3 {
+        assert_eq!(
+            raw_lock_through(&old, permit_at(i)),
+            libc::ENOTRECOVERABLE.to_string(),
+            "permit {i}"
+        );
+    }
+}
+
+#[test]
+fn a_version_1_semaphore_with_a_live_holder_is_converted_only_with_force() {
+    let (_dir, path) = temp_path("s");
+    let holder = refused_while_held(&path, Kind::Semaphore(2), permit_at(0));
+    let out = robust_mutex::reset(&path, true).unwrap();
+    assert_eq!(out.migrated_from, Some(1));
+    // The live holder's permit comes back owner-dead in the new file.
+    let s = robust_mutex::inspect_semaphore(&path).unwrap();
+    let states: Vec<LockState> = s.permits.iter().map(|p| p.state).collect();
+    assert_eq!(states, [LockState::OwnerDead, LockState::Unlocked]);
+    drop(holder);
 }

@@ -1,0 +1,29 @@
+//! The roles of the format-conversion tests (`tests/file/migrate.rs`),
+//! dispatched from [`super::roles::run_if_child`] by one line:
+//!
+//! * `raw_lock_at`: maps the file past the library and locks the mutex at
+//!   the byte offset [`OFFSET_ENV`] names with plain `pthread_mutex_lock`
+//!   (a version-1 process holding the lock, or a permit); says
+//!   `locked=<errno>`, waits to be killed.
+
+use super::{hang, roles::raw_map, say};
+use std::path::Path;
+
+/// The byte offset of the mutex `raw_lock_at` locks.
+pub const OFFSET_ENV: &str = "RM_MUTEX_OFFSET";
+
+/// Plays `role` on `path` if it is one of this file's; false otherwise.
+pub fn run(role: &str, path: &Path) -> bool {
+    if role != "raw_lock_at" {
+        return false;
+    }
+    let offset: usize = std::env::var(OFFSET_ENV).unwrap().parse().unwrap();
+    assert!(offset + 64 <= 4096, "raw_map maps one page");
+    let base = raw_map(path);
+    // SAFETY: the test names the offset of an initialised robust,
+    // process-shared mutex of the file, inside the live one-page mapping,
+    // which is never unmapped (the process hangs).
+    let rc = unsafe { libc::pthread_mutex_lock(base.cast::<u8>().add(offset).cast()) };
+    say(format!("locked={rc}"));
+    hang()
+}
