@@ -361,3 +361,23 @@ fn a_version_1_semaphore_with_a_live_holder_is_converted_only_with_force() {
     assert_eq!(states, [LockState::OwnerDead, LockState::Unlocked]);
     drop(holder);
 }
+
+#[test]
+fn what_is_left_of_a_version_1_file_is_replaced_only_with_force_keeping_its_kind() {
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Reentrant);
+    // Cut short in the value, as `truncate -s 515` leaves it.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(515).unwrap();
+    let before = common::snapshot(&path);
+    let e = robust_mutex::reset(&path, false).unwrap_err();
+    assert!(matches!(e, Error::ResetNeedsForce { len: 515, .. }), "{e}");
+    assert_eq!(common::snapshot(&path), before);
+    let out = robust_mutex::reset(&path, true).unwrap();
+    assert_eq!((out.generation, out.remnant_len), (2, Some(515)));
+    let file = robust_mutex::inspect_file(&path).unwrap().file.unwrap();
+    assert_eq!(
+        (file.version, file.kind, file.value_size),
+        (2, LockKind::Reentrant, 8)
+    );
+}
