@@ -294,7 +294,7 @@ impl<T: Pod> SharedMutex<T> {
     /// # let dir = tempfile::tempdir()?;
     /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
     /// let info = m.file_info();
-    /// assert_eq!((info.version, info.kind, info.value_size), (1, robust_mutex::LockKind::Mutex, 8));
+    /// assert_eq!((info.version, info.kind, info.value_size), (2, robust_mutex::LockKind::Mutex, 8));
     /// assert!(info.boot_id_matches);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
