@@ -35,8 +35,9 @@
 //! as one.
 
 use crate::error::Error;
+use crate::file::init::Prepared;
 use crate::file::{self, io_err, layout};
-use crate::reset::{ResetOutcome, carried_from, publish_replacement};
+use crate::reset::{ResetOutcome, carried_from, prepare_replacement, publish_replacement};
 use crate::status::{self, LockState};
 use crate::{identity, sys};
 use std::path::Path;
@@ -201,6 +202,9 @@ pub(crate) fn migrate(
     if !force && locks.iter().any(|&m| unsafe { look(m) } == Old::Held) {
         return Err(refused());
     }
+    // Every error of a full disk or a forbidden directory comes here,
+    // before anything is taken: the file is then exactly as it was.
+    let prepared = prepare_replacement(path, old)?;
     let mut found = Vec::with_capacity(locks.len());
     let mut failed = None;
     for &m in &locks {
@@ -225,7 +229,7 @@ pub(crate) fn migrate(
                 .enumerate()
                 .filter(|(_, o)| o.state() != LockState::Unlocked)
                 .fold(0u128, |bits, (i, _)| bits | 1 << (first + i));
-            publish(path, old, kind, died)
+            publish(path, old, prepared, kind, died)
         }
     };
     for (&m, o) in locks.iter().zip(&found) {
@@ -270,10 +274,16 @@ fn worst(found: &[Old]) -> LockState {
     .unwrap_or(LockState::Unlocked)
 }
 
-/// Builds the version-2 file, with the mutexes `died` names owner-dead,
-/// and renames it over `path`, then marks the old one RETIRED. Returns the
+/// Fills `prepared` as the version-2 file, with the mutexes `died` names
+/// owner-dead, and renames it over `path`, then marks the old one RETIRED. Returns the
 /// new generation.
-fn publish(path: &Path, old: &file::Opened, kind: layout::Kind, died: u128) -> Result<u64, Error> {
+fn publish(
+    path: &Path,
+    old: &file::Opened,
+    prepared: Prepared,
+    kind: layout::Kind,
+    died: u128,
+) -> Result<u64, Error> {
     // The counters and a mutex's value; the version-1 records stay zero
     // (so does a semaphore's value region: its slots are made anew). They
     // are stable: the locks are ours, or their holders dead, or forced.
@@ -281,7 +291,7 @@ fn publish(path: &Path, old: &file::Opened, kind: layout::Kind, died: u128) -> R
     if kind == layout::Kind::Semaphore {
         carried.truncate(layout::DATA_MIN_OFFSET - layout::OWNER_OFFSET);
     }
-    let generation = publish_replacement(path, old, kind, carried, died)?;
+    let generation = publish_replacement(path, old, prepared, kind, carried, died)?;
     old.map
         .state()
         .store(layout::STATE_RETIRED, Ordering::Release);

@@ -12,9 +12,10 @@
 //! repair code runs.
 
 use crate::error::Error;
+use crate::file;
 use crate::file::checks::{self, Found};
+use crate::file::init::{Fill, MAIN_DIED, Prepared, prepare_new_file, publish_prepared};
 use crate::file::layout::{self, DataLayout, LockKind};
-use crate::file::{self, init::Fill};
 use crate::options::{OpenOptions, Spec};
 use crate::registry;
 use crate::status::{self, LockState};
@@ -309,7 +310,7 @@ fn replace_remnant(
             Fill::Replacement {
                 generation,
                 carried: &carried,
-                owner_died: file::init::MAIN_DIED,
+                owner_died: MAIN_DIED,
             }
         };
         // The old mode if it lets the owner read and write (not the 0400
@@ -367,11 +368,12 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             state: now.state,
         });
     }
+    let prepared = prepare_replacement(path, old)?;
     // Owner record, counters and value, as they are now (a racy snapshot by
     // design: the mutex is broken or forced).
     let carried = carried_from(old, layout::OWNER_OFFSET);
     let kind = layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex);
-    let generation = publish_replacement(path, old, kind, carried, file::init::MAIN_DIED)?;
+    let generation = publish_replacement(path, old, prepared, kind, carried, MAIN_DIED)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
     if now.state == LockState::Stuck {
@@ -411,23 +413,35 @@ pub(crate) fn carried_from(old: &file::Opened, from: usize) -> Vec<u8> {
     carried
 }
 
-/// Builds the replacement of `old`, a `kind` lock holding `carried` (see
+/// Makes the replacement of `old` ([`prepare_new_file`]): same owner,
+/// room for the same layout.
+pub(crate) fn prepare_replacement(path: &Path, old: &file::Opened) -> Result<Prepared, Error> {
+    prepare_new_file(
+        path,
+        Some((old.stat.uid, old.stat.gid)),
+        old.header.data_layout(),
+    )
+}
+
+/// Publishes `prepared` ([`prepare_replacement`]) over `path` as the
+/// replacement of `old`: a `kind` lock holding `carried` (see
 /// [`carried_from`]) with one more reset counted, the next generation and
-/// the mutexes `owner_died` names ([`Fill::Replacement`]) owner-dead, and
-/// renames it over `path`. Returns the new generation.
+/// the mutexes `owner_died` names ([`Fill::Replacement`]) owner-dead, in
+/// `old`'s mode. Returns the new generation.
 pub(crate) fn publish_replacement(
     path: &Path,
     old: &file::Opened,
+    prepared: Prepared,
     kind: layout::Kind,
     mut carried: Vec<u8>,
     owner_died: u128,
 ) -> Result<u64, Error> {
     count_reset(&mut carried);
     let generation = old.header.generation + 1;
-    file::init::publish_new_file(
+    publish_prepared(
         path,
+        prepared,
         old.stat.perm(),
-        Some((old.stat.uid, old.stat.gid)),
         old.header.data_layout(),
         kind,
         &Fill::Replacement {

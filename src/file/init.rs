@@ -160,18 +160,12 @@ pub(crate) fn initialise(
 }
 
 /// Builds a new, READY file as an unnamed `O_TMPFILE` beside `path` and
-/// publishes it over `path` with `rename` (atomic). `owner`: give it this
-/// uid and gid (root), or at least the gid (a member of that group).
-///
-/// Nothing is ever left behind but the published file: the unnamed file
-/// vanishes with its descriptor on any error (a full disk, say), and it is
-/// named only for the one `rename`, under a short name ([`temp_name`]) so
-/// that a `path` whose own name is `NAME_MAX` bytes long works too.
+/// publishes it over `path` with `rename` (atomic): [`prepare_new_file`],
+/// then [`publish_prepared`].
 ///
 /// # Errors
-/// [`Error::DirectoryNotWritable`] when the caller may not create files in
-/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
-/// [`Error::Io`] otherwise. The file at `path` is then as it was.
+/// As [`prepare_new_file`] and [`publish_prepared`]. The file at `path` is
+/// then as it was.
 pub(crate) fn publish_new_file(
     path: &Path,
     mode: u32,
@@ -180,6 +174,34 @@ pub(crate) fn publish_new_file(
     kind: layout::Kind,
     fill: &Fill<'_>,
 ) -> Result<(), Error> {
+    let prepared = prepare_new_file(path, owner, want)?;
+    publish_prepared(path, prepared, mode, want, kind, fill)
+}
+
+/// A replacement in the making: an unnamed file beside its path, owned as
+/// asked, its blocks reserved.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+/// Makes the unnamed `O_TMPFILE` that will replace `path`, gives it the
+/// `owner`'s uid and gid (root), or at least the gid (a member of that
+/// group), and reserves its blocks for a file laid out as `want`: every
+/// error of a full disk, a read-only one or a forbidden directory comes
+/// here, before anything is read or taken from the file it replaces.
+///
+/// # Errors
+/// [`Error::ResetChangesOwner`] when only root could give it `owner`;
+/// [`Error::DirectoryNotWritable`] when the caller may not create files in
+/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
+/// [`Error::Io`] otherwise. Nothing is left behind.
+pub(crate) fn prepare_new_file(
+    path: &Path,
+    owner: Option<(u32, u32)>,
+    want: DataLayout,
+) -> Result<Prepared, Error> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -213,6 +235,31 @@ pub(crate) fn publish_new_file(
             let _ = sys::fchown(&fd, None, Some(gid));
         }
     }
+    sys::reserve(&fd, want.file_len).map_err(write_error("fallocate", path))?;
+    Ok(Prepared { fd, dir })
+}
+
+/// Initialises the file [`prepare_new_file`] made (for `want`) and
+/// publishes it over `path` with `rename` (atomic).
+///
+/// Nothing is ever left behind but the published file: the unnamed file
+/// vanishes with its descriptor on any error, and it is named only for the
+/// one `rename`, under a short name ([`temp_name`]) so that a `path` whose
+/// own name is `NAME_MAX` bytes long works too.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] for a rename refused (a sticky directory);
+/// [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`]; [`Error::Io`]
+/// otherwise. The file at `path` is then as it was.
+pub(crate) fn publish_prepared(
+    path: &Path,
+    prepared: Prepared,
+    mode: u32,
+    want: DataLayout,
+    kind: layout::Kind,
+    fill: &Fill<'_>,
+) -> Result<(), Error> {
+    let Prepared { fd, dir } = prepared;
     initialise(path, &fd, mode, want, kind, fill)?;
     let mut attempt = 0u32;
     let tmp = loop {
