@@ -36,7 +36,7 @@
 
 use crate::error::Error;
 use crate::file::init::Prepared;
-use crate::file::{self, io_err, layout};
+use crate::file::{self, checks, io_err, layout};
 use crate::reset::{ResetOutcome, carried_from, prepare_replacement, publish_replacement};
 use crate::status::{self, LockState};
 use crate::{identity, sys};
@@ -159,8 +159,9 @@ unsafe fn let_go(m: *mut libc::pthread_mutex_t, clean: bool, retired: bool) {
 }
 
 /// Converts the version-1 file `old` at `path`, whose flock the caller
-/// holds (see the module docs). `Ok(None)`: it was cut short while we
-/// waited for the flock; the caller looks again.
+/// holds (see the module docs). `Ok(None)`: it was cut short, or replaced
+/// by a version-1 reset, while we waited for the flock; the caller looks
+/// again.
 pub(crate) fn migrate(
     path: &Path,
     old: &file::Opened,
@@ -187,7 +188,15 @@ pub(crate) fn migrate(
         migrated_from: Some(layout::MIGRATABLE_VERSION),
     };
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
-        // Converted by another reset while we waited for the flock.
+        // Replaced while we waited for the flock: by another conversion
+        // (done), or by a version-1 reset (convert what it left).
+        let now = sys::open_existing(path, false).ok();
+        let converted = now
+            .and_then(|fd| checks::read_header(path, &fd).ok())
+            .is_some_and(|(h, _, _)| h.version == layout::VERSION);
+        if !converted {
+            return Ok(None);
+        }
         // SAFETY: the mutexes lie in the live mapping, still covered.
         let found: Vec<Old> = locks.iter().map(|&m| unsafe { look(m) }).collect();
         return Ok(Some(outcome(old.header.generation + 1, worst(&found))));
