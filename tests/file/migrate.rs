@@ -78,7 +78,18 @@ fn a_version_1_file_is_refused_with_the_way_to_convert_it_and_left_untouched() {
         for args in [&["status", p][..], &["run", p, "--", "true"]] {
             let o = cli(args);
             assert_eq!(o.status.code(), Some(65), "{args:?}: {}", stderr(&o));
-            assert!(stderr(&o).contains(&hint), "{args:?}: {}", stderr(&o));
+            let text = stderr(&o);
+            assert!(text.contains(&hint), "{args:?}: {text}");
+            // Named by what was being done.
+            let what = if args[0] == "status" {
+                "status"
+            } else {
+                "open"
+            };
+            assert!(
+                text.contains(&format!("{what} {p}: format version 1")),
+                "{text}"
+            );
         }
         assert_eq!(common::snapshot(&path), before, "{kind:?}");
     }
