@@ -267,9 +267,10 @@ pub(crate) fn migrate(
     Ok(Some(outcome(generation, state)))
 }
 
-/// One state for all the locks found, as [`Inspected::state`](crate::Inspected::state)
-/// gives one for a semaphore: stuck, not recoverable, owner-dead, locked,
-/// unlocked, the first that any lock is in.
+/// One state for all the locks found, as
+/// [`Inspected::state`](crate::Inspected::state) gives one for a
+/// semaphore: stuck, not recoverable, owner-dead, locked, unlocked, the
+/// first that any lock is in.
 fn worst(found: &[Old]) -> LockState {
     let states: Vec<LockState> = found.iter().map(|o| o.state()).collect();
     [
@@ -284,8 +285,8 @@ fn worst(found: &[Old]) -> LockState {
 }
 
 /// Fills `prepared` as the version-2 file, with the mutexes `died` names
-/// owner-dead, and renames it over `path`, then marks the old one RETIRED. Returns the
-/// new generation.
+/// owner-dead, renames it over `path`, then marks the old one RETIRED.
+/// Returns the new generation.
 fn publish(
     path: &Path,
     old: &file::Opened,
