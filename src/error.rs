@@ -338,6 +338,17 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// [`reset`](crate::reset()): while it waited for the file's lock, the
+    /// path was removed or made to name another file (not by a reset). The
+    /// reset gave up: nothing was changed, neither the file it had opened
+    /// nor the one now at the path (which may be a live lock).
+    #[error(
+        "reset {path}: the file was removed or replaced while this reset waited for it; nothing was changed: look at it again"
+    )]
+    ChangedUnderneath {
+        /// The path.
+        path: PathBuf,
+    },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {

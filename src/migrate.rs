@@ -37,7 +37,10 @@
 use crate::error::Error;
 use crate::file::init::Prepared;
 use crate::file::{self, checks, io_err, layout};
-use crate::reset::{ResetOutcome, carried_from, prepare_replacement, publish_replacement};
+use crate::reset::{
+    ResetOutcome, carried_from, changed_underneath, prepare_replacement, publish_replacement,
+    still_at,
+};
 use crate::status::{self, LockState};
 use crate::{identity, sys};
 use std::path::Path;
@@ -200,6 +203,9 @@ pub(crate) fn migrate(
         // SAFETY: the mutexes lie in the live mapping, still covered.
         let found: Vec<Old> = locks.iter().map(|&m| unsafe { look(m) }).collect();
         return Ok(Some(outcome(old.header.generation + 1, worst(&found))));
+    }
+    if !still_at(path, old) {
+        return Err(changed_underneath(path));
     }
     let refused = || Error::ResetRefused {
         path: path.to_owned(),

@@ -96,6 +96,9 @@ pub struct ResetOutcome {
 ///   [`Error::UnsupportedVersion`] for a newer format version;
 /// * [`Error::InvalidOptions`] for a semaphore of this format version
 ///   (replace it with [`OpenOptions::replace`]);
+/// * [`Error::ChangedUnderneath`] when the file was removed, or the path
+///   made to name another file, while the reset waited for the file's lock
+///   (nothing is changed then);
 /// * [`Error::DirectoryNotWritable`] when the caller may not create the
 ///   replacement in the file's directory;
 /// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
@@ -252,6 +255,7 @@ fn reset_mutex(
         ..Spec::any_value(LockKind::Mutex)
     };
     let old = file::open(path, opts, &spec)?;
+    file::init::checkpoint("reset_opened");
     // One reset at a time: hold the old file's init flock throughout.
     if let Err(e) = file::wait_for_flock(path, &old.fd, opts.init_timeout) {
         registry::detach(old.map);
@@ -362,6 +366,9 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             migrated_from: None,
         }));
     }
+    if !still_at(path, old) {
+        return Err(changed_underneath(path));
+    }
     if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
         return Err(Error::ResetRefused {
             path: path.to_owned(),
@@ -392,6 +399,26 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
         remnant_len: None,
         migrated_from: None,
     }))
+}
+
+/// Whether `path` still names the file open as `old`, and that file is
+/// still linked. Checked after the wait for its flock and again just before
+/// publishing: a reset that finds otherwise gives up
+/// ([`Error::ChangedUnderneath`]), for its rename would overwrite the file
+/// now at the path (maybe a live lock) or bring back a removed one. (A
+/// rename by someone else between the last check and ours is not covered:
+/// `rename` cannot be made conditional on the inode it replaces.)
+pub(crate) fn still_at(path: &Path, old: &file::Opened) -> bool {
+    sys::fstat(&old.fd).is_ok_and(|st| {
+        st.nlink > 0 && sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino))
+    })
+}
+
+/// [`Error::ChangedUnderneath`] for `path`.
+pub(crate) fn changed_underneath(path: &Path) -> Error {
+    Error::ChangedUnderneath {
+        path: path.to_owned(),
+    }
 }
 
 /// The bytes of `old` from the owner record to the end of the value, as
@@ -427,7 +454,8 @@ pub(crate) fn prepare_replacement(path: &Path, old: &file::Opened) -> Result<Pre
 /// replacement of `old`: a `kind` lock holding `carried` (see
 /// [`carried_from`]) with one more reset counted, the next generation and
 /// the mutexes `owner_died` names ([`Fill::Replacement`]) owner-dead, in
-/// `old`'s mode. Returns the new generation.
+/// `old`'s mode. Returns the new generation. [`Error::ChangedUnderneath`]
+/// if `path` no longer names `old` ([`still_at`]).
 pub(crate) fn publish_replacement(
     path: &Path,
     old: &file::Opened,
@@ -437,6 +465,9 @@ pub(crate) fn publish_replacement(
     owner_died: u128,
 ) -> Result<u64, Error> {
     count_reset(&mut carried);
+    if !still_at(path, old) {
+        return Err(changed_underneath(path));
+    }
     let generation = old.header.generation + 1;
     publish_prepared(
         path,

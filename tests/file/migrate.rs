@@ -392,3 +392,59 @@ fn what_is_left_of_a_version_1_file_is_replaced_only_with_force_keeping_its_kind
         (2, LockKind::Reentrant, 8)
     );
 }
+
+/// A forced reset of `path` in a child, stopped right after it opened the
+/// file; `change` runs while it is stopped; then it goes on. Its result
+/// (`reset_and_report`) and `change`'s.
+fn reset_paused_after_open<T>(path: &Path, change: impl FnOnce() -> T) -> (String, T) {
+    let mut kid = Kid::spawn_env(
+        "reset_and_report",
+        path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", "reset_opened"),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect("paused:reset_opened");
+    let changed = change();
+    kid.tell("go");
+    let r = kid.expect("result");
+    kid.wait_ok();
+    (r, changed)
+}
+
+#[test]
+fn a_reset_never_overwrites_the_live_lock_that_replaced_the_file_it_opened() {
+    use std::os::unix::fs::MetadataExt;
+    // A conversion (version 1) or a plain reset (version 2) opens the file;
+    // meanwhile the file is removed and a new lock made at the path, which
+    // its user holds. The reset must give up and leave the new lock alone.
+    for version in [1, 2] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, Kind::Mutex);
+        v1::set_version(&path, version);
+        let (r, (holder, ino, before)) = reset_paused_after_open(&path, || {
+            std::fs::remove_file(&path).unwrap();
+            let mut holder = Kid::spawn("hold", &path);
+            holder.expect("locked");
+            let ino = std::fs::metadata(&path).unwrap().ino();
+            (holder, ino, common::snapshot(&path))
+        });
+        assert_eq!(r, "changed-underneath", "version {version}");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "replaced");
+        assert_eq!(common::snapshot(&path), before);
+        holder.kill();
+    }
+}
+
+#[test]
+fn a_reset_never_brings_back_the_file_removed_while_it_waited() {
+    for version in [1, 2] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, Kind::Mutex);
+        v1::set_version(&path, version);
+        let (r, ()) = reset_paused_after_open(&path, || std::fs::remove_file(&path).unwrap());
+        assert_eq!(r, "changed-underneath", "version {version}");
+        assert!(!path.exists(), "version {version}: brought back");
+    }
+}

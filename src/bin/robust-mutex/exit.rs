@@ -132,7 +132,9 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
         // Another format version: PATH is not a file this build uses
         // (untouched); the text says how to convert it, or to upgrade.
         Error::UnsupportedVersion { .. } => (code::DATA, as_verb(e, verb, &p)),
-        Error::InitTimeout { .. } | Error::FlockHeld { .. } => (code::TEMP_FAIL, e.to_string()),
+        Error::InitTimeout { .. } | Error::FlockHeld { .. } | Error::ChangedUnderneath { .. } => {
+            (code::TEMP_FAIL, e.to_string())
+        }
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(
