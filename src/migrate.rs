@@ -16,23 +16,36 @@
 //! of a semaphore (whose permits are mutexes too, with records of the same
 //! two layouts).
 //!
-//! * **Free**: the lock is taken here for the length of the conversion, so
-//!   no version-1 process can take it meanwhile, and no force is needed.
-//!   Its value was consistent, so the new lock (or permit) is clean.
+//! * **Free**, or busy for a moment: the lock is taken here (waiting up to
+//!   the reset's timeout) for the length of the conversion, so no version-1
+//!   process can take it meanwhile, and no force is needed. Its value was
+//!   consistent, so the new lock (or permit) is clean.
 //! * **A dead holder's** (owner-dead, not recoverable, stuck): no force is
 //!   needed, and the new lock's first locker (the permit's next taker) gets
 //!   [`OwnerDied`](crate::Acquired::OwnerDied), as after any reset.
-//! * **Held by a live process**: only with force, as any reset; the holder
-//!   finishes on the old file, and the new lock's first locker gets
-//!   `OwnerDied`.
+//! * **Held by a live process** through the whole timeout: refused without
+//!   force (the held locks are waited for first, so no free one was taken:
+//!   the file is as it was, but for the FUTEX_WAITERS bit the wait may leave
+//!   in the held lock's word, which its holder's unlock clears). With force
+//!   it is not waited for before publishing; the holder finishes on the old
+//!   file, and the new lock's first locker gets `OwnerDied`.
 //!
 //! Once the new file is in place, every lock taken here is let go not
-//! recoverable, as an abandoned recovery leaves it. A version-1 process
-//! that locks the old mutex then gets ENOTRECOVERABLE, looks at the path
-//! again, is refused version 2 and reports the lock not recoverable; one
-//! that acquires a permit of the old semaphore finds every permit lost
-//! (but those held by force). Old and new processes never use two locks
-//! as one.
+//! recoverable, as an abandoned recovery leaves it; with force, each lock a
+//! live process held is then waited for (up to what is left of the
+//! timeout), taken when its holder lets go, and let go not recoverable
+//! too. A version-1 process reads RETIRED only on EOWNERDEAD, so this is
+//! what moves it: one that locks the old mutex gets ENOTRECOVERABLE, looks
+//! at the path again, is refused version 2 and reports the lock not
+//! recoverable; one that acquires a permit of the old semaphore finds every
+//! permit lost.
+//!
+//! What is not covered: a lock still held when the timeout runs out
+//! ([`ResetOutcome::old_locks_held`] counts them, the command warns): its
+//! holder's unlock leaves it free, and version-1 processes may go on using
+//! the old file through it until they are stopped; and a version-1 process
+//! already waiting for a held lock may take it (clean, on the old file)
+//! before the conversion does, once.
 
 use crate::error::Error;
 use crate::file::init::Prepared;
@@ -45,6 +58,7 @@ use crate::status::{self, LockState};
 use crate::{identity, sys};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// The old lock, as its lock word showed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,34 +123,49 @@ unsafe fn look(m: *mut libc::pthread_mutex_t) -> Old {
     }
 }
 
-/// Judges `m` and takes it if it is free or owner-dead, with a try that
-/// never blocks. A held lock is never tried: a failed try may leave
-/// FUTEX_WAITERS in its word.
+/// Judges `m` and takes it if it is free or owner-dead, or (with
+/// `wait_for_holder`) once its live holder lets it go, waiting up to
+/// `deadline` (`CLOCK_MONOTONIC`): a lock that is merely busy is not held.
+/// Not taken: a not-recoverable or stuck lock, one the calling thread holds,
+/// and one still held at the deadline ([`Old::Held`]; the wait may have
+/// left FUTEX_WAITERS in its word, which the holder's unlock clears).
 ///
 /// # Safety
 /// `m` is an initialised robust mutex in a live mapping that stays mapped
 /// until a lock taken here has been let go ([`let_go`]).
-unsafe fn take(m: *mut libc::pthread_mutex_t) -> std::io::Result<Old> {
-    for _ in 0..16 {
+unsafe fn take(
+    m: *mut libc::pthread_mutex_t,
+    deadline: &libc::timespec,
+    wait_for_holder: bool,
+) -> std::io::Result<Old> {
+    loop {
         // SAFETY: forwarded from the caller.
         let old = unsafe { look(m) };
-        let Old::Free { .. } = old else {
-            return Ok(old);
+        let wait = match old {
+            Old::Free { .. } => true,
+            Old::Held => {
+                // SAFETY: forwarded from the caller.
+                let tid = unsafe { sys::lock_word_snapshot(m) } & sys::FUTEX_TID_MASK;
+                wait_for_holder && tid != sys::gettid()
+            }
+            _ => false,
         };
-        // SAFETY: forwarded from the caller; the deadline has passed, so
-        // this only tries (the clocklock rather than trylock: glibc's
-        // trylock leaves a not-recoverable mutex locked).
-        match unsafe { sys::mutex_clocklock(m, &sys::PAST_DEADLINE) } {
+        if !wait {
+            return Ok(old);
+        }
+        // SAFETY: forwarded from the caller (the clocklock rather than
+        // trylock: glibc's trylock leaves a not-recoverable mutex locked).
+        match unsafe { sys::mutex_clocklock(m, deadline) } {
             Ok(sys::Locked::Clean) => return Ok(Old::Taken { clean: true }),
             Ok(sys::Locked::OwnerDied) => return Ok(Old::Taken { clean: false }),
             Err(sys::LockFail::NotRecoverable) => return Ok(Old::NotRecoverable),
             Err(sys::LockFail::Deadlock) => return Ok(Old::Held),
-            // Taken since we looked: look again.
+            Err(sys::LockFail::Busy) if sys::deadline_passed(deadline) => return Ok(Old::Held),
+            // Woken early: look again.
             Err(sys::LockFail::Busy) => {}
             Err(sys::LockFail::Other(e)) => return Err(e),
         }
     }
-    Ok(Old::Held)
 }
 
 /// Lets go of `m`, taken by [`take`] (`clean`: without EOWNERDEAD).
@@ -162,13 +191,14 @@ unsafe fn let_go(m: *mut libc::pthread_mutex_t, clean: bool, retired: bool) {
 }
 
 /// Converts the version-1 file `old` at `path`, whose flock the caller
-/// holds (see the module docs). `Ok(None)`: it was cut short, or replaced
+/// holds (see the module docs), waiting up to `timeout` for its locks. `Ok(None)`: it was cut short, or replaced
 /// by a version-1 reset, while we waited for the flock; the caller looks
 /// again.
 pub(crate) fn migrate(
     path: &Path,
     old: &file::Opened,
     force: bool,
+    timeout: Duration,
 ) -> Result<Option<ResetOutcome>, Error> {
     let map = &old.map;
     if !map.intact() {
@@ -189,6 +219,7 @@ pub(crate) fn migrate(
         previous_state: state,
         remnant_len: None,
         migrated_from: Some(layout::MIGRATABLE_VERSION),
+        old_locks_held: 0,
     };
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
         // Replaced while we waited for the flock: by another conversion
@@ -211,23 +242,32 @@ pub(crate) fn migrate(
         path: path.to_owned(),
         state: LockState::Locked,
     };
-    // A live holder without force: refused before anything is taken, so
-    // the file is left exactly as it was.
-    // SAFETY: the mutexes lie in the live mapping, still covered.
-    if !force && locks.iter().any(|&m| unsafe { look(m) } == Old::Held) {
-        return Err(refused());
-    }
     // Every error of a full disk or a forbidden directory comes here,
     // before anything is taken: the file is then exactly as it was.
     let prepared = prepare_replacement(path, old)?;
-    let mut found = Vec::with_capacity(locks.len());
+    // Every lock is taken, waiting for a busy one; with force, a held one
+    // is not waited for here but after publishing (below).
+    let deadline = sys::deadline_after(timeout);
+    // Without force, the held locks first: one still held at the deadline
+    // refuses the conversion before a free one was taken (whose bytes
+    // glibc's lock and unlock would touch).
+    let mut order: Vec<usize> = (0..locks.len()).collect();
+    if !force {
+        // SAFETY: the mutexes lie in the live mapping, still covered.
+        order.sort_by_key(|&i| unsafe { look(locks[i]) } != Old::Held);
+    }
+    let mut found: Vec<Option<Old>> = vec![None; locks.len()];
     let mut failed = None;
-    for &m in &locks {
+    for i in order {
         // SAFETY: the mutex lies in the live mapping, which the caller
         // detaches only after this returns; what is taken here is let go
         // below.
-        match unsafe { take(m) } {
-            Ok(o) => found.push(o),
+        match unsafe { take(locks[i], &deadline, !force) } {
+            Ok(Old::Held) if !force => {
+                failed = Some(refused());
+                break;
+            }
+            Ok(o) => found[i] = Some(o),
             Err(e) => {
                 failed = Some(io_err("pthread_mutex_clocklock", path)(e));
                 break;
@@ -236,24 +276,24 @@ pub(crate) fn migrate(
     }
     let result = match failed {
         Some(e) => Err(e),
-        // Taken by a live process since we looked.
-        None if found.contains(&Old::Held) && !force => Err(refused()),
         None => {
             let died = found
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.state() != LockState::Unlocked)
+                .filter(|(_, o)| o.is_some_and(|o| o.state() != LockState::Unlocked))
                 .fold(0u128, |bits, (i, _)| bits | 1 << (first + i));
             publish(path, old, prepared, kind, died)
         }
     };
     for (&m, o) in locks.iter().zip(&found) {
-        if let Old::Taken { clean } = *o {
+        if let Some(Old::Taken { clean }) = *o {
             // SAFETY: taken above, in the live mapping.
             unsafe { let_go(m, clean, result.is_ok()) };
         }
     }
     let generation = result?;
+    // Every lock was judged.
+    let found: Vec<Old> = found.into_iter().flatten().collect();
     for (&m, o) in locks.iter().zip(&found) {
         if let Old::Stuck { word } = *o {
             // As a reset of a stuck lock: its waiters wake, owner-dead, on
@@ -263,14 +303,44 @@ pub(crate) fn migrate(
             unsafe { sys::release_dead_owner(m, word) };
         }
     }
+    // Forced past live holders: wait (up to the deadline) for each to let
+    // go, and leave its lock not recoverable, so that no version-1 process
+    // takes it clean afterwards and goes on with the old file.
+    let mut still_held = 0;
+    for (&m, o) in locks.iter().zip(&found) {
+        if *o != Old::Held {
+            continue;
+        }
+        // SAFETY: the mutex lies in the live mapping; what is taken here is
+        // let go at once.
+        match unsafe { take(m, &deadline, true) } {
+            // SAFETY: just taken, in the live mapping.
+            Ok(Old::Taken { clean }) => unsafe { let_go(m, clean, true) },
+            Ok(Old::NotRecoverable) => {}
+            Ok(Old::Stuck { word }) => {
+                // SAFETY: the mutex lies in the live mapping; `look` found
+                // the thread in its word gone.
+                let _ = unsafe { sys::release_dead_owner(m, word) };
+            }
+            Ok(_) | Err(_) => still_held += 1,
+        }
+    }
     let state = worst(&found);
     log::warn!(
-        "{}: converted from format version {} ({state}) to version {}, generation {generation}",
+        "{}: converted from format version {} ({state}) to version {}, generation {generation}{}",
         path.display(),
         layout::MIGRATABLE_VERSION,
         layout::VERSION,
+        if still_held > 0 {
+            format!("; {still_held} lock(s) of the old file still held by version-1 processes")
+        } else {
+            String::new()
+        }
     );
-    Ok(Some(outcome(generation, state)))
+    Ok(Some(ResetOutcome {
+        old_locks_held: still_held,
+        ..outcome(generation, state)
+    }))
 }
 
 /// One state for all the locks found, as

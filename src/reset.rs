@@ -42,6 +42,13 @@ pub struct ResetOutcome {
     /// `Some(version)` when the old file was of an earlier format version
     /// (1), converted to this build's: see [`reset()`].
     pub migrated_from: Option<u32>,
+    /// A forced conversion: how many of the old file's locks (a mutex's
+    /// one, a semaphore's permits) version-1 processes still held when it
+    /// stopped waiting for them (the reset's timeout,
+    /// [`ResetOptions::init_timeout`]). Each such holder's unlock leaves
+    /// that lock free, so version-1 processes may go on using the old file
+    /// through it: stop them. 0 otherwise.
+    pub old_locks_held: usize,
 }
 
 /// Replaces the mutex file at `path` with a fresh one holding the same value.
@@ -65,14 +72,20 @@ pub struct ResetOutcome {
 /// which every open refuses with [`Error::UnsupportedVersion`]) is
 /// converted, a semaphore too: the new file keeps its kind, value layout,
 /// value (a semaphore: its permits) and counters, and takes the next
-/// generation. A free lock (permit) needs no `force` and converts to a
-/// clean one (the value was consistent); a dead holder's needs no `force`
+/// generation. A free lock (permit), or one busy for a moment (waited for
+/// up to [`ResetOptions::init_timeout`]), needs no `force` and converts to
+/// a clean one (the value was consistent); a dead holder's needs no `force`
 /// and its next taker gets
-/// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied); a live holder's
-/// needs `force`, as above. The version-1 owner records are not carried
-/// (their layout differs). A version-1 process still using the old file
-/// finds its lock (every permit) not recoverable, never a lock beside the
-/// new one. [`ResetOutcome::migrated_from`] says so. A file of a newer
+/// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied); one a live process
+/// holds through the timeout needs `force`, as above. The version-1 owner
+/// records are not carried (their layout differs). A version-1 process
+/// still using the old file finds its lock (every permit) not recoverable,
+/// never a lock beside the new one: with `force`, each live holder's lock
+/// is waited for after publishing (up to the timeout) and left not
+/// recoverable too; [`ResetOutcome::old_locks_held`] counts those still
+/// held at the timeout, which version-1 processes may go on using (see
+/// `docs/design.md`, "Converting a version-1 file", for every such
+/// window). [`ResetOutcome::migrated_from`] says it was a conversion. A file of a newer
 /// version is refused ([`Error::UnsupportedVersion`]): a reset never
 /// downgrades a file.
 ///
@@ -174,6 +187,29 @@ impl ResetOptions {
         self
     }
 
+    /// How long the reset waits for the old file's flock (another reset,
+    /// a creator), and a conversion of a version-1 file for each of its
+    /// locks (see [`reset()`]); default 5 s, as
+    /// [`OpenOptions::init_timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// # robust_mutex::SharedMutex::<u64>::open(&path)?;
+    /// use std::time::Duration;
+    /// let out = robust_mutex::ResetOptions::new()
+    ///     .force(true)
+    ///     .init_timeout(Duration::from_secs(30))
+    ///     .reset(&path)?;
+    /// assert_eq!(out.generation, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn init_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.init_timeout = timeout;
+        self
+    }
+
     /// Resets the file at `path` as [`reset()`] describes.
     ///
     /// # Errors
@@ -201,6 +237,7 @@ impl ResetOptions {
                         previous_state: LockState::NotRecoverable,
                         remnant_len: remnant_seen,
                         migrated_from: None,
+                        old_locks_held: 0,
                     });
                 }
                 Found::Whole => {
@@ -261,7 +298,7 @@ fn reset_mutex(
         registry::detach(old.map);
         return Err(e);
     }
-    let result = replace(path, &old, force);
+    let result = replace(path, &old, force, opts.init_timeout);
     let _ = sys::funlock(&old.fd);
     registry::detach(old.map);
     result
@@ -331,6 +368,7 @@ fn replace_remnant(
             previous_state: LockState::NotRecoverable,
             remnant_len: Some(st.size),
             migrated_from: None,
+            old_locks_held: 0,
         }))
     })();
     let _ = sys::funlock(fd);
@@ -339,9 +377,14 @@ fn replace_remnant(
 
 /// `Ok(None)`: the file no longer covers the mapping (cut short while we
 /// waited for its flock); the caller looks again and finds a remnant.
-fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetOutcome>, Error> {
+fn replace(
+    path: &Path,
+    old: &file::Opened,
+    force: bool,
+    timeout: Duration,
+) -> Result<Option<ResetOutcome>, Error> {
     if old.header.version == layout::MIGRATABLE_VERSION {
-        return crate::migrate::migrate(path, old, force);
+        return crate::migrate::migrate(path, old, force, timeout);
     }
     if old.header.kind == layout::Kind::Semaphore.code() {
         // Its permits are per-slot mutexes, which this judge-and-move design
@@ -364,6 +407,7 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             previous_state: now.state,
             remnant_len: None,
             migrated_from: None,
+            old_locks_held: 0,
         }));
     }
     if !still_at(path, old) {
@@ -398,6 +442,7 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
         previous_state: now.state,
         remnant_len: None,
         migrated_from: None,
+        old_locks_held: 0,
     }))
 }
 

@@ -72,7 +72,7 @@
 //! * the read-only inspection roles of [`super::roles_inspect`]
 //!   (`inspect_report`).
 //! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
-//! * the roles of [`super::roles_migrate`] (`raw_lock_at`).
+//! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.

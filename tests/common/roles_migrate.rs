@@ -5,6 +5,9 @@
 //!   the byte offset [`OFFSET_ENV`] names with plain `pthread_mutex_lock`
 //!   (a version-1 process holding the lock, or a permit); says
 //!   `locked=<errno>`, waits to be killed.
+//! * `raw_hold_at`: as `raw_lock_at`; then, on a line from the parent,
+//!   unlocks it with `pthread_mutex_unlock`, says `unlocked=<errno>`, waits
+//!   to be killed.
 
 use super::{hang, roles::raw_map, say};
 use std::path::Path;
@@ -14,16 +17,23 @@ pub const OFFSET_ENV: &str = "RM_MUTEX_OFFSET";
 
 /// Plays `role` on `path` if it is one of this file's; false otherwise.
 pub fn run(role: &str, path: &Path) -> bool {
-    if role != "raw_lock_at" {
+    if role != "raw_lock_at" && role != "raw_hold_at" {
         return false;
     }
     let offset: usize = std::env::var(OFFSET_ENV).unwrap().parse().unwrap();
     assert!(offset + 64 <= 4096, "raw_map maps one page");
     let base = raw_map(path);
+    let m = base.cast::<u8>().wrapping_add(offset).cast();
     // SAFETY: the test names the offset of an initialised robust,
     // process-shared mutex of the file, inside the live one-page mapping,
     // which is never unmapped (the process hangs).
-    let rc = unsafe { libc::pthread_mutex_lock(base.cast::<u8>().add(offset).cast()) };
+    let rc = unsafe { libc::pthread_mutex_lock(m) };
     say(format!("locked={rc}"));
+    if role == "raw_hold_at" {
+        super::listen();
+        // SAFETY: locked by this thread just above, in the live mapping.
+        let rc = unsafe { libc::pthread_mutex_unlock(m) };
+        say(format!("unlocked={rc}"));
+    }
     hang()
 }

@@ -6,11 +6,16 @@
 use crate::common::v1::{self, Kind};
 use crate::common::{self, Kid, temp_path};
 use robust_mutex::{
-    Acquired, Error, LockKind, LockState, OpenOptions, ReentrantMutex, SharedMutex, SharedSemaphore,
+    Acquired, Error, LockKind, LockState, OpenOptions, ReentrantMutex, ResetOptions, ResetOutcome,
+    SharedMutex, SharedSemaphore,
 };
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The waiters bit of a glibc lock word.
+const FUTEX_WAITERS: u32 = 0x8000_0000;
 
 /// The header state of a file a reset replaced.
 const RETIRED: u32 = 0x5245_5449;
@@ -213,13 +218,17 @@ fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() 
 
 /// Writes a version-1 file of `kind` at `path` whose mutex at `offset` a
 /// live child holds, and checks that a reset without force (the library's
-/// and the command's) refuses it and leaves it as it was. The holder.
+/// and the command's) waits for it, then refuses it and leaves the file as
+/// it was, but for the waiters bit of that lock word (a waiter's mark, which
+/// the holder's unlock clears). The holder.
 fn refused_while_held(path: &Path, kind: Kind, offset: usize) -> Kid {
     v1::write_v1(path, kind);
-    let mut holder = raw_lock_at(path, offset);
-    assert_eq!(holder.expect("locked"), "0");
-    let before = common::snapshot(path);
-    let e = robust_mutex::reset(path, false).unwrap_err();
+    let holder = raw_hold_at(path, offset);
+    let before = bytes_but_waiters(path, offset);
+    let e = ResetOptions::new()
+        .init_timeout(Duration::from_millis(50))
+        .reset(path)
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -232,8 +241,17 @@ fn refused_while_held(path: &Path, kind: Kind, offset: usize) -> Kid {
     );
     let o = cli(&["reset", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(common::snapshot(path), before);
+    assert_eq!(bytes_but_waiters(path, offset), before);
     holder
+}
+
+/// The bytes of the file at `path`, with the waiters bit (FUTEX_WAITERS) of
+/// the lock word at `offset` cleared.
+fn bytes_but_waiters(path: &Path, offset: usize) -> Vec<u8> {
+    let mut b = std::fs::read(path).unwrap();
+    let word = u32::from_ne_bytes(b[offset..offset + 4].try_into().unwrap());
+    b[offset..offset + 4].copy_from_slice(&(word & !FUTEX_WAITERS).to_ne_bytes());
+    b
 }
 
 #[test]
@@ -243,14 +261,22 @@ fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
 
     let old = std::fs::File::open(&path).unwrap();
     let (_, held_word) = v1::state_and_word(&old);
-    let out = robust_mutex::reset(&path, true).unwrap();
+    let out = ResetOptions::new()
+        .force(true)
+        .init_timeout(Duration::from_millis(50))
+        .reset(&path)
+        .unwrap();
     assert_eq!(
-        (out.previous_state, out.migrated_from),
-        (LockState::Locked, Some(1))
+        (out.previous_state, out.migrated_from, out.old_locks_held),
+        (LockState::Locked, Some(1), 1)
     );
     // The holder finishes on the old file, which is retired; the new file's
     // first locker repairs, as after any forced reset.
-    assert_eq!(v1::state_and_word(&old), (RETIRED, held_word));
+    let (state, word) = v1::state_and_word(&old);
+    assert_eq!(
+        (state, word | FUTEX_WAITERS),
+        (RETIRED, held_word | FUTEX_WAITERS)
+    );
     let m = SharedMutex::<u64>::open(&path).unwrap();
     let Acquired::OwnerDied(r) = m.lock().unwrap() else {
         panic!("a forced reset's first locker repairs");
@@ -364,8 +390,12 @@ fn reset_converts_a_version_1_semaphore_keeping_counters_and_a_dead_holders_perm
 fn a_version_1_semaphore_with_a_live_holder_is_converted_only_with_force() {
     let (_dir, path) = temp_path("s");
     let holder = refused_while_held(&path, Kind::Semaphore(2), permit_at(0));
-    let out = robust_mutex::reset(&path, true).unwrap();
-    assert_eq!(out.migrated_from, Some(1));
+    let out = ResetOptions::new()
+        .force(true)
+        .init_timeout(Duration::from_millis(50))
+        .reset(&path)
+        .unwrap();
+    assert_eq!((out.migrated_from, out.old_locks_held), (Some(1), 1));
     // The live holder's permit comes back owner-dead in the new file.
     let s = robust_mutex::inspect_semaphore(&path).unwrap();
     let states: Vec<LockState> = s.permits.iter().map(|p| p.state).collect();
@@ -447,4 +477,101 @@ fn a_reset_never_brings_back_the_file_removed_while_it_waited() {
         assert_eq!(r, "changed-underneath", "version {version}");
         assert!(!path.exists(), "version {version}: brought back");
     }
+}
+
+/// A child holding the mutex at `offset` of `path` with plain
+/// `pthread_mutex_lock` (a version-1 process) until told to unlock it.
+fn raw_hold_at(path: &Path, offset: usize) -> Kid {
+    let offset = offset.to_string();
+    let mut kid = Kid::spawn_env(
+        "raw_hold_at",
+        path,
+        &[(common::roles_migrate::OFFSET_ENV, &offset)],
+    );
+    assert_eq!(kid.expect("locked"), "0");
+    kid
+}
+
+/// Longer than any wait in these tests: only a real hang reaches it.
+const PATIENT: Duration = Duration::from_secs(60);
+
+/// Resets `path` in a thread, waiting up to [`PATIENT`] for its locks.
+fn reset_in_thread(
+    path: &Path,
+    force: bool,
+) -> std::thread::JoinHandle<Result<ResetOutcome, Error>> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        ResetOptions::new()
+            .force(force)
+            .init_timeout(PATIENT)
+            .reset(&path)
+    })
+}
+
+#[test]
+fn a_conversion_without_force_waits_for_a_busy_version_1_lock() {
+    // A version-1 process holds the lock for a moment: the conversion waits
+    // for it rather than calling it held.
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    let mut holder = raw_hold_at(&path, v1::MUTEX_AT);
+    let reset = reset_in_thread(&path, false);
+    holder.tell("unlock");
+    assert_eq!(holder.expect("unlocked"), "0");
+    let out = reset.join().unwrap().unwrap();
+    assert_eq!(
+        (out.previous_state, out.migrated_from, out.old_locks_held),
+        (LockState::Unlocked, Some(1), 0)
+    );
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
+}
+
+#[test]
+fn a_forced_conversion_waits_for_the_version_1_holder_and_leaves_its_lock_not_recoverable() {
+    // Without this, the holder's unlock would leave the old lock free and
+    // consistent, and version-1 processes (which read RETIRED only on
+    // EOWNERDEAD) would go on using the old file beside the new one.
+    for (kind, offset) in [
+        (Kind::Mutex, v1::MUTEX_AT),
+        (Kind::Semaphore(2), permit_at(1)),
+    ] {
+        let (_dir, path) = temp_path("m");
+        v1::write_v1(&path, kind);
+        let old = std::fs::File::open(&path).unwrap();
+        let mut holder = raw_hold_at(&path, offset);
+        let reset = reset_in_thread(&path, true);
+        holder.tell("unlock");
+        assert_eq!(holder.expect("unlocked"), "0");
+        let out = reset.join().unwrap().unwrap();
+        assert_eq!((out.migrated_from, out.old_locks_held), (Some(1), 0));
+        assert_eq!(
+            raw_lock_through(&old, offset),
+            libc::ENOTRECOVERABLE.to_string(),
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn a_forced_conversion_says_when_a_version_1_holder_kept_the_old_lock() {
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    let _holder = raw_hold_at(&path, v1::MUTEX_AT);
+    // The holder never lets go: the conversion stops waiting and says so.
+    let out = ResetOptions::new()
+        .force(true)
+        .init_timeout(Duration::from_millis(50))
+        .reset(&path)
+        .unwrap();
+    assert_eq!((out.migrated_from, out.old_locks_held), (Some(1), 1));
+    // And the command (which waits its default 5 s).
+    let (_dir2, path2) = temp_path("m");
+    v1::write_v1(&path2, Kind::Mutex);
+    let _holder2 = raw_hold_at(&path2, v1::MUTEX_AT);
+    let o = cli(&["reset", "--force", path2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("still held"), "{text}");
 }
