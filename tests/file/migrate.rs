@@ -261,11 +261,7 @@ fn a_version_1_mutex_held_by_a_live_process_is_converted_only_with_force() {
 
     let old = std::fs::File::open(&path).unwrap();
     let (_, held_word) = v1::state_and_word(&old);
-    let out = ResetOptions::new()
-        .force(true)
-        .init_timeout(Duration::from_millis(50))
-        .reset(&path)
-        .unwrap();
+    let out = forced_briefly(&path);
     assert_eq!(
         (out.previous_state, out.migrated_from, out.old_locks_held),
         (LockState::Locked, Some(1), 1)
@@ -390,11 +386,7 @@ fn reset_converts_a_version_1_semaphore_keeping_counters_and_a_dead_holders_perm
 fn a_version_1_semaphore_with_a_live_holder_is_converted_only_with_force() {
     let (_dir, path) = temp_path("s");
     let holder = refused_while_held(&path, Kind::Semaphore(2), permit_at(0));
-    let out = ResetOptions::new()
-        .force(true)
-        .init_timeout(Duration::from_millis(50))
-        .reset(&path)
-        .unwrap();
+    let out = forced_briefly(&path);
     assert_eq!((out.migrated_from, out.old_locks_held), (Some(1), 1));
     // The live holder's permit comes back owner-dead in the new file.
     let s = robust_mutex::inspect_semaphore(&path).unwrap();
@@ -443,6 +435,14 @@ fn reset_paused_after_open<T>(path: &Path, change: impl FnOnce() -> T) -> (Strin
     (r, changed)
 }
 
+/// A free mutex file of format `version` (1 or 2), holding [`v1::VALUE`].
+fn mutex_of_version(version: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    v1::set_version(&path, version);
+    (dir, path)
+}
+
 #[test]
 fn a_reset_never_overwrites_the_live_lock_that_replaced_the_file_it_opened() {
     use std::os::unix::fs::MetadataExt;
@@ -450,9 +450,7 @@ fn a_reset_never_overwrites_the_live_lock_that_replaced_the_file_it_opened() {
     // meanwhile the file is removed and a new lock made at the path, which
     // its user holds. The reset must give up and leave the new lock alone.
     for version in [1, 2] {
-        let (_dir, path) = temp_path("m");
-        v1::write_v1(&path, Kind::Mutex);
-        v1::set_version(&path, version);
+        let (_dir, path) = mutex_of_version(version);
         let (r, (holder, ino, before)) = reset_paused_after_open(&path, || {
             std::fs::remove_file(&path).unwrap();
             let mut holder = Kid::spawn("hold", &path);
@@ -470,13 +468,21 @@ fn a_reset_never_overwrites_the_live_lock_that_replaced_the_file_it_opened() {
 #[test]
 fn a_reset_never_brings_back_the_file_removed_while_it_waited() {
     for version in [1, 2] {
-        let (_dir, path) = temp_path("m");
-        v1::write_v1(&path, Kind::Mutex);
-        v1::set_version(&path, version);
+        let (_dir, path) = mutex_of_version(version);
         let (r, ()) = reset_paused_after_open(&path, || std::fs::remove_file(&path).unwrap());
         assert_eq!(r, "changed-underneath", "version {version}");
         assert!(!path.exists(), "version {version}: brought back");
     }
+}
+
+/// A forced reset of `path` that waits only briefly for held locks (a
+/// holder that never lets go is then counted in `old_locks_held`).
+fn forced_briefly(path: &Path) -> ResetOutcome {
+    ResetOptions::new()
+        .force(true)
+        .init_timeout(Duration::from_millis(50))
+        .reset(path)
+        .unwrap()
 }
 
 /// A child holding the mutex at `offset` of `path` with plain
@@ -560,11 +566,7 @@ fn a_forced_conversion_says_when_a_version_1_holder_kept_the_old_lock() {
     v1::write_v1(&path, Kind::Mutex);
     let _holder = raw_hold_at(&path, v1::MUTEX_AT);
     // The holder never lets go: the conversion stops waiting and says so.
-    let out = ResetOptions::new()
-        .force(true)
-        .init_timeout(Duration::from_millis(50))
-        .reset(&path)
-        .unwrap();
+    let out = forced_briefly(&path);
     assert_eq!((out.migrated_from, out.old_locks_held), (Some(1), 1));
     // And the command (which waits its default 5 s).
     let (_dir2, path2) = temp_path("m");
