@@ -49,7 +49,7 @@
 
 use crate::error::Error;
 use crate::file::init::Prepared;
-use crate::file::{self, checks, io_err, layout};
+use crate::file::{self, io_err, layout};
 use crate::reset::{
     ResetOutcome, carried_from, changed_underneath, prepare_replacement, publish_replacement,
     still_at,
@@ -220,20 +220,20 @@ pub(crate) fn migrate(
         remnant_len: None,
         migrated_from: Some(layout::MIGRATABLE_VERSION),
         old_locks_held: 0,
+        converted_by_another: false,
     };
     if map.state().load(Ordering::Acquire) == layout::STATE_RETIRED {
         // Replaced while we waited for the flock: by another conversion
-        // (done), or by a version-1 reset (convert what it left).
-        let now = sys::open_existing(path, false).ok();
-        let converted = now
-            .and_then(|fd| checks::read_header(path, &fd).ok())
-            .is_some_and(|(h, _, _)| h.version == layout::VERSION);
-        if !converted {
-            return Ok(None);
-        }
-        // SAFETY: the mutexes lie in the live mapping, still covered.
-        let found: Vec<Old> = locks.iter().map(|&m| unsafe { look(m) }).collect();
-        return Ok(Some(outcome(old.header.generation + 1, worst(&found))));
+        // (report the file it made, as it is now), or by a version-1 reset
+        // (convert what it left: the caller looks again).
+        let now = crate::inspect_file(path).ok();
+        return Ok(now.and_then(|now| {
+            let file = now.file.filter(|f| f.version == layout::VERSION)?;
+            Some(ResetOutcome {
+                converted_by_another: true,
+                ..outcome(file.generation, now.lock.state())
+            })
+        }));
     }
     if !still_at(path, old) {
         return Err(changed_underneath(path));

@@ -49,6 +49,11 @@ pub struct ResetOutcome {
     /// that lock free, so version-1 processes may go on using the old file
     /// through it: stop them. 0 otherwise.
     pub old_locks_held: usize,
+    /// A conversion that found, once it had the version-1 file's lock, that
+    /// another reset had converted it meanwhile: it did nothing, and
+    /// `generation` and `previous_state` are those of the version-2 file
+    /// now at the path, as found then (its state: not before, but now).
+    pub converted_by_another: bool,
 }
 
 /// Replaces the mutex file at `path` with a fresh one holding the same value.
@@ -238,6 +243,7 @@ impl ResetOptions {
                         remnant_len: remnant_seen,
                         migrated_from: None,
                         old_locks_held: 0,
+                        converted_by_another: false,
                     });
                 }
                 Found::Whole => {
@@ -369,6 +375,7 @@ fn replace_remnant(
             remnant_len: Some(st.size),
             migrated_from: None,
             old_locks_held: 0,
+            converted_by_another: false,
         }))
     })();
     let _ = sys::funlock(fd);
@@ -408,6 +415,7 @@ fn replace(
             remnant_len: None,
             migrated_from: None,
             old_locks_held: 0,
+            converted_by_another: false,
         }));
     }
     if !still_at(path, old) {
@@ -443,6 +451,7 @@ fn replace(
         remnant_len: None,
         migrated_from: None,
         old_locks_held: 0,
+        converted_by_another: false,
     }))
 }
 

@@ -72,7 +72,8 @@
 //! * the read-only inspection roles of [`super::roles_inspect`]
 //!   (`inspect_report`).
 //! * the roles of [`super::roles_changed_underneath`] (`reset_report`, `remove_report`).
-//! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`).
+//! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`,
+//!   `convert_and_report`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.

@@ -5,6 +5,9 @@
 //!   the byte offset [`OFFSET_ENV`] names with plain `pthread_mutex_lock`
 //!   (a version-1 process holding the lock, or a permit); says
 //!   `locked=<errno>`, waits to be killed.
+//! * `convert_and_report`: `reset` without force on the path; says
+//!   `result=<generation>,<previous state>,<converted by another>` or
+//!   `result=error <error>`.
 //! * `raw_hold_at`: as `raw_lock_at`; then, on a line from the parent,
 //!   unlocks it with `pthread_mutex_unlock`, says `unlocked=<errno>`, waits
 //!   to be killed.
@@ -17,6 +20,16 @@ pub const OFFSET_ENV: &str = "RM_MUTEX_OFFSET";
 
 /// Plays `role` on `path` if it is one of this file's; false otherwise.
 pub fn run(role: &str, path: &Path) -> bool {
+    if role == "convert_and_report" {
+        say(match robust_mutex::reset(path, false) {
+            Ok(o) => format!(
+                "result={},{},{}",
+                o.generation, o.previous_state, o.converted_by_another
+            ),
+            Err(e) => format!("result=error {e}"),
+        });
+        return true;
+    }
     if role != "raw_lock_at" && role != "raw_hold_at" {
         return false;
     }

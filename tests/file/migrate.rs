@@ -577,3 +577,30 @@ fn a_forced_conversion_says_when_a_version_1_holder_kept_the_old_lock() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("still held"), "{text}");
 }
+
+#[test]
+fn a_conversion_that_waited_while_another_converted_the_file_reports_the_new_file() {
+    // One conversion opens the version-1 file and is stopped there; another
+    // converts it; the new file's user holds its lock. The first one, let
+    // go, converts nothing and says so, with the new file's generation and
+    // state (not the retired file's not-recoverable locks).
+    let (_dir, path) = temp_path("m");
+    v1::write_v1(&path, Kind::Mutex);
+    let mut kid = Kid::spawn_env(
+        "convert_and_report",
+        &path,
+        &[
+            ("ROBUST_MUTEX_TEST_PAUSE_AT", "reset_opened"),
+            ("ROBUST_MUTEX_TEST_RESUME", "1"),
+        ],
+    );
+    kid.expect("paused:reset_opened");
+    let out = robust_mutex::reset(&path, false).unwrap();
+    assert_eq!((out.generation, out.converted_by_another), (2, false));
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let g = m.lock().unwrap();
+    kid.tell("go");
+    assert_eq!(kid.expect("result"), "2,locked,true");
+    kid.wait_ok();
+    drop(g);
+}

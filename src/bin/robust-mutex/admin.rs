@@ -108,6 +108,12 @@ pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Resul
         None => format!("{} before", out.previous_state),
     };
     let text = match out.migrated_from {
+        Some(v) if out.converted_by_another => format!(
+            "{}: already converted from format version {v} by another reset; now generation {}, {}; nothing done\n",
+            path_text(path),
+            out.generation,
+            out.previous_state
+        ),
         // A free version-1 lock converts to a clean one.
         Some(v) => {
             format!(
