@@ -36,8 +36,11 @@ pub const SLOT_SIZE: usize = 192;
 pub const COUNTERS: [u64; 5] = [41_000_000_007, 13, 3, 2, 0];
 /// The value a version-1 mutex file holds.
 pub const VALUE: u64 = 0x5EED_0001;
-/// The label of the version-1 record (a released holder's: pid and tid 0).
+/// The label of the version-1 record, which names a holder ([`HOLDER`])
+/// although the lock is free: nothing of it may reach a converted file.
 pub const LABEL: &str = "v1-holder";
+/// The pid and tid the version-1 record names.
+pub const HOLDER: (u32, u32) = (0x7A7A_0001, 0x7A7A_0002);
 
 /// Which kind of version-1 file to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +54,8 @@ pub enum Kind {
 }
 
 /// Writes a version-1 file of `kind` at `path` (which must not exist):
-/// unlocked, holding [`VALUE`] (a mutex) and [`COUNTERS`], with a released
-/// holder's record labelled [`LABEL`].
+/// unlocked, holding [`VALUE`] (a mutex) and [`COUNTERS`], each lock with
+/// a record naming [`HOLDER`], labelled [`LABEL`].
 pub fn write_v1(path: &Path, kind: Kind) {
     match kind {
         Kind::Mutex => drop(SharedMutex::<u64>::open(path).unwrap()),
@@ -82,9 +85,12 @@ pub fn write_v1(path: &Path, kind: Kind) {
     std::fs::write(path, &b).unwrap();
 }
 
-/// A version-1 owner record of a holder that has released the lock.
+/// A version-1 owner record naming [`HOLDER`], labelled [`LABEL`].
 fn record() -> [u8; 128] {
     let mut r = [0u8; 128];
+    r[0..4].copy_from_slice(&HOLDER.0.to_ne_bytes());
+    r[4..8].copy_from_slice(&HOLDER.1.to_ne_bytes());
+    r[36..40].copy_from_slice(&1u32.to_ne_bytes()); // depth
     r[8..16].copy_from_slice(&4_026_531_836u64.to_ne_bytes()); // pidns_ino
     r[16..24].copy_from_slice(&777u64.to_ne_bytes()); // start_time
     r[24..32].copy_from_slice(&1_700_000_000_000_000_000u64.to_ne_bytes());
@@ -109,4 +115,16 @@ pub fn state_and_word(f: &std::fs::File) -> (u32, u32) {
     let state = u32::from_ne_bytes(b);
     f.read_exact_at(&mut b, MUTEX_AT as u64).unwrap();
     (state, u32::from_ne_bytes(b))
+}
+
+/// Which parts of the version-1 records ([`HOLDER`]'s pid and tid,
+/// [`LABEL`]) the file at `path` holds anywhere.
+pub fn v1_record_parts(path: &Path) -> [bool; 3] {
+    let b = std::fs::read(path).unwrap();
+    let has = |needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+    [
+        has(&HOLDER.0.to_ne_bytes()),
+        has(&HOLDER.1.to_ne_bytes()),
+        has(LABEL.as_bytes()),
+    ]
 }

@@ -105,6 +105,7 @@ fn reset_converts_a_free_version_1_lock_keeping_value_and_counters_and_the_first
     for kind in [Kind::Mutex, Kind::Reentrant] {
         let (_dir, path) = temp_path("m");
         v1::write_v1(&path, kind);
+        assert_eq!(v1::v1_record_parts(&path), [true; 3]);
         let old = std::fs::File::open(&path).unwrap();
         let out = robust_mutex::reset(&path, false).unwrap();
         assert_eq!(
@@ -124,6 +125,9 @@ fn reset_converts_a_free_version_1_lock_keeping_value_and_counters_and_the_first
         assert_eq!((s.state, s.generation), (LockState::Unlocked, 2));
         // The version-1 record was not carried over (its layout differs).
         assert_eq!(s.owner, None);
+        assert_eq!(v1::v1_record_parts(&path), [false; 3], "{kind:?}");
+        let o = cli(&["status", path.to_str().unwrap()]);
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(v1::LABEL));
         let c = s.counters;
         let [acquisitions, contended, owner_deaths, recoveries, resets] = v1::COUNTERS;
         assert_eq!(
@@ -200,11 +204,13 @@ fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() 
     let mut kid = Kid::spawn("raw_owner_died", &path);
     assert_eq!(kid.expect("locked"), "0");
     kid.kill();
+    assert_eq!(v1::v1_record_parts(&path), [true; 3]);
     let out = robust_mutex::reset(&path, false).unwrap();
     assert_eq!(
         (out.generation, out.previous_state, out.migrated_from),
         (2, LockState::OwnerDead, Some(1))
     );
+    assert_eq!(v1::v1_record_parts(&path), [false; 3]);
     let m = SharedMutex::<u64>::open(&path).unwrap();
     let Acquired::OwnerDied(r) = m.lock().unwrap() else {
         panic!("the first locker after a dead version-1 holder must repair");
@@ -340,11 +346,13 @@ fn reset_converts_a_version_1_semaphore_keeping_counters_and_a_dead_holders_perm
     assert_eq!(kid.expect("locked"), "0");
     kid.kill();
     let old = std::fs::File::open(&path).unwrap();
+    assert_eq!(v1::v1_record_parts(&path), [true; 3]);
     let out = robust_mutex::reset(&path, false).unwrap();
     assert_eq!(
         (out.generation, out.previous_state, out.migrated_from),
         (2, LockState::OwnerDead, Some(1))
     );
+    assert_eq!(v1::v1_record_parts(&path), [false; 3]);
 
     let sem = SharedSemaphore::open(&path, 3).unwrap();
     let s = sem.status();
