@@ -196,6 +196,19 @@ fn raw_lock_at(path: &Path, offset: usize) -> Kid {
     )
 }
 
+/// Converts the version-1 file at `path`, one of whose locks a dead
+/// holder left owner-dead, without force; checks the outcome and that
+/// nothing of the version-1 records was carried.
+fn convert_after_a_death(path: &Path) {
+    assert_eq!(v1::v1_record_parts(path), [true; 3]);
+    let out = robust_mutex::reset(path, false).unwrap();
+    assert_eq!(
+        (out.generation, out.previous_state, out.migrated_from),
+        (2, LockState::OwnerDead, Some(1))
+    );
+    assert_eq!(v1::v1_record_parts(path), [false; 3]);
+}
+
 #[test]
 fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() {
     let (_dir, path) = temp_path("m");
@@ -204,13 +217,7 @@ fn reset_converts_an_owner_dead_version_1_mutex_and_its_first_locker_recovers() 
     let mut kid = Kid::spawn("raw_owner_died", &path);
     assert_eq!(kid.expect("locked"), "0");
     kid.kill();
-    assert_eq!(v1::v1_record_parts(&path), [true; 3]);
-    let out = robust_mutex::reset(&path, false).unwrap();
-    assert_eq!(
-        (out.generation, out.previous_state, out.migrated_from),
-        (2, LockState::OwnerDead, Some(1))
-    );
-    assert_eq!(v1::v1_record_parts(&path), [false; 3]);
+    convert_after_a_death(&path);
     let m = SharedMutex::<u64>::open(&path).unwrap();
     let Acquired::OwnerDied(r) = m.lock().unwrap() else {
         panic!("the first locker after a dead version-1 holder must repair");
@@ -346,13 +353,7 @@ fn reset_converts_a_version_1_semaphore_keeping_counters_and_a_dead_holders_perm
     assert_eq!(kid.expect("locked"), "0");
     kid.kill();
     let old = std::fs::File::open(&path).unwrap();
-    assert_eq!(v1::v1_record_parts(&path), [true; 3]);
-    let out = robust_mutex::reset(&path, false).unwrap();
-    assert_eq!(
-        (out.generation, out.previous_state, out.migrated_from),
-        (2, LockState::OwnerDead, Some(1))
-    );
-    assert_eq!(v1::v1_record_parts(&path), [false; 3]);
+    convert_after_a_death(&path);
 
     let sem = SharedSemaphore::open(&path, 3).unwrap();
     let s = sem.status();
