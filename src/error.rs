@@ -349,6 +349,16 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// [`reset`](crate::reset()) without `force` of a version-1 file one of
+    /// whose locks a live process held through the whole wait: a conversion
+    /// needs every lock free. The file is left as it was.
+    #[error(
+        "reset {path}: converting format version 1 needs every lock free, and one stays held by a live process: stop the version-1 processes, or use force: they then find the old lock not recoverable"
+    )]
+    ConversionRefused {
+        /// The path.
+        path: PathBuf,
+    },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -396,8 +406,9 @@ impl LabelTooLong {
 fn version_text(path: &std::path::Path, found: u32, expected: u32) -> String {
     let p = path.display();
     if found == crate::file::layout::MIGRATABLE_VERSION && found < expected {
+        let arg = shell_word(&p.to_string());
         format!(
-            "open {p}: format version {found}, written by an earlier robust-mutex; this build reads version {expected}: `robust-mutex reset {p}` (or robust_mutex::reset) converts it and keeps the value"
+            "open {p}: format version {found}, written by an earlier robust-mutex; this build reads version {expected}: stop processes running the old version first, then `robust-mutex reset {arg}` (or robust_mutex::reset) converts it and keeps the value"
         )
     } else if found > expected {
         format!(
@@ -406,6 +417,27 @@ fn version_text(path: &std::path::Path, found: u32, expected: u32) -> String {
     } else {
         format!("open {p}: format version {found}, this build reads version {expected}")
     }
+}
+
+/// `s` as one word to paste into a shell command: as it is if every
+/// character is plainly safe, else in single quotes (a quote inside as
+/// `'\''`), with control characters escaped so that the message stays one
+/// line.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_owned();
+    }
+    let mut out = String::from("'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// The rest of [`Error::RemoveRefused`]'s message: why, and the way out.

@@ -238,9 +238,8 @@ pub(crate) fn migrate(
     if !still_at(path, old) {
         return Err(changed_underneath(path));
     }
-    let refused = || Error::ResetRefused {
+    let refused = || Error::ConversionRefused {
         path: path.to_owned(),
-        state: LockState::Locked,
     };
     // Every error of a full disk or a forbidden directory comes here,
     // before anything is taken: the file is then exactly as it was.

@@ -105,6 +105,8 @@ pub struct ResetOutcome {
 ///
 /// # Errors
 /// * [`Error::ResetRefused`] for a healthy mutex without `force`;
+///   [`Error::ConversionRefused`] for a version-1 file one of whose locks a
+///   live process holds through the timeout, without `force`;
 /// * [`Error::ResetNeedsForce`] for an empty or truncated file without
 ///   `force`;
 /// * [`Error::ForeignOwner`] for another user's file (see above), and

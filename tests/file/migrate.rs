@@ -73,7 +73,9 @@ fn a_version_1_file_is_refused_with_the_way_to_convert_it_and_left_untouched() {
         for e in every_refusal(&path, kind) {
             let text = unsupported(&e, 1);
             assert!(
-                text.contains(&hint) && text.contains("keeps the value"),
+                text.contains(&hint)
+                    && text.contains("keeps the value")
+                    && text.contains("stop processes running the old version first"),
                 "{text}"
             );
         }
@@ -242,18 +244,21 @@ fn refused_while_held(path: &Path, kind: Kind, offset: usize) -> Kid {
         .init_timeout(Duration::from_millis(50))
         .reset(path)
         .unwrap_err();
+    assert!(matches!(e, Error::ConversionRefused { .. }), "{e}");
     assert!(
-        matches!(
-            e,
-            Error::ResetRefused {
-                state: LockState::Locked,
-                ..
-            }
-        ),
+        e.to_string().contains("every lock") && e.to_string().contains("not recoverable"),
         "{e}"
     );
     let o = cli(&["reset", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stderr(&o);
+    assert!(
+        text.contains("every lock")
+            && text.contains("stop the version-1 processes")
+            && text.contains("--force")
+            && !text.contains("not broken"),
+        "{text}"
+    );
     assert_eq!(bytes_but_waiters(path, offset), before);
     holder
 }
@@ -612,4 +617,17 @@ fn a_conversion_that_waited_while_another_converted_the_file_reports_the_new_fil
     assert_eq!(kid.expect("result"), "2,locked,true");
     kid.wait_ok();
     drop(g);
+}
+
+#[test]
+fn the_way_to_convert_quotes_a_path_that_a_shell_would_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a b'c");
+    v1::write_v1(&path, Kind::Mutex);
+    let text = unsupported(&SharedMutex::<u64>::open(&path).unwrap_err(), 1);
+    let quoted = format!("'{}/a b'\\''c'", dir.path().display());
+    assert!(
+        text.contains(&format!("`robust-mutex reset {quoted}`")),
+        "{text}"
+    );
 }

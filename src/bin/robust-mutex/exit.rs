@@ -141,6 +141,12 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
                 "reset {p}: the mutex is {state}, not broken (not-recoverable or stuck); use --force to reset it anyway"
             ),
         ),
+        Error::ConversionRefused { .. } => (
+            code::HELD,
+            format!(
+                "reset {p}: converting format version 1 needs every lock free, and one stays held by a live process: stop the version-1 processes, or use --force: they then find the old lock not recoverable"
+            ),
+        ),
         Error::Io { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
         Error::Io { .. } => (code::IO, e.to_string()),
         // Not a robust-mutex file, corrupt, truncated, another version, ABI,
