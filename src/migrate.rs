@@ -55,7 +55,7 @@ use crate::reset::{
     still_at,
 };
 use crate::status::{self, LockState};
-use crate::{identity, sys};
+use crate::sys;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -92,34 +92,27 @@ impl Old {
     }
 }
 
-/// Judges the mutex `m` from its lock word alone.
+/// Judges the mutex `m` from its lock word alone
+/// ([`status::word_state`]).
 ///
 /// # Safety
 /// `m` is an initialised robust mutex in a live mapping.
 unsafe fn look(m: *mut libc::pthread_mutex_t) -> Old {
     // SAFETY: forwarded from the caller.
-    let word = unsafe { sys::lock_word_snapshot(m) };
-    let tid = word & sys::FUTEX_TID_MASK;
-    if word & sys::FUTEX_OWNER_DIED != 0 {
-        Old::Free { clean: false }
-    } else if tid == 0 {
-        // SAFETY: forwarded from the caller.
-        if unsafe { sys::mutex_not_recoverable(m) } {
-            Old::NotRecoverable
-        } else {
-            Old::Free { clean: true }
-        }
-    } else if tid != sys::gettid()
-        && identity::holder_gone(tid)
+    let (word, not_recoverable) =
+        unsafe { (sys::lock_word_snapshot(m), sys::mutex_not_recoverable(m)) };
+    match status::word_state(word, not_recoverable) {
+        LockState::Unlocked => Old::Free { clean: true },
+        LockState::OwnerDead => Old::Free { clean: false },
+        LockState::NotRecoverable => Old::NotRecoverable,
         // The kernel marks a dying holder's locks before its TID is gone,
         // so a word that still names it after the check never changes by
         // itself (see `status::lock_state`).
         // SAFETY: forwarded from the caller.
-        && status::same_holder(unsafe { sys::lock_word_snapshot(m) }, word)
-    {
-        Old::Stuck { word }
-    } else {
-        Old::Held
+        LockState::Stuck if status::same_holder(unsafe { sys::lock_word_snapshot(m) }, word) => {
+            Old::Stuck { word }
+        }
+        _ => Old::Held,
     }
 }
 

@@ -69,8 +69,12 @@ pub(crate) unsafe fn mark_owner_died(m: *mut libc::pthread_mutex_t) {
     unsafe { lock_word(m) }.store(FUTEX_OWNER_DIED, Ordering::Release);
 }
 
-/// True when glibc has marked the mutex not recoverable (diagnostics only:
-/// reads glibc's `__data.__owner`, the third int of the struct).
+/// True when glibc has marked the mutex not recoverable (reads glibc's
+/// `__data.__owner`, the third int of the struct).
+/// A diagnostic for `status`, and a decision for a conversion of a
+/// version-1 file (`migrate`): a not-recoverable lock needs no force and
+/// is not taken. A racy read: a lock marked just after it is seen as free
+/// is found not recoverable by the conversion's `clocklock`.
 ///
 /// # Safety
 /// `m` points to a `pthread_mutex_t` in a live mapping.

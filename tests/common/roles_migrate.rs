@@ -12,7 +12,7 @@
 //!   unlocks it with `pthread_mutex_unlock`, says `unlocked=<errno>`, waits
 //!   to be killed.
 
-use super::{hang, roles::raw_map, say};
+use super::{hang, roles::raw_lock, say};
 use std::path::Path;
 
 /// The byte offset of the mutex `raw_lock_at` locks.
@@ -34,13 +34,7 @@ pub fn run(role: &str, path: &Path) -> bool {
         return false;
     }
     let offset: usize = std::env::var(OFFSET_ENV).unwrap().parse().unwrap();
-    assert!(offset + 64 <= 4096, "raw_map maps one page");
-    let base = raw_map(path);
-    let m = base.cast::<u8>().wrapping_add(offset).cast();
-    // SAFETY: the test names the offset of an initialised robust,
-    // process-shared mutex of the file, inside the live one-page mapping,
-    // which is never unmapped (the process hangs).
-    let rc = unsafe { libc::pthread_mutex_lock(m) };
+    let (rc, m) = raw_lock(path, offset);
     say(format!("locked={rc}"));
     if role == "raw_hold_at" {
         super::listen();
