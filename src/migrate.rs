@@ -45,7 +45,10 @@
 //! holder's unlock leaves it free, and version-1 processes may go on using
 //! the old file through it until they are stopped; and a version-1 process
 //! already waiting for a held lock may take it (clean, on the old file)
-//! before the conversion does, once.
+//! before the conversion does, once. `docs/design.md` ("Converting a
+//! version-1 file") lists these and the other known windows (a conversion
+//! killed between its rename and the RETIRED store; a file from an earlier
+//! boot, repaired by the open before the conversion).
 
 use crate::error::Error;
 use crate::file::init::Prepared;
