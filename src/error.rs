@@ -120,8 +120,15 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
-    /// Written by another version of the format.
-    #[error("open {path}: format version {found}, this build reads version {expected}")]
+    /// Written by another version of the format. The file is left
+    /// untouched.
+    ///
+    /// A version-1 file (written by robust-mutex before format version 2)
+    /// is converted by [`reset`](crate::reset()) (`robust-mutex reset
+    /// PATH`), which keeps its value and counters; the message says so. A
+    /// file of a newer version than this build reads needs a newer
+    /// robust-mutex: a reset refuses it too (it never downgrades a file).
+    #[error("{}", version_text(path, *found, *expected))]
     UnsupportedVersion {
         /// The path.
         path: PathBuf,
@@ -331,6 +338,27 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// [`reset`](crate::reset()): while it waited for the file's lock, the
+    /// path was removed or made to name another file (not by a reset). The
+    /// reset gave up: nothing was changed, neither the file it had opened
+    /// nor the one now at the path (which may be a live lock).
+    #[error(
+        "reset {path}: the file was removed or replaced while this reset waited for it; nothing was changed: look at it again"
+    )]
+    ChangedUnderneath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// [`reset`](crate::reset()) without `force` of a version-1 file one of
+    /// whose locks a live process held through the whole wait: a conversion
+    /// needs every lock free. The file is left as it was.
+    #[error(
+        "reset {path}: converting format version 1 needs every lock free, and one stays held by a live process: stop the version-1 processes, or use force: they then find the old lock not recoverable"
+    )]
+    ConversionRefused {
+        /// The path.
+        path: PathBuf,
+    },
     /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -371,6 +399,45 @@ pub struct LabelTooLong {
 impl LabelTooLong {
     /// The most bytes of UTF-8 a label may have.
     pub const LIMIT: usize = crate::file::layout::LABEL_MAX;
+}
+
+/// [`Error::UnsupportedVersion`]'s text: for an older file, the way to
+/// convert it; for a newer one, that this build is too old.
+fn version_text(path: &std::path::Path, found: u32, expected: u32) -> String {
+    let p = path.display();
+    if found == crate::file::layout::MIGRATABLE_VERSION && found < expected {
+        let arg = shell_word(&p.to_string());
+        format!(
+            "open {p}: format version {found}, written by an earlier robust-mutex; this build reads version {expected}: stop processes running the old version first, then `robust-mutex reset {arg}` (or robust_mutex::reset) converts it and keeps the value"
+        )
+    } else if found > expected {
+        format!(
+            "open {p}: format version {found}, written by a newer robust-mutex; this build reads version {expected}: upgrade robust-mutex to use it"
+        )
+    } else {
+        format!("open {p}: format version {found}, this build reads version {expected}")
+    }
+}
+
+/// `s` as one word to paste into a shell command: as it is if every
+/// character is plainly safe, else in single quotes (a quote inside as
+/// `'\''`), with control characters escaped so that the message stays one
+/// line.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_owned();
+    }
+    let mut out = String::from("'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// The rest of [`Error::RemoveRefused`]'s message: why, and the way out.

@@ -8,6 +8,7 @@ mod error;
 mod file;
 mod identity;
 mod inspect;
+mod migrate;
 mod mutex;
 mod options;
 mod outcome;

@@ -197,6 +197,8 @@ pub(crate) struct Spec {
     pub any_value: bool,
     /// Accept every kind (reset works on any lock file).
     pub any_kind: bool,
+    /// Accept a file of the earlier format version too (a reset converts it).
+    pub migrate: bool,
 }
 
 impl Spec {
@@ -207,6 +209,7 @@ impl Spec {
             layout,
             any_value: false,
             any_kind: false,
+            migrate: false,
         }
     }
 
@@ -216,6 +219,16 @@ impl Spec {
         Spec {
             any_value: true,
             ..Spec::new(kind, DataLayout::of::<()>().expect("unit layout"))
+        }
+    }
+
+    /// The format versions this open accepts.
+    pub fn versions(&self) -> &'static [u32] {
+        use crate::file::layout::{MIGRATABLE_VERSION, VERSION};
+        if self.migrate {
+            &[VERSION, MIGRATABLE_VERSION]
+        } else {
+            &[VERSION]
         }
     }
 

@@ -12,9 +12,10 @@
 //! repair code runs.
 
 use crate::error::Error;
+use crate::file;
 use crate::file::checks::{self, Found};
+use crate::file::init::{Fill, MAIN_DIED, Prepared, prepare_new_file, publish_prepared};
 use crate::file::layout::{self, DataLayout, LockKind};
-use crate::file::{self, init::Fill};
 use crate::options::{OpenOptions, Spec};
 use crate::registry;
 use crate::status::{self, LockState};
@@ -38,6 +39,21 @@ pub struct ResetOutcome {
     /// file (empty, cut short, or a crashed creator's leftover), replaced
     /// with `force`.
     pub remnant_len: Option<u64>,
+    /// `Some(version)` when the old file was of an earlier format version
+    /// (1), converted to this build's: see [`reset()`].
+    pub migrated_from: Option<u32>,
+    /// A forced conversion: how many of the old file's locks (a mutex's
+    /// one, a semaphore's permits) version-1 processes still held when it
+    /// stopped waiting for them (the reset's timeout,
+    /// [`ResetOptions::init_timeout`]). Each such holder's unlock leaves
+    /// that lock free, so version-1 processes may go on using the old file
+    /// through it: stop them. 0 otherwise.
+    pub old_locks_held: usize,
+    /// A conversion that found, once it had the version-1 file's lock, that
+    /// another reset had converted it meanwhile: it did nothing, and
+    /// `generation` and `previous_state` are those of the version-2 file
+    /// now at the path, as found then (its state: not before, but now).
+    pub converted_by_another: bool,
 }
 
 /// Replaces the mutex file at `path` with a fresh one holding the same value.
@@ -57,6 +73,27 @@ pub struct ResetOutcome {
 /// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied). Someone else's data
 /// is never replaced.
 ///
+/// A file of format version 1 (written by robust-mutex before version 2,
+/// which every open refuses with [`Error::UnsupportedVersion`]) is
+/// converted, a semaphore too: the new file keeps its kind, value layout,
+/// value (a semaphore: its permits) and counters, and takes the next
+/// generation. A free lock (permit), or one busy for a moment (waited for
+/// up to [`ResetOptions::init_timeout`]), needs no `force` and converts to
+/// a clean one (the value was consistent); a dead holder's needs no `force`
+/// and its next taker gets
+/// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied); one a live process
+/// holds through the timeout needs `force`, as above. The version-1 owner
+/// records are not carried (their layout differs). A version-1 process
+/// still using the old file finds its lock (every permit) not recoverable,
+/// never a lock beside the new one: with `force`, each live holder's lock
+/// is waited for after publishing (up to the timeout) and left not
+/// recoverable too; [`ResetOutcome::old_locks_held`] counts those still
+/// held at the timeout, which version-1 processes may go on using (see
+/// `docs/design.md`, "Converting a version-1 file", for every such
+/// window). [`ResetOutcome::migrated_from`] says it was a conversion. A file of a newer
+/// version is refused ([`Error::UnsupportedVersion`]): a reset never
+/// downgrades a file.
+///
 /// A file owned by another user is refused ([`Error::ForeignOwner`]); an
 /// operator opts in with [`ResetOptions::allow_other_owners`]. The new file
 /// keeps the old one's owner, group and mode; only root can give it another
@@ -68,12 +105,20 @@ pub struct ResetOutcome {
 ///
 /// # Errors
 /// * [`Error::ResetRefused`] for a healthy mutex without `force`;
+///   [`Error::ConversionRefused`] for a version-1 file one of whose locks a
+///   live process holds through the timeout, without `force`;
 /// * [`Error::ResetNeedsForce`] for an empty or truncated file without
 ///   `force`;
 /// * [`Error::ForeignOwner`] for another user's file (see above), and
 ///   [`Error::ResetChangesOwner`] for one allowed but not root's to reset;
 /// * [`Error::ForeignFile`] for someone else's data, and any open error for
-///   a whole file that is not a usable mutex file (it must be one);
+///   a whole file that is not a usable mutex file (it must be one), such as
+///   [`Error::UnsupportedVersion`] for a newer format version;
+/// * [`Error::InvalidOptions`] for a semaphore of this format version
+///   (replace it with [`OpenOptions::replace`]);
+/// * [`Error::ChangedUnderneath`] when the file was removed, or the path
+///   made to name another file, while the reset waited for the file's lock
+///   (nothing is changed then);
 /// * [`Error::DirectoryNotWritable`] when the caller may not create the
 ///   replacement in the file's directory;
 /// * [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`] or [`Error::Io`] when
@@ -149,6 +194,29 @@ impl ResetOptions {
         self
     }
 
+    /// How long the reset waits for the old file's flock (another reset,
+    /// a creator), and a conversion of a version-1 file for each of its
+    /// locks (see [`reset()`]); default 5 s, as
+    /// [`OpenOptions::init_timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// # robust_mutex::SharedMutex::<u64>::open(&path)?;
+    /// use std::time::Duration;
+    /// let out = robust_mutex::ResetOptions::new()
+    ///     .force(true)
+    ///     .init_timeout(Duration::from_secs(30))
+    ///     .reset(&path)?;
+    /// assert_eq!(out.generation, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn init_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.init_timeout = timeout;
+        self
+    }
+
     /// Resets the file at `path` as [`reset()`] describes.
     ///
     /// # Errors
@@ -175,6 +243,9 @@ impl ResetOptions {
                         generation: h.generation,
                         previous_state: LockState::NotRecoverable,
                         remnant_len: remnant_seen,
+                        migrated_from: None,
+                        old_locks_held: 0,
+                        converted_by_another: false,
                     });
                 }
                 Found::Whole => {
@@ -225,15 +296,17 @@ fn reset_mutex(
 ) -> Result<Option<ResetOutcome>, Error> {
     let spec = Spec {
         any_kind: true,
+        migrate: true,
         ..Spec::any_value(LockKind::Mutex)
     };
     let old = file::open(path, opts, &spec)?;
+    file::init::checkpoint("reset_opened");
     // One reset at a time: hold the old file's init flock throughout.
     if let Err(e) = file::wait_for_flock(path, &old.fd, opts.init_timeout) {
         registry::detach(old.map);
         return Err(e);
     }
-    let result = replace(path, &old, force);
+    let result = replace(path, &old, force, opts.init_timeout);
     let _ = sys::funlock(&old.fd);
     registry::detach(old.map);
     result
@@ -277,9 +350,7 @@ fn replace_remnant(
         // A remnant holds no owner record, counters or value worth carrying:
         // only the count of resets, one.
         let mut carried = vec![0u8; layout::DATA_MIN_OFFSET - layout::HOT_OFFSET];
-        let resets =
-            layout::COUNTERS_OFFSET - layout::HOT_OFFSET + offset_of!(layout::Counters, resets);
-        carried[resets..resets + 8].copy_from_slice(&1u64.to_ne_bytes());
+        count_reset(&mut carried);
         let fill = if kind == layout::Kind::Semaphore {
             // Every permit free, generation 1: a semaphore's permits have no
             // one lock to report dead (as `OpenOptions::replace`).
@@ -288,6 +359,7 @@ fn replace_remnant(
             Fill::Replacement {
                 generation,
                 carried: &carried,
+                owner_died: MAIN_DIED,
             }
         };
         // The old mode if it lets the owner read and write (not the 0400
@@ -303,6 +375,9 @@ fn replace_remnant(
             generation,
             previous_state: LockState::NotRecoverable,
             remnant_len: Some(st.size),
+            migrated_from: None,
+            old_locks_held: 0,
+            converted_by_another: false,
         }))
     })();
     let _ = sys::funlock(fd);
@@ -311,7 +386,15 @@ fn replace_remnant(
 
 /// `Ok(None)`: the file no longer covers the mapping (cut short while we
 /// waited for its flock); the caller looks again and finds a remnant.
-fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetOutcome>, Error> {
+fn replace(
+    path: &Path,
+    old: &file::Opened,
+    force: bool,
+    timeout: Duration,
+) -> Result<Option<ResetOutcome>, Error> {
+    if old.header.version == layout::MIGRATABLE_VERSION {
+        return crate::migrate::migrate(path, old, force, timeout);
+    }
     if old.header.kind == layout::Kind::Semaphore.code() {
         // Its permits are per-slot mutexes, which this judge-and-move design
         // does not cover (open handles would not follow either).
@@ -332,7 +415,13 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             generation: now.generation + 1,
             previous_state: now.state,
             remnant_len: None,
+            migrated_from: None,
+            old_locks_held: 0,
+            converted_by_another: false,
         }));
+    }
+    if !still_at(path, old) {
+        return Err(changed_underneath(path));
     }
     if !force && !matches!(now.state, LockState::NotRecoverable | LockState::Stuck) {
         return Err(Error::ResetRefused {
@@ -340,39 +429,13 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
             state: now.state,
         });
     }
-    let data = old.header.data_layout();
+    let prepared = prepare_replacement(path, old)?;
     // The hot record (who held it, the hot counts), the cold record,
-    // counters and value, as they are now: everything after the mutex.
-    let mut carried = vec![0u8; data.file_len as usize - layout::HOT_OFFSET];
-    // SAFETY: the mapping is `file_len` bytes long (checked at open); the
-    // copy is a racy snapshot by design (the mutex is broken or forced).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            map.mutex()
-                .cast::<u8>()
-                .add(layout::HOT_AFTER_MUTEX)
-                .cast_const(),
-            carried.as_mut_ptr(),
-            carried.len(),
-        )
-    };
-    let resets =
-        layout::COUNTERS_OFFSET - layout::HOT_OFFSET + offset_of!(layout::Counters, resets);
-    let n = u64::from_ne_bytes(carried[resets..resets + 8].try_into().expect("8 bytes")) + 1;
-    carried[resets..resets + 8].copy_from_slice(&n.to_ne_bytes());
-
-    let generation = old.header.generation + 1;
-    file::init::publish_new_file(
-        path,
-        old.stat.perm(),
-        Some((old.stat.uid, old.stat.gid)),
-        data,
-        layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex),
-        &Fill::Replacement {
-            generation,
-            carried: &carried,
-        },
-    )?;
+    // counters and value, as they are now: everything after the mutex (a
+    // racy snapshot by design: the mutex is broken or forced).
+    let carried = carried_from(old, layout::HOT_OFFSET);
+    let kind = layout::Kind::from_code(old.header.kind).unwrap_or(layout::Kind::Mutex);
+    let generation = publish_replacement(path, old, prepared, kind, carried, MAIN_DIED)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
     if now.state == LockState::Stuck {
@@ -389,5 +452,99 @@ fn replace(path: &Path, old: &file::Opened, force: bool) -> Result<Option<ResetO
         generation,
         previous_state: now.state,
         remnant_len: None,
+        migrated_from: None,
+        old_locks_held: 0,
+        converted_by_another: false,
     }))
+}
+
+/// Whether `path` still names the file open as `old`, and that file is
+/// still linked. Checked after the wait for its flock and again just before
+/// publishing: a reset that finds otherwise gives up
+/// ([`Error::ChangedUnderneath`]), for its rename would overwrite the file
+/// now at the path (maybe a live lock) or bring back a removed one. (A
+/// rename by someone else between the last check and ours is not covered:
+/// `rename` cannot be made conditional on the inode it replaces.)
+pub(crate) fn still_at(path: &Path, old: &file::Opened) -> bool {
+    sys::fstat(&old.fd).is_ok_and(|st| {
+        st.nlink > 0 && sys::lstat(path).is_ok_and(|now| (now.dev, now.ino) == (st.dev, st.ino))
+    })
+}
+
+/// [`Error::ChangedUnderneath`] for `path`.
+pub(crate) fn changed_underneath(path: &Path) -> Error {
+    Error::ChangedUnderneath {
+        path: path.to_owned(),
+    }
+}
+
+/// The bytes of `old` from the hot record (right after the mutex) to the end of the value, as
+/// [`Fill::Replacement`] takes them, copied from offset `from` on (those
+/// before it zero).
+pub(crate) fn carried_from(old: &file::Opened, from: usize) -> Vec<u8> {
+    let len = old.header.file_len as usize;
+    let mut carried = vec![0u8; len - layout::HOT_OFFSET];
+    let skip = from - layout::HOT_OFFSET;
+    // SAFETY: the mapping is `file_len` bytes long (checked at open) and
+    // `from` lies in it; the reads race only with a holder's writes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            old.map.data(from as u64).cast_const(),
+            carried[skip..].as_mut_ptr(),
+            len - from,
+        )
+    };
+    carried
+}
+
+/// Makes the replacement of `old` ([`prepare_new_file`]): same owner,
+/// room for the same layout.
+pub(crate) fn prepare_replacement(path: &Path, old: &file::Opened) -> Result<Prepared, Error> {
+    prepare_new_file(
+        path,
+        Some((old.stat.uid, old.stat.gid)),
+        old.header.data_layout(),
+    )
+}
+
+/// Publishes `prepared` ([`prepare_replacement`]) over `path` as the
+/// replacement of `old`: a `kind` lock holding `carried` (see
+/// [`carried_from`]) with one more reset counted, the next generation and
+/// the mutexes `owner_died` names ([`Fill::Replacement`]) owner-dead, in
+/// `old`'s mode. Returns the new generation. [`Error::ChangedUnderneath`]
+/// if `path` no longer names `old` ([`still_at`]).
+pub(crate) fn publish_replacement(
+    path: &Path,
+    old: &file::Opened,
+    prepared: Prepared,
+    kind: layout::Kind,
+    mut carried: Vec<u8>,
+    owner_died: u128,
+) -> Result<u64, Error> {
+    count_reset(&mut carried);
+    if !still_at(path, old) {
+        return Err(changed_underneath(path));
+    }
+    let generation = old.header.generation + 1;
+    publish_prepared(
+        path,
+        prepared,
+        old.stat.perm(),
+        old.header.data_layout(),
+        kind,
+        &Fill::Replacement {
+            generation,
+            carried: &carried,
+            owner_died,
+        },
+    )?;
+    Ok(generation)
+}
+
+/// Adds one to the `resets` counter in `carried` (bytes from the owner
+/// record on, as [`Fill::Replacement`] takes them).
+fn count_reset(carried: &mut [u8]) {
+    let at = layout::COUNTERS_OFFSET - layout::HOT_OFFSET + offset_of!(layout::Counters, resets);
+    let n = u64::from_ne_bytes(carried[at..at + 8].try_into().expect("8 bytes")) + 1;
+    carried[at..at + 8].copy_from_slice(&n.to_ne_bytes());
 }

@@ -228,10 +228,13 @@ pub(crate) struct Kept {
     pub generation: u64,
 }
 
-/// A header that is whole and our own, if it is: this version and ABI, a
-/// known kind, a self-consistent layout.
+/// A header that is whole and our own, if it is: this version (or the one
+/// a reset converts: same geometry) and ABI, a known kind, a
+/// self-consistent layout.
 fn kept_from(h: &Header) -> Option<Kept> {
-    let ok = h.magic == layout::MAGIC && h.version == layout::VERSION && h.abi() == layout::abi();
+    let ok = h.magic == layout::MAGIC
+        && (h.version == layout::VERSION || h.version == layout::MIGRATABLE_VERSION)
+        && h.abi() == layout::abi();
     let kind = layout::Kind::from_code(h.kind).filter(|_| ok)?;
     let data = DataLayout::new(h.data_size as usize, h.data_align as usize)
         .filter(|l| *l == h.data_layout())?;

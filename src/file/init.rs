@@ -58,14 +58,22 @@ pub(crate) enum Fill<'a> {
     /// A new file: zeroed value, generation 1.
     Fresh,
     /// A reset's replacement: the old value, owner record and counters, the
-    /// next generation, and a mutex that reports OWNER_DIED to its first locker.
+    /// next generation, and mutexes that report OWNER_DIED to their first
+    /// locker.
     Replacement {
         generation: u64,
         /// Bytes from HOT_OFFSET (the hot record, right after the mutex) to
         /// the end of the value.
         carried: &'a [u8],
+        /// Bit `i`: the file's `i`-th mutex ([`Header::mutexes`]: 0 the main
+        /// one, 1 + p permit p) is left owner-dead. [`MAIN_DIED`] for a
+        /// reset; less only for a conversion of a version-1 file.
+        owner_died: u128,
     },
 }
+
+/// [`Fill::Replacement::owner_died`] of a reset: the main mutex.
+pub(crate) const MAIN_DIED: u128 = 1;
 
 /// Sizes, maps and initialises the file behind `fd` (whose flock we hold),
 /// leaving it READY with mode `mode`. The mutex is initialised in place.
@@ -122,9 +130,10 @@ pub(crate) fn initialise(
     // SAFETY: the header region is the first 256 bytes of the mapping and is
     // private to us; `state` stays INIT until the release store below.
     unsafe { std::ptr::write(base.cast::<Header>(), header) };
-    let mutex = base
-        .wrapping_add(layout::MUTEX_OFFSET)
-        .cast::<libc::pthread_mutex_t>();
+    let died = match fill {
+        Fill::Fresh => 0,
+        Fill::Replacement { owner_died, .. } => *owner_died,
+    };
     // Every mutex of the file: the main one (of the file's kind), then a
     // semaphore's permits (errorcheck).
     for (i, offset) in header.mutexes().enumerate() {
@@ -133,15 +142,15 @@ pub(crate) fn initialise(
         } else {
             sys::MutexKind::ErrorCheck
         };
+        let mutex = base.wrapping_add(offset).cast();
         // SAFETY: each mutex lies aligned (64-byte slots in a page-aligned
         // mapping) inside the mapping, which is private to us: nobody else
         // can use it yet (see above).
-        unsafe { sys::mutex_init(base.wrapping_add(offset).cast(), mk) }
-            .map_err(io_err("pthread_mutex_init", path))?;
-    }
-    if let Fill::Replacement { .. } = fill {
-        // SAFETY: just initialised, and still private to us.
-        unsafe { sys::mark_owner_died(mutex) };
+        unsafe { sys::mutex_init(mutex, mk) }.map_err(io_err("pthread_mutex_init", path))?;
+        if died.checked_shr(i as u32).unwrap_or(0) & 1 == 1 {
+            // SAFETY: just initialised, and still private to us.
+            unsafe { sys::mark_owner_died(mutex) };
+        }
     }
     checkpoint("mutex_init");
     let m = Mapping::new(map, (0, 0));
@@ -154,18 +163,12 @@ pub(crate) fn initialise(
 }
 
 /// Builds a new, READY file as an unnamed `O_TMPFILE` beside `path` and
-/// publishes it over `path` with `rename` (atomic). `owner`: give it this
-/// uid and gid (root), or at least the gid (a member of that group).
-///
-/// Nothing is ever left behind but the published file: the unnamed file
-/// vanishes with its descriptor on any error (a full disk, say), and it is
-/// named only for the one `rename`, under a short name ([`temp_name`]) so
-/// that a `path` whose own name is `NAME_MAX` bytes long works too.
+/// publishes it over `path` with `rename` (atomic): [`prepare_new_file`],
+/// then [`publish_prepared`].
 ///
 /// # Errors
-/// [`Error::DirectoryNotWritable`] when the caller may not create files in
-/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
-/// [`Error::Io`] otherwise. The file at `path` is then as it was.
+/// As [`prepare_new_file`] and [`publish_prepared`]. The file at `path` is
+/// then as it was.
 pub(crate) fn publish_new_file(
     path: &Path,
     mode: u32,
@@ -174,6 +177,34 @@ pub(crate) fn publish_new_file(
     kind: layout::Kind,
     fill: &Fill<'_>,
 ) -> Result<(), Error> {
+    let prepared = prepare_new_file(path, owner, want)?;
+    publish_prepared(path, prepared, mode, want, kind, fill)
+}
+
+/// A replacement in the making: an unnamed file beside its path, owned as
+/// asked, its blocks reserved.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+/// Makes the unnamed `O_TMPFILE` that will replace `path`, gives it the
+/// `owner`'s uid and gid (root), or at least the gid (a member of that
+/// group), and reserves its blocks for a file laid out as `want`: every
+/// error of a full disk, a read-only one or a forbidden directory comes
+/// here, before anything is read or taken from the file it replaces.
+///
+/// # Errors
+/// [`Error::ResetChangesOwner`] when only root could give it `owner`;
+/// [`Error::DirectoryNotWritable`] when the caller may not create files in
+/// the directory; [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`];
+/// [`Error::Io`] otherwise. Nothing is left behind.
+pub(crate) fn prepare_new_file(
+    path: &Path,
+    owner: Option<(u32, u32)>,
+    want: DataLayout,
+) -> Result<Prepared, Error> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -207,6 +238,31 @@ pub(crate) fn publish_new_file(
             let _ = sys::fchown(&fd, None, Some(gid));
         }
     }
+    sys::reserve(&fd, want.file_len).map_err(write_error("fallocate", path))?;
+    Ok(Prepared { fd, dir })
+}
+
+/// Initialises the file [`prepare_new_file`] made (for `want`) and
+/// publishes it over `path` with `rename` (atomic).
+///
+/// Nothing is ever left behind but the published file: the unnamed file
+/// vanishes with its descriptor on any error, and it is named only for the
+/// one `rename`, under a short name ([`temp_name`]) so that a `path` whose
+/// own name is `NAME_MAX` bytes long works too.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] for a rename refused (a sticky directory);
+/// [`Error::NoSpace`], [`Error::ReadOnlyFilesystem`]; [`Error::Io`]
+/// otherwise. The file at `path` is then as it was.
+pub(crate) fn publish_prepared(
+    path: &Path,
+    prepared: Prepared,
+    mode: u32,
+    want: DataLayout,
+    kind: layout::Kind,
+    fill: &Fill<'_>,
+) -> Result<(), Error> {
+    let Prepared { fd, dir } = prepared;
     initialise(path, &fd, mode, want, kind, fill)?;
     let mut attempt = 0u32;
     let tmp = loop {

@@ -40,6 +40,10 @@ use std::mem::{align_of, offset_of, size_of};
 pub(crate) const MAGIC: [u8; 8] = *b"RBSTMTX\x01";
 /// The format version this build reads and writes.
 pub(crate) const VERSION: u32 = 2;
+/// The earlier format version that [`reset`](crate::reset()) converts to
+/// [`VERSION`] (same geometry; only the holder's record moved). Nothing
+/// else reads it.
+pub(crate) const MIGRATABLE_VERSION: u32 = 1;
 
 /// `state`: zero, as a zero-filled or half-built file has it.
 pub(crate) const STATE_INIT: u32 = 0;
@@ -201,7 +205,7 @@ pub(crate) struct Header {
     pub version: u32,
     /// STATE_INIT / STATE_READY / STATE_RETIRED. Accessed atomically.
     pub state: u32,
-    /// Reserved for flags; zero in version 1.
+    /// Reserved for flags; zero in versions 1 and 2.
     pub flags: u32,
     /// [`Kind::code`].
     pub kind: u32,
@@ -576,10 +580,23 @@ pub(crate) fn validate(
     kinds: &[Kind],
     mutex_bytes: &[u8],
 ) -> Result<(), Invalid> {
+    validate_versions(h, file_len, want, kinds, mutex_bytes, &[VERSION])
+}
+
+/// [`validate`], accepting any of `versions` (a reset accepts
+/// [`MIGRATABLE_VERSION`] too, to convert it).
+pub(crate) fn validate_versions(
+    h: &Header,
+    file_len: u64,
+    want: Option<DataLayout>,
+    kinds: &[Kind],
+    mutex_bytes: &[u8],
+    versions: &[u32],
+) -> Result<(), Invalid> {
     if h.magic != MAGIC {
         return Err(Invalid::Foreign);
     }
-    if h.version != VERSION {
+    if !versions.contains(&h.version) {
         return Err(Invalid::Version { found: h.version });
     }
     if h.abi() != abi() {

@@ -254,8 +254,15 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
         }
     }
     let check = if spec.any_value { None } else { Some(want) };
-    layout::validate(&header, st.size, check, spec.accepted_kinds(), &mutex)
-        .map_err(|i| invalid_to_error(path, i, want))?;
+    layout::validate_versions(
+        &header,
+        st.size,
+        check,
+        spec.accepted_kinds(),
+        &mutex,
+        spec.versions(),
+    )
+    .map_err(|i| invalid_to_error(path, i, want))?;
     if header.kind == layout::Kind::Semaphore.code() {
         check_permit_mutexes(path, &fd, &header)?;
     }

@@ -16,6 +16,9 @@ pub(crate) const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 /// glibc's `__data.__owner` value for a mutex that was unlocked after
 /// EOWNERDEAD without `pthread_mutex_consistent` (nptl `pthreadP.h`).
 const GLIBC_NOTRECOVERABLE: i32 = i32::MAX - 1;
+/// glibc's `__data.__owner` value for a mutex acquired with EOWNERDEAD and
+/// not yet marked consistent (nptl `pthreadP.h`).
+const GLIBC_INCONSISTENT: i32 = i32::MAX;
 
 /// Byte offset of `__data.__kind`: 16 on 64-bit glibc, 12 on 32-bit glibc.
 const KIND_OFFSET: usize = if cfg!(target_pointer_width = "64") {
@@ -66,8 +69,12 @@ pub(crate) unsafe fn mark_owner_died(m: *mut libc::pthread_mutex_t) {
     unsafe { lock_word(m) }.store(FUTEX_OWNER_DIED, Ordering::Release);
 }
 
-/// True when glibc has marked the mutex not recoverable (diagnostics only:
-/// reads glibc's `__data.__owner`, the third int of the struct).
+/// True when glibc has marked the mutex not recoverable (reads glibc's
+/// `__data.__owner`, the third int of the struct).
+/// A diagnostic for `status`, and a decision for a conversion of a
+/// version-1 file (`migrate`): a not-recoverable lock needs no force and
+/// is not taken. A racy read: a lock marked just after it is seen as free
+/// is found not recoverable by the conversion's `clocklock`.
 ///
 /// # Safety
 /// `m` points to a `pthread_mutex_t` in a live mapping.
@@ -97,6 +104,29 @@ pub(crate) unsafe fn mutex_count(m: *mut libc::pthread_mutex_t) -> u32 {
     // snapshot.
     let count = unsafe { AtomicU32::from_ptr(m.cast::<u32>().add(1)) };
     count.load(Ordering::Relaxed)
+}
+
+/// Lets go of a mutex the calling thread holds and leaves it not
+/// recoverable, as an unlock after EOWNERDEAD without
+/// `pthread_mutex_consistent` does: `__owner` gets glibc's "inconsistent"
+/// mark, then glibc's unlock marks the mutex not recoverable and wakes its
+/// waiters, and every later lock gets ENOTRECOVERABLE. For the old file of
+/// a conversion, which nobody may use any more. Where `__owner` is not
+/// glibc's (not glibc), a plain unlock.
+///
+/// # Safety
+/// `m` is an initialised robust mutex in a live mapping, held by the
+/// calling thread.
+pub(crate) unsafe fn unlock_not_recoverable(m: *mut libc::pthread_mutex_t) -> std::io::Result<()> {
+    if cfg!(target_env = "gnu") {
+        // SAFETY: `__owner` is the int at byte offset 8 on every glibc
+        // architecture (asserted above); while we hold the mutex only we
+        // (and glibc's unlock, in this thread) write it.
+        let owner = unsafe { AtomicU32::from_ptr(m.cast::<u32>().add(2)) };
+        owner.store(GLIBC_INCONSISTENT as u32, Ordering::Relaxed);
+    }
+    // SAFETY: held by the calling thread (the caller's contract).
+    unsafe { super::pthread::mutex_unlock(m) }
 }
 
 /// The mutex's kind word as glibc stores it (`__data.__kind`), for validating

@@ -83,7 +83,7 @@ pub(crate) use futex::{
 pub(crate) use glibc::{
     Death, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, die_holding, expected_kind_word,
     forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died, mutex_count,
-    mutex_not_recoverable,
+    mutex_not_recoverable, unlock_not_recoverable,
 };
 pub(crate) use process::{
     at_fork_child, geteuid, getpid, gettid, no_such_task, pid_exists, readable,

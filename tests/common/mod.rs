@@ -19,9 +19,11 @@ pub mod roles_clock;
 pub mod roles_file;
 pub mod roles_hot;
 pub mod roles_inspect;
+pub mod roles_migrate;
 pub mod roles_raw_edges;
 pub mod small_fs;
 pub mod torture;
+pub mod v1;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

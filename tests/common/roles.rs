@@ -75,6 +75,8 @@
 //! * the cached clock's roles of [`super::roles_clock`] (`clock_*`).
 //! * the roles of [`super::roles_hot`] (`lock_cycles`, `sem_cycles`,
 //!   `hold_labelled_then_relock`).
+//! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`,
+//!   `convert_and_report`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -208,7 +210,7 @@ pub fn run_if_child() {
             say("unmapped");
         }
         "raw_owner_died" => {
-            say(format!("locked={}", raw_lock(path)));
+            say(format!("locked={}", raw_lock(path, 256).0));
             hang();
         }
         "reentrant_nest3" => {
@@ -307,6 +309,7 @@ pub fn run_if_child() {
         other if super::roles_clock::play(other, path) => {}
         other if super::roles_changed_underneath::run(other, path) => {}
         other if super::roles_hot::play(other, path) => {}
+        other if super::roles_migrate::run(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }
@@ -413,16 +416,19 @@ fn lock_then_unmap(path: &Path) {
     }
 }
 
-/// Locks the file's mutex with plain `pthread_mutex_lock` through a raw
-/// mapping, bypassing the library; returns the error number (0, EOWNERDEAD).
+/// Locks the file's mutex at byte `offset` (256: the main one) with plain
+/// `pthread_mutex_lock` through a raw mapping, bypassing the library;
+/// returns the error number (0, EOWNERDEAD) and the mutex.
 /// The state of a process killed inside `SharedMutex::lock` right after
 /// `pthread_mutex_lock` returned EOWNERDEAD and before the library wrote its
 /// owner record: the lock is ours (the kernel knows, the robust list has it),
 /// the record is untouched. The mapping is never unmapped: the process hangs
 /// until killed.
-fn raw_lock(path: &Path) -> i32 {
-    let base = raw_map(path);
-    // SAFETY: offset 256 holds the file's initialised robust, process-shared
-    // mutex (docs/design.md), inside the live mapping.
-    unsafe { libc::pthread_mutex_lock(base.cast::<u8>().add(256).cast()) }
+pub fn raw_lock(path: &Path, offset: usize) -> (i32, *mut libc::pthread_mutex_t) {
+    assert!(offset + 64 <= 4096, "raw_map maps one page");
+    let m = raw_map(path).cast::<u8>().wrapping_add(offset).cast();
+    // SAFETY: the caller names the offset of an initialised robust,
+    // process-shared mutex of the file (256: the main one, docs/design.md),
+    // inside the live one-page mapping, which is never unmapped.
+    (unsafe { libc::pthread_mutex_lock(m) }, m)
 }

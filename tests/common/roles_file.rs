@@ -8,7 +8,7 @@
 //!   that a SIGBUS shows up as the child's death, not the test binary's.
 //! * `reset_and_report`: `reset --force` on the path; says `result=ok`,
 //!   `result=permission <path named>`, `result=dir-not-writable <dir>`,
-//!   `result=changes-owner <owner>` or
+//!   `result=changes-owner <owner>`, `result=changed-underneath` or
 //!   `result=other <error>`.
 //! * `hold_big_until_told`: `SharedMutex<[u8; 16384]>`: opens (a sparse
 //!   copy, say), locks, sets the last byte to 7, says `locked`; on a line
@@ -43,6 +43,7 @@ pub fn run(role: &str, path: &Path) -> bool {
                     format!("dir-not-writable {}", dir.display())
                 }
                 Err(Error::ResetChangesOwner { owner, .. }) => format!("changes-owner {owner}"),
+                Err(Error::ChangedUnderneath { .. }) => "changed-underneath".to_owned(),
                 Err(e) => format!("other {e}"),
             };
             say(format!("result={r}"));

@@ -170,6 +170,34 @@ fn a_reset_on_a_full_disk_leaves_the_old_file_as_it_was() {
     robust_mutex::reset(&cut, true).unwrap();
 }
 
+/// A conversion of a version-1 file takes its free lock only once the
+/// replacement's blocks are reserved: on a full disk the refused file is
+/// byte for byte as it was, and converts once space is freed.
+#[test]
+#[cfg_attr(
+    any(not_root, no_mount),
+    ignore = "needs root allowed to mount a small tmpfs"
+)]
+fn a_conversion_on_a_full_disk_leaves_the_version_1_file_as_it_was() {
+    use crate::common::v1;
+    let fs = SmallFs::tmpfs("64k");
+    let paths = [fs.join("m"), fs.join("s")];
+    v1::write_v1(&paths[0], v1::Kind::Mutex);
+    v1::write_v1(&paths[1], v1::Kind::Semaphore(2));
+    fs.fill();
+    for p in &paths {
+        let before = snapshot(p);
+        let e = robust_mutex::reset(p, false).unwrap_err();
+        assert!(matches!(e, Error::NoSpace { op: "reset", .. }), "{e}");
+        assert_eq!(snapshot(p), before);
+    }
+    fs.free();
+    for p in &paths {
+        let out = robust_mutex::reset(p, false).unwrap();
+        assert_eq!(out.migrated_from, Some(1));
+    }
+}
+
 #[test]
 #[cfg_attr(
     any(not_root, no_mount),

@@ -12,6 +12,7 @@
 //! * `remove`: what `remove` refuses (held, broken, another user's) and takes;
 //! * `reset`: the way back from broken mutexes, earlier boots, PID
 //!   namespaces;
+//! * `migrate`: version-1 files refused with a hint, converted by `reset`;
 //! * `bare`: the bare (pymutex-format) file, on our side only;
 //! * `pymutex`: the bare file shared with a Python peer making pymutex's
 //!   calls (`pymutex_peer.py`), and with the real pymutex;
@@ -27,6 +28,7 @@ mod changed_underneath;
 mod full_disk;
 mod fuzz_corpus;
 mod handshake;
+mod migrate;
 mod permissions;
 mod pymutex;
 mod remove;

@@ -107,12 +107,44 @@ pub(crate) fn reset(path: &Path, force: bool, allow_other_owners: bool) -> Resul
         Some(n) => format!("{n} bytes were left of it"),
         None => format!("{} before", out.previous_state),
     };
-    let text = format!(
-        "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
-        path_text(path),
-        out.generation
-    );
+    let text = match out.migrated_from {
+        Some(v) if out.converted_by_another => format!(
+            "{}: already converted from format version {v} by another reset; now generation {}, {}; nothing done\n",
+            path_text(path),
+            out.generation,
+            out.previous_state
+        ),
+        // A free version-1 lock converts to a clean one.
+        Some(v) => {
+            format!(
+                "{}: converted from format version {v} ({before}), now generation {}; {}\n",
+                path_text(path),
+                out.generation,
+                if out.previous_state == LockState::Unlocked {
+                    "the next locker gets it clean"
+                } else {
+                    "the next locker runs its recovery"
+                }
+            ) + &still_held(out.old_locks_held)
+        }
+        None => format!(
+            "{}: reset ({before}), now generation {}; the next locker runs its recovery\n",
+            path_text(path),
+            out.generation
+        ),
+    };
     // The reset is done; a closed stdout does not undo it.
     let _ = emit(&text);
     Ok(code::OK)
+}
+
+/// What `reset` adds when a forced conversion gave up waiting for
+/// version-1 holders of the old file's locks.
+fn still_held(n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!(
+        "warning: {n} lock(s) of the old version-1 file still held after waiting: when its holder unlocks, other version-1 processes can take it and keep using the old file; stop the version-1 processes\n"
+    )
 }

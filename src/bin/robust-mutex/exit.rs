@@ -128,16 +128,23 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
             (code::SOFTWARE, format!("{verb} {p}: {e}"))
         }
         // The library's text names `open`; say what was being done.
-        Error::BeingCreated { .. } => {
-            let text = e.to_string();
-            let why = text.strip_prefix(&format!("open {p}: ")).unwrap_or(&text);
-            (code::TEMP_FAIL, format!("{verb} {p}: {why}"))
+        Error::BeingCreated { .. } => (code::TEMP_FAIL, as_verb(e, verb, &p)),
+        // Another format version: PATH is not a file this build uses
+        // (untouched); the text says how to convert it, or to upgrade.
+        Error::UnsupportedVersion { .. } => (code::DATA, as_verb(e, verb, &p)),
+        Error::InitTimeout { .. } | Error::FlockHeld { .. } | Error::ChangedUnderneath { .. } => {
+            (code::TEMP_FAIL, e.to_string())
         }
-        Error::InitTimeout { .. } | Error::FlockHeld { .. } => (code::TEMP_FAIL, e.to_string()),
         Error::ResetRefused { state, .. } => (
             code::HELD,
             format!(
                 "reset {p}: the mutex is {state}, not broken (not-recoverable or stuck); use --force to reset it anyway"
+            ),
+        ),
+        Error::ConversionRefused { .. } => (
+            code::HELD,
+            format!(
+                "reset {p}: converting format version 1 needs every lock free, and one stays held by a live process: stop the version-1 processes, or use --force: they then find the old lock not recoverable"
             ),
         ),
         Error::Io { .. } if op == Op::Create => (code::CANT_CREATE, e.to_string()),
@@ -149,6 +156,14 @@ pub(crate) fn fail(e: &Error, op: Op, path: &Path) -> u8 {
     };
     warn(msg);
     code
+}
+
+/// The library's text of `e`, which begins `open PATH: `, beginning with
+/// `verb` instead.
+fn as_verb(e: &Error, verb: &str, p: &str) -> String {
+    let text = e.to_string();
+    let why = text.strip_prefix(&format!("open {p}: ")).unwrap_or(&text);
+    format!("{verb} {p}: {why}")
 }
 
 /// The exit code for COMMAND killed by signal `sig`, or a wait abandoned on
