@@ -65,7 +65,6 @@ pub mod internals {
         HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED, process_key,
     };
 
-
     /// The coarse wall clock the owner record stores, ns since the epoch.
     pub fn coarse_unix_ns() -> u64 {
         crate::sys::coarse_unix_ns()

@@ -108,10 +108,10 @@ impl RawMutex<'_> {
         let tid = w & sys::FUTEX_TID_MASK;
         if u64::from(tid) == identity::locker_tid() {
             if !std::thread::panicking() {
-                // Ours: a waiter or debug logging brought us here.
+                // Ours: waiters (FUTEX_WAITERS) brought us here.
                 // SAFETY: the word names us (and the caller's contract).
                 unsafe { self.unlock_ours() };
-                log::debug!("{name}: released");
+                log::debug!("{name}: released to waiters");
                 return Ok(());
             }
             // Ours, and the thread is panicking.

@@ -280,12 +280,13 @@ impl<'m> RawMutex<'m> {
             if std::thread::panicking() {
                 self.took_while_panicking();
             }
-            // One relaxed load of log's max level when logging is off.
-            log::debug!(
-                "{}: acquired{}",
-                name(),
-                if contended { " after contention" } else { "" }
-            );
+            // Only a contended acquisition is logged (debug): a line per
+            // clean lock would cost its level check on every fast path
+            // (docs/benchmarks.md, issue 12), and say nothing useful at
+            // millions of locks a second.
+            if contended {
+                log::debug!("{}: acquired after contention", name());
+            }
             return Ok(Got::Clean);
         }
         self.took_dead(contended, name())
@@ -458,16 +459,15 @@ impl<'m> RawMutex<'m> {
         }
         // SAFETY: the word names us: we hold it (and the caller's contract).
         unsafe { self.unlock_ours() };
-        log::debug!("{}: released", name());
         Ok(())
     }
 
     /// [`Self::release`] for a guard's `Drop`: the same, with any error
-    /// only logged (where it is found), and the debug line "released"
-    /// written here for every kind. The fast path builds no `Result` and
-    /// tests one condition; everything else (not ours, panicking, debug
-    /// logging on) is one out-of-line call, so the drop stays small enough
-    /// to be inlined.
+    /// only logged (where it is found). The fast path builds no `Result` and
+    /// tests one condition; everything else (not ours, waiters to wake,
+    /// panicking) is one out-of-line call, so the drop stays small enough
+    /// to be inlined. A clean release is not logged (see `took`); a release
+    /// to waiters is (debug, "released").
     ///
     /// # Safety
     /// As [`Self::release`].
@@ -475,10 +475,7 @@ impl<'m> RawMutex<'m> {
     pub(crate) unsafe fn release_in_drop(&self, name: impl Fn() -> Name<'m>) {
         let w = self.word().load(Ordering::Relaxed);
         // The whole word, as in `release`.
-        if u64::from(w) != identity::locker_tid()
-            || std::thread::panicking()
-            || log::max_level() >= log::LevelFilter::Debug
-        {
+        if u64::from(w) != identity::locker_tid() || std::thread::panicking() {
             // SAFETY: forwarded from the caller.
             unsafe { Self::release_slow_in_drop(self.mutex, self.books, w, name) };
             return;
