@@ -284,7 +284,7 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
             path: path.to_owned(),
         });
     }
-    let map = registry::attach((st.dev, st.ino), || {
+    let map = registry::attach((st.dev, st.ino), &header, || {
         // A file with holes (a sparse copy, say) would need pages at the
         // first store into them; on a full disk that store is a SIGBUS.
         // Fill them now, where a full disk is an error (data is unchanged).

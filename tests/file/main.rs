@@ -2,6 +2,7 @@
 //! and with pymutex, reported on and replaced. One test binary, one module
 //! per concern.
 //!
+//! * `attach`: what attaching to a ready file touches (its pages: none);
 //! * `handshake`: racing creators, creators killed at each step, takeovers;
 //! * `bad_files`: every broken or hostile file gets a typed error and is left
 //!   untouched;
@@ -22,6 +23,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attach;
 mod bad_files;
 mod bare;
 mod changed_underneath;
