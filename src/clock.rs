@@ -17,8 +17,10 @@
 //!   [`IDLE_TICKS`] ticks (1 s) that no lock used, the thread zeroes
 //!   [`NOW`] and parks on a futex.
 //! * With [`NOW`] zero, a lock reads the clock itself and counts the read;
-//!   the [`WARMUP`]-th since the last park stores the time in [`NOW`] and
-//!   wakes the thread, or spawns it the first time. So a process that
+//!   from the [`WARMUP`]-th since the last park on, the reader notes a
+//!   chore for its own next lock call (the reader may hold a lock: nothing
+//!   slow while it does), whose entry, before taking any lock, stores the
+//!   time in [`NOW`] and wakes the thread, or spawns it the first time. So a process that
 //!   takes a handful of locks (the CLI's `run`, most tests) never gets a
 //!   thread.
 //! * The thread is spawned with every signal blocked and a small stack.
@@ -122,9 +124,20 @@ fn now_slow(v: u64) -> u64 {
     if THREAD.load(Ordering::Relaxed) != DISABLED
         && DIRECT_READS.fetch_add(1, Ordering::Relaxed) >= WARMUP - 1
     {
-        resume(t);
+        // The caller may hold a lock: spawning or waking the thread waits
+        // for this thread's next lock call's entry (`raw::check_room`).
+        crate::identity::owe_clock_chore();
     }
     t
+}
+
+/// The chore [`now_slow`] left for a lock call's entry (no lock held by
+/// that call yet): cache the time and wake (or start) the clock thread.
+#[cold]
+pub(crate) fn resume_now() {
+    if THREAD.load(Ordering::Relaxed) != DISABLED {
+        resume(direct());
+    }
 }
 
 /// A clock read, even and non-zero (0 means "no cached time").

@@ -244,9 +244,9 @@ const _: () = assert!(size_of::<Counters>() == DATA_MIN_OFFSET - COUNTERS_OFFSET
 
 /// The hot record: who holds the lock right now, in the mutex's own cache
 /// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
-/// per acquisition `pid`, `tid`, `since` and the counts; at release `tid`
-/// and `pid` become 0 (`since` is only read while `pid` names a holder, and
-/// the next acquisition rewrites it). A dead holder's record stays.
+/// per acquisition `since` (read before the others are written), `pid`,
+/// `tid` and the counts; at release `tid`, `pid` and `since` become 0. A
+/// dead holder's record stays.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct HotRecord {

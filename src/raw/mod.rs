@@ -237,7 +237,7 @@ impl<'m> RawMutex<'m> {
         // argument would make the fast path store them on the stack first.
         let first = match wait {
             Wait::Cancellable(..) => None,
-            _ if identity::room() == 0 => None,
+            _ if identity::must_check() => None,
             Wait::Try | Wait::Block | Wait::Until(_) => {
                 // SAFETY: an initialised robust mutex in a live mapping (`new`).
                 let rc = unsafe { sys::mutex_clocklock_rc(self.as_ptr(), &sys::PAST_DEADLINE) };
@@ -321,7 +321,12 @@ impl<'m> RawMutex<'m> {
         if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
             // Not a re-entrant relock (which keeps the outer acquisition's
             // record): a new holder.
-            // Who holds it now, first: from here on a death of ours names
+            // The time before anything else: a death after the pid/tid
+            // store below never leaves us with an old `since` (and an old
+            // label bit). (A direct clock read here only notes a chore for
+            // our next lock call: nothing slow while we hold the lock.)
+            let since = now() & !layout::SINCE_LABELLED;
+            // Who holds it now: from here on a death of ours names
             // us (the cold record may say "unknown" until it is rewritten).
             // The thread's facts: every lock call passed `check_room` first.
             let me = identity::locker_me();
@@ -334,7 +339,7 @@ impl<'m> RawMutex<'m> {
                 // Another process took it last (or this pid was reused).
                 self.describe_us(key);
             }
-            h.since = now() & !layout::SINCE_LABELLED;
+            h.since = since;
             identity::took_one();
         }
         // The counts last.
@@ -523,11 +528,11 @@ impl<'m> RawMutex<'m> {
                     // SAFETY: we hold the lock: the only writer of the hot
                     // record, in the live mapping.
                     let h = unsafe { hot.as_mut() };
-                    // `since` (and its label bit) is only read while
-                    // `pid` names a holder, and the next acquisition
-                    // rewrites it: one 8-byte store here.
+                    // Nobody, and no time or label bit left behind (the
+                    // same cache line: one more 8-byte store).
                     h.tid = 0;
                     h.pid = 0;
+                    h.since = 0;
                 }
                 outermost
             }
