@@ -332,14 +332,26 @@ impl OwnerRecord {
     /// `pidns_ino`, started at `start_time`, whose [`process_key`] is
     /// `key`), with no label. (By value, not a `&Me`: the lock path then
     /// keeps its copy in registers.)
+    ///
+    /// The key goes to 0 first and gets its value last, with compiler
+    /// fences between: a holder killed in the middle leaves a key no
+    /// process has (every [`process_key`] is non-zero), so the next holder,
+    /// even of the same process, rewrites the whole record. (Only the
+    /// compiler could reorder these stores: the readers that matter are
+    /// the later holders, after the lock's own ordering, or after our
+    /// death; a racy reader may see a mix, as it may anyway.)
     #[cold]
     #[inline(never)]
     pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64, key: u64) {
+        use std::sync::atomic::{Ordering, compiler_fence};
+        self.key = 0;
+        compiler_fence(Ordering::SeqCst);
         self.pid = pid;
         self.pidns_ino = pidns_ino;
         self.start_time = start_time;
-        self.key = key;
         self.label_len = 0;
+        compiler_fence(Ordering::SeqCst);
+        self.key = key;
     }
 
     /// Sets the label: at most [`LABEL_MAX`] bytes. A longer label is
