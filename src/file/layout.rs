@@ -263,17 +263,6 @@ pub struct HotRecord {
 }
 
 impl HotRecord {
-    /// Adds one to count `i`; true when it wrapped to 0 (then 2^32 is
-    /// owed to the cold counter).
-    /// (Never where the record holds no counts: then nothing happens.)
-    #[inline(always)]
-    pub fn bump(&mut self, i: usize) -> bool {
-        self.counts.get_mut(i).is_some_and(|c| {
-            *c = c.wrapping_add(1);
-            *c == 0
-        })
-    }
-
     /// The acquisitions and contended counts it holds (0 without counts).
     pub fn count_pair(&self) -> (u64, u64) {
         let count = |i: usize| self.counts.get(i).map_or(0, |&n| u64::from(n));

@@ -84,6 +84,18 @@ pub(crate) enum Books {
     },
 }
 
+/// Adds one to hot count `i` (the holder's relaxed load and store); true
+/// when it wrapped to 0 (then 2^32 is owed to the cold counter). Never
+/// where the record holds no counts: then nothing happens.
+#[inline(always)]
+fn bump(counts: &[AtomicU32; HOT_COUNTS], i: usize) -> bool {
+    counts.get(i).is_some_and(|c| {
+        let n = c.load(Ordering::Relaxed).wrapping_add(1);
+        c.store(n, Ordering::Relaxed);
+        n == 0
+    })
+}
+
 /// How long an acquisition may wait.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Wait<'c> {
@@ -183,6 +195,33 @@ impl<'m> RawMutex<'m> {
     #[inline(always)]
     fn hot(&self) -> NonNull<HotRecord> {
         self.at(layout::HOT_AFTER_MUTEX as isize)
+    }
+
+    /// The hot record's `pid` and `tid` as one word, its `since`, and its
+    /// counts, as atomics: the holder writes them with relaxed stores (so
+    /// the compiler keeps their order, and a reader in this process races
+    /// with no plain write; on x86_64 the same `mov`s as plain stores).
+    /// (Only for [`Books::Header`] and [`Books::Permit`].)
+    #[inline(always)]
+    fn hot_atomics(&self) -> (&AtomicU64, &AtomicU64, &[AtomicU32; HOT_COUNTS]) {
+        let hot = self.hot().as_ptr();
+        // SAFETY: the hot record lies in the live mapping for as long as
+        // `self` (`new`), `HOT_AFTER_MUTEX` bytes after a 64-byte aligned
+        // mutex slot, a multiple of 8 (layout's asserts): `pid` (offset 0)
+        // with `tid` (4) make one aligned u64, `since` (8) is aligned, and
+        // `counts` (16) are aligned u32s. Every access to its bytes in this
+        // process is atomic or a racy reader's volatile copy; other
+        // processes only read them (the holder alone writes).
+        unsafe {
+            let base = hot.cast::<u8>();
+            (
+                AtomicU64::from_ptr(base.cast()),
+                AtomicU64::from_ptr(base.add(std::mem::offset_of!(HotRecord, since)).cast()),
+                &*base
+                    .add(std::mem::offset_of!(HotRecord, counts))
+                    .cast::<[AtomicU32; HOT_COUNTS]>(),
+            )
+        }
     }
 
     /// The cold owner record (only for [`Books::Header`] and
@@ -313,10 +352,8 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return;
         }
-        let mut hot = self.hot();
-        // SAFETY: we hold the lock, so we are the only writer of the hot
-        // record, which lies in the mutex's slot of the live mapping (`new`).
-        let h = unsafe { hot.as_mut() };
+        // We hold the lock, so we are the only writer of the hot record.
+        let (who, since_at, counts) = self.hot_atomics();
         // SAFETY: we hold the lock: glibc's `__count` is ours to read.
         if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
             // Not a re-entrant relock (which keeps the outer acquisition's
@@ -330,8 +367,8 @@ impl<'m> RawMutex<'m> {
             // us (the cold record may say "unknown" until it is rewritten).
             // The thread's facts: every lock call passed `check_room` first.
             let me = identity::locker_me();
-            h.pid = me.pid;
-            h.tid = me.tid;
+            who.store(bytemuck::cast([me.pid, me.tid]), Ordering::Relaxed);
+            since_at.store(since, Ordering::Relaxed); // the very next store
             let key = PROCESS_KEY.with(Cell::get);
             // SAFETY: the cold record lies in the live mapping (`new`); only
             // a holder writes it, and we hold the lock.
@@ -339,14 +376,13 @@ impl<'m> RawMutex<'m> {
                 // Another process took it last (or this pid was reused).
                 self.describe_us(key);
             }
-            h.since = since;
             identity::took_one();
         }
         // The counts last.
         let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
             (
-                h.bump(layout::HOT_ACQUISITIONS),
-                contended && h.bump(layout::HOT_CONTENDED),
+                bump(counts, layout::HOT_ACQUISITIONS),
+                contended && bump(counts, layout::HOT_CONTENDED),
             )
         } else {
             (false, false)
@@ -434,8 +470,12 @@ impl<'m> RawMutex<'m> {
         // record describes our process: our acquisition saw to it.
         unsafe {
             self.cold().as_mut().set_label(label)?;
-            self.hot().as_mut().since |= layout::SINCE_LABELLED;
         }
+        let since = self.hot_atomics().1;
+        since.store(
+            since.load(Ordering::Relaxed) | layout::SINCE_LABELLED,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -524,15 +564,12 @@ impl<'m> RawMutex<'m> {
                 // SAFETY: we hold the lock: `__count` is ours to read.
                 let outermost = unsafe { sys::mutex_count(self.as_ptr()) } <= 1;
                 if outermost {
-                    let mut hot = self.hot();
-                    // SAFETY: we hold the lock: the only writer of the hot
-                    // record, in the live mapping.
-                    let h = unsafe { hot.as_mut() };
+                    // We hold the lock: the only writer of the hot record.
+                    let (who, since, _) = self.hot_atomics();
                     // Nobody, and no time or label bit left behind (the
                     // same cache line: one more 8-byte store).
-                    h.tid = 0;
-                    h.pid = 0;
-                    h.since = 0;
+                    who.store(0, Ordering::Relaxed);
+                    since.store(0, Ordering::Relaxed);
                 }
                 outermost
             }
