@@ -84,18 +84,6 @@ pub(crate) enum Books {
     },
 }
 
-/// Adds one to hot count `i` (the holder's relaxed load and store); true
-/// when it wrapped to 0 (then 2^32 is owed to the cold counter). Never
-/// where the record holds no counts: then nothing happens.
-#[inline(always)]
-fn bump(counts: &[AtomicU32; HOT_COUNTS], i: usize) -> bool {
-    counts.get(i).is_some_and(|c| {
-        let n = c.load(Ordering::Relaxed).wrapping_add(1);
-        c.store(n, Ordering::Relaxed);
-        n == 0
-    })
-}
-
 /// How long an acquisition may wait.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Wait<'c> {
@@ -378,18 +366,47 @@ impl<'m> RawMutex<'m> {
             }
             identity::took_one();
         }
-        // The counts last.
-        let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
-            (
-                bump(counts, layout::HOT_ACQUISITIONS),
-                contended && bump(counts, layout::HOT_CONTENDED),
-            )
-        } else {
-            (false, false)
-        };
-        if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped {
-            self.count_cold(acq_wrapped, cont_wrapped, contended);
+        // The counts last. A wrap to 0 first adds its 2^32 to the cold
+        // counter (`carry`), then stores the 0: a reader that sees the
+        // cold counter unchanged around its hot read has a sum that is not
+        // short by 2^32 (readers re-read the cold counters and retry).
+        match counts.get(..2) {
+            Some([acq, cont]) if HOT_COUNTS >= 2 => {
+                self.bump(acq, true);
+                if contended {
+                    self.bump(cont, false);
+                }
+            }
+            _ => self.count_cold(contended),
         }
+    }
+
+    /// Adds one to a hot count (the holder's relaxed load and store; the
+    /// acquisitions' when `acquisitions`, else the contended one's). On a
+    /// wrap to 0, the cold counter gets its 2^32 first.
+    #[inline(always)]
+    fn bump(&self, count: &AtomicU32, acquisitions: bool) {
+        let n = count.load(Ordering::Relaxed).wrapping_add(1);
+        if n == 0 {
+            self.carry(acquisitions);
+        }
+        // After the call (the compiler keeps an atomic store after it; a
+        // wrap is rare, and x86_64 keeps stores in order).
+        count.store(n, Ordering::Relaxed);
+    }
+
+    /// A hot count's wrap: 2^32 to its cold counter (before the caller
+    /// stores the hot 0; a release fence orders it on every target).
+    #[cold]
+    #[inline(never)]
+    fn carry(&self, acquisitions: bool) {
+        let owed = 1 << 32;
+        self.add_cold(&Counters {
+            acquisitions: if acquisitions { owed } else { 0 },
+            contended: if acquisitions { 0 } else { owed },
+            ..Counters::default()
+        });
+        std::sync::atomic::fence(Ordering::Release);
     }
 
     /// Rewrites the cold record for the calling thread's process (whose
@@ -404,19 +421,14 @@ impl<'m> RawMutex<'m> {
         unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time, key);
     }
 
-    /// The cold counters' part of an acquisition: 2^32 for a hot count that
-    /// wrapped, or the whole count where the hot record holds none.
+    /// The cold counters' part of an acquisition where the hot record
+    /// holds no counts: the whole count.
     #[cold]
     #[inline(never)]
-    fn count_cold(&self, acq_wrapped: bool, cont_wrapped: bool, contended: bool) {
-        let (acquisitions, contended) = if HOT_COUNTS >= 2 {
-            (u64::from(acq_wrapped) << 32, u64::from(cont_wrapped) << 32)
-        } else {
-            (1, u64::from(contended))
-        };
+    fn count_cold(&self, contended: bool) {
         self.add_cold(&Counters {
-            acquisitions,
-            contended,
+            acquisitions: 1,
+            contended: u64::from(contended),
             ..Counters::default()
         });
     }
