@@ -17,10 +17,17 @@
 //!   [`IDLE_TICKS`] ticks (1 s) that no lock used, the thread zeroes
 //!   [`NOW`] and parks on a futex.
 //! * With [`NOW`] zero, a lock reads the clock itself and counts the read;
-//!   the [`WARMUP`]-th since the last park stores the time in [`NOW`] and
-//!   wakes the thread, or spawns it the first time. So a process that
+//!   from the [`WARMUP`]-th since the last park on, the reader notes a
+//!   chore for its own next lock call (the reader may hold a lock: nothing
+//!   slow while it does), whose entry, before taking any lock, stores the
+//!   time in [`NOW`] and wakes the thread, or spawns it the first time. So a process that
 //!   takes a handful of locks (the CLI's `run`, most tests) never gets a
 //!   thread.
+//! * `ROBUST_MUTEX_CLOCK_THREAD=0` in the environment (read once, when the
+//!   thread would first be spawned) keeps the process free of it: locks
+//!   read the clock directly, for good.
+//! * Should the thread end (a panic in its tick), a guard stores DISABLED
+//!   and [`NOW`] = 0: locks read the clock directly, for good.
 //! * The thread is spawned with every signal blocked and a small stack.
 //!   If it cannot be (`RLIMIT_NPROC`, a seccomp filter), the process reads
 //!   the clock directly for good; nothing panics.
@@ -91,6 +98,16 @@ const DISABLED: u32 = 3;
 /// woken on each park: what the test hooks wait for.
 static PARKS: AtomicU32 = AtomicU32::new(0);
 
+/// How many times the clock thread stored a fresh time (since the process
+/// started), woken on each: what the test hooks wait for.
+#[cfg(feature = "test-hooks")]
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+/// Test hook: the clock thread's next tick panics (a bug in it, as far as
+/// the process can tell).
+#[cfg(feature = "test-hooks")]
+static PANIC_NEXT_TICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The coarse wall clock now, ns since the epoch (even), for the owner
 /// record: up to one [`TICK`] (plus scheduling delay) early, never late.
 ///
@@ -122,9 +139,20 @@ fn now_slow(v: u64) -> u64 {
     if THREAD.load(Ordering::Relaxed) != DISABLED
         && DIRECT_READS.fetch_add(1, Ordering::Relaxed) >= WARMUP - 1
     {
-        resume(t);
+        // The caller may hold a lock: spawning or waking the thread waits
+        // for this thread's next lock call's entry (`raw::check_room`).
+        crate::identity::owe_clock_chore();
     }
     t
+}
+
+/// The chore [`now_slow`] left for a lock call's entry (no lock held by
+/// that call yet): cache the time and wake (or start) the clock thread.
+#[cold]
+pub(crate) fn resume_now() {
+    if THREAD.load(Ordering::Relaxed) != DISABLED {
+        resume(direct());
+    }
 }
 
 /// A clock read, even and non-zero (0 means "no cached time").
@@ -150,6 +178,11 @@ fn resume(t: u64) {
             THREAD.store(TICKING, Ordering::SeqCst);
             sys::futex_wake(&THREAD, 1, false);
         }
+        NONE if opted_out() => {
+            log::debug!("{OPT_OUT}=0: reading the clock at each lock");
+            THREAD.store(DISABLED, Ordering::SeqCst);
+            NOW.store(0, Ordering::SeqCst);
+        }
         NONE => {
             THREAD.store(TICKING, Ordering::SeqCst);
             // A fork child must forget the thread: make sure the handler
@@ -165,14 +198,48 @@ fn resume(t: u64) {
     }
 }
 
+/// Should the clock thread end (a panic: it never returns), locks read the
+/// clock themselves for good: its drop stores [`DISABLED`] and [`NOW`] = 0,
+/// so no lock keeps using the last cached time.
+struct Disable;
+
+impl Drop for Disable {
+    fn drop(&mut self) {
+        THREAD.store(DISABLED, Ordering::SeqCst);
+        NOW.store(0, Ordering::SeqCst);
+        log::error!("the clock thread ended: locks read the clock themselves");
+    }
+}
+
+/// The environment variable that, set to `0`, keeps the process free of
+/// the clock thread (locks read the clock themselves).
+pub(crate) const OPT_OUT: &str = "ROBUST_MUTEX_CLOCK_THREAD";
+
+/// Whether [`OPT_OUT`] is `0`: read once, at the spawn decision (which a
+/// process makes once; a fork child inherits the answer with DISABLED).
+fn opted_out() -> bool {
+    std::env::var_os(OPT_OUT).is_some_and(|v| v == "0")
+}
+
 /// The clock thread: refreshes [`NOW`] every [`TICK`]; parks after
 /// [`IDLE_TICKS`] unused ticks until [`resume`] wakes it.
 fn tick() {
+    let _disable_if_it_ends = Disable;
     let mut idle = 0;
     loop {
         std::thread::sleep(TICK);
+        #[cfg(feature = "test-hooks")]
+        if PANIC_NEXT_TICK.swap(false, Ordering::SeqCst) {
+            panic!("test hook: the clock thread panics");
+        }
         let fresh = direct();
-        if NOW.swap(fresh, Ordering::SeqCst) & USED != 0 {
+        let was = NOW.swap(fresh, Ordering::SeqCst);
+        #[cfg(feature = "test-hooks")]
+        {
+            TICKS.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(&TICKS, i32::MAX, false);
+        }
+        if was & USED != 0 {
             idle = 0;
             continue;
         }
@@ -227,6 +294,28 @@ pub(crate) mod hooks {
     /// The cached time word as it is (0: none; bit 0: used).
     pub fn cached() -> u64 {
         NOW.load(Ordering::SeqCst)
+    }
+
+    /// How many times the clock thread has stored a fresh time.
+    pub fn ticks() -> u32 {
+        TICKS.load(Ordering::SeqCst)
+    }
+
+    /// Waits (no timeout) until the clock thread has ticked at least
+    /// `ticks` times in all.
+    pub fn wait_for_ticks(ticks: u32) {
+        loop {
+            let t = TICKS.load(Ordering::SeqCst);
+            if t >= ticks {
+                return;
+            }
+            sys::futex_wait_private(&TICKS, t);
+        }
+    }
+
+    /// Makes the clock thread's next tick panic.
+    pub fn panic_next_tick() {
+        PANIC_NEXT_TICK.store(true, Ordering::SeqCst);
     }
 
     /// How many times the clock thread has parked.

@@ -80,11 +80,38 @@ pub(crate) fn locker_tid() -> u64 {
     LOCKER_TID.with(Cell::get)
 }
 
+/// Bit 31 of `ROOM`: the thread owes the clock a resume (its direct clock
+/// read, made while holding a lock, found the process locks often), to be
+/// done at its next lock call's entry, before the lock is taken. It makes
+/// `ROOM` negative as an `i32`, so [`must_check`]'s one compare sees it;
+/// the ±1 of [`took_one`] and [`gave_one`] never reach it.
+const CLOCK_CHORE: u32 = 1 << 31;
+
 /// How many more locks the calling thread may take (0 also before its
 /// first lock: see [`init_locker`]).
-#[inline(always)]
 pub(crate) fn room() -> u32 {
-    ROOM.with(Cell::get)
+    ROOM.with(Cell::get) & !CLOCK_CHORE
+}
+
+/// Whether a lock call must take the out-of-line check: no room left, the
+/// thread's first lock call (or its first after a fork), or a clock chore
+/// owed ([`take_clock_chore`]). One thread-local compare.
+#[inline(always)]
+pub(crate) fn must_check() -> bool {
+    ROOM.with(Cell::get) as i32 <= 0
+}
+
+/// The calling thread owes the clock a resume at its next lock call.
+#[cold]
+pub(crate) fn owe_clock_chore() {
+    ROOM.with(|r| r.set(r.get() | CLOCK_CHORE));
+}
+
+/// Whether the calling thread owed the clock a resume (now no longer).
+pub(crate) fn take_clock_chore() -> bool {
+    let r = ROOM.with(Cell::get);
+    ROOM.with(|c| c.set(r & !CLOCK_CHORE));
+    r & CLOCK_CHORE != 0
 }
 
 /// The calling thread took one more lock.
@@ -122,7 +149,7 @@ pub(crate) fn held() -> usize {
     if LOCKER_TID.get() == NO_TID {
         0
     } else {
-        MAX_HELD_PER_THREAD - ROOM.get() as usize
+        MAX_HELD_PER_THREAD - room() as usize
     }
 }
 

@@ -83,10 +83,12 @@ pub mod internals {
     pub const CLOCK_THREAD_NAME: &str = crate::clock::THREAD_NAME;
 
     /// The clock thread's state (`none`, `ticking`, `parked`, `disabled`),
-    /// its cached time word, its park count, and a wait for its next park.
+    /// its cached time word, its park and tick counts, waits for its next
+    /// park and for a tick count, and a panic in its next tick.
     pub use crate::clock::hooks::{
-        cached as clock_cached, parks as clock_parks, state as clock_state,
-        wait_for_park as wait_for_clock_park,
+        cached as clock_cached, panic_next_tick as clock_panic_next_tick, parks as clock_parks,
+        state as clock_state, ticks as clock_ticks, wait_for_park as wait_for_clock_park,
+        wait_for_ticks as wait_for_clock_ticks,
     };
 
     /// How many locks the calling thread holds through this crate (the

@@ -21,7 +21,11 @@ pub struct OwnerInfo {
     /// clock ticks since boot), which tells it apart from a later process
     /// that reuses the pid.
     pub start_time: u64,
-    /// When the lock was taken (coarse wall clock: up to a 50 ms tick, plus delays, early; never late).
+    /// When the lock was taken (coarse wall clock: up to a 50 ms tick, plus
+    /// delays, early; never late). The delays can be more than a tick: a
+    /// clock thread starved of CPU, or a machine suspend (the cached time
+    /// is refreshed only after the clock thread runs again), makes it early
+    /// by that much too.
     pub acquired_at: SystemTime,
 }
 

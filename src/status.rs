@@ -157,20 +157,40 @@ pub(crate) unsafe fn snapshot_at(base: *mut u8) -> Status {
     // SAFETY: all reads are of the live mapping (the caller's contract);
     // they race with the holder's writes by design and are only used as a
     // diagnostic snapshot.
-    let (counters, generation) = unsafe {
-        (
-            std::ptr::read_volatile(at(layout::COUNTERS_OFFSET).cast::<layout::Counters>()),
-            std::ptr::read_volatile(std::ptr::addr_of!((*header).generation)),
-        )
-    };
+    let generation = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*header).generation)) };
+    // SAFETY: as above.
+    let cold = || unsafe { std::ptr::read_volatile(at(layout::COUNTERS_OFFSET).cast()) };
+    // The cold counters plus the hot counts.
+    let counters = with_cold_settled(cold, |c| c.plus_hot(&read().hot));
     Status {
         state,
         owner,
-        // The cold counters plus the hot counts.
-        counters: counters.plus_hot(&read().hot).into(),
+        counters: counters.into(),
         generation,
         lock_word: word,
     }
+}
+
+/// `sum(cold)` of a cold counters snapshot (`cold` reads one) and hot
+/// counts, where the cold acquisitions and contended counters read the
+/// same after the sum as before it: a hot count that wrapped meanwhile
+/// (its 2^32 goes to the cold counter first) is retried, at most 8 times
+/// (then the last sum: a snapshot).
+pub(crate) fn with_cold_settled(
+    cold: impl Fn() -> layout::Counters,
+    sum: impl Fn(layout::Counters) -> layout::Counters,
+) -> layout::Counters {
+    let mut total = layout::Counters::default();
+    for _ in 0..8 {
+        let before = cold();
+        total = sum(before);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let after = cold();
+        if (before.acquisitions, before.contended) == (after.acquisitions, after.contended) {
+            break;
+        }
+    }
+    total
 }
 
 /// The state of one robust mutex and its owner records, from racy snapshots

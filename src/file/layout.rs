@@ -244,9 +244,9 @@ const _: () = assert!(size_of::<Counters>() == DATA_MIN_OFFSET - COUNTERS_OFFSET
 
 /// The hot record: who holds the lock right now, in the mutex's own cache
 /// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
-/// per acquisition `pid`, `tid`, `since` and the counts; at release `tid`
-/// and `pid` become 0 (`since` is only read while `pid` names a holder, and
-/// the next acquisition rewrites it). A dead holder's record stays.
+/// per acquisition `since` (read before the others are written), `pid`,
+/// `tid` and the counts; at release `tid`, `pid` and `since` become 0. A
+/// dead holder's record stays.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct HotRecord {
@@ -263,17 +263,6 @@ pub struct HotRecord {
 }
 
 impl HotRecord {
-    /// Adds one to count `i`; true when it wrapped to 0 (then 2^32 is
-    /// owed to the cold counter).
-    /// (Never where the record holds no counts: then nothing happens.)
-    #[inline(always)]
-    pub fn bump(&mut self, i: usize) -> bool {
-        self.counts.get_mut(i).is_some_and(|c| {
-            *c = c.wrapping_add(1);
-            *c == 0
-        })
-    }
-
     /// The acquisitions and contended counts it holds (0 without counts).
     pub fn count_pair(&self) -> (u64, u64) {
         let count = |i: usize| self.counts.get(i).map_or(0, |&n| u64::from(n));
@@ -332,14 +321,26 @@ impl OwnerRecord {
     /// `pidns_ino`, started at `start_time`, whose [`process_key`] is
     /// `key`), with no label. (By value, not a `&Me`: the lock path then
     /// keeps its copy in registers.)
+    ///
+    /// The key goes to 0 first and gets its value last, with compiler
+    /// fences between: a holder killed in the middle leaves a key no
+    /// process has (every [`process_key`] is non-zero), so the next holder,
+    /// even of the same process, rewrites the whole record. (Only the
+    /// compiler could reorder these stores: the readers that matter are
+    /// the later holders, after the lock's own ordering, or after our
+    /// death; a racy reader may see a mix, as it may anyway.)
     #[cold]
     #[inline(never)]
     pub fn describe(&mut self, pid: u32, pidns_ino: u64, start_time: u64, key: u64) {
+        use std::sync::atomic::{Ordering, compiler_fence};
+        self.key = 0;
+        compiler_fence(Ordering::SeqCst);
         self.pid = pid;
         self.pidns_ino = pidns_ino;
         self.start_time = start_time;
-        self.key = key;
         self.label_len = 0;
+        compiler_fence(Ordering::SeqCst);
+        self.key = key;
     }
 
     /// Sets the label: at most [`LABEL_MAX`] bytes. A longer label is

@@ -14,7 +14,7 @@ use crate::identity;
 /// [`LockError::TooManyHeld`].
 #[inline(always)]
 pub(crate) fn check_room(held_already: impl FnOnce() -> bool) -> Result<(), LockError> {
-    if identity::room() == 0 {
+    if identity::must_check() {
         return no_room(held_already);
     }
     Ok(())
@@ -23,6 +23,14 @@ pub(crate) fn check_room(held_already: impl FnOnce() -> bool) -> Result<(), Lock
 #[cold]
 #[inline(never)]
 fn no_room(held_already: impl FnOnce() -> bool) -> Result<(), LockError> {
+    if identity::take_clock_chore() {
+        // Our last direct clock read found the process locks often: start
+        // or wake the clock thread now, holding no lock we take here.
+        crate::clock::resume_now();
+        if identity::room() != 0 {
+            return Ok(());
+        }
+    }
     if identity::init_locker() {
         // A thread's first lock call, or its first after a fork.
         super::refresh_process_key();

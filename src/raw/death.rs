@@ -33,8 +33,14 @@ impl RawMutex<'_> {
     }
 
     /// The calling holder's nesting depth: glibc's `__count` (0 for a kind
-    /// without records, whose releases are always the outermost).
+    /// without records, whose releases are always the outermost), or 0 if
+    /// the lock word does not name the calling thread (a guard inherited
+    /// through fork; a file reset or overwritten under its holder): then
+    /// `__count` is another holder's, or nobody's.
     pub(crate) fn depth(&self) -> u32 {
+        if !self.held_by_caller() {
+            return 0;
+        }
         match self.books {
             Books::None => 0,
             // SAFETY: the mutex lies in the live mapping (`new`); only its

@@ -185,6 +185,33 @@ impl<'m> RawMutex<'m> {
         self.at(layout::HOT_AFTER_MUTEX as isize)
     }
 
+    /// The hot record's `pid` and `tid` as one word, its `since`, and its
+    /// counts, as atomics: the holder writes them with relaxed stores (so
+    /// the compiler keeps their order, and a reader in this process races
+    /// with no plain write; on x86_64 the same `mov`s as plain stores).
+    /// (Only for [`Books::Header`] and [`Books::Permit`].)
+    #[inline(always)]
+    fn hot_atomics(&self) -> (&AtomicU64, &AtomicU64, &[AtomicU32; HOT_COUNTS]) {
+        let hot = self.hot().as_ptr();
+        // SAFETY: the hot record lies in the live mapping for as long as
+        // `self` (`new`), `HOT_AFTER_MUTEX` bytes after a 64-byte aligned
+        // mutex slot, a multiple of 8 (layout's asserts): `pid` (offset 0)
+        // with `tid` (4) make one aligned u64, `since` (8) is aligned, and
+        // `counts` (16) are aligned u32s. Every access to its bytes in this
+        // process is atomic or a racy reader's volatile copy; other
+        // processes only read them (the holder alone writes).
+        unsafe {
+            let base = hot.cast::<u8>();
+            (
+                AtomicU64::from_ptr(base.cast()),
+                AtomicU64::from_ptr(base.add(std::mem::offset_of!(HotRecord, since)).cast()),
+                &*base
+                    .add(std::mem::offset_of!(HotRecord, counts))
+                    .cast::<[AtomicU32; HOT_COUNTS]>(),
+            )
+        }
+    }
+
     /// The cold owner record (only for [`Books::Header`] and
     /// [`Books::Permit`]).
     #[inline(always)]
@@ -237,7 +264,7 @@ impl<'m> RawMutex<'m> {
         // argument would make the fast path store them on the stack first.
         let first = match wait {
             Wait::Cancellable(..) => None,
-            _ if identity::room() == 0 => None,
+            _ if identity::must_check() => None,
             Wait::Try | Wait::Block | Wait::Until(_) => {
                 // SAFETY: an initialised robust mutex in a live mapping (`new`).
                 let rc = unsafe { sys::mutex_clocklock_rc(self.as_ptr(), &sys::PAST_DEADLINE) };
@@ -313,20 +340,23 @@ impl<'m> RawMutex<'m> {
             identity::took_one();
             return;
         }
-        let mut hot = self.hot();
-        // SAFETY: we hold the lock, so we are the only writer of the hot
-        // record, which lies in the mutex's slot of the live mapping (`new`).
-        let h = unsafe { hot.as_mut() };
+        // We hold the lock, so we are the only writer of the hot record.
+        let (who, since_at, counts) = self.hot_atomics();
         // SAFETY: we hold the lock: glibc's `__count` is ours to read.
         if unsafe { sys::mutex_count(self.as_ptr()) } <= 1 {
             // Not a re-entrant relock (which keeps the outer acquisition's
             // record): a new holder.
-            // Who holds it now, first: from here on a death of ours names
+            // The time before anything else: a death after the pid/tid
+            // store below never leaves us with an old `since` (and an old
+            // label bit). (A direct clock read here only notes a chore for
+            // our next lock call: nothing slow while we hold the lock.)
+            let since = now() & !layout::SINCE_LABELLED;
+            // Who holds it now: from here on a death of ours names
             // us (the cold record may say "unknown" until it is rewritten).
             // The thread's facts: every lock call passed `check_room` first.
             let me = identity::locker_me();
-            h.pid = me.pid;
-            h.tid = me.tid;
+            who.store(bytemuck::cast([me.pid, me.tid]), Ordering::Relaxed);
+            since_at.store(since, Ordering::Relaxed); // the very next store
             let key = PROCESS_KEY.with(Cell::get);
             // SAFETY: the cold record lies in the live mapping (`new`); only
             // a holder writes it, and we hold the lock.
@@ -334,21 +364,49 @@ impl<'m> RawMutex<'m> {
                 // Another process took it last (or this pid was reused).
                 self.describe_us(key);
             }
-            h.since = now() & !layout::SINCE_LABELLED;
             identity::took_one();
         }
-        // The counts last.
-        let (acq_wrapped, cont_wrapped) = if HOT_COUNTS >= 2 {
-            (
-                h.bump(layout::HOT_ACQUISITIONS),
-                contended && h.bump(layout::HOT_CONTENDED),
-            )
-        } else {
-            (false, false)
-        };
-        if HOT_COUNTS < 2 || acq_wrapped || cont_wrapped {
-            self.count_cold(acq_wrapped, cont_wrapped, contended);
+        // The counts last. A wrap to 0 first adds its 2^32 to the cold
+        // counter (`carry`), then stores the 0: a reader that sees the
+        // cold counter unchanged around its hot read has a sum that is not
+        // short by 2^32 (readers re-read the cold counters and retry).
+        match counts.get(..2) {
+            Some([acq, cont]) if HOT_COUNTS >= 2 => {
+                self.bump(acq, true);
+                if contended {
+                    self.bump(cont, false);
+                }
+            }
+            _ => self.count_cold(contended),
         }
+    }
+
+    /// Adds one to a hot count (the holder's relaxed load and store; the
+    /// acquisitions' when `acquisitions`, else the contended one's). On a
+    /// wrap to 0, the cold counter gets its 2^32 first.
+    #[inline(always)]
+    fn bump(&self, count: &AtomicU32, acquisitions: bool) {
+        let n = count.load(Ordering::Relaxed).wrapping_add(1);
+        if n == 0 {
+            self.carry(acquisitions);
+        }
+        // After the call (the compiler keeps an atomic store after it; a
+        // wrap is rare, and x86_64 keeps stores in order).
+        count.store(n, Ordering::Relaxed);
+    }
+
+    /// A hot count's wrap: 2^32 to its cold counter (before the caller
+    /// stores the hot 0; a release fence orders it on every target).
+    #[cold]
+    #[inline(never)]
+    fn carry(&self, acquisitions: bool) {
+        let owed = 1 << 32;
+        self.add_cold(&Counters {
+            acquisitions: if acquisitions { owed } else { 0 },
+            contended: if acquisitions { 0 } else { owed },
+            ..Counters::default()
+        });
+        std::sync::atomic::fence(Ordering::Release);
     }
 
     /// Rewrites the cold record for the calling thread's process (whose
@@ -363,19 +421,14 @@ impl<'m> RawMutex<'m> {
         unsafe { self.cold().as_mut() }.describe(me.pid, me.pidns_ino, me.start_time, key);
     }
 
-    /// The cold counters' part of an acquisition: 2^32 for a hot count that
-    /// wrapped, or the whole count where the hot record holds none.
+    /// The cold counters' part of an acquisition where the hot record
+    /// holds no counts: the whole count.
     #[cold]
     #[inline(never)]
-    fn count_cold(&self, acq_wrapped: bool, cont_wrapped: bool, contended: bool) {
-        let (acquisitions, contended) = if HOT_COUNTS >= 2 {
-            (u64::from(acq_wrapped) << 32, u64::from(cont_wrapped) << 32)
-        } else {
-            (1, u64::from(contended))
-        };
+    fn count_cold(&self, contended: bool) {
         self.add_cold(&Counters {
-            acquisitions,
-            contended,
+            acquisitions: 1,
+            contended: u64::from(contended),
             ..Counters::default()
         });
     }
@@ -429,8 +482,12 @@ impl<'m> RawMutex<'m> {
         // record describes our process: our acquisition saw to it.
         unsafe {
             self.cold().as_mut().set_label(label)?;
-            self.hot().as_mut().since |= layout::SINCE_LABELLED;
         }
+        let since = self.hot_atomics().1;
+        since.store(
+            since.load(Ordering::Relaxed) | layout::SINCE_LABELLED,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -519,15 +576,12 @@ impl<'m> RawMutex<'m> {
                 // SAFETY: we hold the lock: `__count` is ours to read.
                 let outermost = unsafe { sys::mutex_count(self.as_ptr()) } <= 1;
                 if outermost {
-                    let mut hot = self.hot();
-                    // SAFETY: we hold the lock: the only writer of the hot
-                    // record, in the live mapping.
-                    let h = unsafe { hot.as_mut() };
-                    // `since` (and its label bit) is only read while
-                    // `pid` names a holder, and the next acquisition
-                    // rewrites it: one 8-byte store here.
-                    h.tid = 0;
-                    h.pid = 0;
+                    // We hold the lock: the only writer of the hot record.
+                    let (who, since, _) = self.hot_atomics();
+                    // Nobody, and no time or label bit left behind (the
+                    // same cache line: one more 8-byte store).
+                    who.store(0, Ordering::Relaxed);
+                    since.store(0, Ordering::Relaxed);
                 }
                 outermost
             }

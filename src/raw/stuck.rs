@@ -188,7 +188,9 @@ impl RawMutex<'_> {
             // A racy read, only used to name the holder.
             let records = self.records();
             let named = records.and_then(|r| r.owner()).filter(|o| o.tid == tid);
-            if named.is_some_and(|o| o.pid_namespace != ours) {
+            // 0: unknown (the cold record describes another process, or
+            // a rewrite of it was cut short), not another namespace.
+            if named.is_some_and(|o| o.pid_namespace != 0 && o.pid_namespace != ours) {
                 return None;
             }
             if !identity::holder_gone(tid) {

@@ -431,25 +431,30 @@ pub(crate) unsafe fn snapshot_at(
         unsafe { std::ptr::read_volatile(p) }
     };
     let mut s = SemaphoreStatus::empty(permits);
-    s.counters = Counters {
+    let cold = || Counters {
         acquisitions: load(offset_of!(Counters, acquisitions)),
         contended: load(offset_of!(Counters, contended)),
         owner_deaths: load(offset_of!(Counters, owner_deaths)),
         recoveries: load(offset_of!(Counters, recoveries)),
         resets: load(offset_of!(Counters, resets)),
         reserved: [0; 3],
-    }
-    .into();
-    let mut counters = s.counters;
+    };
+    let mutex_of = |slot| at(layout::slot_mutex(data_offset, slot)).cast::<libc::pthread_mutex_t>();
+    // The file's cold counters plus every permit's hot counts.
+    let counters = status::with_cold_settled(cold, |mut sum| {
+        for slot in 0..permits {
+            // SAFETY: the slot's mutex and its records lie in the live
+            // mapping (the caller's contract).
+            let hot = unsafe { Records::read(mutex_of(slot)) }.hot;
+            sum = sum.plus_hot(&hot);
+        }
+        sum
+    });
     for slot in 0..permits {
-        let mutex = at(layout::slot_mutex(data_offset, slot)).cast::<libc::pthread_mutex_t>();
+        let mutex = mutex_of(slot);
         // SAFETY: the slot's mutex and its records lie in the live mapping
         // (the caller's contract).
         let read = || unsafe { Records::read(mutex) };
-        // The file's cold counters plus every permit's hot counts.
-        let (a, c) = read().hot.count_pair();
-        counters.acquisitions = counters.acquisitions.wrapping_add(a);
-        counters.contended = counters.contended.wrapping_add(c);
         // SAFETY: as above.
         let (state, owner, lock_word) = unsafe { status::lock_state(mutex, read) };
         s.push(PermitStatus {
@@ -459,7 +464,7 @@ pub(crate) unsafe fn snapshot_at(
             lock_word,
         });
     }
-    s.counters = counters;
+    s.counters = counters.into();
     s
 }
 

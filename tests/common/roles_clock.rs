@@ -16,12 +16,20 @@
 //! * `clock_no_spawn`: meant to run as uid 65534: sets `RLIMIT_NPROC` to
 //!   0 (no thread can be created), then 1,500 locks each record a fresh
 //!   time, and the clock is `disabled` with no thread.
+//! * `clock_thread_dies`: starts the thread, makes its next tick panic;
+//!   the clock is then `disabled` with no cached time, and locks record
+//!   fresh times.
+//! * `clock_opt_out`: meant to run with `ROBUST_MUTEX_CLOCK_THREAD=0`:
+//!   1,000 locks record fresh times, and no clock thread ever starts.
+//! * `clock_not_frozen`: starts the thread, takes a coarse clock read,
+//!   waits for two ticks (a hook's counter), then a lock records a time
+//!   not earlier than that read: a clock frozen for any length fails.
 
 use super::say;
 use robust_mutex::SharedMutex;
 use robust_mutex::internals::{
-    CLOCK_THREAD_NAME, CLOCK_TICK, clock_cached, clock_parks, clock_state, coarse_unix_ns,
-    wait_for_clock_park,
+    CLOCK_THREAD_NAME, CLOCK_TICK, clock_cached, clock_panic_next_tick, clock_parks, clock_state,
+    clock_ticks, coarse_unix_ns, wait_for_clock_park, wait_for_clock_ticks,
 };
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -95,10 +103,73 @@ pub fn play(role: &str, path: &Path) -> bool {
             assert_eq!(clock_state(), "disabled");
             assert_eq!(clock_thread(), None);
         }
+        "clock_thread_dies" => {
+            let m = SharedMutex::<()>::open(path).unwrap();
+            for _ in 0..MANY {
+                lock_within_bounds(&m);
+            }
+            assert!(clock_thread().is_some());
+            clock_panic_next_tick();
+            // Its next tick is ~50 ms away; 60 s only catches a hang.
+            poll_until(|| clock_state() == "disabled" && clock_thread().is_none());
+            assert_eq!(clock_cached(), 0, "a dead clock left its cached time");
+            for _ in 0..MANY {
+                lock_fresh(&m);
+            }
+            assert_eq!(clock_state(), "disabled");
+        }
+        "clock_opt_out" => {
+            assert_eq!(
+                std::env::var("ROBUST_MUTEX_CLOCK_THREAD").as_deref(),
+                Ok("0")
+            );
+            let m = SharedMutex::<()>::open(path).unwrap();
+            for _ in 0..1000 {
+                lock_fresh(&m);
+            }
+            assert_eq!(clock_thread(), None, "a clock thread despite the opt-out");
+            assert_eq!(clock_state(), "disabled");
+        }
+        "clock_not_frozen" => {
+            let m = SharedMutex::<()>::open(path).unwrap();
+            for _ in 0..MANY {
+                lock_within_bounds(&m);
+            }
+            let before = UNIX_EPOCH + Duration::from_nanos(coarse_unix_ns() & !1);
+            let ticks = clock_ticks();
+            // Two ticks are ~100 ms away (the thread parks only after 1 s
+            // without a lock: keep it busy); 60 s only catches a hang.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                wait_for_clock_ticks(ticks + 2);
+                let _ = tx.send(());
+            });
+            while rx.try_recv().is_err() {
+                drop(m.lock_or_recover(|_| {}).unwrap());
+                std::thread::yield_now();
+            }
+            let g = m.lock_or_recover(|_| {}).unwrap();
+            let at = m.status().owner.unwrap().acquired_at;
+            drop(g);
+            assert!(
+                at >= before,
+                "recorded {at:?}, frozen: the clock said {before:?} two ticks before"
+            );
+        }
         _ => return false,
     }
     say("ok");
     true
+}
+
+/// Polls `done` (yielding) until it holds; panics after 60 s, which only
+/// catches a hang.
+fn poll_until(done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never happened");
+        std::thread::yield_now();
+    }
 }
 
 /// In the fork child: no cached time, fresh times, its own thread later.

@@ -55,6 +55,31 @@ fn lock_on_a_stuck_mutex_returns_stuck_instead_of_hanging() {
 }
 
 #[test]
+fn a_stuck_holder_whose_cold_record_names_another_process_is_still_stuck() {
+    // A kill inside a cold record's rewrite, or another process's record:
+    // the holder's PID namespace reads 0 ("unknown"), which must not make a
+    // dead holder look like one of another namespace (never stuck).
+    use robust_mutex::internals::{HOT_OFFSET, OWNER_OFFSET};
+    use std::os::unix::fs::FileExt;
+    let (_dir, m) = stuck_mutex();
+    let dead = m.status().lock_word & 0x3fff_ffff;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path())
+        .unwrap();
+    // The dead holder's hot record (a main thread: pid = tid), and a cold
+    // record of process 1.
+    let hot = [dead.to_ne_bytes(), dead.to_ne_bytes()].concat();
+    f.write_all_at(&hot, HOT_OFFSET as u64).unwrap();
+    f.write_all_at(&1u32.to_ne_bytes(), OWNER_OFFSET as u64)
+        .unwrap();
+    assert_eq!(m.status().owner.unwrap().pid_namespace, 0);
+    let t = Instant::now();
+    assert_stuck(m.lock_timeout(Duration::from_secs(20)).map(drop), m.path());
+    assert!(t.elapsed() < HANG, "took {:?}", t.elapsed());
+}
+
+#[test]
 fn locks_past_the_kernels_robust_list_limit_are_reported_stuck() {
     let (_dir, path) = temp_path("m");
     let files: Vec<SharedMutex<u64>> = (0..5)

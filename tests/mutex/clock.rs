@@ -55,3 +55,26 @@ fn locks_record_fresh_times_when_the_clock_thread_cannot_start() {
     k.expect("ok");
     k.wait_ok();
 }
+
+/// A clock thread that dies (a panic in its tick) leaves no stale cached
+/// time: locks read the clock themselves.
+#[test]
+fn locks_record_fresh_times_after_the_clock_thread_dies() {
+    play("clock_thread_dies");
+}
+
+/// ROBUST_MUTEX_CLOCK_THREAD=0: 1,000 locks and no clock thread.
+#[test]
+fn the_clock_thread_can_be_turned_off_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ROBUST_MUTEX_CLOCK_THREAD", "0")];
+    let mut k = Kid::spawn_env("clock_opt_out", &dir.path().join("m"), &env);
+    k.expect("ok");
+    k.wait_ok();
+}
+
+/// Two ticks after a clock read, a lock records a time not before it.
+#[test]
+fn the_cached_clock_moves_on_with_every_tick() {
+    play("clock_not_frozen");
+}

@@ -47,12 +47,17 @@ fn a_thousand_lock_unlock_cycles_write_only_the_mutexs_own_line() {
     drop(m.lock_or_recover(|_| {}).unwrap());
     let cold = bytes(&path, OWNER_OFFSET, UNTOUCHED_END);
     let hot = bytes(&path, MUTEX_OFFSET, OWNER_OFFSET);
+    let counters = bytes(&path, COUNTERS_OFFSET, DATA_MIN_OFFSET);
     for _ in 0..1000 {
         drop(m.lock_or_recover(|_| {}).unwrap());
     }
     assert_eq!(bytes(&path, OWNER_OFFSET, UNTOUCHED_END), cold);
     if HOT_COUNTS >= 2 {
         assert_ne!(bytes(&path, MUTEX_OFFSET, OWNER_OFFSET), hot);
+    } else {
+        // The counts went to the cold counters; the hot line is as it was.
+        assert_eq!(bytes(&path, MUTEX_OFFSET, OWNER_OFFSET), hot);
+        assert_ne!(bytes(&path, COUNTERS_OFFSET, DATA_MIN_OFFSET), counters);
     }
     assert_eq!(m.status().counters.acquisitions, 1001);
 }
@@ -118,10 +123,15 @@ fn a_contended_acquisition_is_counted() {
 }
 
 #[test]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "x86")),
+    ignore = "no hot counts where pthread_mutex_t takes more than 40 bytes (aarch64)"
+)]
 fn the_hot_counts_wrap_carries_into_the_cold_counter() {
-    if HOT_COUNTS < 2 {
-        return; // no hot counts on this target: the cold counters count
-    }
+    assert_ne!(
+        HOT_COUNTS, 0,
+        "no hot counts on this target: ignore it here"
+    );
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
     drop(m.lock_or_recover(|_| {}).unwrap());

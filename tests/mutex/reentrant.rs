@@ -112,3 +112,16 @@ fn a_relock_inside_an_unfinished_recovery_unlocks_quietly() {
     assert_eq!(g.get(), 4);
     assert_eq!(robust_mutex::internals::held_by_this_thread(), 1);
 }
+
+#[test]
+fn a_guard_inherited_through_fork_has_depth_zero() {
+    let (_dir, path) = temp_path("r");
+    let m = ReentrantMutex::<u64>::open(&path).unwrap();
+    let a = m.lock().unwrap().recover_with(|_| {});
+    let b = m.lock().unwrap().recover_with(|_| {});
+    assert_eq!((a.depth(), b.depth()), (2, 2));
+    // The child holds nothing: its copies of the guards say so.
+    common::in_fork_child(|| assert_eq!((a.depth(), b.depth()), (0, 0)));
+    drop(b);
+    assert_eq!(a.depth(), 1);
+}
