@@ -126,8 +126,8 @@ pub(crate) fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
         fmt_ns(median(&unit_s)),
         format!("{r_unit:.2}× raw; {vs_flock:.0}× faster than flock"),
         format!(
-            "≤ 1.25× raw: {}; ≥ 50× faster than flock: {}",
-            met(r_unit <= 1.25),
+            "≤ 1.10× raw: {}; ≥ 50× faster than flock: {}",
+            met(r_unit <= 1.10),
             met(vs_flock >= 50.0)
         ),
     );
