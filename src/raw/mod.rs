@@ -193,13 +193,13 @@ impl<'m> RawMutex<'m> {
     #[inline(always)]
     fn hot_atomics(&self) -> (&AtomicU64, &AtomicU64, &[AtomicU32; HOT_COUNTS]) {
         let hot = self.hot().as_ptr();
+        // Layout (layout's asserts): the record is `HOT_AFTER_MUTEX` (a
+        // multiple of 8) bytes after a 64-byte aligned slot; `pid` (offset
+        // 0) with `tid` (4) make one aligned u64, `since` (8) is aligned,
+        // `counts` (16) are aligned u32s. In this process every access is
+        // atomic or a racy reader's volatile copy; others only read.
         // SAFETY: the hot record lies in the live mapping for as long as
-        // `self` (`new`), `HOT_AFTER_MUTEX` bytes after a 64-byte aligned
-        // mutex slot, a multiple of 8 (layout's asserts): `pid` (offset 0)
-        // with `tid` (4) make one aligned u64, `since` (8) is aligned, and
-        // `counts` (16) are aligned u32s. Every access to its bytes in this
-        // process is atomic or a racy reader's volatile copy; other
-        // processes only read them (the holder alone writes).
+        // `self` (`new`), aligned for each atomic view as said above.
         unsafe {
             let base = hot.cast::<u8>();
             (

@@ -95,13 +95,11 @@ pub(crate) unsafe fn mutex_not_recoverable(m: *mut libc::pthread_mutex_t) -> boo
 /// `m` points to a `pthread_mutex_t` in a live mapping.
 #[inline(always)]
 pub(crate) unsafe fn mutex_count(m: *mut libc::pthread_mutex_t) -> u32 {
-    // SAFETY: `__count` is the unsigned int at byte offset 4 of glibc's
-    // `struct __pthread_mutex_s` on every glibc architecture (after the
-    // int `__lock`; inside the struct and 4-byte aligned: asserted above);
-    // the mapping is live (the caller's contract). Atomic, relaxed: other
-    // threads' writes to it are only those of a holder, which a holder
-    // reading it never races with, and any other reader only wants a
-    // snapshot.
+    // Atomic, relaxed: other threads' writes to it are only those of a
+    // holder, which a holder reading it never races with, and any other
+    // reader only wants a snapshot.
+    // SAFETY: `__count` is the aligned u32 at byte 4 of glibc's mutex on
+    // every glibc architecture (asserted above); the mapping is live.
     let count = unsafe { AtomicU32::from_ptr(m.cast::<u32>().add(1)) };
     count.load(Ordering::Relaxed)
 }
