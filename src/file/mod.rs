@@ -13,6 +13,7 @@ pub(crate) mod checks;
 pub(crate) mod init;
 pub(crate) mod layout;
 pub(crate) mod open;
+pub(crate) mod records;
 pub(crate) mod stale;
 
 use crate::error::Error;
