@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use std::mem::offset_of;
 
 /// The hot record: who holds the lock right now, in the mutex's own cache
-/// line ([`HOT_AFTER_MUTEX`] bytes after it). Written by the holder only:
+/// line ([`HOT_AFTER_MUTEX`](super::layout::HOT_AFTER_MUTEX) bytes after it). Written by the holder only:
 /// per acquisition `since` (read before the others are written), `pid`,
 /// `tid` and the counts; at release `tid`, `pid` and `since` become 0. A
 /// dead holder's record stays.
@@ -21,7 +21,7 @@ pub struct HotRecord {
     /// The holder's thread id (0: nobody).
     pub tid: u32,
     /// Wall clock when the lock was taken, ns since the epoch (coarse); bit
-    /// 0 ([`SINCE_LABELLED`]) says the holder set a label.
+    /// 0 ([`SINCE_LABELLED`](super::layout::SINCE_LABELLED)) says the holder set a label.
     pub since: u64,
     /// Acquisitions and contended acquisitions mod 2^32 (each wrap adds
     /// 2^32 to the cold [`Counters`]); none where they do not fit.
@@ -46,7 +46,7 @@ pub const HOT_CONTENDED: usize = 1;
 /// and rewrites the record only when the key is not its own process's
 /// ([`process_key`]: another pid, start time or PID namespace); a label is
 /// written here by `set_label`, and shown only while the hot record's
-/// [`SINCE_LABELLED`] bit is set.
+/// [`SINCE_LABELLED`](super::layout::SINCE_LABELLED) bit is set.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq, Eq)]
 pub struct OwnerRecord {
