@@ -4,6 +4,7 @@
 mod bare;
 mod cancel;
 mod clock;
+mod cond;
 mod error;
 mod file;
 mod identity;

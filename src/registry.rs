@@ -140,6 +140,14 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.header()).state)) }
     }
 
+    /// The header's condition sequence word (`crate::cond`).
+    pub fn cond(&self) -> &AtomicU32 {
+        // SAFETY: `cond_seq` is a 4-byte aligned u32 inside the live
+        // mapping (offset 192 of a page-aligned mapping), which outlives
+        // `self`'s borrow; it is only ever accessed atomically.
+        unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.header()).cond_seq)) }
+    }
+
     /// The mutex.
     pub fn mutex(&self) -> *mut libc::pthread_mutex_t {
         self.at(layout::MUTEX_OFFSET).cast()

@@ -438,6 +438,8 @@ fn replace(
     let generation = publish_replacement(path, old, prepared, kind, carried, MAIN_DIED)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
+    // Condition waiters asleep on the old file relock, and move.
+    crate::cond::notify(map.cond(), true);
     if now.state == LockState::Stuck {
         // SAFETY: the mutex lies in the live mapping, and `snapshot` found
         // the thread in its lock word gone.

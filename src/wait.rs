@@ -24,7 +24,16 @@ pub(crate) const SLICE: Duration = Duration::from_millis(500);
 /// The end of the next slice of a wait: now + [`SLICE`], or `deadline` if
 /// that is sooner (then `true`).
 pub(crate) fn slice_end(deadline: Option<&libc::timespec>) -> (libc::timespec, bool) {
-    let slice = sys::deadline_after(SLICE);
+    sleep_end(SLICE, deadline)
+}
+
+/// The end of a kernel sleep of at most `len`: now + `len`, or `deadline`
+/// if that is sooner (then `true`).
+pub(crate) fn sleep_end(
+    len: Duration,
+    deadline: Option<&libc::timespec>,
+) -> (libc::timespec, bool) {
+    let slice = sys::deadline_after(len);
     match deadline {
         Some(d) if (d.tv_sec, d.tv_nsec) <= (slice.tv_sec, slice.tv_nsec) => (*d, true),
         _ => (slice, false),

@@ -155,6 +155,9 @@ const _: () = assert!(offset_of!(Slot, owner) - offset_of!(Slot, mutex) == RECOR
 pub(crate) const COUNTERS_AFTER_MUTEX: usize = COUNTERS_OFFSET - MUTEX_OFFSET;
 /// How far before the header's mutex the state word lies.
 pub(crate) const STATE_BEFORE_MUTEX: usize = MUTEX_OFFSET - offset_of!(Header, state);
+/// How far the header's condition sequence word (`cond_seq`, offset 192,
+/// its own cache line) lies before the mutex (`src/cond.rs`).
+pub(crate) const COND_BEFORE_MUTEX: usize = MUTEX_OFFSET - offset_of!(Header, cond_seq);
 
 /// How far after its mutex the hot record lies, in the mutex's own 64-byte
 /// slot: `size_of::<pthread_mutex_t>()` rounded up to 8 (40 on x86_64

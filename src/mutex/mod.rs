@@ -1,6 +1,7 @@
 //! [`SharedMutex`]: the path-named, crash-safe, process-shared mutex, and
 //! its [`Guard`].
 
+mod cond;
 mod open;
 
 use crate::cancel::CancelToken;

@@ -76,6 +76,9 @@ impl RawMutex<'_> {
             ..Counters::default()
         });
         let previous = dead.and_then(|r| r.owner()).map(Box::new);
+        // A death is news for the file's condition waiters too (whoever the
+        // kernel woke, it was us): each relocks, and waits for our repair.
+        self.cond_broadcast();
         if std::thread::panicking() {
             self.took_while_panicking();
         }
@@ -135,6 +138,8 @@ impl RawMutex<'_> {
             match unsafe { sys::die_holding(self.as_ptr(), tid) } {
                 sys::Death::Done => {
                     identity::gave_one();
+                    // Condition waiters learn of the death at once.
+                    self.cond_broadcast();
                     log::error!(
                         "{name}: the holder panicked holding the lock: released as a death; the next locker gets OwnerDied"
                     );

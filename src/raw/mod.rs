@@ -219,6 +219,32 @@ impl<'m> RawMutex<'m> {
         unsafe { sys::lock_word(self.as_ptr()) }
     }
 
+    /// The file's condition sequence word (`crate::cond`): only a header
+    /// mutex has one (a permit, a bare file: `None`).
+    #[inline]
+    pub(crate) fn cond_word(&self) -> Option<&'m AtomicU32> {
+        match self.books {
+            Books::Header => {
+                let w = self.at::<AtomicU32>(-(layout::COND_BEFORE_MUTEX as isize));
+                // SAFETY: a header mutex's file has its header, with the
+                // 4-byte aligned `cond_seq`, in the same live mapping for
+                // 'm (`new`); it is only ever accessed atomically.
+                Some(unsafe { w.as_ref() })
+            }
+            Books::None | Books::Permit { .. } => None,
+        }
+    }
+
+    /// Wakes every condition waiter of the file (as `notify_all`): an
+    /// owner death, a holder's panic, an abandoned recovery or a retired
+    /// file is news for them (`crate::cond`). Nothing for other kinds.
+    #[cold]
+    pub(crate) fn cond_broadcast(&self) {
+        if let Some(w) = self.cond_word() {
+            crate::cond::notify(w, true);
+        }
+    }
+
     /// One non-blocking try, without bookkeeping: an already-expired
     /// `pthread_mutex_clocklock`, answered by glibc itself with no system
     /// call (never `pthread_mutex_trylock`: its glibc version leaves a

@@ -137,6 +137,46 @@ pub(crate) fn futex_waitv(
     }
 }
 
+/// `FUTEX_WAIT_BITSET` on a process-shared `word` while it holds
+/// `expected`, until woken, a signal, or the absolute CLOCK_MONOTONIC
+/// `deadline` (none: no deadline). One word needs no `futex_waitv` (whose
+/// array is allocated): the condition waits' sleep.
+///
+/// # Errors
+/// Any errno but EAGAIN, EINTR and ETIMEDOUT (which are `Woke` answers).
+pub(crate) fn futex_wait_shared(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<&libc::timespec>,
+) -> io::Result<Woke> {
+    let timeout = deadline.map_or(std::ptr::null(), |d| d as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT_BITSET only reads the live, aligned u32 `word`
+    // (borrowed for the call) and sleeps; `timeout` is null or a valid
+    // absolute CLOCK_MONOTONIC timespec (the default clock of the BITSET
+    // variant, which takes an absolute time unlike FUTEX_WAIT).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            timeout,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    if r >= 0 {
+        return Ok(Woke::Woken(0));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(Woke::Changed),
+        Some(libc::EINTR) => Ok(Woke::Interrupted),
+        Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
+        _ => Err(e),
+    }
+}
+
 /// `FUTEX_WAIT` on a process-private `word` while it holds `expected`, with
 /// no timeout. Returns when woken, at once if `word` no longer holds
 /// `expected`, on a signal, or spuriously: the caller looks again. (One

@@ -36,7 +36,8 @@
 //!   has only `pthread_self` and `pthread_kill`. `pthread_mutex_clocklock`
 //!   (glibc >= 2.30) is missing from the `libc` crate too, so it is declared
 //!   by hand in that file.
-//! - Futexes, in [`futex`]: `syscall(SYS_futex, FUTEX_WAKE, ..)` and
+//! - Futexes, in [`futex`]: `syscall(SYS_futex, FUTEX_WAKE, ..)`,
+//!   `FUTEX_WAIT_BITSET` on a shared word (condition waits, `crate::cond`) and
 //!   `syscall(SYS_futex_waitv, ..)`, and `FUTEX_WAIT` on a private word
 //!   (the cached clock's parked thread). nix has no futex API. The
 //!   `struct futex_waitv` array is built from a hand-written `#[repr(C)]`
@@ -78,7 +79,8 @@ pub(crate) use fs::{
     set_len, try_flock_exclusive, unlink_if_same, write_all_at,
 };
 pub(crate) use futex::{
-    FutexWait, Woke, futex_wait_private, futex_waitv, futex_wake, release_dead_owner,
+    FutexWait, Woke, futex_wait_private, futex_wait_shared, futex_waitv, futex_wake,
+    release_dead_owner,
 };
 pub(crate) use glibc::{
     Death, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, die_holding, expected_kind_word,
