@@ -7,8 +7,10 @@
 //! * `cond_waiter`: locks, says `tid=<tid>`, then waits while the value is
 //!   0 (`wait_while`). The first to relock after a death (`OwnerDied`) sets
 //!   the value to [`REPAIRED`] and marks it consistent. With [`TAKE_ENV`]
-//!   set it takes one from the value (a ticket) before unlocking. Says
-//!   `got=<died|clean>,<value it returned with>` (or `got=err <error>`),
+//!   set it takes one from the value (a ticket) before unlocking; with
+//!   [`ABANDON_ENV`] set it abandons a recovery instead (drops it). Says
+//!   `got=<died|clean|abandoned>,<value it returned with>` (or
+//!   `got=err <error>`),
 //!   then `ino=<inode of the path>`, and exits. With
 //!   `ROBUST_MUTEX_TEST_PAUSE_AT=cond_released|cond_woken` the library stops
 //!   it there (it says `paused:<step>`).
@@ -42,6 +44,8 @@ pub const WATCHDOG: Duration = Duration::from_secs(60);
 pub const REPAIRED: u64 = 7;
 /// `cond_waiter`: take one from the value before unlocking.
 pub const TAKE_ENV: &str = "RM_COND_TAKE";
+/// `cond_waiter`: abandon the recovery after an owner death.
+pub const ABANDON_ENV: &str = "RM_COND_ABANDON";
 /// `cond_pingpong`: the number of rounds.
 pub const ROUNDS_ENV: &str = "RM_COND_ROUNDS";
 /// `cond_pingpong`: notify after unlocking rather than with the lock held.
@@ -68,6 +72,11 @@ pub fn play(role: &str, path: &Path) -> bool {
             let g = clean(m.lock().unwrap());
             say(format!("tid={}", gettid()));
             match g.wait_while(|v| *v == 0) {
+                Ok(Acquired::OwnerDied(r)) if std::env::var_os(ABANDON_ENV).is_some() => {
+                    let seen = *r;
+                    drop(r);
+                    say(format!("got=abandoned,{seen}"));
+                }
                 Ok(a) => {
                     let (how, seen, mut g) = settle(a);
                     if std::env::var_os(TAKE_ENV).is_some() {

@@ -11,13 +11,14 @@
 //! notify → wake latency.
 
 use crate::common::roles_cond::{
-    AFTER_ENV, PANIC_ENV, REPAIRED, ROUNDS_ENV, SET_ENV, TAKE_ENV, WATCHDOG, clean, gettid, notify,
-    pingpong,
+    ABANDON_ENV, AFTER_ENV, PANIC_ENV, REPAIRED, ROUNDS_ENV, SET_ENV, TAKE_ENV, WATCHDOG, clean,
+    gettid, notify, pingpong,
 };
 use crate::common::{Kid, temp_path};
 use robust_mutex::{Acquired, CancelToken, LockError, LockState, SharedMutex};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 /// The syscall number of `futex` (x86_64; `FUTEX_WAIT_BITSET` sleeps).
@@ -30,6 +31,8 @@ const SYS_FUTEX_WAITV: &str = "449";
 /// FUTEX_WAITERS in the lock word: a locker sleeps on it.
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const PAUSE_AT: &str = "ROBUST_MUTEX_TEST_PAUSE_AT";
+/// With [`PAUSE_AT`]: go on after a line on stdin.
+const RESUME: &str = "ROBUST_MUTEX_TEST_RESUME";
 
 /// Spins (yielding) until `cond` holds; fails after the watchdog.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -127,6 +130,26 @@ fn notify_all_wakes_every_waiting_process() {
         notify(g, after, true);
         assert_eq!(outcomes(waiters), ["clean,1"; 4], "after unlock: {after}");
     }
+}
+
+/// A `cond_waiter` child stopped after releasing the lock, before its
+/// first sleep; `tell` a line to resume it.
+fn waiter_paused_before_sleeping(path: &Path) -> Kid {
+    let env = [(PAUSE_AT, "cond_released"), (RESUME, "1")];
+    let mut k = Kid::spawn_env("cond_waiter", path, &env);
+    k.expect("paused:cond_released");
+    k
+}
+
+#[test]
+fn a_notification_between_the_release_and_the_first_sleep_is_not_lost() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut k = waiter_paused_before_sleeping(&path);
+    *clean(m.lock().unwrap()) = 1;
+    m.notify_one();
+    k.tell("go");
+    assert_eq!(outcomes(vec![k]), ["clean,1"]);
 }
 
 // 2. Dead waiters cost nothing.
@@ -296,7 +319,80 @@ fn a_notifier_killed_between_its_add_and_its_wake_still_releases_the_waiters() {
     dead_notifier("cond_bump", "bumped");
 }
 
+#[test]
+fn a_holder_death_between_the_release_and_the_first_sleep_is_seen() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut k = waiter_paused_before_sleeping(&path);
+    let mut holder = Kid::spawn("cond_hold", &path);
+    holder.expect("locked");
+    holder.kill();
+    k.tell("go");
+    assert_eq!(outcomes(vec![k]), ["died,0"]);
+    assert_eq!(*clean(m.lock().unwrap()), REPAIRED);
+}
+
+#[test]
+#[ignore = "core bug: condition waiters never learn of a stuck holder (dead, never marked FUTEX_OWNER_DIED): they sleep until notified, and nobody can lock to notify"]
+fn a_stuck_holder_ends_every_wait_with_stuck() {
+    // A holder the kernel never marked dead (its robust-list walk stopped)
+    // is dead all the same: a lock waiter learns it (Stuck), and so must
+    // condition waiters, since no notifier can take the lock any more.
+    let (_dir, path) = temp_path("m");
+    let waiters = sleeping_waiters(&path, 2, &[]);
+    Kid::spawn("stuck", &path).wait_ok();
+    for g in outcomes(waiters) {
+        assert!(
+            g.starts_with("err ") && g.contains("the lock is stuck"),
+            "{g}"
+        );
+    }
+}
+
+#[test]
+fn an_abandoned_recovery_ends_every_wait_with_not_recoverable() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let waiters = sleeping_waiters(&path, 3, &[(ABANDON_ENV, "1")]);
+    let mut holder = Kid::spawn("cond_hold", &path);
+    holder.expect("locked");
+    holder.kill();
+    let mut got = outcomes(waiters);
+    got.sort();
+    assert_eq!(got[0], "abandoned,0", "{got:?}");
+    for g in &got[1..] {
+        assert!(g.starts_with("err the mutex is not recoverable"), "{g}");
+    }
+    assert_eq!(m.status().state, LockState::NotRecoverable);
+}
+
 // 5. Cancellation.
+
+/// A thread (in `s`) that locks `m`, then waits, cancellable through
+/// `cancel` (again after each spurious return), until an error ends it;
+/// returned once it sleeps in `futex_waitv`.
+fn cancellable_waiter<'s>(
+    s: &'s Scope<'s, '_>,
+    m: &'s SharedMutex<u64>,
+    cancel: &'s CancelToken,
+) -> ScopedJoinHandle<'s, LockError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = s.spawn(move || {
+        tx.send(gettid()).unwrap();
+        let mut g = clean(m.lock().unwrap());
+        loop {
+            match g.wait_cancellable(cancel, None) {
+                Ok(a) => g = clean(a),
+                Err(e) => return e,
+            }
+        }
+    });
+    let tid = rx.recv().unwrap();
+    wait_until("the waiter sleeps in futex_waitv", || {
+        in_syscall(std::process::id(), tid, SYS_FUTEX_WAITV)
+    });
+    waiter
+}
 
 #[test]
 fn a_cancelled_wait_returns_without_the_lock() {
@@ -305,23 +401,11 @@ fn a_cancelled_wait_returns_without_the_lock() {
     let cancel = CancelToken::new();
 
     // Cancelled from another thread while asleep.
-    let tid = AtomicI32::new(0);
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            tid.store(gettid(), Ordering::SeqCst);
-            let mut g = clean(m.lock().unwrap());
-            loop {
-                // A spurious return: wait again.
-                g = clean(g.wait_cancellable(&cancel, None)?);
-            }
-        });
-        wait_until("the waiter sleeps in futex_waitv", || {
-            let t = tid.load(Ordering::SeqCst);
-            t != 0 && in_syscall(std::process::id(), t, SYS_FUTEX_WAITV)
-        });
+        let waiter = cancellable_waiter(s, &m, &cancel);
         cancel.cancel();
-        let r: Result<(), LockError> = waiter.join().unwrap();
-        assert!(matches!(r, Err(LockError::Cancelled)), "{r:?}");
+        let e = waiter.join().unwrap();
+        assert!(matches!(e, LockError::Cancelled), "{e:?}");
     });
     assert_eq!(m.status().state, LockState::Unlocked);
     assert_eq!(try_lock_elsewhere(&path), "clean");
@@ -345,6 +429,36 @@ fn a_cancelled_wait_returns_without_the_lock() {
     };
     assert!(matches!(e, LockError::TimedOut), "{e:?}");
     assert_eq!(m.status().state, LockState::Unlocked);
+    assert_eq!(try_lock_elsewhere(&path), "clean");
+}
+
+#[test]
+fn a_wait_cancelled_while_relocking_returns_without_the_lock() {
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let cancel = CancelToken::new();
+    std::thread::scope(|s| {
+        let waiter = cancellable_waiter(s, &m, &cancel);
+        let mut holder = Kid::spawn("hold_until_told", &path);
+        holder.expect("locked");
+        // Woken, it relocks behind the holder.
+        m.notify_all();
+        wait_until("the waiter blocks in its relock", || {
+            m.status().lock_word & FUTEX_WAITERS != 0
+        });
+        cancel.cancel();
+        let e = waiter.join().unwrap();
+        assert!(matches!(e, LockError::Cancelled), "{e:?}");
+        let s = m.status();
+        assert_eq!(s.state, LockState::Locked);
+        assert_eq!(
+            s.owner.unwrap().pid,
+            holder.pid(),
+            "the holder's lock untouched"
+        );
+        holder.tell("release");
+        holder.expect("released");
+    });
     assert_eq!(try_lock_elsewhere(&path), "clean");
 }
 
