@@ -333,7 +333,7 @@ fn a_holder_death_between_the_release_and_the_first_sleep_is_seen() {
 }
 
 #[test]
-#[ignore = "core bug: condition waiters never learn of a stuck holder (dead, never marked FUTEX_OWNER_DIED): they sleep until notified, and nobody can lock to notify"]
+#[ignore = "core bug (design.md: not covered): condition waiters never learn of a stuck holder; they relock only when notified, and nobody can lock to notify"]
 fn a_stuck_holder_ends_every_wait_with_stuck() {
     // A holder the kernel never marked dead (its robust-list walk stopped)
     // is dead all the same: a lock waiter learns it (Stuck), and so must
