@@ -597,7 +597,7 @@ fn all_moved_to_the_new_file(path: &Path, waiters: Vec<Kid>) {
 }
 
 #[test]
-#[ignore = "core bug: woken by the reset's broadcast before release_dead_owner, a condition waiter relocks the retired stuck mutex and gets Stuck instead of following the reset"]
+#[ignore = "core bug: woken by the reset's broadcast, a waiter's relock sets FUTEX_WAITERS before release_dead_owner's CAS (which expects the older word), so the CAS fails and the relock gets Stuck instead of following the reset"]
 fn a_reset_of_a_stuck_lock_moves_sleeping_waiters_to_the_new_file() {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
