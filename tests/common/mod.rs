@@ -16,6 +16,7 @@ pub mod roles;
 pub mod roles_accidents;
 pub mod roles_changed_underneath;
 pub mod roles_clock;
+pub mod roles_cond;
 pub mod roles_file;
 pub mod roles_hot;
 pub mod roles_inspect;

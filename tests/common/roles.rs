@@ -77,6 +77,7 @@
 //!   `hold_labelled_then_relock`).
 //! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`,
 //!   `convert_and_report`).
+//! * the condition waits' roles of [`super::roles_cond`] (`cond_*`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -310,6 +311,7 @@ pub fn run_if_child() {
         other if super::roles_changed_underneath::run(other, path) => {}
         other if super::roles_hot::play(other, path) => {}
         other if super::roles_migrate::run(other, path) => {}
+        other if super::roles_cond::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

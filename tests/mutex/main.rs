@@ -7,6 +7,8 @@
 //!   recovery, not recoverable;
 //! * `reentrant`: the re-entrant kind;
 //! * `cancel`: cancellable waits;
+//! * `cond`: condition waits (`Guard::wait*`, `notify_*`) through deaths
+//!   of waiters, notifiers and holders;
 //! * `clock`: the cached coarse clock behind `acquired_at`;
 //! * `logging`: events through the `log` facade;
 //! * `accidents`: stuck locks, exiting threads, the held-lock bound;
@@ -28,6 +30,7 @@ mod common;
 mod accidents;
 mod cancel;
 mod clock;
+mod cond;
 mod hot_record;
 mod locking;
 mod logging;
