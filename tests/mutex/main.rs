@@ -29,6 +29,7 @@ mod accidents;
 mod cancel;
 mod clock;
 mod hot_record;
+mod job_queue;
 mod locking;
 mod logging;
 mod owner_death;
