@@ -80,7 +80,7 @@ fn run_example(args: &[&str]) -> HashMap<String, u64> {
 fn job_queue_example_runs_every_job_exactly_once() {
     let s = run_example(&[]);
     assert_eq!(s["jobs"], 2_000, "{s:?}");
-    assert_eq!((s["lost_or_twice"], s["violations"]), (0, 0), "{s:?}");
+    assert_eq!((s["failed_checks"], s["violations"]), (0, 0), "{s:?}");
     assert_eq!((s["kills"], s["repairs"]), (0, 0), "{s:?}");
 }
 
@@ -92,7 +92,7 @@ fn job_queue_example_runs_every_job_exactly_once() {
 fn job_queue_example_under_random_kills_loses_no_job_and_runs_none_twice() {
     let s = run_example(&["--kill"]);
     assert_eq!(s["jobs"], 10_000, "{s:?}");
-    assert_eq!((s["lost_or_twice"], s["violations"]), (0, 0), "{s:?}");
+    assert_eq!((s["failed_checks"], s["violations"]), (0, 0), "{s:?}");
     assert!(s["kills"] > 0, "{s:?}");
     assert!(
         s["repairs"] > 0,
