@@ -287,3 +287,64 @@ impl<T: Pod> SharedMutex<T> {
         cond::notify(map.cond(), all);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A holder thread that exits holding the lock (the kernel marks it
+    /// FUTEX_OWNER_DIED and wakes nobody: no lock waiter) is seen by a
+    /// condition waiter, which relocks and gets `OwnerDied`.
+    #[test]
+    fn a_holder_thread_exiting_wakes_a_condition_waiter_with_owner_died() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let m = SharedMutex::<u32>::open(dir.path().join("m")).unwrap();
+        let (locked, told) = mpsc::channel();
+        let path = &path;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                told.recv().unwrap();
+                let other = SharedMutex::<u32>::open(path).unwrap();
+                // Taken once the waiter's wait let it go; never released.
+                std::mem::forget(other.lock().unwrap());
+            });
+            let g = m.lock_or_recover(|_| {}).unwrap();
+            locked.send(()).unwrap();
+            match g.wait_while(|v| *v == 0).unwrap() {
+                Acquired::OwnerDied(r) => drop(r.mark_consistent()),
+                Acquired::Clean(_) => panic!("the holder died: expected OwnerDied"),
+            }
+        });
+    }
+
+    /// notify_one after a change wakes the waiter; a notification with
+    /// nobody asleep leaves bit 0 clear.
+    #[test]
+    fn notify_one_wakes_a_waiter_in_wait_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let m = SharedMutex::<u32>::open(&path).unwrap();
+        m.notify_one();
+        assert_eq!(m.map().cond().load(Ordering::Relaxed), 2);
+        let (locked, told) = mpsc::channel();
+        let path = &path;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                told.recv().unwrap();
+                let other = SharedMutex::<u32>::open(path).unwrap();
+                for _ in 0..100 {
+                    *other.lock_or_recover(|_| {}).unwrap() += 1;
+                    other.notify_one();
+                }
+            });
+            let g = m.lock_or_recover(|_| {}).unwrap();
+            locked.send(()).unwrap();
+            let Acquired::Clean(g) = g.wait_while(|v| *v < 100).unwrap() else {
+                panic!("nobody died");
+            };
+            assert_eq!(*g, 100);
+        });
+    }
+}
