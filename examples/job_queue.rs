@@ -277,7 +277,7 @@ fn parent_locked(m: &SharedMutex<Queue>) -> Result<Guard<'_, Queue>, String> {
 
 /// Waits while `blocked` holds; repairs after any owner death met on the
 /// way (the condition is not evaluated on a half-written value).
-fn wait_until<'a>(
+fn wait_while_repairing<'a>(
     m: &'a SharedMutex<Queue>,
     mut g: Guard<'a, Queue>,
     mut blocked: impl FnMut(&Queue) -> bool,
@@ -325,7 +325,7 @@ fn child(args: &[String]) -> Result<(), String> {
 fn produce(m: &SharedMutex<Queue>, step: &mut dyn FnMut()) -> Result<(), LockError> {
     loop {
         let g = locked(m)?;
-        let mut g = wait_until(m, g, |q| {
+        let mut g = wait_while_repairing(m, g, |q| {
             q.len() >= CAP && q.next_id < q.target && q.closing == 0
         })?;
         if g.next_id >= g.target || g.closing != 0 {
@@ -347,7 +347,7 @@ fn produce(m: &SharedMutex<Queue>, step: &mut dyn FnMut()) -> Result<(), LockErr
 fn consume(m: &SharedMutex<Queue>, step: &mut dyn FnMut()) -> Result<(), LockError> {
     loop {
         let g = locked(m)?;
-        let mut g = wait_until(m, g, |q| q.len() == 0 && q.closing == 0)?;
+        let mut g = wait_while_repairing(m, g, |q| q.len() == 0 && q.closing == 0)?;
         if g.len() == 0 {
             return Ok(()); // closed and empty
         }
