@@ -32,6 +32,7 @@ mod cancel;
 mod clock;
 mod cond;
 mod hot_record;
+mod job_queue;
 mod locking;
 mod logging;
 mod owner_death;
