@@ -5,7 +5,7 @@
 //! measured in the same run, interleaved where that is possible.
 //!
 //! ```sh
-//! cargo run --release --example bench                 # cases 1-6, about 2 minutes on 2 cores
+//! cargo run --release --example bench                 # cases 1-6 and 8, about 2.5 minutes on 2 cores
 //! cargo run --release --example bench -- --quick      # a smaller run, about 20 s
 //! cargo run --release --example bench -- --only 7     # the bounded-spin sweep, about 2 minutes
 //! cargo run --release --example bench -- --png docs/seed-workload.png
@@ -23,7 +23,10 @@
 //! latency between two processes; 4 owner death (SIGKILL of the holder → the
 //! blocked waiter's `OwnerDied`); 5 open (attach, create); 6 scale (10,000
 //! files in one process, 64 processes on one mutex); 7 (only when `--only`
-//! names it) the bounded-spin sweep: raw + K expired tries before blocking.
+//! names it) the bounded-spin sweep: raw + K expired tries before blocking;
+//! 8 condition waits (issue 13): notify → wake latency against a
+//! process-shared `pthread_cond_t` and a pipe, a holder's death while a
+//! condition waiter sleeps, the price of a notify, an idle waiter's cost.
 //!
 //! Child processes are this same binary re-executed with a `__role`
 //! argument (never `fork` in a threaded program).
@@ -40,6 +43,8 @@ mod report;
 
 mod cases {
     pub(crate) mod cancel;
+    pub(crate) mod cond;
+    pub(crate) mod cond_contenders;
     pub(crate) mod crowd;
     pub(crate) mod handoff;
     pub(crate) mod open;
@@ -172,6 +177,9 @@ fn main() {
     }
     if cfg.runs(7) {
         cases::spin::spin(&cfg, dir, &mut rep);
+    }
+    if cfg.runs(8) {
+        cases::cond::cond(&cfg, dir, &mut rep);
     }
     let secs = (now_ns() - started) as f64 / 1e9;
     rep.rows.insert(

@@ -83,6 +83,16 @@ pub(crate) fn pct(sorted: &[u64], q: f64) -> u64 {
     sorted[i]
 }
 
+/// "median X, p99 Y, max Z" of sorted latencies in ns.
+pub(crate) fn spread(sorted: &[u64]) -> String {
+    format!(
+        "median {}, p99 {}, max {}",
+        fmt_ns(pct(sorted, 0.5) as f64),
+        fmt_ns(pct(sorted, 0.99) as f64),
+        fmt_ns(*sorted.last().unwrap_or(&0) as f64)
+    )
+}
+
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()

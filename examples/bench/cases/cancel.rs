@@ -4,7 +4,7 @@
 use crate::Cfg;
 use crate::contenders::{self, now_ns, wait_until_blocked};
 use crate::procs::{BLOCK_TIMEOUT, Kid};
-use crate::report::{Report, fmt_ns, pct};
+use crate::report::{Report, spread};
 use robust_mutex::{CancelToken, LockError, SharedMutex};
 use std::path::Path;
 
@@ -47,13 +47,7 @@ pub(crate) fn cancel(cfg: &Cfg, dir: &Path, rep: &mut Report) {
     rep.row(
         "4b cancel a blocked wait (CancelToken::cancel → Cancelled)",
         "**SharedMutex<u64>**",
-        format!(
-            "median {}, p99 {}, max {} ({} cancels)",
-            fmt_ns(pct(&lat, 0.5) as f64),
-            fmt_ns(pct(&lat, 0.99) as f64),
-            fmt_ns(*lat.last().unwrap_or(&0) as f64),
-            cfg.cancels
-        ),
+        format!("{} ({} cancels)", spread(&lat), cfg.cancels),
         String::new(),
         String::new(),
     );

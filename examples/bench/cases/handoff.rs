@@ -4,7 +4,7 @@
 use crate::Cfg;
 use crate::contenders::{Lock, ShmFile, now_ns, wait_until_blocked};
 use crate::procs::{BLOCK_TIMEOUT, Keeper, Kid, with_lock};
-use crate::report::{Report, fmt_ns, label, pct};
+use crate::report::{Report, label, pct, spread};
 use std::path::Path;
 
 /// Ping-pong of lock ownership between this process and `other` (a
@@ -103,13 +103,7 @@ pub(crate) fn handoff(cfg: &Cfg, dir: &Path, rep: &mut Report) {
         rep.row(
             "3 handoff: release → blocked waiter acquires (other process)",
             label(kind),
-            format!(
-                "median {}, p99 {}, max {} ({} handoffs)",
-                fmt_ns(pct(v, 0.5) as f64),
-                fmt_ns(pct(v, 0.99) as f64),
-                fmt_ns(*v.last().unwrap_or(&0) as f64),
-                v.len()
-            ),
+            format!("{} ({} handoffs)", spread(v), v.len()),
             format!("{:.2}× raw (median)", pct(v, 0.5) as f64 / raw_med),
             String::new(),
         );

@@ -4,7 +4,7 @@
 use crate::Cfg;
 use crate::contenders::{self, Lock, now_ns, wait_until_blocked};
 use crate::procs::{BLOCK_TIMEOUT, Keeper, Kid, with_lock};
-use crate::report::{Report, fmt_ns, label, met, pct};
+use crate::report::{Report, label, met, pct, spread};
 use std::path::{Path, PathBuf};
 
 /// `kills` times: a child takes the lock and says so over its stdout pipe;
@@ -99,13 +99,7 @@ pub(crate) fn owner_death(cfg: &Cfg, dir: &Path, rep: &mut Report) {
         rep.row(
             case,
             label(kind),
-            format!(
-                "median {}, p99 {}, max {} ({} kills; {told})",
-                fmt_ns(p50 as f64),
-                fmt_ns(p99 as f64),
-                fmt_ns(*v.last().unwrap_or(&0) as f64),
-                v.len()
-            ),
+            format!("{} ({} kills; {told})", spread(v), v.len()),
             format!("{:.2}× raw (median)", p50 as f64 / raw_p50),
             if *kind == "ours" {
                 format!("p99 < 1 ms: {}", met(p99 < 1_000_000))

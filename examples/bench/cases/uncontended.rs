@@ -25,19 +25,38 @@ fn batch(n: u64, mut f: impl FnMut()) -> f64 {
     (now_ns() - t) as f64 / n as f64
 }
 
-struct Entry<'a> {
-    name: &'a str,
+/// A timed operation: its name, its batch size and one mean per round.
+pub(crate) struct Entry<'a> {
+    pub(crate) name: &'a str,
     n: u64,
     f: Box<dyn FnMut(u64) -> f64 + 'a>,
-    samples: Vec<f64>,
+    pub(crate) samples: Vec<f64>,
 }
 
-fn entry<'a>(name: &'a str, mut f: impl FnMut() + 'a) -> Entry<'a> {
+pub(crate) fn entry<'a>(name: &'a str, mut f: impl FnMut() + 'a) -> Entry<'a> {
     Entry {
         name,
         n: 0,
         f: Box::new(move |n| batch(n, &mut f)),
         samples: Vec::new(),
+    }
+}
+
+/// Calibrates each entry to about `cfg.batch_ns` per batch, then times
+/// `cfg.rounds` rounds of one batch each, the order rotating every round.
+pub(crate) fn interleave(cfg: &Cfg, es: &mut [Entry<'_>]) {
+    for e in es.iter_mut() {
+        (e.f)(1_000);
+        let est = (e.f)(2_000).max(0.5);
+        e.n = ((cfg.batch_ns as f64 / est) as u64).clamp(200, 5_000_000);
+    }
+    let k = es.len();
+    for round in 0..cfg.rounds {
+        for j in 0..k {
+            let e = &mut es[(round + j) % k];
+            let v = (e.f)(e.n);
+            e.samples.push(v);
+        }
     }
 }
 
@@ -90,20 +109,7 @@ pub(crate) fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
             black_box(now_ns());
         }),
     ];
-    // Calibrate: about `batch_ns` per batch.
-    for e in &mut es {
-        (e.f)(1_000);
-        let est = (e.f)(2_000).max(0.5);
-        e.n = ((cfg.batch_ns as f64 / est) as u64).clamp(200, 5_000_000);
-    }
-    let k = es.len();
-    for round in 0..cfg.rounds {
-        for j in 0..k {
-            let e = &mut es[(round + j) % k];
-            let v = (e.f)(e.n);
-            e.samples.push(v);
-        }
-    }
+    interleave(cfg, &mut es);
     let get = |name: &str| -> Vec<f64> {
         es.iter()
             .find(|e| e.name == name)
