@@ -333,7 +333,6 @@ fn a_holder_death_between_the_release_and_the_first_sleep_is_seen() {
 }
 
 #[test]
-#[ignore = "core bug (design.md: not covered): condition waiters never learn of a stuck holder; they relock only when notified, and nobody can lock to notify"]
 fn a_stuck_holder_ends_every_wait_with_stuck() {
     // A holder the kernel never marked dead (its robust-list walk stopped)
     // is dead all the same: a lock waiter learns it (Stuck), and so must
@@ -597,7 +596,6 @@ fn all_moved_to_the_new_file(path: &Path, waiters: Vec<Kid>) {
 }
 
 #[test]
-#[ignore = "core bug: woken by the reset's broadcast, a waiter's relock sets FUTEX_WAITERS before release_dead_owner's CAS (which expects the older word), so the CAS fails and the relock gets Stuck instead of following the reset"]
 fn a_reset_of_a_stuck_lock_moves_sleeping_waiters_to_the_new_file() {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
@@ -610,7 +608,6 @@ fn a_reset_of_a_stuck_lock_moves_sleeping_waiters_to_the_new_file() {
 }
 
 #[test]
-#[ignore = "core bug: a condition waiter on a retired file relocks and sleeps there, never following the reset (notifiers do): it hangs"]
 fn a_forced_reset_moves_sleeping_waiters_to_the_new_file() {
     let (_dir, path) = temp_path("m");
     let _m = SharedMutex::<u64>::open(&path).unwrap();
@@ -620,7 +617,6 @@ fn a_forced_reset_moves_sleeping_waiters_to_the_new_file() {
 }
 
 #[test]
-#[ignore = "core bug: a condition waiter on a retired file relocks and sleeps there, never following the reset (notifiers do): it hangs"]
 fn a_wait_begun_on_a_retired_file_moves_to_the_new_one() {
     // After a forced reset, a handle that never met a broken lock still
     // locks the old file (as documented); its notifiers use the new one.
