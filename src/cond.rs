@@ -24,13 +24,16 @@
 //! to relock gets `OwnerDied`) and at the sequence (moved without a wake
 //! reaching us: a `notify_one` whose woken waiter died before relocking, or
 //! a notifier killed between its add and its wake; return). Such a return
-//! is a spurious wake-up, which `wait_while` hides. Besides, whoever takes
+//! is a spurious wake-up, which `wait_while` hides. Every
+//! [`SLICE`](crate::wait::SLICE) it also applies the stuck rule of lock
+//! waits, since nobody can lock a stuck lock to notify. Besides, whoever takes
 //! the lock with EOWNERDEAD, a holder whose panic is released as a death,
 //! an abandoned recovery and a reset that retires the file all wake every
 //! condition waiter at once ([`RawMutex::cond_broadcast`](crate::raw::RawMutex::cond_broadcast)).
 
 use crate::cancel::CancelToken;
 use crate::error::LockError;
+use crate::raw::{Name, RawMutex};
 use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -88,20 +91,27 @@ pub(crate) fn notify(word: &AtomicU32, all: bool) {
 }
 
 /// Sleeps until the sequence moves from `seen` (read while the lock was
-/// held, which it no longer is), the lock's holder dies (`lock_word` has
+/// held, which it no longer is), the lock's holder dies (its lock word has
 /// FUTEX_OWNER_DIED), `cancel` is cancelled, or `deadline` passes; at most
-/// one [`TICK`] per kernel sleep (see the module's doc).
+/// one [`TICK`] per kernel sleep (see the module's doc). Every
+/// [`SLICE`](crate::wait::SLICE) it also asks whether the lock is stuck
+/// (its holder gone without the kernel releasing it): nobody could then
+/// lock to notify, so the wait ends with that error.
 ///
 /// # Errors
-/// [`LockError::Cancelled`]; [`LockError::Io`] if the futex call fails.
-pub(crate) fn sleep(
+/// [`LockError::Cancelled`]; [`LockError::Stuck`]; [`LockError::Io`] if
+/// the futex call fails.
+pub(crate) fn sleep<'n>(
     word: &AtomicU32,
     seen: u32,
-    lock_word: &AtomicU32,
+    raw: RawMutex<'_>,
+    name: &dyn Fn() -> Name<'n>,
     cancel: Option<&CancelToken>,
     deadline: Option<&libc::timespec>,
 ) -> Result<Slept, LockError> {
     let seen = sequence(seen);
+    let ticks_per_slice = (crate::wait::SLICE.as_millis() / TICK.as_millis()).max(1);
+    let (mut ticks, mut suspect) = (0, None);
     crate::file::init::checkpoint("cond_released");
     loop {
         let mut now = word.load(Ordering::Acquire);
@@ -111,8 +121,17 @@ pub(crate) fn sleep(
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(LockError::Cancelled);
         }
-        if lock_word.load(Ordering::Relaxed) & sys::FUTEX_OWNER_DIED != 0 {
+        let lock_word = raw.word().load(Ordering::Relaxed);
+        if lock_word & sys::FUTEX_OWNER_DIED != 0 {
             return Ok(Slept::HolderDied);
+        }
+        if ticks == ticks_per_slice {
+            ticks = 0;
+            if lock_word & sys::FUTEX_TID_MASK == 0 {
+                suspect = None;
+            } else if let Some(e) = raw.stuck(name(), &mut suspect) {
+                return Err(e);
+            }
         }
         if now & SLEEPERS == 0 {
             match word.compare_exchange(now, now | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed) {
@@ -139,12 +158,15 @@ pub(crate) fn sleep(
                 Some(&until),
             )?,
         };
-        if woke == sys::Woke::TimedOut && is_deadline {
-            // The last look: a notification at the deadline still counts.
-            if sequence(word.load(Ordering::Acquire)) != seen {
-                return Ok(Slept::Notified);
+        if woke == sys::Woke::TimedOut {
+            if is_deadline {
+                // The last look: a notification at the deadline still counts.
+                if sequence(word.load(Ordering::Acquire)) != seen {
+                    return Ok(Slept::Notified);
+                }
+                return Ok(Slept::TimedOut);
             }
-            return Ok(Slept::TimedOut);
+            ticks += 1;
         }
     }
 }

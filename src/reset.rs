@@ -438,13 +438,15 @@ fn replace(
     let generation = publish_replacement(path, old, prepared, kind, carried, MAIN_DIED)?;
     // Published. Retire the old file and release its waiters.
     map.state().store(layout::STATE_RETIRED, Ordering::Release);
-    // Condition waiters asleep on the old file relock, and move.
-    crate::cond::notify(map.cond(), true);
     if now.state == LockState::Stuck {
         // SAFETY: the mutex lies in the live mapping, and `snapshot` found
         // the thread in its lock word gone.
         unsafe { sys::release_dead_owner(map.mutex(), now.lock_word) };
     }
+    // Condition waiters asleep on the old file wake and move (after the
+    // stuck word's release: a woken waiter must not change that word
+    // before the release's compare-and-swap).
+    crate::cond::notify(map.cond(), true);
     log::warn!(
         "{}: reset from {} to generation {generation}",
         path.display(),

@@ -229,10 +229,22 @@ impl<'a, T: Pod> Guard<'a, T> {
         // our release, then notified, moves the word from this value.
         let seen = word.load(Ordering::Acquire);
         self.unlock()?;
-        let slept = cond::sleep(word, seen, map.raw().word(), cancel, deadline)?;
+        // A reset retired the file (before our wait, or while we slept: it
+        // wakes the sleepers): the notifiers are on the replacement now,
+        // so move there before sleeping, and before relocking.
+        let retired = || map.state().load(Ordering::Acquire) == layout::STATE_RETIRED;
+        let moved = retired() && mutex.follow_reset(map);
+        let slept = if moved {
+            Slept::Notified // a spurious wake-up: relock on the new file, look again
+        } else {
+            cond::sleep(word, seen, map.raw(), &|| mutex.name(), cancel, deadline)?
+        };
         checkpoint("cond_woken");
         if slept == Slept::TimedOut && on_timeout == OnTimeout::Return {
             return Err(LockError::TimedOut);
+        }
+        if !moved && retired() {
+            mutex.follow_reset(map);
         }
         let relock = match cancel {
             Some(c) => Wait::Cancellable(c, deadline),
@@ -248,6 +260,12 @@ impl<T: Pod> SharedMutex<T> {
     /// first; notify with the lock held or after unlocking. A waiter killed
     /// while asleep is never the one woken. When nobody waits, this is one
     /// atomic add, with no system call.
+    ///
+    /// A file has one condition: if its waiters wait for different things
+    /// (producers for "not full", consumers for "not empty"), a
+    /// `notify_one` may wake one that cannot act. Use
+    /// [`notify_all`](Self::notify_all) then, or `notify_one` only when any
+    /// waiter can act (`examples/job_queue.rs` does both).
     ///
     /// # Examples
     /// ```
