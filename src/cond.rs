@@ -1,16 +1,32 @@
 //! Condition waits that survive any death: a futex sequence word in the
 //! file's header, and no waiter bookkeeping at all.
 //!
-//! The word (`cond_seq`, header offset 192, its own cache line) holds a
-//! sequence in bits 1..31, advanced by 2 per notification, and in bit 0
-//! [`SLEEPERS`], "a waiter may be asleep". A waiter reads it while holding
-//! the lock, releases the lock, and sleeps in the kernel on the word while
-//! it still holds that value; a notifier advances it, then wakes one or all
-//! sleepers, and only if bit 0 says someone may sleep (so a notification
-//! nobody waits for is one atomic add). A change made under the lock
-//! before a notification is therefore never missed: the waiter either
-//! sleeps already (the wake reaches it) or its futex call finds the word
-//! changed and returns at once.
+//! The word (`cond_seq`, header offset 192, its own cache line) holds:
+//! * bits 8..31: a sequence, advanced by [`STEP`] per notification;
+//! * bits 1..7: an arrival count, advanced by every waiter just before it
+//!   sleeps (so that a notifier can tell whether someone came to sleep
+//!   since it looked, see below);
+//! * bit 0: [`SLEEPERS`], "a waiter may be asleep".
+//!
+//! A waiter reads the word while holding the lock, releases the lock,
+//! advances the arrival count and sets bit 0 in one CAS, and sleeps in the
+//! kernel on the word while it still holds that value. A notifier advances
+//! the sequence, then wakes one or all sleepers, and only if bit 0 says
+//! someone may sleep (so a notification nobody waits for is one atomic
+//! add). A change made under the lock before a notification is therefore
+//! never missed: the waiter either sleeps already (the wake reaches it) or
+//! its futex call finds the word changed and returns at once.
+//!
+//! **Bit 0 is cleared** by `notify_all` (it wakes every sleeper), and by a
+//! `notify_one` whose wake found nobody asleep, with a CAS from the exact
+//! value its add produced: a waiter that arrived after the add changed the
+//! arrival count, so the CAS fails and the bit stays; one that arrives
+//! after the CAS sets the bit again. (The CAS could succeed wrongly only if
+//! exactly a multiple of 128 waiters arrived between the notifier's add and
+//! its CAS, while no other notification moved the word; those sleep unseen
+//! until their next tick, below, which sets the bit again.) So a file whose
+//! waiters have all gone costs one system call on the next `notify_one`,
+//! and none after.
 //!
 //! Nothing is counted per waiter, so a dead waiter leaves nothing behind:
 //! the kernel takes a killed sleeper off the futex queue, and a
@@ -38,22 +54,34 @@ use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// Bit 0 of the word: a waiter may be asleep on it (set by waiters before
-/// they sleep, cleared by `notify_all`, which wakes them all).
+/// Bit 0 of the word: a waiter may be asleep on it.
 pub(crate) const SLEEPERS: u32 = 1;
 
-/// One notification: the sequence's step (bit 0 is [`SLEEPERS`]).
-const STEP: u32 = 2;
+/// Bits 1..7: the arrival count (one per waiter's sleep).
+const ARRIVALS: u32 = 0xfe;
+
+/// One arrival.
+const ARRIVAL: u32 = 2;
+
+/// One notification: the sequence's step (bits 8..31).
+pub(crate) const STEP: u32 = 0x100;
 
 /// The longest a condition waiter sleeps before it looks at the lock word
 /// and the sequence itself: a holder that dies with no lock waiter is seen
 /// within about this.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
 
-/// The sequence a waiter compares (without [`SLEEPERS`]).
+/// The sequence a waiter compares (without the arrivals and [`SLEEPERS`]).
 #[inline]
 pub(crate) fn sequence(word: u32) -> u32 {
-    word & !SLEEPERS
+    word & !(ARRIVALS | SLEEPERS)
+}
+
+/// `word` with one more arrival and [`SLEEPERS`] set: what a waiter
+/// sleeps on.
+#[inline]
+fn arrived(word: u32) -> u32 {
+    (word & !ARRIVALS) | (word.wrapping_add(ARRIVAL) & ARRIVALS) | SLEEPERS
 }
 
 /// How a sleep ended (the lock is not held; the caller relocks).
@@ -72,21 +100,27 @@ pub(crate) enum Slept {
 /// Advances the sequence and wakes one (`all`: every) sleeper, if bit 0
 /// says one may sleep. Never blocks; no system call when nobody waits.
 pub(crate) fn notify(word: &AtomicU32, all: bool) {
-    let old = if all {
+    if all {
         // Every sleeper is woken below: nobody sleeps on the new value yet.
         let mut cur = word.load(Ordering::Relaxed);
-        loop {
-            let new = sequence(cur).wrapping_add(STEP);
+        let old = loop {
+            let new = sequence(cur).wrapping_add(STEP) | (cur & ARRIVALS);
             match word.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break cur,
                 Err(now) => cur = now,
             }
+        };
+        if old & SLEEPERS != 0 {
+            sys::futex_wake(word, i32::MAX, true);
         }
-    } else {
-        word.fetch_add(STEP, Ordering::Release)
-    };
-    if old & SLEEPERS != 0 {
-        sys::futex_wake(word, if all { i32::MAX } else { 1 }, true);
+        return;
+    }
+    let old = word.fetch_add(STEP, Ordering::Release);
+    if old & SLEEPERS != 0 && sys::futex_wake(word, 1, true) == 0 {
+        // Nobody was asleep: clear the bit, unless a waiter arrived since
+        // our add (it changed the arrival count: the CAS fails).
+        let ours = old.wrapping_add(STEP);
+        let _ = word.compare_exchange(ours, ours & !SLEEPERS, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -133,11 +167,11 @@ pub(crate) fn sleep<'n>(
                 return Err(e);
             }
         }
-        if now & SLEEPERS == 0 {
-            match word.compare_exchange(now, now | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => now |= SLEEPERS,
-                Err(_) => continue, // moved: look again
-            }
+        // Arrive (always, even with bit 0 set: see the module's doc on
+        // clearing it), then sleep on exactly the value we wrote.
+        match word.compare_exchange(now, arrived(now), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => now = arrived(now),
+            Err(_) => continue, // moved: look again
         }
         let (until, is_deadline) = crate::wait::sleep_end(TICK, deadline);
         let woke = match cancel {

@@ -66,6 +66,10 @@ pub mod internals {
         HotRecord, LABEL_MAX, MUTEX_OFFSET, OWNER_OFFSET, SINCE_LABELLED, process_key,
     };
 
+    /// What one notification adds to the header's condition word
+    /// (`cond_seq`, offset 192; docs/design.md, Condition waits).
+    pub const COND_STEP: u32 = crate::cond::STEP;
+
     /// The coarse wall clock the owner record stores, ns since the epoch.
     pub fn coarse_unix_ns() -> u64 {
         crate::sys::coarse_unix_ns()

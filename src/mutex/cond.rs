@@ -337,6 +337,43 @@ mod tests {
         });
     }
 
+    /// Bit 0 ("a waiter may sleep") survives a notify_one that woke
+    /// someone, and is cleared by the first one that finds nobody asleep:
+    /// a file whose waiters have gone costs no system call per notify.
+    #[test]
+    fn a_notify_one_that_finds_nobody_asleep_clears_the_sleepers_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let m = SharedMutex::<u32>::open(&path).unwrap();
+        let (locked, told) = mpsc::channel();
+        let path = &path;
+        std::thread::scope(|s| {
+            let waiter = s.spawn(move || {
+                let other = SharedMutex::<u32>::open(path).unwrap();
+                let g = other.lock_or_recover(|_| {}).unwrap();
+                locked.send(crate::sys::gettid()).unwrap();
+                drop(g.wait_while(|v| *v == 0).unwrap());
+            });
+            let tid = told.recv().unwrap();
+            // Until the kernel shows it asleep in the futex call (202).
+            let asleep = || {
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                    .is_ok_and(|s| s.split(' ').next() == Some("202"))
+            };
+            while !asleep() {
+                std::thread::yield_now();
+            }
+            *m.lock_or_recover(|_| {}).unwrap() = 1;
+            m.notify_one();
+            waiter.join().unwrap();
+        });
+        let word = m.map().cond();
+        // The waiter slept, and our wake reached it: bit 0 stayed set
+        // (unless its tick timer fired just then: it re-arms after our add).
+        m.notify_one(); // nobody asleep now
+        assert_eq!(word.load(Ordering::Relaxed) & cond::SLEEPERS, 0);
+    }
+
     /// notify_one after a change wakes the waiter; a notification with
     /// nobody asleep leaves bit 0 clear.
     #[test]
@@ -345,7 +382,7 @@ mod tests {
         let path = dir.path().join("m");
         let m = SharedMutex::<u32>::open(&path).unwrap();
         m.notify_one();
-        assert_eq!(m.map().cond().load(Ordering::Relaxed), 2);
+        assert_eq!(m.map().cond().load(Ordering::Relaxed), cond::STEP);
         let (locked, told) = mpsc::channel();
         let path = &path;
         std::thread::scope(|s| {

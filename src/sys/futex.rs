@@ -197,8 +197,9 @@ pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32) {
     }
 }
 
-/// Wakes up to `n` waiters of `word`. Async-signal-safe (one syscall).
-pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
+/// Wakes up to `n` waiters of `word`; returns how many it woke (0 if the
+/// call failed). Async-signal-safe (one syscall).
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) -> usize {
     let op = if shared {
         libc::FUTEX_WAKE
     } else {
@@ -206,7 +207,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
     };
     // SAFETY: FUTEX_WAKE only uses the address to find waiters; `word` is a
     // live aligned u32.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), op, n, 0, 0, 0);
-    }
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, n, 0, 0, 0) };
+    usize::try_from(r).unwrap_or(0)
 }

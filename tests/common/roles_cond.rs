@@ -25,7 +25,7 @@
 //! * `cond_notify`: locks, sets the value to [`SET_ENV`], unlocks,
 //!   `notify_all`, says `notified`, waits to be killed.
 //! * `cond_bump`: if [`SET_ENV`] is given, sets the value under the lock
-//!   (no notify); then adds 2 to the header's `cond_seq` through a raw
+//!   (no notify); then adds one notification (`COND_STEP`) to the header's `cond_seq` through a raw
 //!   mapping, with no wake: what a notifier killed between its add and its
 //!   wake leaves. Says `bumped`, waits to be killed.
 //! * `cond_try_lock`: `try_lock`; says `try=clean`, `try=died`,
@@ -202,7 +202,7 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// Adds 2 to the `cond_seq` word of the file at `path` through a raw
+/// Adds one notification (`internals::COND_STEP`) to the `cond_seq` word of the file at `path` through a raw
 /// mapping, past the library: a notification nobody is woken for.
 pub fn bump_cond_seq(path: &Path) {
     let base = super::roles::raw_map(path).cast::<u8>();
@@ -210,7 +210,7 @@ pub fn bump_cond_seq(path: &Path) {
     // `cond_seq` is a 4-byte aligned u32 at offset 192 of the header
     // (docs/design.md), which other processes only access atomically.
     let seq = unsafe { &*base.add(COND_SEQ_OFFSET).cast::<AtomicU32>() };
-    seq.fetch_add(2, Ordering::SeqCst);
+    seq.fetch_add(robust_mutex::internals::COND_STEP, Ordering::SeqCst);
 }
 
 /// Exits the process with status 3 if it is still running after
