@@ -49,6 +49,7 @@
 
 use crate::cancel::CancelToken;
 use crate::error::LockError;
+use crate::file::init::checkpoint;
 use crate::raw::{Name, RawMutex};
 use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -146,10 +147,17 @@ pub(crate) fn sleep<'n>(
     let seen = sequence(seen);
     let ticks_per_slice = (crate::wait::SLICE.as_millis() / TICK.as_millis()).max(1);
     let (mut ticks, mut suspect) = (0, None);
-    crate::file::init::checkpoint("cond_released");
+    // Whether the last kernel sleep ended at its tick (not woken): what
+    // the tick finds is what no wake-up told us (the checkpoints let tests
+    // make such a finding hang, to show that the wake-ups came).
+    let mut ticked = false;
+    checkpoint("cond_released");
     loop {
         let mut now = word.load(Ordering::Acquire);
         if sequence(now) != seen {
+            if ticked {
+                checkpoint("cond_tick_moved");
+            }
             return Ok(Slept::Notified);
         }
         if cancel.is_some_and(CancelToken::is_cancelled) {
@@ -157,7 +165,15 @@ pub(crate) fn sleep<'n>(
         }
         let lock_word = raw.word().load(Ordering::Relaxed);
         if lock_word & sys::FUTEX_OWNER_DIED != 0 {
+            if ticked {
+                checkpoint("cond_tick_died");
+            }
             return Ok(Slept::HolderDied);
+        }
+        if ticked && raw.retired() {
+            // A reset retired the file and its broadcast never came (the
+            // resetting process died first): move, as the wake would have.
+            return Ok(Slept::Notified);
         }
         if ticks == ticks_per_slice {
             ticks = 0;
@@ -192,7 +208,8 @@ pub(crate) fn sleep<'n>(
                 Some(&until),
             )?,
         };
-        if woke == sys::Woke::TimedOut {
+        ticked = woke == sys::Woke::TimedOut;
+        if ticked {
             if is_deadline {
                 // The last look: a notification at the deadline still counts.
                 if sequence(word.load(Ordering::Acquire)) != seen {

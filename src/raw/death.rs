@@ -49,19 +49,26 @@ impl RawMutex<'_> {
         }
     }
 
-    #[cold]
-    pub(super) fn took_dead(&self, contended: bool, name: Name<'_>) -> Result<Got, Fail> {
+    /// Whether a reset retired this file (a header mutex's state word says
+    /// RETIRED; never for other kinds).
+    pub(crate) fn retired(&self) -> bool {
         if let Books::Header = self.books {
             let state = self.at::<AtomicU32>(-(layout::STATE_BEFORE_MUTEX as isize));
             // SAFETY: the state word lies in the live mapping (`new`).
-            if unsafe { state.as_ref() }.load(Ordering::Acquire) == layout::STATE_RETIRED {
-                // A reset woke us on the old file: let go (leaving the old
-                // mutex not recoverable, so every other old waiter bounces
-                // too) and let the caller move to the new file.
-                // SAFETY: EOWNERDEAD gave us the old mutex.
-                let _ = unsafe { sys::mutex_unlock(self.as_ptr()) };
-                return Err(Fail::NotRecoverable);
-            }
+            return unsafe { state.as_ref() }.load(Ordering::Acquire) == layout::STATE_RETIRED;
+        }
+        false
+    }
+
+    #[cold]
+    pub(super) fn took_dead(&self, contended: bool, name: Name<'_>) -> Result<Got, Fail> {
+        if self.retired() {
+            // A reset woke us on the old file: let go (leaving the old
+            // mutex not recoverable, so every other old waiter bounces
+            // too) and let the caller move to the new file.
+            // SAFETY: EOWNERDEAD gave us the old mutex.
+            let _ = unsafe { sys::mutex_unlock(self.as_ptr()) };
+            return Err(Fail::NotRecoverable);
         }
         // The dead holder's records, copied before ours replace them; then
         // ours at once, leaving the window in which our own death would
