@@ -18,7 +18,9 @@
 //! may wake a waiter of the other kind. It is used only when any waiter it
 //! wakes can act (the queue neither empty nor full after the change), and
 //! acting notifies again, so the wake-up is passed on; otherwise the
-//! change is announced with `notify_all`. After a repair too: the dead
+//! change is announced with `notify_all`, while the lock is still held (a
+//! notifier killed before it notifies is then a holder's death, which wakes
+//! the waiters). After a repair too: the dead
 //! holder's change may now be complete, and it notified nobody.
 //!
 //! Every push and pop is journaled: the whole change is written to a
@@ -339,8 +341,9 @@ fn produce(m: &SharedMutex<Queue>, step: &mut dyn FnMut()) -> Result<(), LockErr
         // is room, or they leave with a notify_all), unless the queue is
         // full: then a woken producer would sleep again, so wake everyone.
         let full = g.len() >= CAP;
+        notify(m, full);
         drop(g);
-        announce(m, "queued", job, full);
+        tell_parent("queued", job);
     }
 }
 
@@ -355,21 +358,27 @@ fn consume(m: &SharedMutex<Queue>, step: &mut dyn FnMut()) -> Result<(), LockErr
         // As for producers: a woken consumer finding nothing would sleep
         // again and keep the wake-up, so an empty queue wakes everyone.
         let empty = g.len() == 0;
+        notify(m, empty);
         drop(g);
-        announce(m, "ran", job, empty);
+        tell_parent("ran", job);
     }
 }
 
-/// Tells the parent (a write error, the parent gone, is ignored), then
-/// wakes one waiter, or all of them if `everyone`. The change was made
-/// under the lock, which is released: a woken waiter does not block on it.
-fn announce(m: &SharedMutex<Queue>, what: &str, job: u64, everyone: bool) {
-    let _ = writeln!(std::io::stdout().lock(), "{what} {job}");
+/// Wakes one waiter, or all of them if `everyone`, while the caller still
+/// holds the lock: a process killed between its change and this call is
+/// then a holder's death, which wakes the waiters too (a notify after the
+/// unlock would leave such a change unannounced).
+fn notify(m: &SharedMutex<Queue>, everyone: bool) {
     if everyone {
         m.notify_all();
     } else {
         m.notify_one();
     }
+}
+
+/// Tells the parent (a write error, the parent gone, is ignored).
+fn tell_parent(what: &str, job: u64) {
+    let _ = writeln!(std::io::stdout().lock(), "{what} {job}");
 }
 
 /// Busy pauses of random length (up to about 200 µs once in 32 steps),

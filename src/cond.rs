@@ -30,7 +30,8 @@
 //!
 //! Nothing is counted per waiter, so a dead waiter leaves nothing behind:
 //! the kernel takes a killed sleeper off the futex queue, and a
-//! `notify_one` wakes a live one.
+//! `notify_one` wakes a live one (but in the microseconds before a killed
+//! task leaves the queue: then the others learn at their tick).
 //!
 //! What the kernel does not do is wake condition waiters when a holder
 //! dies: it wakes a robust mutex's waiters at its owner's death only if
@@ -42,9 +43,10 @@
 //! a notifier killed between its add and its wake; return). Such a return
 //! is a spurious wake-up, which `wait_while` hides. Every
 //! [`SLICE`](crate::wait::SLICE) it also applies the stuck rule of lock
-//! waits, since nobody can lock a stuck lock to notify. Besides, whoever takes
-//! the lock with EOWNERDEAD, a holder whose panic is released as a death,
-//! an abandoned recovery and a reset that retires the file all wake every
+//! waits, since nobody can lock a stuck lock to notify; and it moves off a
+//! file a reset retired. Besides, whoever takes
+//! the lock with EOWNERDEAD, a holder whose panic is released as a death
+//! and a reset that retires the file all wake every
 //! condition waiter at once ([`RawMutex::cond_broadcast`](crate::raw::RawMutex::cond_broadcast)).
 
 use crate::cancel::CancelToken;
@@ -117,7 +119,7 @@ pub(crate) fn notify(word: &AtomicU32, all: bool) {
         return;
     }
     let old = word.fetch_add(STEP, Ordering::Release);
-    if old & SLEEPERS != 0 && sys::futex_wake(word, 1, true) == 0 {
+    if old & SLEEPERS != 0 && sys::futex_wake(word, 1, true) == Some(0) {
         // Nobody was asleep: clear the bit, unless a waiter arrived since
         // our add (it changed the arrival count: the CAS fails).
         let ours = old.wrapping_add(STEP);

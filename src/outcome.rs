@@ -291,9 +291,6 @@ impl<G: LockGuard> Drop for Recovery<G> {
                 self.guard.lock_name()
             );
         }
-        // Either way the lock will not come back clean: condition waiters
-        // relock (after our release, just below) and learn which.
-        self.guard.raw_lock().cond_broadcast();
         // SAFETY: dropped exactly once, here; `mark_consistent` and
         // `into_parts` never run this Drop.
         unsafe { ManuallyDrop::drop(&mut self.guard) };

@@ -197,9 +197,9 @@ pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32) {
     }
 }
 
-/// Wakes up to `n` waiters of `word`; returns how many it woke (0 if the
-/// call failed). Async-signal-safe (one syscall).
-pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) -> usize {
+/// Wakes up to `n` waiters of `word`; returns how many it woke (`None`
+/// if the call failed). Async-signal-safe (one syscall).
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) -> Option<usize> {
     let op = if shared {
         libc::FUTEX_WAKE
     } else {
@@ -208,5 +208,5 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) -> usize {
     // SAFETY: FUTEX_WAKE only uses the address to find waiters; `word` is a
     // live aligned u32.
     let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, n, 0, 0, 0) };
-    usize::try_from(r).unwrap_or(0)
+    usize::try_from(r).ok()
 }
