@@ -125,6 +125,12 @@ pub(crate) fn futex_waitv(
             libc::CLOCK_MONOTONIC,
         )
     };
+    woke(r)
+}
+
+/// A futex wait's answer: `r` (the system call's result, with errno) as a
+/// [`Woke`], or the error.
+fn woke(r: libc::c_long) -> io::Result<Woke> {
     if r >= 0 {
         return Ok(Woke::Woken(r as usize));
     }
@@ -150,10 +156,10 @@ pub(crate) fn futex_wait_shared(
     deadline: Option<&libc::timespec>,
 ) -> io::Result<Woke> {
     let timeout = deadline.map_or(std::ptr::null(), |d| d as *const libc::timespec);
+    // The BITSET variant takes an absolute time, on CLOCK_MONOTONIC by
+    // default (FUTEX_WAIT takes a relative one).
     // SAFETY: FUTEX_WAIT_BITSET only reads the live, aligned u32 `word`
-    // (borrowed for the call) and sleeps; `timeout` is null or a valid
-    // absolute CLOCK_MONOTONIC timespec (the default clock of the BITSET
-    // variant, which takes an absolute time unlike FUTEX_WAIT).
+    // (borrowed for the call) and sleeps; `timeout` is null or a valid timespec.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -165,16 +171,7 @@ pub(crate) fn futex_wait_shared(
             libc::FUTEX_BITSET_MATCH_ANY,
         )
     };
-    if r >= 0 {
-        return Ok(Woke::Woken(0));
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) => Ok(Woke::Changed),
-        Some(libc::EINTR) => Ok(Woke::Interrupted),
-        Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
-        _ => Err(e),
-    }
+    woke(r)
 }
 
 /// `FUTEX_WAIT` on a process-private `word` while it holds `expected`, with
