@@ -138,18 +138,37 @@ impl Kid {
     /// library's debug hooks print). Returns the text after a `<msg>=` prefix
     /// if the line has one. Panics if the child ends first.
     pub fn expect(&mut self, msg: &str) -> String {
+        match self.read_until(msg, false) {
+            Ok(s) => s,
+            Err(_) => panic!("child ended before saying {msg:?}"),
+        }
+    }
+
+    /// As [`Kid::expect`], but a `paused:<step>` line first (the library's
+    /// test hook stopped the child at `step`) gives `Err(Some(step))`, and
+    /// the child's end `Err(None)`, for the caller to say what went wrong.
+    pub fn expect_or_paused(&mut self, msg: &str) -> Result<String, Option<String>> {
+        self.read_until(msg, true)
+    }
+
+    /// The lines up to `msg` (see [`Kid::expect_or_paused`]).
+    fn read_until(&mut self, msg: &str, stop_at_pause: bool) -> Result<String, Option<String>> {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.out.read_line(&mut line).unwrap();
-            assert!(n > 0, "child ended before saying {msg:?}");
+            if self.out.read_line(&mut line).unwrap() == 0 {
+                return Err(None);
+            }
             let l = line.trim_end();
             let l = l.strip_prefix("@@").unwrap_or(l);
             if l == msg {
-                return String::new();
+                return Ok(String::new());
             }
             if let Some(rest) = l.strip_prefix(&format!("{msg}=")) {
-                return rest.to_owned();
+                return Ok(rest.to_owned());
+            }
+            if let Some(step) = l.strip_prefix("paused:").filter(|_| stop_at_pause) {
+                return Err(Some(step.to_owned()));
             }
         }
     }

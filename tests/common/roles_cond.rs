@@ -8,20 +8,26 @@
 //!   0 (`wait_while`). The first to relock after a death (`OwnerDied`) sets
 //!   the value to [`REPAIRED`] and marks it consistent. With [`TAKE_ENV`]
 //!   set it takes one from the value (a ticket) before unlocking; with
-//!   [`ABANDON_ENV`] set it abandons a recovery instead (drops it). Says
-//!   `got=<died|clean|abandoned>,<value it returned with>` (or
-//!   `got=err <error>`),
-//!   then `ino=<inode of the path>`, and exits. With
-//!   `ROBUST_MUTEX_TEST_PAUSE_AT=cond_released|cond_woken` the library stops
-//!   it there (it says `paused:<step>`).
-//! * `cond_pingpong`: plays the odd side of [`pingpong`] for
-//!   [`ROUNDS_ENV`] rounds, notifying after unlocking if [`AFTER_ENV`] is
-//!   set, else with the lock held; says `done=<value>`.
+//!   [`ABANDON_ENV`] set it abandons a recovery instead (drops it); with
+//!   [`RELOCK_ENV`] set, a wait that ends with `Stuck` is followed by
+//!   `lock()` until that is not `Stuck` (a reset moves it to the new file).
+//!   Says `got=<died|clean|abandoned>,<value it returned with>` (or
+//!   `got=err <error>`), then `gen=<generation of the file its handle uses
+//!   now>`, and exits. With `ROBUST_MUTEX_TEST_PAUSE_AT=<step>` the library
+//!   stops it at that step of the wait (it says `paused:<step>`):
+//!   `cond_released`, `cond_woken`, or `cond_tick_moved` /
+//!   `cond_tick_died` (a sleep ended at its 50 ms tick and found the
+//!   sequence moved / the holder dead: what no wake-up told it).
+//! * `cond_pingpong`: plays side [`SIDE_ENV`] (0 starts) of [`pingpong`]
+//!   for [`ROUNDS_ENV`] rounds, notifying after unlocking if [`AFTER_ENV`]
+//!   is set, else with the lock held; says `done=<value>`.
 //! * `cond_hold`: locks (clean), sets the value to [`SET_ENV`] if given,
 //!   says `locked`; with [`PANIC_ENV`] set, panics holding the lock on a
 //!   line from the parent and says `panicked`; then waits to be killed.
 //! * `cond_lock_repair`: a plain lock waiter: locks; if the owner died, sets
-//!   [`REPAIRED`] and marks it consistent; says `got=<died|clean>,<value>`.
+//!   [`REPAIRED`] and marks it consistent; says `got=<died|clean>,<value>`;
+//!   with [`HOLD_ENV`] set, says so while still holding the lock, and releases it
+//!   on a line from the parent.
 //! * `cond_notify`: locks, sets the value to [`SET_ENV`], unlocks,
 //!   `notify_all`, says `notified`, waits to be killed.
 //! * `cond_bump`: if [`SET_ENV`] is given, sets the value under the lock
@@ -33,7 +39,6 @@
 
 use super::{hang, listen, say};
 use robust_mutex::{Acquired, Guard, LockError, SharedMutex};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -50,6 +55,13 @@ pub const ABANDON_ENV: &str = "RM_COND_ABANDON";
 pub const ROUNDS_ENV: &str = "RM_COND_ROUNDS";
 /// `cond_pingpong`: notify after unlocking rather than with the lock held.
 pub const AFTER_ENV: &str = "RM_COND_AFTER";
+/// `cond_pingpong`: the side played, 0 or 1.
+pub const SIDE_ENV: &str = "RM_COND_SIDE";
+/// `cond_waiter`: after a wait ended with `Stuck`, lock again until that
+/// is not `Stuck`.
+pub const RELOCK_ENV: &str = "RM_COND_RELOCK";
+/// `cond_lock_repair`: hold the lock until told.
+pub const HOLD_ENV: &str = "RM_COND_HOLD";
 /// `cond_hold`, `cond_notify`, `cond_bump`: the value to write.
 pub const SET_ENV: &str = "RM_COND_SET";
 /// `cond_hold`: panic holding the lock (on a line from the parent).
@@ -71,7 +83,13 @@ pub fn play(role: &str, path: &Path) -> bool {
         "cond_waiter" => {
             let g = clean(m.lock().unwrap());
             say(format!("tid={}", gettid()));
-            match g.wait_while(|v| *v == 0) {
+            let mut r = g.wait_while(|v| *v == 0);
+            if std::env::var_os(RELOCK_ENV).is_some() {
+                while let Err(LockError::Stuck { .. }) = r {
+                    r = m.lock();
+                }
+            }
+            match r {
                 Ok(Acquired::OwnerDied(r)) if std::env::var_os(ABANDON_ENV).is_some() => {
                     let seen = *r;
                     drop(r);
@@ -87,12 +105,13 @@ pub fn play(role: &str, path: &Path) -> bool {
                 }
                 Err(e) => say(format!("got=err {e}")),
             }
-            say(format!("ino={}", std::fs::metadata(path).unwrap().ino()));
+            say(format!("gen={}", m.status().generation));
         }
         "cond_pingpong" => {
             let rounds = std::env::var(ROUNDS_ENV).unwrap().parse().unwrap();
             let after = std::env::var_os(AFTER_ENV).is_some();
-            pingpong(&m, 1, rounds, after);
+            let side = std::env::var(SIDE_ENV).unwrap().parse().unwrap();
+            pingpong(&m, side, rounds, after);
             say(format!("done={}", *clean(m.lock().unwrap())));
         }
         "cond_hold" => {
@@ -117,8 +136,14 @@ pub fn play(role: &str, path: &Path) -> bool {
         }
         "cond_lock_repair" => {
             let (how, seen, g) = settle(m.lock().unwrap());
-            drop(g);
-            say(format!("got={how},{seen}"));
+            if std::env::var_os(HOLD_ENV).is_some() {
+                say(format!("got={how},{seen}"));
+                listen();
+                drop(g);
+            } else {
+                drop(g);
+                say(format!("got={how},{seen}"));
+            }
         }
         "cond_notify" => {
             *clean(m.lock().unwrap()) = set.unwrap();
@@ -150,7 +175,7 @@ pub fn play(role: &str, path: &Path) -> bool {
 /// parity is `mine`, adds one and notifies one, with the lock held or
 /// after unlocking (`after`). Side 0 starts; after both sides' rounds the
 /// value is `2 * rounds`.
-pub fn pingpong(m: &SharedMutex<u64>, mine: u64, rounds: u64, after: bool) {
+fn pingpong(m: &SharedMutex<u64>, mine: u64, rounds: u64, after: bool) {
     for round in 0..rounds {
         let g = clean(m.lock().unwrap());
         let (a, timed_out) = g.wait_while_timeout(WATCHDOG, |v| *v % 2 != mine).unwrap();

@@ -5,16 +5,21 @@
 //! has the 60 s hang watchdog as its only time limit, and so does every
 //! child (it exits if still running then).
 //!
-//! What a test cannot show without timing: that a notification reaches a
-//! sleeping waiter at once rather than at its next 50 ms tick (the tick
-//! also returns a waiter whose sequence moved); the benchmark shows the
-//! notify → wake latency.
+//! A waiter sleeps at most one 50 ms tick at a time, and a tick that finds
+//! the sequence moved or the holder dead returns as a wake-up would have:
+//! so a wake-up or a broadcast that never comes would only make the tests
+//! slower. Waiters that a wake-up must reach therefore run with the
+//! library's tick checkpoints ([`TICK_MOVED`], [`TICK_DIED`]): a tick that
+//! finds what no wake-up told it stops the waiter, and the test fails at
+//! once ([`said`]). (The benchmark shows the notify → wake latency.)
 
 use crate::common::roles_cond::{
-    ABANDON_ENV, AFTER_ENV, PANIC_ENV, REPAIRED, ROUNDS_ENV, SET_ENV, TAKE_ENV, WATCHDOG, clean,
-    gettid, notify, pingpong,
+    ABANDON_ENV, AFTER_ENV, HOLD_ENV, PANIC_ENV, RELOCK_ENV, REPAIRED, ROUNDS_ENV, SET_ENV,
+    SIDE_ENV, TAKE_ENV, WATCHDOG, clean, gettid, notify,
 };
 use crate::common::{Kid, temp_path};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use robust_mutex::{Acquired, CancelToken, LockError, LockState, SharedMutex};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -33,6 +38,43 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 const PAUSE_AT: &str = "ROBUST_MUTEX_TEST_PAUSE_AT";
 /// With [`PAUSE_AT`]: go on after a line on stdin.
 const RESUME: &str = "ROBUST_MUTEX_TEST_RESUME";
+/// For a waiter that a wake-up must reach: a sleep that ends at its tick
+/// and finds the sequence moved (a notification whose wake-up did not
+/// reach it) stops it there. Not for a waiter that may legitimately learn
+/// of a notification at a tick: one of several woken by `notify_one`s, or
+/// one whose notifier died between its add and its wake.
+const TICK_MOVED: (&str, &str) = (PAUSE_AT, "cond_tick_moved");
+/// For a waiter that a death's broadcast must reach: a sleep that ends at
+/// its tick and finds the holder dead (FUTEX_OWNER_DIED) stops it there.
+const TICK_DIED: (&str, &str) = (PAUSE_AT, "cond_tick_died");
+
+/// What child `k` says as `msg` (as [`Kid::expect`]); fails the test at
+/// once, saying why, if the child stopped at a tick checkpoint
+/// ([`TICK_MOVED`], [`TICK_DIED`]) or ended first.
+fn said(k: &mut Kid, msg: &str) -> String {
+    k.expect_or_paused(msg)
+        .unwrap_or_else(|stop| panic!("{}", why(k.pid(), msg, stop.as_deref())))
+}
+
+/// Why child `pid` did not say `msg`: it stopped at checkpoint `stop`, or
+/// ended (`None`).
+fn why(pid: u32, msg: &str, stop: Option<&str>) -> String {
+    match stop {
+        Some("cond_tick_moved") => format!(
+            "waiter {pid}: no wake-up reached it: its sleep ended at its 50 ms tick \
+             and found the sequence moved"
+        ),
+        Some("cond_tick_died") => format!(
+            "waiter {pid}: no broadcast told it of the holder's death: its sleep ended \
+             at its 50 ms tick and found FUTEX_OWNER_DIED"
+        ),
+        Some(step) => format!("child {pid} stopped at {step} before saying {msg:?}"),
+        None => format!(
+            "child {pid} ended before saying {msg:?}: its {WATCHDOG:?} hang watchdog \
+             fired, or it failed (see its stderr)"
+        ),
+    }
+}
 
 /// Spins (yielding) until `cond` holds; fails after the watchdog.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -74,7 +116,7 @@ fn sleeping_waiters(path: &Path, n: usize, env: &[(&str, &str)]) -> Vec<Kid> {
 fn outcomes(kids: Vec<Kid>) -> Vec<String> {
     kids.into_iter()
         .map(|mut k| {
-            let got = k.expect("got");
+            let got = said(&mut k, "got");
             k.wait_ok();
             got
         })
@@ -91,19 +133,61 @@ fn try_lock_elsewhere(path: &Path) -> String {
 
 // 1. No lost wake-up.
 
+/// Two processes play ping-pong for `ROUNDS` rounds each, notifying
+/// with the lock held or `after` unlocking. Both run with [`TICK_MOVED`]:
+/// each notification must wake the other side, not its tick.
 fn ping_pong(after: bool) {
     const ROUNDS: u64 = 500;
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
     let rounds = ROUNDS.to_string();
-    let mut env = vec![(ROUNDS_ENV, rounds.as_str())];
+    let mut env = vec![(ROUNDS_ENV, rounds.as_str()), TICK_MOVED];
     if after {
         env.push((AFTER_ENV, "1"));
     }
-    let mut kid = Kid::spawn_env("cond_pingpong", &path, &env);
-    pingpong(&m, 0, ROUNDS, after);
-    assert_eq!(kid.expect("done"), (2 * ROUNDS).to_string());
-    kid.wait_ok();
+    let sides: Vec<Kid> = ["0", "1"]
+        .into_iter()
+        .map(|side| {
+            Kid::spawn_env(
+                "cond_pingpong",
+                &path,
+                &[&env[..], &[(SIDE_ENV, side)]].concat(),
+            )
+        })
+        .collect();
+    // Each side's end as it comes: a side stopped at a tick fails the test
+    // at once, after killing the other (waiting for it for ever).
+    let pids: Vec<u32> = sides.iter().map(Kid::pid).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for (i, mut kid) in sides.into_iter().enumerate() {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let got = kid.expect_or_paused("done");
+                let ok = got.is_ok();
+                tx.send((
+                    i,
+                    got.map_err(|stop| why(kid.pid(), "done", stop.as_deref())),
+                ))
+                .unwrap();
+                if ok {
+                    kid.wait_ok();
+                }
+            });
+        }
+        let mut ended = [false; 2];
+        for _ in 0..2 {
+            let (i, got) = rx.recv().unwrap();
+            ended[i] = true;
+            if let Err(e) = got {
+                for (pid, _) in pids.iter().zip(ended).filter(|(_, ended)| !ended) {
+                    let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+                panic!("{e}");
+            }
+        }
+    });
+    assert_eq!(*clean(m.lock().unwrap()), 2 * ROUNDS);
     let s = m.status();
     assert_eq!((s.state, s.counters.owner_deaths), (LockState::Unlocked, 0));
 }
@@ -124,7 +208,7 @@ fn notify_all_wakes_every_waiting_process() {
     let m = SharedMutex::<u64>::open(&path).unwrap();
     for after in [false, true] {
         *clean(m.lock().unwrap()) = 0;
-        let waiters = sleeping_waiters(&path, 4, &[]);
+        let waiters = sleeping_waiters(&path, 4, &[TICK_MOVED]);
         let mut g = clean(m.lock().unwrap());
         *g = 1;
         notify(g, after, true);
@@ -133,9 +217,12 @@ fn notify_all_wakes_every_waiting_process() {
 }
 
 /// A `cond_waiter` child stopped after releasing the lock, before its
-/// first sleep; `tell` a line to resume it.
-fn waiter_paused_before_sleeping(path: &Path) -> Kid {
-    let env = [(PAUSE_AT, "cond_released"), (RESUME, "1")];
+/// first sleep; `tell` a line to resume it. What happened meanwhile must be
+/// seen before that sleep: its tick must not find it (`tick`, the step of
+/// [`TICK_MOVED`] or [`TICK_DIED`]).
+fn waiter_paused_before_sleeping(path: &Path, tick: (&str, &str)) -> Kid {
+    let steps = format!("cond_released,{}", tick.1);
+    let env = [(PAUSE_AT, steps.as_str()), (RESUME, "1")];
     let mut k = Kid::spawn_env("cond_waiter", path, &env);
     k.expect("paused:cond_released");
     k
@@ -145,7 +232,7 @@ fn waiter_paused_before_sleeping(path: &Path) -> Kid {
 fn a_notification_between_the_release_and_the_first_sleep_is_not_lost() {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut k = waiter_paused_before_sleeping(&path);
+    let mut k = waiter_paused_before_sleeping(&path, TICK_MOVED);
     *clean(m.lock().unwrap()) = 1;
     m.notify_one();
     k.tell("go");
@@ -184,16 +271,18 @@ fn waiters_killed_at_every_step_leave_nothing_behind() {
     k.kill();
     drop(g);
 
-    // Three killed asleep ahead of a live one: one notify_one wakes it.
+    // Three killed asleep ahead of a live one: one notify_one wakes it (not
+    // its tick: the dead are reaped, so off the futex queue).
     let dead = sleeping_waiters(&path, 3, &take);
-    let live = sleeping_waiter(&path, &take);
+    let live = sleeping_waiter(&path, &[take[0], TICK_MOVED]);
     dead.into_iter().for_each(Kid::kill);
     *clean(m.lock().unwrap()) += 1;
     m.notify_one();
     assert_eq!(outcomes(vec![live]), ["clean,1"]);
 
     // Live and killed sleepers mixed: one ticket and one notify_one per
-    // live waiter, and every live one gets a ticket.
+    // live waiter, and every live one gets a ticket. (Not TICK_MOVED: a
+    // live one may see at its tick the notify_one that woke another.)
     let mut live = Vec::new();
     let mut dead = Vec::new();
     for _ in 0..3 {
@@ -230,10 +319,25 @@ enum Death {
 /// returns, exactly one (the first to relock) with `OwnerDied`, which
 /// repairs (the value it saw: `set`, or 0); the others see the repair;
 /// the counters say one death, one recovery.
+///
+/// A death told at once must reach the condition waiters: a panic
+/// (released as a death, then a broadcast) is not left to their ticks
+/// ([`TICK_DIED`]); with a lock waiter, the kernel wakes it and its
+/// EOWNERDEAD broadcasts, so once it holds the lock no condition waiter
+/// may still sleep: the test then moves the sequence with no wake-up
+/// (`cond_bump`), which only a waiter still asleep would see, at its tick
+/// ([`TICK_MOVED`]). (The waiters' ticks may not find the death itself: the
+/// lock waiter's relock clears FUTEX_OWNER_DIED at once.)
 fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kids = sleeping_waiters(&path, 3, &[]);
+    let told = match (death, lock_waiter) {
+        (Death::Panics, _) => vec![TICK_DIED],
+        (Death::Killed, true) => vec![TICK_MOVED],
+        // Only their ticks can see it.
+        (Death::Killed, false) => vec![],
+    };
+    let mut kids = sleeping_waiters(&path, 3, &told);
     let mut env = Vec::new();
     if death == Death::Panics {
         env.push((PANIC_ENV, "1"));
@@ -243,12 +347,13 @@ fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
     }
     let mut holder = Kid::spawn_env("cond_hold", &path, &env);
     holder.expect("locked");
-    if lock_waiter {
-        kids.push(Kid::spawn("cond_lock_repair", &path));
+    let lock_waiter = lock_waiter.then(|| {
+        let k = Kid::spawn_env("cond_lock_repair", &path, &[(HOLD_ENV, "1")]);
         wait_until("the lock waiter sleeps", || {
             m.status().lock_word & FUTEX_WAITERS != 0
         });
-    }
+        k
+    });
     match death {
         Death::Killed => holder.kill(),
         Death::Panics => {
@@ -256,7 +361,15 @@ fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
             holder.expect("panicked");
         }
     }
-    let got = outcomes(kids);
+    let mut got = Vec::new();
+    if let Some(mut k) = lock_waiter {
+        got.push(k.expect("got"));
+        let mut bump = Kid::spawn("cond_bump", &path);
+        bump.expect("bumped");
+        k.tell("release");
+        k.wait_ok();
+    }
+    got.extend(outcomes(kids));
     let died = got.iter().filter(|g| g.starts_with("died,")).count();
     assert_eq!(died, 1, "exactly one repairs: {got:?}");
     let (dead, repaired) = (
@@ -291,13 +404,13 @@ fn a_notifier_killed_between_its_change_and_its_notify_is_a_holder_death() {
     dead_holder(Death::Killed, false, Some("5"));
 }
 
-/// Three processes wait while the value is 0; a notifier (child `role`)
-/// sets it to 5 and says `said`, then is killed. Every waiter returns with
-/// 5, the lock is free and nobody died holding it.
-fn dead_notifier(role: &str, said: &str) {
+/// Three processes (with `env`) wait while the value is 0; a notifier
+/// (child `role`) sets it to 5 and says `said`, then is killed. Every
+/// waiter returns with 5, the lock is free and nobody died holding it.
+fn dead_notifier(role: &str, said: &str, env: &[(&str, &str)]) {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let waiters = sleeping_waiters(&path, 3, &[]);
+    let waiters = sleeping_waiters(&path, 3, env);
     let mut notifier = Kid::spawn_env(role, &path, &[(SET_ENV, "5")]);
     notifier.expect(said);
     notifier.kill();
@@ -309,21 +422,22 @@ fn dead_notifier(role: &str, said: &str) {
 
 #[test]
 fn a_notifier_killed_right_after_its_notify_is_harmless() {
-    dead_notifier("cond_notify", "notified");
+    // Killed after its wake-up: that reached every waiter.
+    dead_notifier("cond_notify", "notified", &[TICK_MOVED]);
 }
 
 #[test]
 fn a_notifier_killed_between_its_add_and_its_wake_still_releases_the_waiters() {
     // The sequence moved and nobody was woken: each waiter sees it at its
     // next tick (a spurious wake-up), relocks and finds the change.
-    dead_notifier("cond_bump", "bumped");
+    dead_notifier("cond_bump", "bumped", &[]);
 }
 
 #[test]
 fn a_holder_death_between_the_release_and_the_first_sleep_is_seen() {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut k = waiter_paused_before_sleeping(&path);
+    let mut k = waiter_paused_before_sleeping(&path, TICK_DIED);
     let mut holder = Kid::spawn("cond_hold", &path);
     holder.expect("locked");
     holder.kill();
@@ -577,19 +691,18 @@ fn a_recovered_guard_waits() {
 
 // 8. A reset while waiters sleep.
 
-/// Every waiter said it returned on the file now at `path`, exactly one
-/// with `OwnerDied` (a replacement reports it to its first locker), which
-/// repaired.
+/// Every waiter said it returned on the file now at `path` (its
+/// generation), exactly one with `OwnerDied` (a replacement reports it to
+/// its first locker), which repaired.
 fn all_moved_to_the_new_file(path: &Path, waiters: Vec<Kid>) {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(path).unwrap().ino().to_string();
+    let generation = SharedMutex::<u64>::open(path).unwrap().status().generation;
     let mut died = 0;
     for mut w in waiters {
-        match w.expect("got").as_str() {
+        match said(&mut w, "got").as_str() {
             "died,0" => died += 1,
             g => assert_eq!(g, format!("clean,{REPAIRED}")),
         }
-        assert_eq!(w.expect("ino"), ino, "on the new file");
+        assert_eq!(w.expect("gen"), generation.to_string(), "on the new file");
         w.wait_ok();
     }
     assert_eq!(died, 1);
@@ -597,9 +710,12 @@ fn all_moved_to_the_new_file(path: &Path, waiters: Vec<Kid>) {
 
 #[test]
 fn a_reset_of_a_stuck_lock_moves_sleeping_waiters_to_the_new_file() {
+    // However late the reset: a waiter whose wait ended with Stuck first
+    // (about a second after the lock became stuck) locks until the reset
+    // moves that lock to the new file.
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let waiters = sleeping_waiters(&path, 3, &[]);
+    let waiters = sleeping_waiters(&path, 3, &[(RELOCK_ENV, "1")]);
     Kid::spawn("stuck", &path).wait_ok();
     assert_eq!(m.status().state, LockState::Stuck);
     robust_mutex::reset(&path, false).unwrap();
