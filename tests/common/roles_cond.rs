@@ -9,6 +9,8 @@
 //!   the value to [`REPAIRED`] and marks it consistent. With [`TAKE_ENV`]
 //!   set it takes one from the value (a ticket) before unlocking; with
 //!   [`ABANDON_ENV`] set it abandons a recovery instead (drops it); with
+//!   [`HOLD_ENV`] set, it says `got=died,..` still holding the repaired
+//!   lock and releases it on a line from the parent; with
 //!   [`RELOCK_ENV`] set, a wait that ends with `Stuck` is followed by
 //!   `lock()` until that is not `Stuck` (a reset moves it to the new file).
 //!   Says `got=<died|clean|abandoned>,<value it returned with>` (or
@@ -25,9 +27,8 @@
 //!   says `locked`; with [`PANIC_ENV`] set, panics holding the lock on a
 //!   line from the parent and says `panicked`; then waits to be killed.
 //! * `cond_lock_repair`: a plain lock waiter: locks; if the owner died, sets
-//!   [`REPAIRED`] and marks it consistent; says `got=<died|clean>,<value>`;
-//!   with [`HOLD_ENV`] set, says so while still holding the lock, and releases it
-//!   on a line from the parent.
+//!   [`REPAIRED`] and marks it consistent; says `got=<died|clean>,<value>`
+//!   (with [`HOLD_ENV`], as `cond_waiter`).
 //! * `cond_notify`: locks, sets the value to [`SET_ENV`], unlocks,
 //!   `notify_all`, says `notified`, waits to be killed.
 //! * `cond_bump`: if [`SET_ENV`] is given, sets the value under the lock
@@ -60,7 +61,8 @@ pub const SIDE_ENV: &str = "RM_COND_SIDE";
 /// `cond_waiter`: after a wait ended with `Stuck`, lock again until that
 /// is not `Stuck`.
 pub const RELOCK_ENV: &str = "RM_COND_RELOCK";
-/// `cond_lock_repair`: hold the lock until told.
+/// `cond_waiter`, `cond_lock_repair`: after an owner death, say so while
+/// holding the repaired lock, and release it on a line from the parent.
 pub const HOLD_ENV: &str = "RM_COND_HOLD";
 /// `cond_hold`, `cond_notify`, `cond_bump`: the value to write.
 pub const SET_ENV: &str = "RM_COND_SET";
@@ -100,8 +102,7 @@ pub fn play(role: &str, path: &Path) -> bool {
                     if std::env::var_os(TAKE_ENV).is_some() {
                         *g -= 1;
                     }
-                    drop(g);
-                    say(format!("got={how},{seen}"));
+                    release(g, format!("got={how},{seen}"));
                 }
                 Err(e) => say(format!("got=err {e}")),
             }
@@ -136,14 +137,7 @@ pub fn play(role: &str, path: &Path) -> bool {
         }
         "cond_lock_repair" => {
             let (how, seen, g) = settle(m.lock().unwrap());
-            if std::env::var_os(HOLD_ENV).is_some() {
-                say(format!("got={how},{seen}"));
-                listen();
-                drop(g);
-            } else {
-                drop(g);
-                say(format!("got={how},{seen}"));
-            }
+            release(g, format!("got={how},{seen}"));
         }
         "cond_notify" => {
             *clean(m.lock().unwrap()) = set.unwrap();
@@ -183,6 +177,20 @@ fn pingpong(m: &SharedMutex<u64>, mine: u64, rounds: u64, after: bool) {
         let mut g = clean(a);
         *g += 1;
         notify(g, after, false);
+    }
+}
+
+/// Releases `g` and says `said`; with [`HOLD_ENV`] set, if `said` is of
+/// an owner death (`got=died,..`), says it first, still holding `g`, and
+/// releases it on a line from the parent.
+fn release(g: Guard<'_, u64>, said: String) {
+    if std::env::var_os(HOLD_ENV).is_some() && said.starts_with("got=died,") {
+        say(said);
+        listen();
+        drop(g);
+    } else {
+        drop(g);
+        say(said);
     }
 }
 

@@ -47,6 +47,8 @@ const TICK_MOVED: (&str, &str) = (PAUSE_AT, "cond_tick_moved");
 /// For a waiter that a death's broadcast must reach: a sleep that ends at
 /// its tick and finds the holder dead (FUTEX_OWNER_DIED) stops it there.
 const TICK_DIED: (&str, &str) = (PAUSE_AT, "cond_tick_died");
+/// Both: for a waiter that a broadcast (a notify_all) must reach.
+const TICK_ANY: (&str, &str) = (PAUSE_AT, "cond_tick_died,cond_tick_moved");
 
 /// What child `k` says as `msg` (as [`Kid::expect`]); fails the test at
 /// once, saying why, if the child stopped at a tick checkpoint
@@ -320,24 +322,23 @@ enum Death {
 /// repairs (the value it saw: `set`, or 0); the others see the repair;
 /// the counters say one death, one recovery.
 ///
-/// A death told at once must reach the condition waiters: a panic
-/// (released as a death, then a broadcast) is not left to their ticks
-/// ([`TICK_DIED`]); with a lock waiter, the kernel wakes it and its
-/// EOWNERDEAD broadcasts, so once it holds the lock no condition waiter
-/// may still sleep: the test then moves the sequence with no wake-up
-/// (`cond_bump`), which only a waiter still asleep would see, at its tick
-/// ([`TICK_MOVED`]). (The waiters' ticks may not find the death itself: the
-/// lock waiter's relock clears FUTEX_OWNER_DIED at once.)
+/// The first to relock takes the death and wakes every condition waiter
+/// (its EOWNERDEAD broadcasts), so once it holds the lock (it says so and
+/// holds it until told) no condition waiter may still sleep: the test
+/// then moves the sequence with no wake-up (`cond_bump`), which only a
+/// waiter still asleep would see, at its tick ([`TICK_MOVED`]). A panic
+/// also broadcasts at once: its waiters' ticks must not find the death
+/// either ([`TICK_ANY`]).
 fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
     let (_dir, path) = temp_path("m");
     let m = SharedMutex::<u64>::open(&path).unwrap();
-    let told = match (death, lock_waiter) {
-        (Death::Panics, _) => vec![TICK_DIED],
-        (Death::Killed, true) => vec![TICK_MOVED],
-        // Only their ticks can see it.
-        (Death::Killed, false) => vec![],
+    let hold = (HOLD_ENV, "1");
+    let told = match death {
+        Death::Panics => TICK_ANY,
+        // The death itself: only their ticks can see it if no lock waiter.
+        Death::Killed => TICK_MOVED,
     };
-    let mut kids = sleeping_waiters(&path, 3, &told);
+    let mut kids = sleeping_waiters(&path, 3, &[told, hold]);
     let mut env = Vec::new();
     if death == Death::Panics {
         env.push((PANIC_ENV, "1"));
@@ -347,13 +348,12 @@ fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
     }
     let mut holder = Kid::spawn_env("cond_hold", &path, &env);
     holder.expect("locked");
-    let lock_waiter = lock_waiter.then(|| {
-        let k = Kid::spawn_env("cond_lock_repair", &path, &[(HOLD_ENV, "1")]);
+    if lock_waiter {
+        kids.push(Kid::spawn_env("cond_lock_repair", &path, &[hold]));
         wait_until("the lock waiter sleeps", || {
             m.status().lock_word & FUTEX_WAITERS != 0
         });
-        k
-    });
+    }
     match death {
         Death::Killed => holder.kill(),
         Death::Panics => {
@@ -361,14 +361,18 @@ fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
             holder.expect("panicked");
         }
     }
-    let mut got = Vec::new();
-    if let Some(mut k) = lock_waiter {
-        got.push(k.expect("got"));
-        let mut bump = Kid::spawn("cond_bump", &path);
-        bump.expect("bumped");
-        k.tell("release");
-        k.wait_ok();
-    }
+    // The taker: the one of ours the owner record names.
+    let mut taker = None;
+    wait_until("one of the waiters takes the death", || {
+        let owner = m.status().owner.map(|o| o.pid);
+        taker = kids.iter().position(|k| owner == Some(k.pid()));
+        taker.is_some()
+    });
+    let mut taker = kids.swap_remove(taker.unwrap());
+    let mut got = vec![said(&mut taker, "got")];
+    Kid::spawn("cond_bump", &path).expect("bumped");
+    taker.tell("release");
+    taker.wait_ok();
     got.extend(outcomes(kids));
     let died = got.iter().filter(|g| g.starts_with("died,")).count();
     assert_eq!(died, 1, "exactly one repairs: {got:?}");
