@@ -125,6 +125,35 @@ fn outcomes(kids: Vec<Kid>) -> Vec<String> {
         .collect()
 }
 
+/// Each of `kids`' answer to `msg` (as [`Kid::expect`]), with the kid, in
+/// the order they come. A kid stopped at a tick checkpoint, or ended, fails
+/// the test at once (as in [`said`]), after killing the others (which may
+/// be waiting for it).
+fn answers(kids: Vec<Kid>, msg: &'static str) -> impl Iterator<Item = (String, Kid)> {
+    let pids: Vec<u32> = kids.iter().map(Kid::pid).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for mut kid in kids {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let answer = kid.expect_or_paused(msg);
+            let _ = tx.send((answer, kid));
+        });
+    }
+    let mut answered = Vec::new();
+    rx.into_iter().take(pids.len()).map(move |(answer, kid)| {
+        answered.push(kid.pid());
+        answer.map(|a| (a, kid)).unwrap_or_else(|stop| {
+            for pid in pids.iter().filter(|p| !answered.contains(p)) {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+            panic!(
+                "{}",
+                why(answered[answered.len() - 1], msg, stop.as_deref())
+            )
+        })
+    })
+}
+
 /// Another process's `try_lock` answer (`clean`, `died`, `busy`, `err ..`).
 fn try_lock_elsewhere(path: &Path) -> String {
     let mut k = Kid::spawn("cond_try_lock", path);
@@ -157,38 +186,9 @@ fn ping_pong(after: bool) {
             )
         })
         .collect();
-    // Each side's end as it comes: a side stopped at a tick fails the test
-    // at once, after killing the other (waiting for it for ever).
-    let pids: Vec<u32> = sides.iter().map(Kid::pid).collect();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        for (i, mut kid) in sides.into_iter().enumerate() {
-            let tx = tx.clone();
-            s.spawn(move || {
-                let got = kid.expect_or_paused("done");
-                let ok = got.is_ok();
-                tx.send((
-                    i,
-                    got.map_err(|stop| why(kid.pid(), "done", stop.as_deref())),
-                ))
-                .unwrap();
-                if ok {
-                    kid.wait_ok();
-                }
-            });
-        }
-        let mut ended = [false; 2];
-        for _ in 0..2 {
-            let (i, got) = rx.recv().unwrap();
-            ended[i] = true;
-            if let Err(e) = got {
-                for (pid, _) in pids.iter().zip(ended).filter(|(_, ended)| !ended) {
-                    let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-                }
-                panic!("{e}");
-            }
-        }
-    });
+    for (_, side) in answers(sides, "done") {
+        side.wait_ok();
+    }
     assert_eq!(*clean(m.lock().unwrap()), 2 * ROUNDS);
     let s = m.status();
     assert_eq!((s.state, s.counters.owner_deaths), (LockState::Unlocked, 0));
@@ -361,19 +361,18 @@ fn dead_holder(death: Death, lock_waiter: bool, set: Option<&str>) {
             holder.expect("panicked");
         }
     }
-    // The taker: the one of ours the owner record names.
-    let mut taker = None;
-    wait_until("one of the waiters takes the death", || {
-        let owner = m.status().owner.map(|o| o.pid);
-        taker = kids.iter().position(|k| owner == Some(k.pid()));
-        taker.is_some()
-    });
-    let mut taker = kids.swap_remove(taker.unwrap());
-    let mut got = vec![said(&mut taker, "got")];
+    // The first to answer is the taker (the others relock behind it).
+    let mut answers = answers(kids, "got");
+    let (first, mut taker) = answers.next().unwrap();
+    assert!(first.starts_with("died,"), "{first}");
     Kid::spawn("cond_bump", &path).expect("bumped");
     taker.tell("release");
     taker.wait_ok();
-    got.extend(outcomes(kids));
+    let mut got = vec![first];
+    for (g, k) in answers {
+        got.push(g);
+        k.wait_ok();
+    }
     let died = got.iter().filter(|g| g.starts_with("died,")).count();
     assert_eq!(died, 1, "exactly one repairs: {got:?}");
     let (dead, repaired) = (
