@@ -9,9 +9,12 @@
 //! the sequence moved or the holder dead returns as a wake-up would have:
 //! so a wake-up or a broadcast that never comes would only make the tests
 //! slower. Waiters that a wake-up must reach therefore run with the
-//! library's tick checkpoints ([`TICK_MOVED`], [`TICK_DIED`]): a tick that
-//! finds what no wake-up told it stops the waiter, and the test fails at
-//! once ([`said`]). (The benchmark shows the notify → wake latency.)
+//! library's tick checkpoints ([`TICK_MOVED`], [`TICK_DIED`], [`TICK_ANY`]):
+//! a tick that finds what no wake-up told it stops the waiter, and the test
+//! fails at once ([`said`], [`answers`]). After a holder's death, a
+//! sequence moved with no wake-up once the death is taken finds any waiter
+//! its broadcast missed ([`dead_holder`]). (The benchmark shows the notify
+//! → wake latency.)
 
 use crate::common::roles_cond::{
     ABANDON_ENV, AFTER_ENV, HOLD_ENV, PANIC_ENV, RELOCK_ENV, REPAIRED, ROUNDS_ENV, SET_ENV,
@@ -141,16 +144,18 @@ fn answers(kids: Vec<Kid>, msg: &'static str) -> impl Iterator<Item = (String, K
     }
     let mut answered = Vec::new();
     rx.into_iter().take(pids.len()).map(move |(answer, kid)| {
-        answered.push(kid.pid());
-        answer.map(|a| (a, kid)).unwrap_or_else(|stop| {
-            for pid in pids.iter().filter(|p| !answered.contains(p)) {
-                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        let pid = kid.pid();
+        answered.push(pid);
+        match answer {
+            Ok(a) => (a, kid),
+            Err(stop) => {
+                drop(kid); // killed and reaped
+                for other in pids.iter().filter(|p| !answered.contains(p)) {
+                    let _ = kill(Pid::from_raw(*other as i32), Signal::SIGKILL);
+                }
+                panic!("{}", why(pid, msg, stop.as_deref()))
             }
-            panic!(
-                "{}",
-                why(answered[answered.len() - 1], msg, stop.as_deref())
-            )
-        })
+        }
     })
 }
 
