@@ -150,8 +150,9 @@ pub(crate) fn sleep<'n>(
     let ticks_per_slice = (crate::wait::SLICE.as_millis() / TICK.as_millis()).max(1);
     let (mut ticks, mut suspect) = (0, None);
     // Whether the last kernel sleep ended at its tick (not woken): what
-    // the tick finds is what no wake-up told us (the checkpoints let tests
-    // make such a finding hang, to show that the wake-ups came).
+    // the tick finds is what no wake-up told us (the checkpoints
+    // cond_tick_moved, cond_tick_died and cond_tick_retired let tests make
+    // such a finding hang, to show that the wake-ups came).
     let mut ticked = false;
     checkpoint("cond_released");
     loop {
@@ -175,6 +176,7 @@ pub(crate) fn sleep<'n>(
         if ticked && raw.retired() {
             // A reset retired the file and its broadcast never came (the
             // resetting process died first): move, as the wake would have.
+            checkpoint("cond_tick_retired");
             return Ok(Slept::Notified);
         }
         if ticks == ticks_per_slice {
@@ -189,7 +191,11 @@ pub(crate) fn sleep<'n>(
         // clearing it), then sleep on exactly the value we wrote.
         match word.compare_exchange(now, arrived(now), Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => now = arrived(now),
-            Err(_) => continue, // moved: look again
+            Err(_) => {
+                // Moved while we were awake: not something a tick found.
+                ticked = false;
+                continue;
+            }
         }
         let (until, is_deadline) = crate::wait::sleep_end(TICK, deadline);
         let woke = match cancel {

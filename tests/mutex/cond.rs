@@ -50,6 +50,9 @@ const TICK_MOVED: (&str, &str) = (PAUSE_AT, "cond_tick_moved");
 /// For a waiter that a death's broadcast must reach: a sleep that ends at
 /// its tick and finds the holder dead (FUTEX_OWNER_DIED) stops it there.
 const TICK_DIED: (&str, &str) = (PAUSE_AT, "cond_tick_died");
+/// For a waiter that a reset's broadcast must reach: a sleep that ends at
+/// its tick and finds the file retired stops it there.
+const TICK_RETIRED: (&str, &str) = (PAUSE_AT, "cond_tick_retired");
 /// Both: for a waiter that a broadcast (a notify_all) must reach.
 const TICK_ANY: (&str, &str) = (PAUSE_AT, "cond_tick_died,cond_tick_moved");
 
@@ -72,6 +75,10 @@ fn why(pid: u32, msg: &str, stop: Option<&str>) -> String {
         Some("cond_tick_died") => format!(
             "waiter {pid}: no broadcast told it of the holder's death: its sleep ended \
              at its 50 ms tick and found FUTEX_OWNER_DIED"
+        ),
+        Some("cond_tick_retired") => format!(
+            "waiter {pid}: no broadcast told it of the reset: its sleep ended at its \
+             50 ms tick and found the file retired"
         ),
         Some(step) => format!("child {pid} stopped at {step} before saying {msg:?}"),
         None => format!(
@@ -735,7 +742,7 @@ fn a_reset_of_a_stuck_lock_moves_sleeping_waiters_to_the_new_file() {
 fn a_forced_reset_moves_sleeping_waiters_to_the_new_file() {
     let (_dir, path) = temp_path("m");
     let _m = SharedMutex::<u64>::open(&path).unwrap();
-    let waiters = sleeping_waiters(&path, 3, &[]);
+    let waiters = sleeping_waiters(&path, 3, &[TICK_RETIRED]);
     robust_mutex::reset(&path, true).unwrap();
     all_moved_to_the_new_file(&path, waiters);
 }
