@@ -499,7 +499,7 @@ fn notify_cost(cfg: &Cfg, dir: &Path, rep: &mut Report) {
             true,
         ),
         (
-            "**SharedMutex::notify_one**, after a waiter left (bit 0 set)",
+            "**SharedMutex::notify_one**, after a waiter slept and left",
             "ours used",
             false,
         ),
