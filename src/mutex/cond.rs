@@ -331,16 +331,24 @@ impl<T: Pod> SharedMutex<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use std::sync::mpsc;
+
+    /// A new mutex file in a temporary directory: the directory (kept
+    /// alive), its path, a handle.
+    fn new_file() -> (tempfile::TempDir, PathBuf, SharedMutex<u32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let m = SharedMutex::<u32>::open(&path).unwrap();
+        (dir, path, m)
+    }
 
     /// A holder thread that exits holding the lock (the kernel marks it
     /// FUTEX_OWNER_DIED and wakes nobody: no lock waiter) is seen by a
     /// condition waiter, which relocks and gets `OwnerDied`.
     #[test]
     fn a_holder_thread_exiting_wakes_a_condition_waiter_with_owner_died() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m");
-        let m = SharedMutex::<u32>::open(dir.path().join("m")).unwrap();
+        let (_dir, path, m) = new_file();
         let (locked, told) = mpsc::channel();
         let path = &path;
         std::thread::scope(|s| {
@@ -364,9 +372,7 @@ mod tests {
     /// a file whose waiters have gone costs no system call per notify.
     #[test]
     fn a_notify_one_that_finds_nobody_asleep_clears_the_sleepers_bit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m");
-        let m = SharedMutex::<u32>::open(&path).unwrap();
+        let (_dir, path, m) = new_file();
         let (locked, told) = mpsc::channel();
         let path = &path;
         std::thread::scope(|s| {
@@ -400,9 +406,7 @@ mod tests {
     /// nobody asleep leaves bit 0 clear.
     #[test]
     fn notify_one_wakes_a_waiter_in_wait_while() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m");
-        let m = SharedMutex::<u32>::open(&path).unwrap();
+        let (_dir, path, m) = new_file();
         m.notify_one();
         assert_eq!(m.map().cond().load(Ordering::Relaxed), cond::STEP);
         let (locked, told) = mpsc::channel();
