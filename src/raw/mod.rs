@@ -236,8 +236,8 @@ impl<'m> RawMutex<'m> {
     }
 
     /// Wakes every condition waiter of the file (as `notify_all`): an
-    /// owner death, a holder's panic, an abandoned recovery or a retired
-    /// file is news for them (`crate::cond`). Nothing for other kinds.
+    /// owner death or a holder's panic is news for them (`crate::cond`).
+    /// Nothing for other kinds.
     #[cold]
     pub(crate) fn cond_broadcast(&self) {
         if let Some(w) = self.cond_word() {
