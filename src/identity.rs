@@ -27,6 +27,14 @@ extern "C" fn after_fork_in_child() {
     ROOM.set(0);
 }
 
+/// How many `fork()`s lie between the first user of this crate in this
+/// process's line and this process (0: none): what the async holder pool
+/// and lanes compare, to never use a parent's.
+#[cfg(feature = "async")]
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 /// Whether this process is a fork child of a process that used this crate
 /// (it has seen a `fork()` since the library was first used in its line).
 pub(crate) fn is_fork_child() -> bool {

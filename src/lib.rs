@@ -7,6 +7,8 @@ mod clock;
 mod cond;
 mod error;
 mod file;
+#[cfg(feature = "async")]
+mod holder;
 mod identity;
 mod inspect;
 mod migrate;
@@ -31,6 +33,8 @@ pub use error::{Error, LabelTooLong, LockError};
 pub use file::layout::LockKind;
 pub use identity::MAX_HELD_PER_THREAD;
 pub use inspect::{Inspected, Inspection, inspect, inspect_file, inspect_semaphore};
+#[cfg(feature = "async")]
+pub use mutex::{AsyncGuard, LockFuture};
 pub use mutex::{Guard, SharedMutex};
 pub use options::OpenOptions;
 pub use outcome::{Acquired, LockGuard, Recovery};
@@ -100,6 +104,29 @@ pub mod internals {
     /// count [`MAX_HELD_PER_THREAD`](crate::MAX_HELD_PER_THREAD) bounds).
     pub fn held_by_this_thread() -> usize {
         crate::identity::held()
+    }
+
+    /// The async holder threads' name (`/proc/self/task/TID/comm`).
+    #[cfg(feature = "async")]
+    pub const HOLDER_THREAD_NAME: &str = crate::holder::THREAD_NAME;
+
+    /// Async holder threads alive, and how many of them are idle.
+    #[cfg(feature = "async")]
+    pub fn holder_threads() -> (usize, usize) {
+        crate::holder::threads()
+    }
+
+    /// Lanes (files) with a serving holder thread now.
+    #[cfg(feature = "async")]
+    pub fn lanes_serving() -> usize {
+        crate::holder::lanes_serving()
+    }
+
+    /// Blocks until no lane is being served: once every `lock_async`
+    /// future and guard is gone, the holders finish within microseconds.
+    #[cfg(feature = "async")]
+    pub fn wait_lanes_idle() {
+        crate::holder::wait_lanes_idle()
     }
 
     /// glibc's `pthread_mutex_clocklock`, which the `libc` crate lacks.

@@ -3,7 +3,6 @@
 
 use crate::owner::OwnerInfo;
 use crate::raw::{Name, RawMutex};
-use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 
@@ -29,6 +28,34 @@ pub trait LockGuard {
     /// and back in, since its guards never hand out references).
     #[doc(hidden)]
     fn with_value(&mut self, f: &mut dyn FnMut(&mut Self::Value));
+
+    /// Marks the lock consistent: [`Recovery::mark_consistent`]'s work.
+    /// The calling thread holds the lock, unless the guard's holder is
+    /// another thread (an async guard's, which gets the request).
+    ///
+    /// # Safety
+    /// The guard's lock was taken with EOWNERDEAD for this guard, is held
+    /// and has not been marked consistent since.
+    #[doc(hidden)]
+    unsafe fn mark_lock_consistent(&self) {
+        // SAFETY: forwarded: this thread took it with EOWNERDEAD (a sync
+        // guard's holder is the thread that has it: its guard is not Send).
+        unsafe { self.raw_lock().mark_consistent(self.lock_name()) }
+    }
+
+    /// Whether the guard's lock is held for it now (not a guard inherited
+    /// through fork, nor one whose file changed under it).
+    #[doc(hidden)]
+    fn held_for_guard(&self) -> bool {
+        self.raw_lock().held_by_caller()
+    }
+
+    /// Whether the lock was taken while the taking thread was already
+    /// panicking (its release during that panic is no death).
+    #[doc(hidden)]
+    fn taken_in_panic(&self) -> bool {
+        self.raw_lock().taken_while_panicking()
+    }
 }
 
 /// The outcome of a successful lock, for every kind: the lock is yours
@@ -151,8 +178,9 @@ impl<G: LockGuard> Acquired<G> {
 ///
 /// Derefs to what the guard derefs to (the value `T` of a
 /// [`SharedMutex<T>`](crate::SharedMutex)); [`guard`](Self::guard) reaches
-/// the kind's own methods. Not `Send` (its guard is not): only the thread
-/// that locked may mark consistent or unlock.
+/// the kind's own methods. `Send` exactly when its guard is: a sync guard
+/// is not (only the thread that locked may mark consistent or unlock),
+/// an async guard is (its holder thread does both).
 ///
 /// # Examples
 /// ```
@@ -172,20 +200,17 @@ pub struct Recovery<G: LockGuard> {
     guard: ManuallyDrop<G>,
     /// Boxed, so that `Acquired` stays small on the clean path.
     previous: Option<Box<OwnerInfo>>,
-    /// Not `Send`, whatever `G` is: only the locking thread may mark the
-    /// lock consistent (glibc does not check).
-    _not_send: PhantomData<*const ()>,
 }
 
 impl<G: LockGuard> Recovery<G> {
     /// # Safety
-    /// The calling thread acquired `guard`'s lock with EOWNERDEAD and holds
-    /// it, and has not marked it consistent.
+    /// `guard`'s lock was acquired with EOWNERDEAD for it and is held (by
+    /// the calling thread, whose guard is not `Send`, or by an async
+    /// guard's holder thread), and it has not been marked consistent.
     pub(crate) unsafe fn new(guard: G, previous: Option<Box<OwnerInfo>>) -> Self {
         Recovery {
             guard: ManuallyDrop::new(guard),
             previous,
-            _not_send: PhantomData,
         }
     }
 
@@ -233,12 +258,11 @@ impl<G: LockGuard> Recovery<G> {
     /// See [`Recovery`].
     pub fn mark_consistent(self) -> G {
         let (guard, _) = self.into_parts();
-        // A Recovery is only made (`new`'s contract) for a lock its thread
-        // acquired with EOWNERDEAD and still holds; the guard is never handed
-        // out mutably, so it is still that lock's.
-        // SAFETY: so this thread holds it after EOWNERDEAD (Recovery is not
-        // Send), and `into_parts` consumed `self`: this runs once.
-        unsafe { guard.raw_lock().mark_consistent(guard.lock_name()) };
+        // A Recovery is only made (`new`'s contract) for a lock acquired
+        // with EOWNERDEAD for its guard and still held; the guard is never
+        // handed out mutably, so it is still that lock's.
+        // SAFETY: so, and `into_parts` consumed `self`: this runs once.
+        unsafe { guard.mark_lock_consistent() };
         guard
     }
 
@@ -280,12 +304,12 @@ impl<G: LockGuard> Drop for Recovery<G> {
     fn drop(&mut self) {
         // (A recovery inherited through fork is not this thread's: its
         // guard's drop does nothing, and there is nothing to say.)
-        if std::thread::panicking() && !self.guard.raw_lock().taken_while_panicking() {
+        if std::thread::panicking() && !self.guard.taken_in_panic() {
             log::error!(
                 "{}: panicked while recovering; counted as another death: the next locker gets OwnerDied",
                 self.guard.lock_name()
             );
-        } else if self.guard.raw_lock().held_by_caller() {
+        } else if self.guard.held_for_guard() {
             log::error!(
                 "{}: recovery abandoned without mark_consistent; it is now not recoverable",
                 self.guard.lock_name()

@@ -34,6 +34,9 @@ pub(crate) struct Mapping {
     /// The header as the opener read (`pread`) and validated it: READY and
     /// immutable but for the boot id, which a stale-boot repair rewrites.
     header: Header,
+    /// The file's async waiters in this process and their holder thread.
+    #[cfg(feature = "async")]
+    lane: crate::holder::lane::LaneSlot,
 }
 
 // SAFETY: `base` is only the start address of `raw`, which is Send and Sync
@@ -53,6 +56,8 @@ impl Mapping {
             key,
             base,
             header: bytemuck::Zeroable::zeroed(),
+            #[cfg(feature = "async")]
+            lane: Default::default(),
         }
     }
 
@@ -110,6 +115,12 @@ impl Mapping {
             .as_ptr()
             .wrapping_add(self.raw.len().saturating_sub(1));
         sys::readable(last) != Some(false)
+    }
+
+    /// The file's async lane in this process (`crate::holder`).
+    #[cfg(feature = "async")]
+    pub fn lane(&self) -> &crate::holder::lane::Lane {
+        self.lane.get()
     }
 
     /// The header as it was when the file was attached.
@@ -282,6 +293,19 @@ impl<V> Registry<V> {
         false
     }
 
+    /// One more claim on `value`, registered under `key`, as a handle
+    /// has (given back with [`Self::detach`]).
+    #[cfg(feature = "async")]
+    pub fn claim(&self, key: Key, value: &Arc<V>) -> Arc<V> {
+        let mut reg = self.lock();
+        if let Some(e) = reg.get_mut(&key) {
+            if Arc::ptr_eq(&e.value, value) {
+                e.handles += 1;
+            }
+        }
+        value.clone()
+    }
+
     /// Whether `key` is registered.
     #[cfg(any(test, loom))]
     pub fn contains(&self, key: Key) -> bool {
@@ -303,6 +327,13 @@ pub(crate) fn attach(
     map: impl FnOnce() -> Result<MmapRaw, Error>,
 ) -> Result<Arc<Mapping>, Error> {
     registry().attach(key, || Ok(Mapping::attached(map()?, key, *header)))
+}
+
+/// A claim on a mapping a handle holds, as a handle's (an async holder
+/// thread's, which may outlive the handle), given back with [`detach`].
+#[cfg(feature = "async")]
+pub(crate) fn claim(map: &Arc<Mapping>) -> Arc<Mapping> {
+    registry().claim(map.key(), map)
 }
 
 /// Gives back a handle's claim on a mapping. The last claim unmaps it, unless

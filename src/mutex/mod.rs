@@ -2,7 +2,12 @@
 //! its [`Guard`].
 
 mod cond;
+#[cfg(feature = "async")]
+mod lock_async;
 mod open;
+
+#[cfg(feature = "async")]
+pub use lock_async::{AsyncGuard, LockFuture};
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};

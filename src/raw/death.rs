@@ -140,25 +140,8 @@ impl RawMutex<'_> {
                 unsafe { self.unlock_ours() };
                 return Ok(());
             }
-            // SAFETY: we hold the lock (the word names us), in the live
-            // mapping.
-            match unsafe { sys::die_holding(self.as_ptr(), tid) } {
-                sys::Death::Done => {
-                    identity::gave_one();
-                    // Condition waiters learn of the death at once.
-                    self.cond_broadcast();
-                    log::error!(
-                        "{name}: the holder panicked holding the lock: released as a death; the next locker gets OwnerDied"
-                    );
-                }
-                sys::Death::Refused => {
-                    log::error!(
-                        "{name}: the holder panicked holding the lock, and this platform cannot mark it dead: released as if clean"
-                    );
-                    // SAFETY: we hold the lock.
-                    unsafe { self.unlock_ours() };
-                }
-            }
+            // SAFETY: we hold the lock (the word names us).
+            unsafe { self.die(tid, name, "the holder panicked holding the lock") };
             return Ok(());
         }
         // Not ours. If it is on this thread's robust list, the file changed
@@ -185,6 +168,62 @@ impl RawMutex<'_> {
         Err(LockError::NotOwner {
             path: name.path.to_path_buf(),
         })
+    }
+
+    /// Releases the lock as its holder's death: the mutex leaves the
+    /// calling thread's robust list and its word becomes FUTEX_OWNER_DIED
+    /// (a waiter is woken); the next locker gets OwnerDied. `why` starts
+    /// the log line. Where the platform cannot, a plain unlock.
+    ///
+    /// # Safety
+    /// The calling thread holds the lock (its word names `tid`, the
+    /// caller's TID), taken through this `RawMutex`.
+    unsafe fn die(&self, tid: u32, name: Name<'_>, why: &str) {
+        // SAFETY: we hold the lock (the caller's contract), in the live
+        // mapping.
+        match unsafe { sys::die_holding(self.as_ptr(), tid) } {
+            sys::Death::Done => {
+                identity::gave_one();
+                // Condition waiters learn of the death at once.
+                self.cond_broadcast();
+                log::error!("{name}: {why}: released as a death; the next locker gets OwnerDied");
+            }
+            sys::Death::Refused => {
+                log::error!(
+                    "{name}: {why}, and this platform cannot mark it dead: released as if clean"
+                );
+                // SAFETY: we hold the lock.
+                unsafe { self.unlock_ours() };
+            }
+        }
+    }
+
+    /// Releases the lock the calling thread holds for an async task as a
+    /// death (`crate::holder`): the task panicked holding it, or a
+    /// recovery was taken for a future dropped before it could see it.
+    /// A lock word that no longer names the caller is reported as by
+    /// [`Self::release`].
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`Self::release`].
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cfg(feature = "async")]
+    pub(crate) unsafe fn release_as_death(
+        &self,
+        name: Name<'_>,
+        why: &str,
+    ) -> Result<(), LockError> {
+        let w = self.word().load(Ordering::Relaxed);
+        let tid = w & sys::FUTEX_TID_MASK;
+        if u64::from(tid) != identity::locker_tid() {
+            // SAFETY: forwarded from the caller; the not-ours path.
+            return unsafe { self.release_cold(w, name) };
+        }
+        // SAFETY: the word names us (and the caller's contract).
+        unsafe { self.die(tid, name, why) };
+        Ok(())
     }
 
     /// `pthread_mutex_consistent`, plus one recovery on the counters.

@@ -1,0 +1,435 @@
+//! A lane: one file's async waiters in this process, queued in user space,
+//! and the one holder thread at a time that locks and unlocks for them.
+//!
+//! The state, under one std mutex (held for a few instructions only):
+//! * a FIFO of tickets, one per waiting future, each with its `Waker`;
+//! * outcomes delivered to a ticket and not yet taken by its future;
+//! * `held`: slots (for a mutex: the lock) the serving thread holds for
+//!   guards and for delivered outcomes;
+//! * commands from guards, done in order by the serving thread: mark
+//!   consistent, release (clean, or as a death);
+//! * `serving`: whether a holder thread serves the lane.
+//!
+//! The serving thread loops (`serve`): it does the commands; if tickets
+//! wait and a slot is free, it acquires through the kind's normal slow path
+//! (stuck rule, FileChanged, OwnerDied, ...), in a wait the lane's bell can
+//! cancel, and delivers the outcome to the first ticket, waking it; if no
+//! ticket is left to take it, it lets the lock go at once (released clean,
+//! or, after EOWNERDEAD, released as a death again, so that the next locker
+//! still gets OwnerDied). With nothing to do it sleeps on the bell; with no
+//! ticket and nothing held it stops serving and its thread goes back to the
+//! pool.
+//!
+//! The bell (a [`CancelToken`]) rings for a command and when the last ticket
+//! leaves (so that a kernel wait nobody wants any more ends). Starting to
+//! serve is decided under the state mutex, so a ticket is never left
+//! without a serving thread.
+
+use crate::cancel::CancelToken;
+use crate::error::LockError;
+use crate::identity;
+use crate::raw::{Fail, Got};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::task::Waker;
+
+/// An acquisition's outcome: the slot taken (0 for a mutex) and how.
+pub(crate) type Outcome = Result<(usize, Got), Fail>;
+
+/// How the serving thread releases a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// A normal unlock (of an inconsistent mutex: it becomes not
+    /// recoverable, as a sync `Recovery` dropped without marking).
+    Clean,
+    /// As a death: the next locker gets OwnerDied. The guard was dropped
+    /// while its task panicked.
+    Panicked,
+    /// As a death again: the lock was taken with EOWNERDEAD for a future
+    /// dropped before it saw the outcome; the next locker gets OwnerDied.
+    Unseen,
+}
+
+impl How {
+    /// How to let go of a lock taken as `got` that nobody will use.
+    fn unused(got: &Got) -> How {
+        match got {
+            Got::Clean => How::Clean,
+            Got::OwnerDied(_) => How::Unseen,
+        }
+    }
+}
+
+/// What a holder thread needs to lock and unlock one file. Built by the
+/// kind from its handle; it owns what it uses (the file's mapping, its
+/// path), since the handle may be dropped before the thread is done.
+pub(crate) trait Target: Send + 'static {
+    /// The lane of the file.
+    fn lane(&self) -> &Lane;
+
+    /// Blocks until a slot is acquired, `bell` rings
+    /// ([`LockError::Cancelled`]) or the acquisition fails.
+    fn acquire(&self, bell: &CancelToken) -> Outcome;
+
+    /// Releases `slot` as `how` says.
+    ///
+    /// # Safety
+    /// The calling thread holds `slot`, taken through [`Self::acquire`].
+    unsafe fn release(&self, slot: usize, how: How);
+
+    /// Marks `slot` consistent.
+    ///
+    /// # Safety
+    /// The calling thread took `slot` with EOWNERDEAD through
+    /// [`Self::acquire`], holds it and has not marked it consistent.
+    unsafe fn consistent(&self, slot: usize);
+
+    /// How many slots the calling thread may hold at once (1 for a mutex).
+    fn capacity(&self) -> usize;
+}
+
+enum Command {
+    Consistent(usize),
+    Release(usize, How),
+}
+
+struct Ticket {
+    id: u64,
+    waker: Waker,
+}
+
+#[derive(Default)]
+struct State {
+    serving: bool,
+    next_id: u64,
+    queue: VecDeque<Ticket>,
+    done: Vec<(u64, Outcome)>,
+    held: usize,
+    commands: VecDeque<Command>,
+}
+
+/// One file's async waiters in this process, and its serving thread.
+pub(crate) struct Lane {
+    /// The fork generation the lane belongs to.
+    generation: u32,
+    state: Mutex<State>,
+    bell: CancelToken,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").finish_non_exhaustive()
+    }
+}
+
+/// What [`Lane::enter`] asks of the caller.
+#[derive(Debug)]
+pub(crate) enum Entered {
+    /// Queued behind a serving thread.
+    Queued(u64),
+    /// Queued, and the lane needs a serving thread: start one with
+    /// [`start`] (or undo with [`Lane::abandon`]).
+    Serve(u64),
+}
+
+impl Lane {
+    fn new(generation: u32) -> Lane {
+        Lane {
+            generation,
+            state: Mutex::new(State::default()),
+            bell: CancelToken::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a waiter woken through `waker`.
+    pub(crate) fn enter(&self, waker: &Waker) -> Entered {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.queue.push_back(Ticket {
+            id,
+            waker: waker.clone(),
+        });
+        if st.serving {
+            return Entered::Queued(id);
+        }
+        st.serving = true;
+        super::serving_started();
+        Entered::Serve(id)
+    }
+
+    /// Undoes [`Self::enter`]'s `Serve` when no thread could be started.
+    pub(crate) fn abandon(&self, id: u64) {
+        let mut st = self.lock();
+        st.queue.retain(|t| t.id != id);
+        st.serving = false;
+        drop(st);
+        super::serving_ended();
+    }
+
+    /// The outcome for ticket `id`, if delivered; else `waker` is the one
+    /// to wake.
+    pub(crate) fn poll(&self, id: u64, waker: &Waker) -> Option<Outcome> {
+        let mut st = self.lock();
+        if let Some(i) = st.done.iter().position(|(d, _)| *d == id) {
+            return Some(st.done.swap_remove(i).1);
+        }
+        if let Some(t) = st.queue.iter_mut().find(|t| t.id == id) {
+            if !t.waker.will_wake(waker) {
+                t.waker = waker.clone();
+            }
+        }
+        None
+    }
+
+    /// The future of ticket `id` is gone (dropped before it took its
+    /// outcome): its place in the queue is given up, and a lock delivered
+    /// to it is let go (a death passed on as a death).
+    pub(crate) fn leave(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(i) = st.queue.iter().position(|t| t.id == id) {
+            st.queue.remove(i);
+            let last = st.queue.is_empty();
+            drop(st);
+            if last {
+                // End a kernel wait that nobody wants any more.
+                self.bell.cancel();
+            }
+            return;
+        }
+        if let Some(i) = st.done.iter().position(|(d, _)| *d == id) {
+            let (_, outcome) = st.done.swap_remove(i);
+            if let Ok((slot, got)) = outcome {
+                let how = How::unused(&got);
+                st.commands.push_back(Command::Release(slot, how));
+                drop(st);
+                self.bell.cancel();
+            }
+        }
+    }
+
+    /// A guard's release of `slot`, done by the serving thread.
+    pub(crate) fn release(&self, slot: usize, how: How) {
+        self.command(Command::Release(slot, how));
+    }
+
+    /// A recovery's `mark_consistent` of `slot`, done by the serving
+    /// thread before any later release.
+    pub(crate) fn consistent(&self, slot: usize) {
+        self.command(Command::Consistent(slot));
+    }
+
+    fn command(&self, c: Command) {
+        self.lock().commands.push_back(c);
+        self.bell.cancel();
+    }
+
+    /// Whether the lane belongs to this fork generation (else it is a
+    /// parent's, whose serving thread this process lacks).
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Sleeps until the bell rings (at once if it rang since its reset).
+    fn sleep(&self) {
+        crate::sys::futex_wait_private(self.bell.word(), 0);
+    }
+}
+
+/// Hands a lane to a pool thread, which serves it through `target` until
+/// it has nothing to do.
+///
+/// # Errors
+/// The OS error if no holder thread could be created.
+pub(crate) fn start(target: Box<dyn Target>) -> std::io::Result<()> {
+    super::run(Box::new(move || serve(&*target)))
+}
+
+/// Ends the lane's service if the serving loop unwinds (a bug): every
+/// waiter is told, instead of waiting for ever; the thread dies, so the
+/// kernel releases what it held as a death.
+struct Unwinding<'a>(&'a Lane);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut st = self.0.lock();
+        let waiting: Vec<Ticket> = st.queue.drain(..).collect();
+        for t in &waiting {
+            let e = std::io::Error::other("robust-mutex: the lock's holder thread panicked");
+            st.done.push((t.id, Err(Fail::Lock(LockError::Io(e)))));
+        }
+        st.serving = false;
+        drop(st);
+        super::serving_ended();
+        for t in waiting {
+            t.waker.wake();
+        }
+    }
+}
+
+/// The serving loop (module docs).
+fn serve(target: &dyn Target) {
+    let lane = target.lane();
+    let _unwinding = Unwinding(lane);
+    loop {
+        lane.bell.reset();
+        let commands = std::mem::take(&mut lane.lock().commands);
+        for c in commands {
+            match c {
+                // SAFETY: a Consistent command comes from the Recovery of
+                // a slot this thread took with EOWNERDEAD and holds (its
+                // release, if any, is a later command).
+                Command::Consistent(slot) => unsafe { target.consistent(slot) },
+                Command::Release(slot, how) => {
+                    // SAFETY: a Release comes once per slot this thread
+                    // delivered and holds: from its guard, or from its
+                    // future dropped before taking it.
+                    unsafe { target.release(slot, how) };
+                    lane.lock().held -= 1;
+                }
+            }
+        }
+        let st = lane.lock();
+        if !st.commands.is_empty() {
+            continue;
+        }
+        if st.queue.is_empty() || st.held >= target.capacity() {
+            if st.queue.is_empty() && st.held == 0 {
+                let mut st = st;
+                st.serving = false;
+                drop(st);
+                super::serving_ended();
+                return;
+            }
+            drop(st);
+            lane.sleep();
+            continue;
+        }
+        drop(st);
+        let outcome = target.acquire(&lane.bell);
+        if let Err(Fail::Lock(LockError::Cancelled)) = outcome {
+            continue; // the bell rang: look again
+        }
+        deliver(target, lane, outcome);
+    }
+}
+
+/// Gives `outcome` to the first ticket (an error about the lock itself to
+/// every ticket), or lets the lock go if none is left.
+fn deliver(target: &dyn Target, lane: &Lane, outcome: Outcome) {
+    let mut st = lane.lock();
+    let mut woken = Vec::new();
+    if let Err(e) = &outcome {
+        // Stuck, changed or not recoverable: news for every waiter (each
+        // then follows a reset or reports it), not only the first.
+        while st.queue.len() > 1 {
+            let Some(copy) = copy_for_all(e) else { break };
+            let t = st.queue.pop_back().expect("len > 1");
+            st.done.push((t.id, Err(copy)));
+            woken.push(t.waker);
+        }
+    }
+    match st.queue.pop_front() {
+        Some(t) => {
+            if outcome.is_ok() {
+                st.held += 1;
+            }
+            st.done.push((t.id, outcome));
+            woken.push(t.waker);
+            drop(st);
+        }
+        None => {
+            drop(st);
+            if let Ok((slot, got)) = outcome {
+                let how = How::unused(&got);
+                // SAFETY: `acquire` just gave this thread `slot`, and no
+                // ticket took it.
+                unsafe { target.release(slot, how) };
+            }
+        }
+    }
+    for w in woken {
+        w.wake();
+    }
+}
+
+/// A copy of an error that concerns the lock rather than one waiter.
+fn copy_for_all(e: &Fail) -> Option<Fail> {
+    Some(match e {
+        Fail::NotRecoverable => Fail::NotRecoverable,
+        Fail::Lock(LockError::Stuck {
+            tid,
+            path,
+            permit,
+            remedy,
+        }) => Fail::Lock(LockError::Stuck {
+            tid: *tid,
+            path: path.clone(),
+            permit: *permit,
+            remedy,
+        }),
+        Fail::Lock(LockError::FileChanged { path }) => {
+            Fail::Lock(LockError::FileChanged { path: path.clone() })
+        }
+        Fail::Lock(_) => return None,
+    })
+}
+
+/// A mapping's lane, made at its first use, one per fork generation.
+#[derive(Debug, Default)]
+pub(crate) struct LaneSlot(AtomicPtr<Lane>);
+
+impl LaneSlot {
+    /// This fork generation's lane.
+    pub(crate) fn get(&self) -> &Lane {
+        identity::register_fork_handler();
+        let generation = identity::fork_generation();
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer here came from `Box::into_raw` below
+        // and is freed only by `Drop` (which has `&mut self`).
+        if let Some(lane) = unsafe { p.as_ref() } {
+            if lane.generation == generation {
+                return lane;
+            }
+        }
+        // None yet, or a parent's (a fork child): a fresh one. A parent's is
+        // leaked: its mutex may be held by a thread this process lacks.
+        let fresh = Box::into_raw(Box::new(Lane::new(generation)));
+        match self
+            .0
+            .compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // SAFETY: just installed; freed only by `Drop`.
+            Ok(_) => unsafe { &*fresh },
+            Err(_) => {
+                // SAFETY: `fresh` was never shared: ours to free.
+                drop(unsafe { Box::from_raw(fresh) });
+                self.get()
+            }
+        }
+    }
+}
+
+impl Drop for LaneSlot {
+    fn drop(&mut self) {
+        let p = *self.0.get_mut();
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: installed by `get` from `Box::into_raw`, and `&mut self`
+        // means no `&Lane` from `get` is alive (each borrows the slot).
+        let lane = unsafe { Box::from_raw(p) };
+        if lane.generation != identity::fork_generation() {
+            // A parent's, inherited through fork: leave it untouched.
+            std::mem::forget(lane);
+        }
+    }
+}

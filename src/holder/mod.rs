@@ -1,0 +1,197 @@
+//! Holder threads: the threads that take and release a lock on behalf of
+//! an async task (feature `async`).
+//!
+//! A robust mutex belongs to the thread whose TID is in its lock word:
+//! only that thread may unlock it, and the kernel releases it (marking the
+//! owner dead) when that thread dies. A task hops between a runtime's
+//! worker threads, so it cannot be that thread. A holder thread is: it
+//! sleeps in the kernel for the task, holds the lock while the task's
+//! guard lives (so the kernel still releases it if the process dies) and
+//! releases it when the guard is dropped.
+//!
+//! Per file, a [`lane`](lane::Lane) queues the waiting tasks of this
+//! process in user space and has at most one holder thread at a time: the
+//! threads in use follow the locks in use, not the tasks. The threads come
+//! from a pool: created lazily, reused, and ended after
+//! [`IDLE_EXIT`] without work.
+//!
+//! Fork: a child has none of its parent's threads. The pool and the lanes
+//! belong to one fork generation (`identity::fork_generation`): a child
+//! starts with fresh ones and never touches the parent's (whose mutexes a
+//! vanished thread may have held at the fork).
+
+pub(crate) mod lane;
+
+use crate::identity;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The holder threads' name (`/proc/self/task/TID/comm`).
+pub(crate) const THREAD_NAME: &str = "rm-holder";
+
+/// How long an idle holder thread waits for work before it exits.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// A holder thread's stack: the lock paths and a logger's formatting
+/// need little, and a process may have one thread per lock in use.
+const STACK: usize = 256 * 1024;
+
+/// Work for a holder thread: serve one lane until it has nothing to do.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool of one fork generation.
+struct Pool {
+    generation: u32,
+    /// The idle threads' job channels (with each thread's number), last
+    /// idle first.
+    idle: Mutex<Vec<(usize, mpsc::Sender<Job>)>>,
+    /// Numbers the threads.
+    spawned: AtomicUsize,
+    /// Threads alive (running a job or idle).
+    alive: AtomicUsize,
+    /// Lanes with a serving thread now, and the word
+    /// [`wait_lanes_idle`] sleeps on (bumped when it reaches 0).
+    serving: AtomicUsize,
+    idle_word: AtomicU32,
+}
+
+/// This fork generation's pool.
+fn pool() -> &'static Pool {
+    static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+    let generation = identity::fork_generation();
+    let p = POOL.load(Ordering::Acquire);
+    // SAFETY: a non-null POOL was leaked by `Box::into_raw` below and is
+    // never freed: it lives for the rest of the process.
+    if let Some(pool) = unsafe { p.as_ref() } {
+        if pool.generation == generation {
+            return pool;
+        }
+    }
+    // None yet, or the parent's (a fork child): a fresh one. The parent's
+    // is leaked: its mutex may be held by a thread the child lacks.
+    let fresh = Box::into_raw(Box::new(Pool {
+        generation,
+        idle: Mutex::new(Vec::new()),
+        spawned: AtomicUsize::new(0),
+        alive: AtomicUsize::new(0),
+        serving: AtomicUsize::new(0),
+        idle_word: AtomicU32::new(0),
+    }));
+    match POOL.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: just leaked, never freed.
+        Ok(_) => unsafe { &*fresh },
+        Err(_) => {
+            // Another thread installed one first: use that one.
+            // SAFETY: `fresh` was never shared: ours to free.
+            drop(unsafe { Box::from_raw(fresh) });
+            pool()
+        }
+    }
+}
+
+/// Runs `job` on an idle holder thread, or on a new one.
+///
+/// # Errors
+/// The OS error if no thread could be created.
+pub(crate) fn run(job: Job) -> std::io::Result<()> {
+    let pool = pool();
+    let mut job = job;
+    loop {
+        let next = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some((_, tx)) = next else { break };
+        match tx.send(job) {
+            Ok(()) => return Ok(()),
+            // That thread has just exited after its idle time: try another.
+            Err(mpsc::SendError(j)) => job = j,
+        }
+    }
+    pool.alive.fetch_add(1, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .stack_size(STACK)
+        .spawn(move || worker(pool, job));
+    if let Err(e) = spawned {
+        pool.alive.fetch_sub(1, Ordering::Relaxed);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A holder thread: runs its first job, then waits for more while it is
+/// listed idle; exits after [`IDLE_EXIT`] without one.
+fn worker(pool: &'static Pool, first: Job) {
+    let me = pool.spawned.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Job>();
+    let mut job = first;
+    loop {
+        job();
+        pool.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((me, tx.clone()));
+        job = match rx.recv_timeout(IDLE_EXIT) {
+            Ok(j) => j,
+            Err(_) => {
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = idle.iter().position(|(n, _)| *n == me) {
+                    // Still listed: nobody will send. Leave.
+                    idle.swap_remove(i);
+                    pool.alive.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                drop(idle);
+                // Taken from the list just now: its job is on the way.
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => {
+                        pool.alive.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// A lane starts being served.
+pub(crate) fn serving_started() {
+    pool().serving.fetch_add(1, Ordering::AcqRel);
+}
+
+/// A lane stops being served.
+pub(crate) fn serving_ended() {
+    let pool = pool();
+    if pool.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
+        pool.idle_word.fetch_add(1, Ordering::Release);
+        crate::sys::futex_wake(&pool.idle_word, i32::MAX, false);
+    }
+}
+
+/// Threads alive and idle (test hooks).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn threads() -> (usize, usize) {
+    let pool = pool();
+    let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).len();
+    (pool.alive.load(Ordering::Relaxed), idle)
+}
+
+/// Lanes being served now (test hooks).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn lanes_serving() -> usize {
+    pool().serving.load(Ordering::Acquire)
+}
+
+/// Blocks until no lane is being served (test hooks).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn wait_lanes_idle() {
+    let pool = pool();
+    loop {
+        let w = pool.idle_word.load(Ordering::Acquire);
+        if pool.serving.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        crate::sys::futex_wait_private(&pool.idle_word, w);
+    }
+}
