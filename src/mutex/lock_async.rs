@@ -11,9 +11,11 @@ use crate::error::LockError;
 use crate::holder::lane::{self, Entered, How, Lane, Outcome, Target};
 use crate::identity;
 use crate::outcome::{Acquired, LockGuard, Recovery};
-use crate::raw::{Fail, Got, Name, RawMutex, Wait};
+use crate::owner::Records;
+use crate::raw::{Fail, Got, Name, RawMutex, Wait, take_last_dead};
 use crate::registry::{self, Mapping};
 use bytemuck::Pod;
+use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -435,6 +437,9 @@ impl<T: Pod> Recovery<AsyncGuard<'_, T>> {
 struct MutexTarget {
     map: Option<Arc<Mapping>>,
     path: PathBuf,
+    /// The dead holder's records, while this thread holds a lock it took
+    /// with EOWNERDEAD (put back if nobody sees that death).
+    dead: Cell<Option<Records>>,
 }
 
 impl MutexTarget {
@@ -442,6 +447,7 @@ impl MutexTarget {
         MutexTarget {
             map: Some(registry::claim(&mutex.current_map())),
             path: mutex.path().to_path_buf(),
+            dead: Cell::new(None),
         }
     }
 
@@ -463,10 +469,14 @@ impl Target for MutexTarget {
     }
 
     fn acquire(&self, bell: &crate::CancelToken) -> Outcome {
-        self.map()
+        let got = self
+            .map()
             .raw()
-            .acquire(Wait::Cancellable(bell, None), || self.name())
-            .map(|got| (0, got))
+            .acquire(Wait::Cancellable(bell, None), || self.name())?;
+        if let Got::OwnerDied(_) = got {
+            self.dead.set(take_last_dead());
+        }
+        Ok((0, got))
     }
 
     unsafe fn release(&self, _slot: usize, how: How) {
@@ -479,13 +489,9 @@ impl Target for MutexTarget {
             How::Panicked => unsafe {
                 raw.release_as_death(self.name(), "the async task panicked holding the lock")
             },
-            // SAFETY: as above.
-            How::Unseen => unsafe {
-                raw.release_as_death(
-                    self.name(),
-                    "an owner death was taken for a lock_async future dropped before it saw it",
-                )
-            },
+            // SAFETY: as above, taken with EOWNERDEAD and not seen by
+            // anyone (so neither marked consistent nor labelled).
+            How::Unseen => unsafe { raw.pass_on_death(self.dead.take(), self.name()) },
         };
     }
 
@@ -507,3 +513,6 @@ impl Drop for MutexTarget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,22 @@ use crate::identity;
 use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(feature = "async")]
+thread_local! {
+    /// The dead holder's records as the calling thread's last acquisition
+    /// with EOWNERDEAD found them (for an async holder thread that passes
+    /// the death on unseen: [`RawMutex::pass_on_death`]).
+    static LAST_DEAD: std::cell::Cell<Option<crate::owner::Records>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The records of the dead holder that the calling thread's last
+/// acquisition with EOWNERDEAD replaced (taken: a second call gives `None`).
+#[cfg(feature = "async")]
+pub(crate) fn take_last_dead() -> Option<crate::owner::Records> {
+    LAST_DEAD.take()
+}
+
 impl RawMutex<'_> {
     /// The calling thread, already panicking, has just taken this lock and
     /// written its record: unless it held it already (a re-entrant relock,
@@ -76,6 +92,8 @@ impl RawMutex<'_> {
         // docs/design.md) as short as on the clean path: the description of
         // the dead holder (a String, a Box) is built afterwards.
         let dead = self.records();
+        #[cfg(feature = "async")]
+        LAST_DEAD.set(dead);
         // SAFETY: EOWNERDEAD gave us the lock.
         unsafe { self.record_acquired(contended) };
         self.add_cold(&Counters {
@@ -224,6 +242,72 @@ impl RawMutex<'_> {
         // SAFETY: the word names us (and the caller's contract).
         unsafe { self.die(tid, name, why) };
         Ok(())
+    }
+
+    /// Lets go of a lock taken with EOWNERDEAD that nobody will recover (an
+    /// async future dropped before it saw it) as the same death, unseen:
+    /// the dead holder's records (`dead`, as [`take_last_dead`] gave them)
+    /// are put back and its death is uncounted, then the lock is released
+    /// as a death. The next locker gets OwnerDied naming the holder that
+    /// really died, and counts that death once.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`Self::release`].
+    ///
+    /// # Safety
+    /// As [`Self::release`], and the calling thread took the lock with
+    /// EOWNERDEAD and has neither marked it consistent nor written a label.
+    #[cfg(feature = "async")]
+    pub(crate) unsafe fn pass_on_death(
+        &self,
+        dead: Option<crate::owner::Records>,
+        name: Name<'_>,
+    ) -> Result<(), LockError> {
+        if let (Some(d), Books::Header | Books::Permit { .. }) = (dead, self.books) {
+            if self.held_by_caller() {
+                // We hold the lock: the only writer of both records. The
+                // hot counts stay (our acquisition happened).
+                let (who, since, _) = self.hot_atomics();
+                who.store(bytemuck::cast([d.hot.pid, d.hot.tid]), Ordering::Relaxed);
+                since.store(d.hot.since, Ordering::Relaxed);
+                // SAFETY: as above; the cold record lies in the live
+                // mapping (`new`).
+                unsafe { *self.cold().as_mut() = d.cold };
+                self.uncount_death();
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.release_as_death(name, "an owner death was taken for a lock_async future dropped before it saw it; passed on")
+        }
+    }
+
+    /// Takes back the owner death `took_dead` counted (see
+    /// [`Self::pass_on_death`]). The caller holds the lock.
+    #[cfg(feature = "async")]
+    fn uncount_death(&self) {
+        match self.books {
+            Books::None => {}
+            Books::Header => {
+                let mut counters = self.header_counters();
+                // SAFETY: we hold the lock: the only writer of the header's
+                // counters, which lie in the live mapping (`new`).
+                let to = unsafe { counters.as_mut() };
+                to.owner_deaths = to.owner_deaths.saturating_sub(1);
+            }
+            Books::Permit { counters } => {
+                let at = std::mem::offset_of!(Counters, owner_deaths);
+                // SAFETY: `owner_deaths` is an 8-byte aligned u64 of the
+                // shared counters in the live mapping, only accessed
+                // atomically (`new`).
+                let a = unsafe {
+                    std::sync::atomic::AtomicU64::from_ptr(
+                        counters.as_ptr().cast::<u8>().add(at).cast(),
+                    )
+                };
+                a.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// `pthread_mutex_consistent`, plus one recovery on the counters.

@@ -33,6 +33,8 @@ mod record;
 mod stuck;
 
 pub(crate) use bound::check_room;
+#[cfg(feature = "async")]
+pub(crate) use death::take_last_dead;
 pub(crate) use record::refresh_process_key;
 pub(crate) use stuck::Suspect;
 
