@@ -363,11 +363,11 @@ impl<T: Pod> LockGuard for AsyncGuard<'_, T> {
 impl<T: Pod> Deref for AsyncGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // The holder thread's acquisition happened before the outcome
+        // reached this guard (through the lane's mutex).
         // SAFETY: the lock is held for this guard, so no cooperating thread
-        // or process writes the value (the holder thread's acquisition
-        // happened before the outcome reached us, through the lane's
-        // mutex); it lies aligned in the live mapping; `T: Pod` makes every
-        // bit pattern valid.
+        // or process writes the value; it lies aligned in the live mapping;
+        // `T: Pod` makes every bit pattern valid.
         unsafe { &*self.data() }
     }
 }
