@@ -233,6 +233,7 @@ impl Lane {
             let (_, outcome) = st.done.swap_remove(i);
             if let Ok((slot, got)) = outcome {
                 let how = How::unused(&got);
+                super::release_pending();
                 st.commands.push_back(Command::Release(slot, how));
                 drop(st);
                 self.bell.cancel();
@@ -242,6 +243,7 @@ impl Lane {
 
     /// A guard's release of `slot`, done by the serving thread.
     pub(crate) fn release(&self, slot: usize, how: How) {
+        super::release_pending();
         self.command(Command::Release(slot, how));
     }
 
@@ -333,6 +335,7 @@ fn serve(target: &dyn Target) {
                     // EOWNERDEAD, untouched).
                     unsafe { release(target, slot, how, d) };
                     lane.lock().held -= 1;
+                    super::release_done();
                 }
             }
         }
