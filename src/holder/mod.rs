@@ -180,7 +180,8 @@ pub(crate) fn release_done() {
     let pool = pool();
     if pool.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
         pool.flushed_word.fetch_add(1, Ordering::Release);
-        crate::sys::futex_wake(&pool.flushed_word, i32::MAX, false);
+        // Not private: the exit flush sleeps with a timed shared wait.
+        crate::sys::futex_wake(&pool.flushed_word, i32::MAX, true);
     }
 }
 
