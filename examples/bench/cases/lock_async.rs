@@ -437,7 +437,9 @@ async fn releaser<G, F: Future<Output = G>>(
         let t0 = now_ns();
         release(g);
         let t1: u64 = kid.line().parse().expect("a clock read");
-        out.a_switches += (process_switches() - s0) - (thread_switches() - th0);
+        // The thread's window lies inside the process's.
+        let th1 = thread_switches();
+        out.a_switches += (process_switches() - s0).saturating_sub(th1 - th0);
         out.lat.push(t1 - t0);
     }
     kid.send("end");
