@@ -62,6 +62,33 @@ fn thread_switches() -> u64 {
     switches(libc::RUSAGE_THREAD)
 }
 
+/// Context switches so far of this process's threads, by kind: the holder
+/// threads, tokio's workers, the others (from
+/// `/proc/self/task/*/status`; threads that ended are not counted).
+fn switches_by_thread() -> [u64; 3] {
+    let mut by = [0; 3];
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = entry.expect("a task").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        let kind = match comm.trim() {
+            HOLDER_THREAD_NAME => 0,
+            WORKER_THREAD_NAME => 1,
+            _ => 2,
+        };
+        by[kind] += n;
+    }
+    by
+}
+
+/// Tokio's worker threads' name (its default).
+const WORKER_THREAD_NAME: &str = "tokio-rt-worker";
+
 /// A tokio multi-thread runtime with 2 workers (the machine's cores).
 fn multi_thread() -> Runtime {
     Builder::new_multi_thread()
@@ -121,7 +148,7 @@ where
     rt.block_on(rt.spawn(fut)).expect("the task")
 }
 
-/// Back to back, one at a time: waits until the lane is idle and its
+/// One at a time: waits until the lane is idle and its
 /// holder thread listed idle in the pool again.
 fn pool_quiet() {
     wait_lanes_idle();
@@ -135,8 +162,13 @@ fn pool_quiet() {
     }
 }
 
+/// The switches of tokio workers waiting in [`pool_quiet`] for
+/// [`cycles_idle_lane`], which are not counted.
+static QUIET_SWITCHES: AtomicU64 = AtomicU64::new(0);
+
 /// `n` cycles of `lock_async().await` + drop, each after [`pool_quiet`]
-/// (not timed; the switches of the thread that waits in it not counted).
+/// (not timed; the switches of the thread that waits in it not counted:
+/// they are added to [`QUIET_SWITCHES`]).
 async fn cycles_idle_lane(m: &SharedMutex<u64>, n: u64) -> (f64, f64) {
     pool_quiet();
     let (mut ns, mut quiet) = (0, 0);
@@ -150,6 +182,7 @@ async fn cycles_idle_lane(m: &SharedMutex<u64>, n: u64) -> (f64, f64) {
         quiet += thread_switches() - th;
     }
     let sw = process_switches() - s0 - quiet;
+    QUIET_SWITCHES.fetch_add(quiet, Relaxed);
     (ns as f64 / n as f64, sw as f64 / n as f64)
 }
 
@@ -161,6 +194,10 @@ struct Timed<'a> {
     n: u64,
     ns: Vec<f64>,
     sw: Vec<f64>,
+    /// Switches of the holder threads, the workers and the others over
+    /// every batch (from [`switches_by_thread`]), and the batches' cycles.
+    by_thread: [u64; 3],
+    cycles: u64,
 }
 
 fn timed<'a>(label: &'static str, run: impl FnMut(u64) -> (f64, f64) + 'a) -> Timed<'a> {
@@ -170,6 +207,8 @@ fn timed<'a>(label: &'static str, run: impl FnMut(u64) -> (f64, f64) + 'a) -> Ti
         n: 0,
         ns: Vec::new(),
         sw: Vec::new(),
+        by_thread: [0; 3],
+        cycles: 0,
     }
 }
 
@@ -245,22 +284,33 @@ fn uncontended(cfg: &Cfg, dir: &Path, rep: &mut Report) {
     for round in 0..cfg.rounds {
         for j in 0..k {
             let e = &mut es[(round + j) % k];
+            let before = switches_by_thread();
             let (ns, sw) = (e.run)(e.n);
+            let mut after = switches_by_thread();
+            after[1] -= QUIET_SWITCHES.swap(0, Relaxed);
             e.ns.push(ns);
             e.sw.push(sw);
+            for (t, (a, b)) in e.by_thread.iter_mut().zip(after.iter().zip(before)) {
+                *t += a.saturating_sub(b);
+            }
+            e.cycles += e.n;
         }
     }
     let sync_ns = es[3].ns.clone();
     let alive = holder_threads().0;
     for e in &es {
         let ratios: Vec<f64> = e.ns.iter().zip(&sync_ns).map(|(a, b)| a / b).collect();
+        let per = |n: u64| n as f64 / e.cycles as f64;
         rep.row(
             "9a uncontended lock + drop (one process, nobody else locks)",
             e.label,
             format!(
-                "{} per cycle; {:.2} thread switches per cycle ({} cycles per batch)",
+                "{} per cycle; {:.2} thread switches per cycle (holder threads {:.2}, tokio workers {:.2}, other threads {:.2}; {} cycles per batch)",
                 fmt_ns(median(&e.ns)),
                 median(&e.sw),
+                per(e.by_thread[0]),
+                per(e.by_thread[1]),
+                per(e.by_thread[2]),
                 e.n
             ),
             format!("{:.1}× lock() (median)", median(&ratios)),
