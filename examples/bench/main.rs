@@ -8,7 +8,7 @@
 //! cargo run --release --example bench                 # cases 1-6, 8 and 9, about 3 minutes on 2 cores
 //! cargo run --release --example bench -- --quick      # a smaller run, about 20 s
 //! cargo run --release --example bench -- --only 7     # the bounded-spin sweep, about 2 minutes
-//! cargo run --release --example bench -- --only 9     # async acquisition (issue 14), about 20 s
+//! cargo run --release --example bench -- --only 9     # async acquisition (issue 14), about 12 s
 //! cargo run --release --example bench -- --png docs/seed-workload.png
 //! ```
 //!
