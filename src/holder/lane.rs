@@ -130,6 +130,11 @@ struct State {
     /// The serving thread sleeps with a slot free and no ticket: the next
     /// ticket rings the bell.
     wants_tickets: bool,
+    /// The serving thread is in `Target::acquire`.
+    acquiring: bool,
+    /// ... and the last ticket left meanwhile: counted as a pending
+    /// release until the acquisition's end is settled.
+    abandoned: bool,
 }
 
 /// One file's async waiters in this process, and its serving thread.
@@ -222,6 +227,13 @@ impl Lane {
         if let Some(i) = st.queue.iter().position(|t| t.id == id) {
             st.queue.remove(i);
             let last = st.queue.is_empty();
+            if last && st.acquiring && !st.abandoned {
+                // The serving thread may take the lock for nobody now and
+                // let it go: an exit must wait for that too (the exit
+                // flush), or it would end the process holding it.
+                st.abandoned = true;
+                super::release_pending();
+            }
             drop(st);
             if last {
                 // End a kernel wait that nobody wants any more.
@@ -262,6 +274,15 @@ impl Lane {
     /// parent's, whose serving thread this process lacks).
     pub(crate) fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// The serving thread's acquisition ended without an outcome to
+    /// deliver. Returns whether the last ticket left during it (then an
+    /// exit is waiting for this: `release_done` once settled).
+    fn acquired(&self) -> bool {
+        let mut st = self.lock();
+        st.acquiring = false;
+        std::mem::take(&mut st.abandoned)
     }
 
     /// Sleeps until the bell rings (at once if it rang since its reset).
@@ -357,34 +378,43 @@ fn serve(target: &dyn Target) {
             lane.sleep();
             continue;
         }
+        st.acquiring = true;
         drop(st);
         let outcome = target.acquire(&lane.bell);
-        match &outcome {
+        if let Ok((slot, Got::OwnerDied(_))) = &outcome {
+            dead.push((*slot, take_last_dead()));
+        }
+        let (unused, abandoned) = match outcome {
             // The bell rang: look again.
-            Err(Fail::Lock(LockError::Cancelled)) => continue,
+            Err(Fail::Lock(LockError::Cancelled)) => (None, lane.acquired()),
             // Every usable slot is held here (a semaphore whose other
             // permits are lost): wait for a release.
             Err(Fail::Lock(LockError::Deadlock)) => {
+                let abandoned = lane.acquired();
                 lane.sleep();
-                continue;
+                (None, abandoned)
             }
-            Ok((slot, Got::OwnerDied(_))) => dead.push((*slot, take_last_dead())),
-            _ => {}
-        }
-        if let Some(unused) = deliver(lane, outcome) {
-            let (slot, how) = unused;
+            outcome => deliver(lane, outcome),
+        };
+        if let Some((slot, how)) = unused {
             let d = take_dead(slot, &mut dead);
             // SAFETY: `acquire` just gave this thread `slot` and no ticket
             // took it (Unseen: with EOWNERDEAD, untouched).
             unsafe { release(target, slot, how, d) };
         }
+        if abandoned {
+            super::release_done();
+        }
     }
 }
 
 /// Gives `outcome` to the first ticket (an error about the lock itself to
-/// every ticket). If none is left, the slot taken for nobody, to let go.
-fn deliver(lane: &Lane, outcome: Outcome) -> Option<(usize, How)> {
+/// every ticket). Returns the slot taken for nobody, to let go, if no
+/// ticket is left, and whether an exit waits for that ([`Lane::acquired`]).
+fn deliver(lane: &Lane, outcome: Outcome) -> (Option<(usize, How)>, bool) {
     let mut st = lane.lock();
+    st.acquiring = false;
+    let abandoned = std::mem::take(&mut st.abandoned);
     let mut woken = Vec::new();
     if let Err(e) = &outcome {
         // Stuck, changed or not recoverable: news for every waiter (each
@@ -411,7 +441,7 @@ fn deliver(lane: &Lane, outcome: Outcome) -> Option<(usize, How)> {
     for w in woken {
         w.wake();
     }
-    unused
+    (unused, abandoned)
 }
 
 /// A copy of an error that concerns the lock rather than one waiter.
