@@ -28,7 +28,8 @@
 use crate::cancel::CancelToken;
 use crate::error::LockError;
 use crate::identity;
-use crate::raw::{Fail, Got};
+use crate::owner::Records;
+use crate::raw::{Fail, Got, Name, RawMutex, take_last_dead};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -72,21 +73,37 @@ pub(crate) trait Target: Send + 'static {
     /// ([`LockError::Cancelled`]) or the acquisition fails.
     fn acquire(&self, bell: &CancelToken) -> Outcome;
 
-    /// Releases `slot` as `how` says.
-    ///
-    /// # Safety
-    /// The calling thread holds `slot`, taken through [`Self::acquire`].
-    unsafe fn release(&self, slot: usize, how: How);
+    /// Slot `slot`'s raw lock.
+    fn raw(&self, slot: usize) -> RawMutex<'_>;
 
-    /// Marks `slot` consistent.
-    ///
-    /// # Safety
-    /// The calling thread took `slot` with EOWNERDEAD through
-    /// [`Self::acquire`], holds it and has not marked it consistent.
-    unsafe fn consistent(&self, slot: usize);
+    /// Slot `slot`'s name in the log.
+    fn name(&self, slot: usize) -> Name<'_>;
 
     /// How many slots the calling thread may hold at once (1 for a mutex).
     fn capacity(&self) -> usize;
+}
+
+/// Releases `slot`, which the calling thread holds, as `how` says. `dead`:
+/// the records its acquisition with EOWNERDEAD replaced (for
+/// [`How::Unseen`]). An error was logged where it was found.
+///
+/// # Safety
+/// The calling thread holds `slot`, taken through `target.acquire`; for
+/// [`How::Unseen`], with EOWNERDEAD, and nobody has seen it since.
+unsafe fn release(target: &dyn Target, slot: usize, how: How, dead: Option<Records>) {
+    let raw = target.raw(slot);
+    let name = || target.name(slot);
+    let _ = match how {
+        // SAFETY: this thread holds it (the caller's contract).
+        How::Clean => unsafe { raw.release(name) },
+        // SAFETY: as above.
+        How::Panicked => unsafe {
+            raw.release_as_death(name(), "the async task panicked holding the lock")
+        },
+        // SAFETY: as above, taken with EOWNERDEAD and not seen by anyone
+        // (so neither marked consistent nor labelled).
+        How::Unseen => unsafe { raw.pass_on_death(dead, name()) },
+    };
 }
 
 enum Command {
@@ -279,20 +296,32 @@ impl Drop for Unwinding<'_> {
 fn serve(target: &dyn Target) {
     let lane = target.lane();
     let _unwinding = Unwinding(lane);
+    // The records each slot held with EOWNERDEAD replaced, until it is
+    // marked consistent or released.
+    let mut dead: Vec<(usize, Option<Records>)> = Vec::new();
+    fn take_dead(slot: usize, dead: &mut Vec<(usize, Option<Records>)>) -> Option<Records> {
+        let i = dead.iter().position(|(s, _)| *s == slot)?;
+        dead.swap_remove(i).1
+    }
     loop {
         lane.bell.reset();
         let commands = std::mem::take(&mut lane.lock().commands);
         for c in commands {
             match c {
-                // SAFETY: a Consistent command comes from the Recovery of
-                // a slot this thread took with EOWNERDEAD and holds (its
-                // release, if any, is a later command).
-                Command::Consistent(slot) => unsafe { target.consistent(slot) },
+                Command::Consistent(slot) => {
+                    take_dead(slot, &mut dead);
+                    // SAFETY: a Consistent command comes from the Recovery
+                    // of a slot this thread took with EOWNERDEAD and holds
+                    // (its release, if any, is a later command).
+                    unsafe { target.raw(slot).mark_consistent(target.name(slot)) };
+                }
                 Command::Release(slot, how) => {
+                    let d = take_dead(slot, &mut dead);
                     // SAFETY: a Release comes once per slot this thread
                     // delivered and holds: from its guard, or from its
-                    // future dropped before taking it.
-                    unsafe { target.release(slot, how) };
+                    // future dropped before taking it (Unseen: with
+                    // EOWNERDEAD, untouched).
+                    unsafe { release(target, slot, how, d) };
                     lane.lock().held -= 1;
                 }
             }
@@ -315,16 +344,31 @@ fn serve(target: &dyn Target) {
         }
         drop(st);
         let outcome = target.acquire(&lane.bell);
-        if let Err(Fail::Lock(LockError::Cancelled)) = outcome {
-            continue; // the bell rang: look again
+        match &outcome {
+            // The bell rang: look again.
+            Err(Fail::Lock(LockError::Cancelled)) => continue,
+            // Every usable slot is held here (a semaphore whose other
+            // permits are lost): wait for a release.
+            Err(Fail::Lock(LockError::Deadlock)) => {
+                lane.sleep();
+                continue;
+            }
+            Ok((slot, Got::OwnerDied(_))) => dead.push((*slot, take_last_dead())),
+            _ => {}
         }
-        deliver(target, lane, outcome);
+        if let Some(unused) = deliver(lane, outcome) {
+            let (slot, how) = unused;
+            let d = take_dead(slot, &mut dead);
+            // SAFETY: `acquire` just gave this thread `slot` and no ticket
+            // took it (Unseen: with EOWNERDEAD, untouched).
+            unsafe { release(target, slot, how, d) };
+        }
     }
 }
 
 /// Gives `outcome` to the first ticket (an error about the lock itself to
-/// every ticket), or lets the lock go if none is left.
-fn deliver(target: &dyn Target, lane: &Lane, outcome: Outcome) {
+/// every ticket). If none is left, the slot taken for nobody, to let go.
+fn deliver(lane: &Lane, outcome: Outcome) -> Option<(usize, How)> {
     let mut st = lane.lock();
     let mut woken = Vec::new();
     if let Err(e) = &outcome {
@@ -337,28 +381,22 @@ fn deliver(target: &dyn Target, lane: &Lane, outcome: Outcome) {
             woken.push(t.waker);
         }
     }
-    match st.queue.pop_front() {
+    let unused = match st.queue.pop_front() {
         Some(t) => {
             if outcome.is_ok() {
                 st.held += 1;
             }
             st.done.push((t.id, outcome));
             woken.push(t.waker);
-            drop(st);
+            None
         }
-        None => {
-            drop(st);
-            if let Ok((slot, got)) = outcome {
-                let how = How::unused(&got);
-                // SAFETY: `acquire` just gave this thread `slot`, and no
-                // ticket took it.
-                unsafe { target.release(slot, how) };
-            }
-        }
-    }
+        None => outcome.ok().map(|(slot, got)| (slot, How::unused(&got))),
+    };
+    drop(st);
     for w in woken {
         w.wake();
     }
+    unused
 }
 
 /// A copy of an error that concerns the lock rather than one waiter.

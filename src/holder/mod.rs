@@ -20,6 +20,7 @@
 //! starts with fresh ones and never touches the parent's (whose mutexes a
 //! vanished thread may have held at the fork).
 
+pub(crate) mod future;
 pub(crate) mod lane;
 
 use crate::identity;

@@ -8,14 +8,12 @@
 
 use super::SharedMutex;
 use crate::error::LockError;
-use crate::holder::lane::{self, Entered, How, Lane, Outcome, Target};
-use crate::identity;
+use crate::holder::future::{AsyncKind, Held, Waiting};
+use crate::holder::lane::{Lane, Outcome, Target};
 use crate::outcome::{Acquired, LockGuard, Recovery};
-use crate::owner::Records;
-use crate::raw::{Fail, Got, Name, RawMutex, Wait, take_last_dead};
+use crate::raw::{Got, Name, RawMutex, Wait};
 use crate::registry::{self, Mapping};
 use bytemuck::Pod;
-use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -70,7 +68,7 @@ impl<T: Pod> SharedMutex<T> {
     pub fn lock_async(&self) -> LockFuture<'_, T> {
         LockFuture {
             mutex: self,
-            step: Step::Start,
+            waiting: Waiting::Start,
         }
     }
 
@@ -91,28 +89,15 @@ impl<T: Pod> SharedMutex<T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct LockFuture<'a, T: Pod> {
     mutex: &'a SharedMutex<T>,
-    step: Step<'a>,
-}
-
-enum Step<'a> {
-    /// Not queued yet.
-    Start,
-    /// Queued in `map`'s lane (of fork generation `generation`).
-    Queued {
-        map: &'a Mapping,
-        id: u64,
-        generation: u32,
-    },
-    /// Resolved.
-    Done,
+    waiting: Waiting<'a>,
 }
 
 impl<T: Pod> std::fmt::Debug for LockFuture<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockFuture")
             .field("path", &self.mutex.path())
-            .field("queued", &matches!(self.step, Step::Queued { .. }))
-            .finish_non_exhaustive()
+            .field("waiting", &self.waiting)
+            .finish()
     }
 }
 
@@ -121,101 +106,53 @@ impl<'a, T: Pod> Future for LockFuture<'a, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        loop {
-            match this.step {
-                Step::Start => {
-                    let map = this.mutex.map();
-                    let lane = map.lane();
-                    let id = match lane.enter(cx.waker()) {
-                        Entered::Queued(id) => id,
-                        Entered::Serve(id) => {
-                            let target = MutexTarget::new(this.mutex);
-                            if let Err(e) = lane::start(Box::new(target)) {
-                                lane.abandon(id);
-                                this.step = Step::Done;
-                                log::error!(
-                                    "{}: no holder thread for lock_async: {e}",
-                                    this.mutex.name()
-                                );
-                                return Poll::Ready(Err(LockError::Io(e)));
-                            }
-                            id
-                        }
-                    };
-                    this.step = Step::Queued {
-                        map,
-                        id,
-                        generation: lane.generation(),
-                    };
-                    // The holder thread wakes us with the outcome.
-                    return Poll::Pending;
-                }
-                Step::Queued { map, id, .. } => {
-                    let Some(outcome) = map.lane().poll(id, cx.waker()) else {
-                        return Poll::Pending;
-                    };
-                    this.step = Step::Done;
-                    match this.resolve(map, outcome) {
-                        Some(ready) => return Poll::Ready(ready),
-                        None => this.step = Step::Start, // moved to a reset file
-                    }
-                }
-                Step::Done => panic!("LockFuture polled after it resolved"),
-            }
-        }
-    }
-}
-
-impl<'a, T: Pod> LockFuture<'a, T> {
-    /// The future's result from the lane's outcome, or `None` to queue
-    /// again on the file a reset put in place of `map`'s.
-    #[allow(clippy::type_complexity)]
-    fn resolve(
-        &self,
-        map: &'a Mapping,
-        outcome: Outcome,
-    ) -> Option<Result<Acquired<AsyncGuard<'a, T>>, LockError>> {
-        let guard = || AsyncGuard {
-            mutex: self.mutex,
-            map,
-            generation: map.lane().generation(),
-            taken_in_panic: std::thread::panicking(),
-            _value: PhantomData,
-        };
-        Some(match outcome {
-            Ok((_, Got::Clean)) => Ok(Acquired::Clean(guard())),
-            // SAFETY: the lane's holder thread took the lock with
-            // EOWNERDEAD for this ticket and holds it until the guard's
-            // release command; nobody has marked it consistent.
-            Ok((_, Got::OwnerDied(previous))) => Ok(Acquired::OwnerDied(unsafe {
-                Recovery::new(guard(), previous)
-            })),
-            Err(Fail::Lock(e)) => Err(e),
-            Err(Fail::NotRecoverable) => {
-                if self.mutex.follow_reset(map) {
-                    return None;
-                }
-                log::error!("{}: mutex is not recoverable; reset it", self.mutex.name());
-                Err(LockError::NotRecoverable)
-            }
-        })
+        this.waiting.poll(this.mutex, cx)
     }
 }
 
 impl<T: Pod> Drop for LockFuture<'_, T> {
     fn drop(&mut self) {
-        if let Step::Queued {
-            map,
-            id,
-            generation,
-        } = self.step
-        {
-            // A future inherited through fork has no holder here: nothing
-            // of this process waits for it.
-            if generation == identity::fork_generation() {
-                map.lane().leave(id);
+        self.waiting.drop_future();
+    }
+}
+
+impl<'a, T: Pod> AsyncKind<'a> for &'a SharedMutex<T> {
+    type Output = Acquired<AsyncGuard<'a, T>>;
+
+    fn map(self) -> &'a Mapping {
+        SharedMutex::map(self)
+    }
+
+    fn target(self) -> Box<dyn Target> {
+        Box::new(MutexTarget {
+            map: Some(registry::claim(&self.current_map())),
+            path: self.path().to_path_buf(),
+        })
+    }
+
+    fn ready(self, held: Held<'a>, got: Got) -> Self::Output {
+        let guard = AsyncGuard {
+            mutex: self,
+            held,
+            _value: PhantomData,
+        };
+        match got {
+            Got::Clean => Acquired::Clean(guard),
+            Got::OwnerDied(previous) => {
+                // SAFETY: the lane's holder thread took the lock with
+                // EOWNERDEAD for this guard and holds it until the guard's
+                // release; nobody has marked it consistent.
+                Acquired::OwnerDied(unsafe { Recovery::new(guard, previous) })
             }
         }
+    }
+
+    fn follow_reset(self, map: &'a Mapping) -> bool {
+        SharedMutex::follow_reset(self, map)
+    }
+
+    fn name(self) -> Name<'a> {
+        SharedMutex::name(self)
     }
 }
 
@@ -249,12 +186,7 @@ impl<T: Pod> Drop for LockFuture<'_, T> {
 #[must_use = "if unused the mutex will immediately unlock"]
 pub struct AsyncGuard<'a, T: Pod> {
     mutex: &'a SharedMutex<T>,
-    map: &'a Mapping,
-    /// The fork generation whose holder thread holds the lock.
-    generation: u32,
-    /// Resolved while its thread was already panicking: its release
-    /// during that panic is no death.
-    taken_in_panic: bool,
+    held: Held<'a>,
     /// `Send`/`Sync` as `&mut T`: the guard gives `&mut T` access.
     _value: PhantomData<&'a mut T>,
 }
@@ -270,7 +202,7 @@ impl<T: Pod> std::fmt::Debug for AsyncGuard<'_, T> {
 impl<'a, T: Pod> AsyncGuard<'a, T> {
     /// The value's address in the mapping.
     fn data(&self) -> *mut T {
-        self.map.data(self.mutex.data_offset()).cast()
+        self.held.map.data(self.mutex.data_offset()).cast()
     }
 
     /// Sets a short label in the owner record; see
@@ -297,7 +229,7 @@ impl<'a, T: Pod> AsyncGuard<'a, T> {
         // SAFETY: the lock is held for this guard (by its holder thread,
         // which touches the record only at acquisition and release, both
         // outside the guard's life), of a mutex file (which has records).
-        unsafe { self.map.raw().set_label(label) }
+        unsafe { self.held.map.raw().set_label(label) }
     }
 
     /// The mutex this guard locks.
@@ -317,19 +249,13 @@ impl<'a, T: Pod> AsyncGuard<'a, T> {
     pub fn mutex(&self) -> &'a SharedMutex<T> {
         self.mutex
     }
-
-    /// The lane whose holder thread holds the lock, if it is this
-    /// process's (not for a guard inherited through fork).
-    fn lane(&self) -> Option<&'a Lane> {
-        (self.generation == identity::fork_generation()).then(|| self.map.lane())
-    }
 }
 
 impl<T: Pod> LockGuard for AsyncGuard<'_, T> {
     type Value = T;
 
     fn raw_lock(&self) -> RawMutex<'_> {
-        self.map.raw()
+        self.held.map.raw()
     }
 
     fn lock_name(&self) -> Name<'_> {
@@ -341,22 +267,15 @@ impl<T: Pod> LockGuard for AsyncGuard<'_, T> {
     }
 
     unsafe fn mark_lock_consistent(&self) {
-        match self.lane() {
-            // Done by the holder thread before any later release.
-            Some(lane) => lane.consistent(0),
-            None => log::error!(
-                "{}: not marking consistent: a recovery inherited through fork",
-                self.mutex.name()
-            ),
-        }
+        self.held.mark_consistent(self.mutex.name());
     }
 
     fn held_for_guard(&self) -> bool {
-        self.lane().is_some()
+        self.held.held_here()
     }
 
     fn taken_in_panic(&self) -> bool {
-        self.taken_in_panic
+        self.held.taken_in_panic()
     }
 }
 
@@ -382,21 +301,9 @@ impl<T: Pod> DerefMut for AsyncGuard<'_, T> {
 
 impl<T: Pod> Drop for AsyncGuard<'_, T> {
     fn drop(&mut self) {
-        let Some(lane) = self.lane() else {
-            log::debug!(
-                "{}: an async guard inherited through fork was dropped; nothing done",
-                self.mutex.name()
-            );
-            return;
-        };
-        let how = if std::thread::panicking() && !self.taken_in_panic {
-            How::Panicked
-        } else {
-            How::Clean
-        };
         // The holder thread releases it (our writes to the value happen
         // before, through the lane's mutex).
-        lane.release(0, how);
+        self.held.release(self.mutex.name());
     }
 }
 
@@ -424,7 +331,7 @@ impl<T: Pod> Recovery<AsyncGuard<'_, T>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_label(&mut self, label: &str) -> Result<(), crate::LabelTooLong> {
-        let map = self.guard().map;
+        let map = self.guard().held.map;
         // SAFETY: the lock is held for the recovery's guard (by its holder
         // thread), of a mutex file (which has records).
         unsafe { map.raw().set_label(label) }
@@ -437,29 +344,11 @@ impl<T: Pod> Recovery<AsyncGuard<'_, T>> {
 struct MutexTarget {
     map: Option<Arc<Mapping>>,
     path: PathBuf,
-    /// The dead holder's records, while this thread holds a lock it took
-    /// with EOWNERDEAD (put back if nobody sees that death).
-    dead: Cell<Option<Records>>,
 }
 
 impl MutexTarget {
-    fn new<T: Pod>(mutex: &SharedMutex<T>) -> Self {
-        MutexTarget {
-            map: Some(registry::claim(&mutex.current_map())),
-            path: mutex.path().to_path_buf(),
-            dead: Cell::new(None),
-        }
-    }
-
     fn map(&self) -> &Mapping {
         self.map.as_deref().expect("claimed until drop")
-    }
-
-    fn name(&self) -> Name<'_> {
-        Name {
-            path: &self.path,
-            permit: None,
-        }
     }
 }
 
@@ -472,33 +361,19 @@ impl Target for MutexTarget {
         let got = self
             .map()
             .raw()
-            .acquire(Wait::Cancellable(bell, None), || self.name())?;
-        if let Got::OwnerDied(_) = got {
-            self.dead.set(take_last_dead());
-        }
+            .acquire(Wait::Cancellable(bell, None), || self.name(0))?;
         Ok((0, got))
     }
 
-    unsafe fn release(&self, _slot: usize, how: How) {
-        let raw = self.map().raw();
-        // An error was logged where it was found.
-        let _ = match how {
-            // SAFETY: this thread holds the lock (the caller's contract).
-            How::Clean => unsafe { raw.release(|| self.name()) },
-            // SAFETY: as above.
-            How::Panicked => unsafe {
-                raw.release_as_death(self.name(), "the async task panicked holding the lock")
-            },
-            // SAFETY: as above, taken with EOWNERDEAD and not seen by
-            // anyone (so neither marked consistent nor labelled).
-            How::Unseen => unsafe { raw.pass_on_death(self.dead.take(), self.name()) },
-        };
+    fn raw(&self, _slot: usize) -> RawMutex<'_> {
+        self.map().raw()
     }
 
-    unsafe fn consistent(&self, _slot: usize) {
-        // SAFETY: this thread took it with EOWNERDEAD and holds it (the
-        // caller's contract).
-        unsafe { self.map().raw().mark_consistent(self.name()) }
+    fn name(&self, _slot: usize) -> Name<'_> {
+        Name {
+            path: &self.path,
+            permit: None,
+        }
     }
 
     fn capacity(&self) -> usize {
