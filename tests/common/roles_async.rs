@@ -19,6 +19,10 @@
 //!   tasks lock (`lock_async`), add one, and unlock, until a second line;
 //!   an owner death is marked consistent and counted. Says
 //!   `done=<guards>,<deaths>`.
+//! * `async_drop_exit`: `lock_async` (on the main thread's `block_on`),
+//!   adds one to the value, drops the guard and exits at once (status 0),
+//!   as a `#[tokio::main]` that returns right after its last critical
+//!   section: no wait for the holder thread.
 //! * `async_fork`: a task's guard (taken by `block_on` on the main thread)
 //!   is held across `fork()`: the fork child drops its inherited copy (the
 //!   parent still holds the lock), then, after the parent releases, locks
@@ -109,6 +113,12 @@ pub fn play(role: &str, path: &Path) -> bool {
                 guards.load(Ordering::Relaxed),
                 deaths.load(Ordering::Relaxed)
             ));
+        }
+        "async_drop_exit" => {
+            let mut g = clean(rt.block_on(m.lock_async()).unwrap());
+            *g += 1;
+            drop(g);
+            std::process::exit(0);
         }
         "async_fork" => fork_with_a_guard(&m, rt),
         other => panic!("unknown role {other}"),

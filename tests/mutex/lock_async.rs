@@ -659,3 +659,150 @@ fn a_sync_lock_on_a_worker_thread_waits_for_an_async_guard() {
     settled();
     assert_eq!(*clean_sync(m.lock().unwrap()), 1);
 }
+
+/// A process that drops its `AsyncGuard` and exits at once (a
+/// `#[tokio::main]` returning right after its last critical section)
+/// released the lock: the next locker gets it clean, never `OwnerDied`.
+#[test]
+#[ignore = "core bug: the release a dropped AsyncGuard hands to its holder thread is lost \
+            if the process exits first (exit_group kills the holder holding: OwnerDied)"]
+fn a_process_that_exits_right_after_dropping_its_guard_released_the_lock() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut deaths = 0;
+    for i in 1..=50 {
+        Kid::spawn("async_drop_exit", &path).wait_ok();
+        match m.lock().unwrap() {
+            Acquired::Clean(g) => assert_eq!(*g, i),
+            Acquired::OwnerDied(r) => {
+                deaths += 1;
+                assert_eq!(*r.mark_consistent(), i);
+            }
+        }
+    }
+    assert_eq!(
+        deaths, 0,
+        "exits right after a clean drop were taken as deaths"
+    );
+}
+
+/// A runtime shut down while its tasks wait in `lock_async` (the lock
+/// held by another process) drops their futures: the holder thread stops
+/// waiting at once, and the lock is not taken for anyone afterwards. A
+/// task holding the guard across a pending `.await` at shutdown releases
+/// it.
+#[test]
+fn a_runtime_shut_down_with_waiting_and_holding_tasks_leaves_the_lock_free() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+    let mut kid = Kid::spawn("hold_until_told", &path);
+    kid.expect("locked");
+    let rt = runtime();
+    for _ in 0..10 {
+        let m = m.clone();
+        rt.spawn(async move {
+            let _g = m.lock_async().await;
+            unreachable!("the lock is held elsewhere until the runtime is gone");
+        });
+    }
+    until_waited_on(&m);
+    drop(rt);
+    // No waiter is left: the lane stops while the other process holds.
+    settled();
+    kid.tell("release");
+    kid.expect("released");
+    assert!(matches!(m.try_lock(), Ok(Acquired::Clean(_))));
+    drop(kid);
+
+    let rt = runtime();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let m2 = m.clone();
+    rt.spawn(async move {
+        let mut g = clean(m2.lock_async().await.unwrap());
+        *g = 8;
+        held_tx.send(()).unwrap();
+        std::future::pending::<()>().await;
+        drop(g);
+    });
+    within(&rt, held_rx).unwrap();
+    assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+    drop(rt);
+    settled();
+    assert_eq!(*clean_sync(m.try_lock().unwrap()), 8);
+}
+
+/// Tasks meeting a stuck lock (its holder died where the kernel could not
+/// release it) get `Stuck`, every one, instead of hanging; after a reset,
+/// `lock_async` on the same handle follows it to the new file (whose first
+/// locker is told of the death, with the value kept).
+#[test]
+fn tasks_meeting_a_stuck_lock_get_stuck_and_follow_a_reset() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+    *clean_sync(m.lock().unwrap()) = 4;
+    Kid::spawn("stuck", &path).wait_ok();
+    let dead = m.status().lock_word & TID_MASK;
+    let rt = runtime();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            rt.spawn(async move {
+                match m.lock_async().await {
+                    Err(LockError::Stuck { tid, .. }) => tid,
+                    other => panic!("expected Stuck, got {:?}", other.map(|_| ())),
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(within(&rt, t).unwrap(), dead);
+    }
+    robust_mutex::reset(&path, false).unwrap();
+    let m2 = m.clone();
+    let after = rt.spawn(async move {
+        let first = m2.lock_async().await.unwrap();
+        let died = first.owner_died();
+        let (_, g) = settle(first);
+        let seen = *g;
+        drop(g);
+        let second = clean(m2.lock_async().await.unwrap());
+        (died, seen, *second)
+    });
+    assert_eq!(within(&rt, after).unwrap(), (true, 4, 4));
+    assert_eq!(m.status().generation, 2, "the handle moved to the new file");
+    settled();
+}
+
+/// A forced reset while tasks wait in `lock_async` for a live holder in
+/// another process changes nothing for them, as for sync waiters (a handle
+/// that never met a broken lock keeps the old file, as documented): they
+/// lock the old file, clean, once its holder releases.
+#[test]
+fn a_forced_reset_leaves_waiting_tasks_on_the_old_file_as_sync_waiters() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+    let mut kid = Kid::spawn("hold_until_told", &path);
+    kid.expect("locked");
+    let rt = runtime();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            rt.spawn(async move {
+                let g = clean(m.lock_async().await.unwrap());
+                g.mutex().status().generation
+            })
+        })
+        .collect();
+    until_waited_on(&m);
+    robust_mutex::reset(&path, true).unwrap();
+    kid.tell("release");
+    kid.expect("released");
+    for t in tasks {
+        assert_eq!(within(&rt, t).unwrap(), 1, "still the old file");
+    }
+    settled();
+}
