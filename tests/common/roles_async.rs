@@ -10,7 +10,8 @@
 //!
 //! * `async_hold`: a task takes `lock_async` (an owner death is marked
 //!   consistent, the value kept), sets the value to [`SET_ENV`] if given,
-//!   says `locked=<clean|died>`, and keeps the guard across an `.await`
+//!   labels the owner [`HOLD_LABEL`], says `locked=<clean|died>`, and
+//!   keeps the guard across an `.await`
 //!   that never completes: waits to be killed.
 //! * `async_increment`: says `ready`; on a line from the parent runs
 //!   [`increment_tasks`] ([`TASKS`] tasks, [`ROUNDS_ENV`] rounds); says
@@ -37,6 +38,8 @@ use std::time::Duration;
 
 /// The hang watchdog of every role and of the tests' own waits.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
+/// The owner label `async_hold` sets.
+pub const HOLD_LABEL: &str = "async-holder";
 /// `async_hold`: the value to write.
 pub const SET_ENV: &str = "RM_ASYNC_SET";
 /// `async_increment`: the rounds per task.
@@ -64,6 +67,7 @@ pub fn play(role: &str, path: &Path) -> bool {
                 if let Some(v) = set {
                     *g = v;
                 }
+                g.set_label(HOLD_LABEL).unwrap();
                 say(format!("locked={how}"));
                 std::future::pending::<()>().await;
                 drop(g);

@@ -9,10 +9,10 @@
 //! holder thread idle behind it ([`settled`]), so that each test can count
 //! them.
 
-use crate::common::roles::HELD_VALUE;
+use crate::common::roles::{HELD_LABEL, HELD_VALUE};
 use crate::common::roles_async::{
-    CHURN_TASKS, ROUNDS_ENV, SET_ENV, TASKS, TID_MASK, WATCHDOG, clean, increment_tasks, runtime,
-    settle,
+    CHURN_TASKS, HOLD_LABEL, ROUNDS_ENV, SET_ENV, TASKS, TID_MASK, WATCHDOG, clean,
+    increment_tasks, runtime, settle,
 };
 use crate::common::{Kid, temp_path};
 use robust_mutex::{
@@ -196,11 +196,11 @@ fn clean_sync(a: Acquired<robust_mutex::Guard<'_, u64>>) -> robust_mutex::Guard<
 }
 
 /// A task of this process waits in `lock_async` (its holder thread asleep
-/// on the lock) while `kid` holds the lock with `value` in it; `kid` is
-/// SIGKILLed: the task gets `OwnerDied` naming it, repairs, marks
-/// consistent and holds the repaired lock across an `.await`; a third
-/// locker (another process) then gets it clean.
-fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64) {
+/// on the lock) while `kid` holds the lock with `value` in it, labelled
+/// `label`; `kid` is SIGKILLed: the task gets `OwnerDied` naming it,
+/// repairs, marks consistent and holds the repaired lock across an
+/// `.await`; a third locker (another process) then gets it clean.
+fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64, label: &str) {
     let m = Arc::new(SharedMutex::<u64>::open(path).unwrap());
     let rt = runtime();
     let m2 = m.clone();
@@ -208,18 +208,19 @@ fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64) {
         let Acquired::OwnerDied(mut r) = m2.lock_async().await.unwrap() else {
             panic!("expected OwnerDied");
         };
-        let pid = r.previous_owner().expect("the dead owner's record").pid;
+        let prev = r.previous_owner().expect("the dead owner's record");
+        let (pid, label) = (prev.pid, prev.label.clone());
         let seen = *r;
         *r = REPAIRED;
         let mut g: AsyncGuard<'_, u64> = r.mark_consistent();
         tokio::task::yield_now().await;
         *g += 1;
-        (pid, seen)
+        (pid, label, seen)
     });
     until_waited_on(&m);
     let pid = kid.pid();
     kid.kill();
-    assert_eq!(within(&rt, waiter).unwrap(), (pid, value));
+    assert_eq!(within(&rt, waiter).unwrap(), (pid, label.to_owned(), value));
     Kid::spawn("lock_clean", path).wait_ok();
     let g = clean_sync(m.lock().unwrap());
     assert_eq!(*g, REPAIRED + 1);
@@ -238,7 +239,7 @@ fn a_holder_killed_while_a_task_of_another_process_waits_gives_it_owner_died() {
     let _m = SharedMutex::<u64>::open(&path).unwrap();
     let mut kid = Kid::spawn("hold", &path);
     kid.expect("locked");
-    waiter_sees_the_holder_die(kid, &path, HELD_VALUE);
+    waiter_sees_the_holder_die(kid, &path, HELD_VALUE, HELD_LABEL);
 }
 
 /// Item 3: the holder is itself a task of another process, which holds
@@ -253,7 +254,7 @@ fn a_process_killed_while_its_task_holds_an_async_guard_across_an_await_is_a_dea
     assert_eq!(kid.expect("locked"), "clean");
     let tid = m.status().lock_word & TID_MASK;
     assert_eq!(comm(kid.pid(), tid), internals::HOLDER_THREAD_NAME);
-    waiter_sees_the_holder_die(kid, &path, 9);
+    waiter_sees_the_holder_die(kid, &path, 9, HOLD_LABEL);
 }
 
 /// A task that takes the lock, writes `value`, holds it across an
@@ -805,4 +806,84 @@ fn a_forced_reset_leaves_waiting_tasks_on_the_old_file_as_sync_waiters() {
         assert_eq!(within(&rt, t).unwrap(), 1, "still the old file");
     }
     settled();
+}
+
+/// An owner death taken by the holder thread for a future that is dropped
+/// once the outcome was delivered to it, untaken: the death is passed on,
+/// the same death (the dead holder's records put back, counted once), to
+/// the next locker.
+#[test]
+fn a_death_delivered_to_a_dropped_future_is_passed_on_to_the_next_locker() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+    let rt = runtime();
+    let mut kid = Kid::spawn("hold", &path);
+    kid.expect("locked");
+    let m2 = m.clone();
+    let dropped = rt.spawn(async move { drop_when_woken(m2.lock_async()).await.is_none() });
+    until_waited_on(&m);
+    let pid = kid.pid();
+    kid.kill();
+    assert!(within(&rt, dropped).unwrap(), "dropped once delivered");
+    settled();
+    assert_eq!(m.status().state, LockState::OwnerDead);
+    let Acquired::OwnerDied(r) = m.lock().unwrap() else {
+        panic!("the death was lost with the dropped future");
+    };
+    let prev = r.previous_owner().expect("the dead owner's record");
+    assert_eq!((prev.pid, prev.label.as_str()), (pid, HELD_LABEL));
+    assert_eq!(*r, HELD_VALUE);
+    drop(r.mark_consistent());
+    let c = m.status().counters;
+    assert_eq!((c.owner_deaths, c.recoveries), (1, 1));
+}
+
+/// Wakes a thread parked in [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A hand-written executor: polls `f` on this thread, parking between
+/// polls.
+fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// `lock_async` needs no runtime: a hand-written executor waits for a
+/// lock another process holds, and holds and labels it.
+#[test]
+fn lock_async_works_without_a_runtime() {
+    let _s = serial();
+    let (_dir, path) = temp_path("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let mut kid = Kid::spawn("hold_until_told", &path);
+    kid.expect("locked");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let mut g = clean(block_on(m.lock_async()).unwrap());
+            g.set_label("hand-written").unwrap();
+            *g += 1;
+            m.status().owner.unwrap()
+        });
+        until_waited_on(&m);
+        kid.tell("release");
+        let owner = t.join().unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.label, "hand-written");
+        assert_eq!(comm(owner.pid, owner.tid), internals::HOLDER_THREAD_NAME);
+    });
+    settled();
+    assert_eq!(*clean_sync(m.lock().unwrap()), 1);
 }
