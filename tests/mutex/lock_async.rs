@@ -20,6 +20,7 @@ use robust_mutex::{
 };
 use std::collections::HashSet;
 use std::future::{Future, poll_fn};
+use std::path::PathBuf;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,28 @@ const REPAIRED: u64 = 7;
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A test's fixture: this module's turn ([`serial`], given back last), a
+/// fresh `SharedMutex<u64>` file, and a 2-worker runtime.
+struct Fixture {
+    path: PathBuf,
+    m: Arc<SharedMutex<u64>>,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
+fn fixture() -> Fixture {
+    let turn = serial();
+    let (dir, path) = temp_path("m");
+    Fixture {
+        m: Arc::new(SharedMutex::open(&path).unwrap()),
+        path,
+        rt: runtime(),
+        _dir: dir,
+        _turn: turn,
+    }
 }
 
 /// Runs `f` to completion on `rt`; fails after [`WATCHDOG`] (a hang).
@@ -117,10 +140,8 @@ async fn resume_elsewhere() {
 /// locks clean and sees every write.
 #[test]
 fn a_guard_is_held_across_awaits_that_hop_worker_threads() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
     let m2 = m.clone();
     let task = rt.spawn(async move {
         let mut g = clean(m2.lock_async().await.unwrap());
@@ -149,7 +170,7 @@ fn a_guard_is_held_across_awaits_that_hop_worker_threads() {
         drop(g);
         (threads.len(), workers, holder, value)
     });
-    let (threads, workers, holder, value) = within(&rt, task).unwrap();
+    let (threads, workers, holder, value) = within(rt, task).unwrap();
     assert!(
         threads >= 2,
         "the task never moved to another worker thread"
@@ -159,7 +180,7 @@ fn a_guard_is_held_across_awaits_that_hop_worker_threads() {
     assert!(!workers.contains(&holder), "a worker thread held the lock");
     let holder_name = comm(std::process::id(), holder);
     assert_eq!(holder_name, internals::HOLDER_THREAD_NAME);
-    let mut kid = Kid::spawn("reopen", &path);
+    let mut kid = Kid::spawn("reopen", path);
     assert_eq!(kid.expect("got"), format!("false,{value}"));
     kid.wait_ok();
     settled();
@@ -169,15 +190,13 @@ fn a_guard_is_held_across_awaits_that_hop_worker_threads() {
 /// write read+1: the total is exact and nobody sees an owner death.
 #[test]
 fn tasks_of_two_processes_exclude_each_other_exactly() {
-    let _s = serial();
     const ROUNDS: u64 = 20;
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
-    let mut kid = Kid::spawn_env("async_increment", &path, &[(ROUNDS_ENV, "20")]);
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let mut kid = Kid::spawn_env("async_increment", path, &[(ROUNDS_ENV, "20")]);
     kid.expect("ready");
     kid.tell("go");
-    within(&rt, increment_tasks(m.clone(), ROUNDS));
+    within(rt, increment_tasks(m.clone(), ROUNDS));
     kid.expect("done");
     kid.wait_ok();
     settled();
@@ -200,9 +219,8 @@ fn clean_sync(a: Acquired<robust_mutex::Guard<'_, u64>>) -> robust_mutex::Guard<
 /// `label`; `kid` is SIGKILLed: the task gets `OwnerDied` naming it,
 /// repairs, marks consistent and holds the repaired lock across an
 /// `.await`; a third locker (another process) then gets it clean.
-fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64, label: &str) {
-    let m = Arc::new(SharedMutex::<u64>::open(path).unwrap());
-    let rt = runtime();
+fn waiter_sees_the_holder_die(f: &Fixture, kid: Kid, value: u64, label: &str) {
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
     let m2 = m.clone();
     let waiter = rt.spawn(async move {
         let Acquired::OwnerDied(mut r) = m2.lock_async().await.unwrap() else {
@@ -217,10 +235,10 @@ fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64, labe
         *g += 1;
         (pid, label, seen)
     });
-    until_waited_on(&m);
+    until_waited_on(m);
     let pid = kid.pid();
     kid.kill();
-    assert_eq!(within(&rt, waiter).unwrap(), (pid, label.to_owned(), value));
+    assert_eq!(within(rt, waiter).unwrap(), (pid, label.to_owned(), value));
     Kid::spawn("lock_clean", path).wait_ok();
     let g = clean_sync(m.lock().unwrap());
     assert_eq!(*g, REPAIRED + 1);
@@ -234,12 +252,10 @@ fn waiter_sees_the_holder_die(kid: Kid, path: &std::path::Path, value: u64, labe
 /// another process waits in `lock_async`.
 #[test]
 fn a_holder_killed_while_a_task_of_another_process_waits_gives_it_owner_died() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let _m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kid = Kid::spawn("hold", &path);
+    let f = fixture();
+    let mut kid = Kid::spawn("hold", &f.path);
     kid.expect("locked");
-    waiter_sees_the_holder_die(kid, &path, HELD_VALUE, HELD_LABEL);
+    waiter_sees_the_holder_die(&f, kid, HELD_VALUE, HELD_LABEL);
 }
 
 /// Item 3: the holder is itself a task of another process, which holds
@@ -247,14 +263,13 @@ fn a_holder_killed_while_a_task_of_another_process_waits_gives_it_owner_died() {
 /// process is SIGKILLed; the lock word named that process's holder thread.
 #[test]
 fn a_process_killed_while_its_task_holds_an_async_guard_across_an_await_is_a_death() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kid = Kid::spawn_env("async_hold", &path, &[(SET_ENV, "9")]);
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
+    let mut kid = Kid::spawn_env("async_hold", path, &[(SET_ENV, "9")]);
     assert_eq!(kid.expect("locked"), "clean");
     let tid = m.status().lock_word & TID_MASK;
     assert_eq!(comm(kid.pid(), tid), internals::HOLDER_THREAD_NAME);
-    waiter_sees_the_holder_die(kid, &path, 9, HOLD_LABEL);
+    waiter_sees_the_holder_die(&f, kid, 9, HOLD_LABEL);
 }
 
 /// A task that takes the lock, writes `value`, holds it across an
@@ -276,19 +291,17 @@ fn panic_holding(rt: &tokio::runtime::Runtime, m: &Arc<SharedMutex<u64>>, value:
 /// dropped without `mark_consistent` leaves it not recoverable.
 #[test]
 fn a_task_that_panics_holding_an_async_guard_is_a_death() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
 
     // The next locker is another process.
-    panic_holding(&rt, &m, 5);
-    let mut kid = Kid::spawn("reopen", &path);
+    panic_holding(rt, m, 5);
+    let mut kid = Kid::spawn("reopen", path);
     assert_eq!(kid.expect("got"), "true,5");
     kid.wait_ok();
 
     // The next locker is a task of this process.
-    panic_holding(&rt, &m, 6);
+    panic_holding(rt, m, 6);
     let m2 = m.clone();
     let next = rt.spawn(async move {
         let Acquired::OwnerDied(r) = m2.lock_async().await.unwrap() else {
@@ -298,10 +311,10 @@ fn a_task_that_panics_holding_an_async_guard_is_a_death() {
         let g = r.mark_consistent();
         (who, *g)
     });
-    assert_eq!(within(&rt, next).unwrap(), (std::process::id(), 6));
+    assert_eq!(within(rt, next).unwrap(), (std::process::id(), 6));
 
     // A recovery dropped without mark_consistent.
-    panic_holding(&rt, &m, 7);
+    panic_holding(rt, m, 7);
     let m2 = m.clone();
     let abandon = rt.spawn(async move {
         let Acquired::OwnerDied(r) = m2.lock_async().await.unwrap() else {
@@ -313,11 +326,11 @@ fn a_task_that_panics_holding_an_async_guard_is_a_death() {
         matches!(again, Err(LockError::NotRecoverable))
     });
     assert!(
-        within(&rt, abandon).unwrap(),
+        within(rt, abandon).unwrap(),
         "lock_async after an abandoned recovery"
     );
     assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
-    Kid::spawn("expect_not_recoverable", &path).wait_ok();
+    Kid::spawn("expect_not_recoverable", path).wait_ok();
     assert_eq!(m.status().counters.owner_deaths, 3);
     settled();
 }
@@ -451,11 +464,9 @@ async fn torture_task(m: Arc<SharedMutex<u64>>, tally: Arc<Tally>, mut rng: u64)
 /// delivered to exactly one taker (and counted once).
 #[test]
 fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
-    let mut churn = Kid::spawn("async_churn", &path);
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let mut churn = Kid::spawn("async_churn", path);
     churn.expect("ready");
     churn.tell("go");
     let tally = Arc::new(Tally::default());
@@ -469,7 +480,7 @@ fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death()
     // taker (a torture task, the churn, or the next killed holder).
     let mut killer_deaths = 0;
     for _ in 0..KILLS {
-        let mut k = Kid::spawn("async_hold", &path);
+        let mut k = Kid::spawn("async_hold", path);
         if k.expect("locked") == "died" {
             killer_deaths += 1;
         }
@@ -480,7 +491,7 @@ fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death()
     });
     tally.stop.store(true, Ordering::Release);
     for t in tasks {
-        within(&rt, t).unwrap();
+        within(rt, t).unwrap();
     }
     churn.tell("stop");
     let done = churn.expect("done");
@@ -525,11 +536,9 @@ fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death()
 /// another task; on release all 50 finish.
 #[test]
 fn fifty_waiting_tasks_leave_a_two_worker_runtime_responsive() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
-    let mut kid = Kid::spawn("hold_until_told", &path);
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let mut kid = Kid::spawn("hold_until_told", path);
     kid.expect("locked");
     let (queued_tx, mut queued_rx) = tokio::sync::mpsc::unbounded_channel();
     let waiters: Vec<_> = (0..TASKS)
@@ -568,17 +577,17 @@ fn fifty_waiting_tasks_leave_a_two_worker_runtime_responsive() {
         drop(ping_tx);
         ponger.await.unwrap();
     });
-    within(&rt, pinger).unwrap();
+    within(rt, pinger).unwrap();
     // Threads follow the locks in use, not the tasks: one lane, one
     // holder thread busy, asleep on the lock word.
-    until_waited_on(&m);
+    until_waited_on(m);
     assert_eq!(internals::lanes_serving(), 1);
     let (alive, idle) = internals::holder_threads();
     assert_eq!(alive - idle, 1, "holder threads busy for one lock");
     kid.tell("release");
     kid.expect("released");
     for w in waiters {
-        within(&rt, w).unwrap();
+        within(rt, w).unwrap();
     }
     settled();
     assert_eq!(*clean_sync(m.lock().unwrap()), TASKS as u64);
@@ -590,10 +599,9 @@ fn fifty_waiting_tasks_leave_a_two_worker_runtime_responsive() {
 /// runtime of its own.
 #[test]
 fn an_async_guard_inherited_through_fork_is_inert_and_the_child_locks_after_release() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kid = Kid::spawn("async_fork", &path);
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
+    let mut kid = Kid::spawn("async_fork", path);
     kid.expect("ok");
     kid.wait_ok();
     assert_eq!(*clean_sync(m.lock().unwrap()), 3);
@@ -625,15 +633,13 @@ fn futures_guards_and_recoveries_are_send() {
     assert_sync::<AsyncGuard<'static, u64>>();
     assert_send::<Recovery<AsyncGuard<'static, u64>>>();
     assert_send::<Acquired<AsyncGuard<'static, u64>>>();
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
+    let f = fixture();
+    let (m, rt) = (&f.m, &f.rt);
     let task = {
         let _in_runtime = rt.enter();
         spawn_holding(m.clone())
     };
-    assert_eq!(within(&rt, task).unwrap(), 1);
+    assert_eq!(within(rt, task).unwrap(), 1);
     settled();
 }
 
@@ -642,18 +648,16 @@ fn futures_guards_and_recoveries_are_send() {
 /// thread, not this one, owns it): no `Deadlock`.
 #[test]
 fn a_sync_lock_on_a_worker_thread_waits_for_an_async_guard() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
-    let g = clean(within(&rt, m.lock_async()).unwrap());
+    let f = fixture();
+    let (m, rt) = (&f.m, &f.rt);
+    let g = clean(within(rt, m.lock_async()).unwrap());
     assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
     std::thread::scope(|s| {
         let t = s.spawn(|| {
             let mut g = clean_sync(m.lock().unwrap());
             *g += 1;
         });
-        until_waited_on(&m);
+        until_waited_on(m);
         drop(g);
         t.join().unwrap();
     });
@@ -668,12 +672,11 @@ fn a_sync_lock_on_a_worker_thread_waits_for_an_async_guard() {
 #[ignore = "core bug: the release a dropped AsyncGuard hands to its holder thread is lost \
             if the process exits first (exit_group kills the holder holding: OwnerDied)"]
 fn a_process_that_exits_right_after_dropping_its_guard_released_the_lock() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
     let mut deaths = 0;
     for i in 1..=50 {
-        Kid::spawn("async_drop_exit", &path).wait_ok();
+        Kid::spawn("async_drop_exit", path).wait_ok();
         match m.lock().unwrap() {
             Acquired::Clean(g) => assert_eq!(*g, i),
             Acquired::OwnerDied(r) => {
@@ -695,10 +698,9 @@ fn a_process_that_exits_right_after_dropping_its_guard_released_the_lock() {
 /// it.
 #[test]
 fn a_runtime_shut_down_with_waiting_and_holding_tasks_leaves_the_lock_free() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let mut kid = Kid::spawn("hold_until_told", &path);
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
+    let mut kid = Kid::spawn("hold_until_told", path);
     kid.expect("locked");
     let rt = runtime();
     for _ in 0..10 {
@@ -708,7 +710,7 @@ fn a_runtime_shut_down_with_waiting_and_holding_tasks_leaves_the_lock_free() {
             unreachable!("the lock is held elsewhere until the runtime is gone");
         });
     }
-    until_waited_on(&m);
+    until_waited_on(m);
     drop(rt);
     // No waiter is left: the lane stops while the other process holds.
     settled();
@@ -740,13 +742,11 @@ fn a_runtime_shut_down_with_waiting_and_holding_tasks_leaves_the_lock_free() {
 /// locker is told of the death, with the value kept).
 #[test]
 fn tasks_meeting_a_stuck_lock_get_stuck_and_follow_a_reset() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
     *clean_sync(m.lock().unwrap()) = 4;
-    Kid::spawn("stuck", &path).wait_ok();
+    Kid::spawn("stuck", path).wait_ok();
     let dead = m.status().lock_word & TID_MASK;
-    let rt = runtime();
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let m = m.clone();
@@ -759,9 +759,9 @@ fn tasks_meeting_a_stuck_lock_get_stuck_and_follow_a_reset() {
         })
         .collect();
     for t in tasks {
-        assert_eq!(within(&rt, t).unwrap(), dead);
+        assert_eq!(within(rt, t).unwrap(), dead);
     }
-    robust_mutex::reset(&path, false).unwrap();
+    robust_mutex::reset(path, false).unwrap();
     let m2 = m.clone();
     let after = rt.spawn(async move {
         let first = m2.lock_async().await.unwrap();
@@ -772,7 +772,7 @@ fn tasks_meeting_a_stuck_lock_get_stuck_and_follow_a_reset() {
         let second = clean(m2.lock_async().await.unwrap());
         (died, seen, *second)
     });
-    assert_eq!(within(&rt, after).unwrap(), (true, 4, 4));
+    assert_eq!(within(rt, after).unwrap(), (true, 4, 4));
     assert_eq!(m.status().generation, 2, "the handle moved to the new file");
     settled();
 }
@@ -783,12 +783,10 @@ fn tasks_meeting_a_stuck_lock_get_stuck_and_follow_a_reset() {
 /// lock the old file, clean, once its holder releases.
 #[test]
 fn a_forced_reset_leaves_waiting_tasks_on_the_old_file_as_sync_waiters() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let mut kid = Kid::spawn("hold_until_told", &path);
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let mut kid = Kid::spawn("hold_until_told", path);
     kid.expect("locked");
-    let rt = runtime();
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let m = m.clone();
@@ -798,12 +796,12 @@ fn a_forced_reset_leaves_waiting_tasks_on_the_old_file_as_sync_waiters() {
             })
         })
         .collect();
-    until_waited_on(&m);
-    robust_mutex::reset(&path, true).unwrap();
+    until_waited_on(m);
+    robust_mutex::reset(path, true).unwrap();
     kid.tell("release");
     kid.expect("released");
     for t in tasks {
-        assert_eq!(within(&rt, t).unwrap(), 1, "still the old file");
+        assert_eq!(within(rt, t).unwrap(), 1, "still the old file");
     }
     settled();
 }
@@ -814,18 +812,16 @@ fn a_forced_reset_leaves_waiting_tasks_on_the_old_file_as_sync_waiters() {
 /// the next locker.
 #[test]
 fn a_death_delivered_to_a_dropped_future_is_passed_on_to_the_next_locker() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = Arc::new(SharedMutex::<u64>::open(&path).unwrap());
-    let rt = runtime();
-    let mut kid = Kid::spawn("hold", &path);
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let mut kid = Kid::spawn("hold", path);
     kid.expect("locked");
     let m2 = m.clone();
     let dropped = rt.spawn(async move { drop_when_woken(m2.lock_async()).await.is_none() });
-    until_waited_on(&m);
+    until_waited_on(m);
     let pid = kid.pid();
     kid.kill();
-    assert!(within(&rt, dropped).unwrap(), "dropped once delivered");
+    assert!(within(rt, dropped).unwrap(), "dropped once delivered");
     settled();
     assert_eq!(m.status().state, LockState::OwnerDead);
     let Acquired::OwnerDied(r) = m.lock().unwrap() else {
@@ -865,10 +861,9 @@ fn block_on<F: Future>(f: F) -> F::Output {
 /// lock another process holds, and holds and labels it.
 #[test]
 fn lock_async_works_without_a_runtime() {
-    let _s = serial();
-    let (_dir, path) = temp_path("m");
-    let m = SharedMutex::<u64>::open(&path).unwrap();
-    let mut kid = Kid::spawn("hold_until_told", &path);
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
+    let mut kid = Kid::spawn("hold_until_told", path);
     kid.expect("locked");
     std::thread::scope(|s| {
         let t = s.spawn(|| {
@@ -877,7 +872,7 @@ fn lock_async_works_without_a_runtime() {
             *g += 1;
             m.status().owner.unwrap()
         });
-        until_waited_on(&m);
+        until_waited_on(m);
         kid.tell("release");
         let owner = t.join().unwrap();
         assert_eq!(owner.pid, std::process::id());
