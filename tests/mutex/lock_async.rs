@@ -882,3 +882,97 @@ fn lock_async_works_without_a_runtime() {
     settled();
     assert_eq!(*clean_sync(m.lock().unwrap()), 1);
 }
+
+/// A file truncated under a waiting task (its holder thread asleep on the
+/// lock) is reported to the task (`FileChanged`), never handed over clean
+/// and never a SIGBUS.
+#[test]
+fn truncation_under_a_waiting_task_is_reported_not_clean() {
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let g = clean_sync(m.lock().unwrap());
+    let m2 = m.clone();
+    let waiter = rt.spawn(async move {
+        match m2.lock_async().await {
+            Err(e) => format!("{e:?}"),
+            Ok(a) => format!("got the lock, owner died: {}", a.owner_died()),
+        }
+    });
+    until_waited_on(m);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert!(matches!(g.unlock(), Err(LockError::NotOwner { .. })));
+    let got = within(rt, waiter).unwrap();
+    assert!(got.starts_with("FileChanged"), "the task got {got}");
+    settled();
+}
+
+/// Holder threads follow the locks in use, not the tasks: two handles of
+/// one file share one lane; a task holding eight files' guards across an
+/// `.await` keeps eight holder threads busy, each lock held for it (another
+/// process finds every one busy), and gives all eight back on drop.
+#[test]
+fn holder_threads_follow_the_files_in_use_not_the_tasks() {
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    let other = Arc::new(SharedMutex::<u64>::open(path).unwrap());
+    let mut kid = Kid::spawn("hold_until_told", path);
+    kid.expect("locked");
+    let waiters: Vec<_> = (0..20)
+        .map(|i| {
+            let m = if i % 2 == 0 { m.clone() } else { other.clone() };
+            rt.spawn(async move { *clean(m.lock_async().await.unwrap()) += 1 })
+        })
+        .collect();
+    until_waited_on(m);
+    assert_eq!(internals::lanes_serving(), 1, "one lane for both handles");
+    kid.tell("release");
+    kid.expect("released");
+    for w in waiters {
+        within(rt, w).unwrap();
+    }
+    settled();
+    assert_eq!(*clean_sync(m.lock().unwrap()), 20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..8).map(|i| dir.path().join(format!("m{i}"))).collect();
+    let files: Arc<Vec<_>> = Arc::new(
+        paths
+            .iter()
+            .map(|p| SharedMutex::<u64>::open(p).unwrap())
+            .collect(),
+    );
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let fs = files.clone();
+    let holder = rt.spawn(async move {
+        let mut guards = Vec::new();
+        for m in fs.iter() {
+            guards.push(clean(m.lock_async().await.unwrap()));
+        }
+        held_tx.send(()).unwrap();
+        go_rx.await.unwrap();
+        for g in &mut guards {
+            **g += 1;
+        }
+    });
+    within(rt, held_rx).unwrap();
+    assert_eq!(internals::lanes_serving(), 8);
+    let (alive, idle) = internals::holder_threads();
+    assert_eq!(alive - idle, 8, "one busy holder thread per lock held");
+    for p in &paths {
+        let mut k = Kid::spawn("cond_try_lock", p);
+        assert_eq!(k.expect("try"), "busy");
+        k.wait_ok();
+    }
+    go_tx.send(()).unwrap();
+    within(rt, holder).unwrap();
+    settled();
+    for m in files.iter() {
+        assert_eq!(*clean_sync(m.try_lock().unwrap()), 1);
+    }
+}
