@@ -24,10 +24,10 @@
 //!   adds one to the value, drops the guard and exits at once (status 0),
 //!   as a `#[tokio::main]` that returns right after its last critical
 //!   section: no wait for the holder thread.
-//! * `async_fork`: a task's guard (taken by `block_on` on the main thread)
-//!   is held across `fork()`: the fork child drops its inherited copy (the
-//!   parent still holds the lock), then, after the parent releases, locks
-//!   with `lock_async` on its own runtime. Says `ok` (or panics).
+//! * `async_fork`: a guard (taken by `block_on` on the main thread) is held
+//!   across `fork()`: the fork child drops its inherited copy (the parent
+//!   still holds the lock), then waits in `lock_async` on a runtime of its
+//!   own until the parent, seeing it wait, releases. Says `ok` (or panics).
 
 use super::{hang, listen, say};
 use robust_mutex::{Acquired, AsyncGuard, SharedMutex, internals};
@@ -48,6 +48,8 @@ pub const ROUNDS_ENV: &str = "RM_ASYNC_ROUNDS";
 pub const TASKS: usize = 50;
 /// Tasks of `async_churn`.
 pub const CHURN_TASKS: usize = 4;
+/// FUTEX_WAITERS in the lock word: a locker sleeps on it.
+pub const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// `FUTEX_TID_MASK`: the owner's TID in the lock word.
 pub const TID_MASK: u32 = 0x3fff_ffff;
 
@@ -182,14 +184,14 @@ pub async fn increment_tasks(m: Arc<SharedMutex<u64>>, rounds: u64) {
     }
 }
 
-/// `async_fork`: see the module docs. The fork child talks to this
-/// process through two pipes; this process says `ok` when both are done.
+/// `async_fork`: see the module docs. The fork child tells this process
+/// through a pipe that it dropped its copy; this process says `ok` when
+/// both are done.
 fn fork_with_a_guard(m: &SharedMutex<u64>, rt: tokio::runtime::Runtime) {
     use nix::unistd::{ForkResult, fork, pipe, read, write};
     let mut g = clean(rt.block_on(m.lock_async()).unwrap());
     *g = 1;
     let holder = m.status().lock_word & TID_MASK;
-    let (to_child_r, to_child_w) = pipe().unwrap();
     let (to_parent_r, to_parent_w) = pipe().unwrap();
     // SAFETY: the child runs only the closure below, on this thread: it
     // touches this process's locks only through the library's fork-aware
@@ -206,8 +208,6 @@ fn fork_with_a_guard(m: &SharedMutex<u64>, rt: tokio::runtime::Runtime) {
                 ));
                 assert_eq!(m.status().lock_word & TID_MASK, holder);
                 write(&to_parent_w, b"d").unwrap();
-                let mut b = [0u8];
-                assert_eq!(read(&to_child_r, &mut b).unwrap(), 1);
                 let rt = runtime();
                 let mut g = clean(rt.block_on(m.lock_async()).unwrap());
                 assert_eq!(*g, 2, "the parent's write after the fork");
@@ -226,9 +226,12 @@ fn fork_with_a_guard(m: &SharedMutex<u64>, rt: tokio::runtime::Runtime) {
             // The child's drop changed nothing here.
             assert_eq!(m.status().lock_word & TID_MASK, holder);
             assert_eq!(*g, 1);
+            // The child's holder thread sleeps on the lock word.
+            while m.status().lock_word & FUTEX_WAITERS == 0 {
+                std::thread::yield_now();
+            }
             *g = 2;
             drop(g);
-            write(&to_child_w, b"r").unwrap();
             let st = nix::sys::wait::waitpid(child, None).unwrap();
             assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
             assert_eq!(*clean(rt.block_on(m.lock_async()).unwrap()), 3);

@@ -11,7 +11,7 @@
 
 use crate::common::roles::{HELD_LABEL, HELD_VALUE};
 use crate::common::roles_async::{
-    CHURN_TASKS, HOLD_LABEL, ROUNDS_ENV, SET_ENV, TASKS, TID_MASK, WATCHDOG, clean,
+    CHURN_TASKS, FUTEX_WAITERS, HOLD_LABEL, ROUNDS_ENV, SET_ENV, TASKS, TID_MASK, WATCHDOG, clean,
     increment_tasks, runtime, settle,
 };
 use crate::common::{Kid, temp_path};
@@ -27,8 +27,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// FUTEX_WAITERS in the lock word: a locker sleeps on it.
-const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// What the waiter that repairs after an owner death writes.
 const REPAIRED: u64 = 7;
 
@@ -389,6 +387,7 @@ struct Tally {
     timeouts: AtomicU64,
     timed_out: AtomicU64,
     polled_once: AtomicU64,
+    rewoken: AtomicU64,
     dropped_woken: AtomicU64,
     /// Set once every kill is done and its death taken.
     stop: AtomicBool,
@@ -418,8 +417,8 @@ async fn use_lock(a: Acquired<AsyncGuard<'_, u64>>, tally: &Tally, across: bool)
 /// One torture task: at least [`TIMEOUTS_PER_TASK`] timeouts, and until
 /// the tally says stop, of: `lock_async` under `tokio::time::timeout` of
 /// 0 to 2 ms (zero a quarter of the time); a future polled once with a
-/// no-op waker and dropped; a future dropped once the holder delivered to
-/// it; a plain `.await`.
+/// no-op waker and dropped, or then awaited; a future dropped once the
+/// holder delivered to it; a plain `.await`.
 async fn torture_task(m: Arc<SharedMutex<u64>>, tally: Arc<Tally>, mut rng: u64) {
     let mut timeouts = 0;
     while timeouts < TIMEOUTS_PER_TASK || !tally.stop.load(Ordering::Acquire) {
@@ -438,13 +437,24 @@ async fn torture_task(m: Arc<SharedMutex<u64>>, tally: Arc<Tally>, mut rng: u64)
                     Err(_) => drop(tally.timed_out.fetch_add(1, Ordering::Relaxed)),
                 }
             }
-            6 | 7 => {
+            6 => {
                 let mut f = pin!(m.lock_async());
                 let polled = f.as_mut().poll(&mut Context::from_waker(Waker::noop()));
                 if let Poll::Ready(a) = polled {
                     use_lock(a.unwrap(), &tally, across).await;
                 }
                 tally.polled_once.fetch_add(1, Ordering::Relaxed);
+            }
+            7 => {
+                // Then awaited: the task's waker must replace the no-op one.
+                let mut f = m.lock_async();
+                let polled = Pin::new(&mut f).poll(&mut Context::from_waker(Waker::noop()));
+                let a = match polled {
+                    Poll::Ready(a) => a,
+                    Poll::Pending => f.await,
+                };
+                use_lock(a.unwrap(), &tally, across).await;
+                tally.rewoken.fetch_add(1, Ordering::Relaxed);
             }
             8 => match drop_when_woken(m.lock_async()).await {
                 Some(a) => use_lock(a.unwrap(), &tally, across).await,
@@ -520,11 +530,13 @@ fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death()
     assert!(timeouts >= TIMEOUTS_PER_TASK * TORTURE_TASKS);
     eprintln!(
         "cancel torture: {timeouts} timeouts ({} timed out), {} polled once and dropped, \
-         {} dropped once delivered; {guards} guards here, {churn_guards} in the churn \
+         {} polled once then awaited, {} dropped once delivered; {guards} guards here, \
+         {churn_guards} in the churn \
          ({CHURN_TASKS} tasks); {KILLS} deaths: {deaths} taken here, {churn_deaths} by the \
          churn, {killer_deaths} by the next killed holder",
         tally.timed_out.load(Ordering::Relaxed),
         tally.polled_once.load(Ordering::Relaxed),
+        tally.rewoken.load(Ordering::Relaxed),
         tally.dropped_woken.load(Ordering::Relaxed),
     );
 }
