@@ -988,3 +988,29 @@ fn holder_threads_follow_the_files_in_use_not_the_tasks() {
         assert_eq!(*clean_sync(m.try_lock().unwrap()), 1);
     }
 }
+
+/// A task that panics while repairing (holding a `Recovery<AsyncGuard>`
+/// not yet marked consistent, across an `.await`) is a death again, as
+/// for the sync kind: the next locker, another process, gets `OwnerDied`
+/// with the half-repaired value, not `NotRecoverable`.
+#[test]
+fn a_task_that_panics_while_repairing_passes_the_death_on() {
+    let f = fixture();
+    let (path, m, rt) = (&f.path, &f.m, &f.rt);
+    panic_holding(rt, m, 3);
+    let m2 = m.clone();
+    let repairing = rt.spawn(async move {
+        let Acquired::OwnerDied(mut r) = m2.lock_async().await.unwrap() else {
+            panic!("expected OwnerDied after a panic");
+        };
+        *r = 4;
+        tokio::task::yield_now().await;
+        panic!("deliberate: a task panics while repairing");
+    });
+    assert!(within(rt, repairing).unwrap_err().is_panic());
+    let mut kid = Kid::spawn("reopen", path);
+    assert_eq!(kid.expect("got"), "true,4");
+    kid.wait_ok();
+    assert_eq!(m.status().counters.owner_deaths, 2);
+    settled();
+}
