@@ -132,7 +132,7 @@ async fn resume_elsewhere() {
     busy.await.unwrap();
 }
 
-/// Item 1: a guard held across `.await` points where the task moves
+/// A guard held across `.await` points where the task moves
 /// between worker threads; the lock stays with one holder thread (named
 /// `rm-holder`, never a worker) the whole time; then another process
 /// locks clean and sees every write.
@@ -184,7 +184,7 @@ fn a_guard_is_held_across_awaits_that_hop_worker_threads() {
     settled();
 }
 
-/// Item 2: 2 processes x 50 tasks x 20 rounds of read, yield (holding),
+/// Two processes x 50 tasks x 20 rounds of read, yield (holding),
 /// write read+1: the total is exact and nobody sees an owner death.
 #[test]
 fn tasks_of_two_processes_exclude_each_other_exactly() {
@@ -246,7 +246,7 @@ fn waiter_sees_the_holder_die(f: &Fixture, kid: Kid, value: u64, label: &str) {
     settled();
 }
 
-/// Item 3: a holder process (a plain `lock()`) SIGKILLed while a task of
+/// A holder process (a plain `lock()`) SIGKILLed while a task of
 /// another process waits in `lock_async`.
 #[test]
 fn a_holder_killed_while_a_task_of_another_process_waits_gives_it_owner_died() {
@@ -256,7 +256,7 @@ fn a_holder_killed_while_a_task_of_another_process_waits_gives_it_owner_died() {
     waiter_sees_the_holder_die(&f, kid, HELD_VALUE, HELD_LABEL);
 }
 
-/// Item 3: the holder is itself a task of another process, which holds
+/// The holder is itself a task of another process, which holds
 /// its `AsyncGuard` across an `.await` that never completes when its
 /// process is SIGKILLed; the lock word named that process's holder thread.
 #[test]
@@ -284,7 +284,7 @@ fn panic_holding(rt: &tokio::runtime::Runtime, m: &Arc<SharedMutex<u64>>, value:
     assert!(e.is_panic(), "{e}");
 }
 
-/// Item 4: a panic in a tokio task holding an `AsyncGuard` is a death for
+/// A panic in a tokio task holding an `AsyncGuard` is a death for
 /// the next locker, in another process and in this one; a recovery
 /// dropped without `mark_consistent` leaves it not recoverable.
 #[test]
@@ -434,7 +434,9 @@ async fn torture_task(m: Arc<SharedMutex<u64>>, tally: Arc<Tally>, mut rng: u64)
                 };
                 match tokio::time::timeout(d, m.lock_async()).await {
                     Ok(a) => use_lock(a.unwrap(), &tally, across).await,
-                    Err(_) => drop(tally.timed_out.fetch_add(1, Ordering::Relaxed)),
+                    Err(_) => {
+                        tally.timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             6 => {
@@ -458,14 +460,16 @@ async fn torture_task(m: Arc<SharedMutex<u64>>, tally: Arc<Tally>, mut rng: u64)
             }
             8 => match drop_when_woken(m.lock_async()).await {
                 Some(a) => use_lock(a.unwrap(), &tally, across).await,
-                None => drop(tally.dropped_woken.fetch_add(1, Ordering::Relaxed)),
+                None => {
+                    tally.dropped_woken.fetch_add(1, Ordering::Relaxed);
+                }
             },
             _ => use_lock(m.lock_async().await.unwrap(), &tally, across).await,
         }
     }
 }
 
-/// Item 5, cancel safety: thousands of futures dropped at random points
+/// Cancel safety: thousands of futures dropped at random points
 /// (6000 timeouts at least, futures polled once, futures dropped just
 /// after the holder acquired for them) from 12 tasks, while another
 /// process's tasks lock and unlock and holder processes are SIGKILLed
@@ -541,7 +545,7 @@ fn futures_dropped_at_random_points_never_leave_the_lock_held_nor_lose_a_death()
     );
 }
 
-/// Item 6, responsiveness (structural, not timed): with the lock held by
+/// Responsiveness (structural, not timed): with the lock held by
 /// another process, 50 tasks on a 2-worker runtime each poll `lock_async`
 /// (the poll returns: no worker blocks), and one holder thread, not 50,
 /// waits in the kernel; a ping task then completes 100 round trips with
@@ -605,10 +609,11 @@ fn fifty_waiting_tasks_leave_a_two_worker_runtime_responsive() {
     assert_eq!(*clean_sync(m.lock().unwrap()), TASKS as u64);
 }
 
-/// Item 7: a guard held across `fork()` (in a child process, which has
-/// the runtime): the fork child's inherited copy is inert when dropped;
-/// after the parent releases, the fork child locks with `lock_async` on a
-/// runtime of its own.
+/// An `AsyncGuard` held across `fork()` (in a child process, which has a
+/// runtime): the fork child's inherited copy is inert when dropped (the
+/// lock stays with the parent's holder thread); the fork child then waits
+/// in `lock_async` on a runtime of its own and gets the lock, with the
+/// parent's last write, when the parent releases.
 #[test]
 fn an_async_guard_inherited_through_fork_is_inert_and_the_child_locks_after_release() {
     let f = fixture();
@@ -634,7 +639,7 @@ fn spawn_holding(m: Arc<SharedMutex<u64>>) -> tokio::task::JoinHandle<u64> {
     })
 }
 
-/// Item 8: the future, the guard, its recovery and acquisition are `Send`
+/// The future, the guard, its recovery and acquisition are `Send`
 /// (the guard also `Sync`, the future `Unpin`), and `tokio::spawn` takes a
 /// future holding the guard across an `.await`.
 #[test]
@@ -655,11 +660,11 @@ fn futures_guards_and_recoveries_are_send() {
     settled();
 }
 
-/// A sync `lock()` from the runtime's thread while a task holds the lock
-/// through `lock_async` waits like any other process's lock (the holder
-/// thread, not this one, owns it): no `Deadlock`.
+/// A sync `lock()` in this process while an `AsyncGuard` holds the lock
+/// waits like any other locker (the holder thread owns the lock, not the
+/// thread that awaited it): no `Deadlock`; `try_lock` is `WouldBlock`.
 #[test]
-fn a_sync_lock_on_a_worker_thread_waits_for_an_async_guard() {
+fn a_sync_lock_in_the_same_process_waits_for_an_async_guard() {
     let f = fixture();
     let (m, rt) = (&f.m, &f.rt);
     let g = clean(within(rt, m.lock_async()).unwrap());
