@@ -24,6 +24,9 @@
 //!   adds one to the value, drops the guard and exits at once (status 0),
 //!   as a `#[tokio::main]` that returns right after its last critical
 //!   section: no wait for the holder thread.
+//! * `async_abandon_exit`: `lock_async` under a zero `tokio::time::timeout`
+//!   (dropped after its first poll, the lock free: the holder thread may be
+//!   taking it just then), then exits at once (status 0).
 //! * `async_fork`: a guard (taken by `block_on` on the main thread) is held
 //!   across `fork()`: the fork child drops its inherited copy (the parent
 //!   still holds the lock), then waits in `lock_async` on a runtime of its
@@ -124,6 +127,12 @@ pub fn play(role: &str, path: &Path) -> bool {
             let mut g = clean(rt.block_on(m.lock_async()).unwrap());
             *g += 1;
             drop(g);
+            std::process::exit(0);
+        }
+        "async_abandon_exit" => {
+            let r =
+                rt.block_on(async { tokio::time::timeout(Duration::ZERO, m.lock_async()).await });
+            drop(r);
             std::process::exit(0);
         }
         "async_fork" => fork_with_a_guard(&m, rt),
