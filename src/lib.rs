@@ -41,6 +41,8 @@ pub use outcome::{Acquired, LockGuard, Recovery};
 pub use reentrant::{ReentrantGuard, ReentrantMutex};
 pub use remove::{RemoveOptions, remove};
 pub use reset::{ResetOptions, ResetOutcome, reset};
+#[cfg(feature = "async")]
+pub use semaphore::{AcquireFuture, AsyncPermit};
 pub use semaphore::{MAX_PERMITS, PermitGuard, PermitStatus, SemaphoreStatus, SharedSemaphore};
 pub use status::{Counters, FileInfo, LockState, OwnerInfo, Status};
 

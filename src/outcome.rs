@@ -215,7 +215,7 @@ impl<G: LockGuard> Recovery<G> {
     }
 
     /// The guard and the record, without marking consistent or unlocking.
-    fn into_parts(self) -> (G, Option<Box<OwnerInfo>>) {
+    pub(crate) fn into_parts(self) -> (G, Option<Box<OwnerInfo>>) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again: each field is moved
         // out exactly once.

@@ -42,6 +42,16 @@ use std::time::Duration;
 /// Give write access to a lock file only to its users. `robust-mutex reset --force`
 /// replaces a truncated file.
 ///
+/// # Async
+///
+/// There is no `lock_async` for this kind. Re-entry belongs to a thread: a
+/// relock by the thread that holds the lock nests. An async task has no
+/// thread of its own (it moves between workers), and the holder thread
+/// that would take the lock for it cannot tell that task's relock from
+/// another task's, which must wait. Async services use
+/// [`SharedMutex::lock_async`](crate::SharedMutex) (feature `async`) and
+/// pass the guard down instead of relocking.
+///
 /// # Examples
 /// ```
 /// use robust_mutex::ReentrantMutex;

@@ -156,6 +156,12 @@ fn registry() -> &'static Registry<BareMap> {
 ///
 /// Give write access to a lock file only to its users.
 ///
+/// # Async
+///
+/// No `lock_async` for bare files: they exist to share a lock with
+/// pymutex during a migration, and its users are threads. Async services
+/// use [`SharedMutex::lock_async`](crate::SharedMutex) (feature `async`).
+///
 /// # Examples
 /// ```
 /// use robust_mutex::{Acquired, BareMutex};

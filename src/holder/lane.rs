@@ -20,8 +20,11 @@
 //! ticket and nothing held it stops serving and its thread goes back to the
 //! pool.
 //!
-//! The bell (a [`CancelToken`]) rings for a command and when the last ticket
-//! leaves (so that a kernel wait nobody wants any more ends). Starting to
+//! The bell (a [`CancelToken`]) rings for a command, when the last ticket
+//! leaves (so that a kernel wait nobody wants any more ends), and for a new
+//! ticket while the serving thread sleeps with a slot free (a semaphore
+//! lane holding some permits; a mutex lane with a free lock never sleeps
+//! with a ticket, and one holding the lock needs its release first). Starting to
 //! serve is decided under the state mutex, so a ticket is never left
 //! without a serving thread.
 
@@ -124,6 +127,9 @@ struct State {
     done: Vec<(u64, Outcome)>,
     held: usize,
     commands: VecDeque<Command>,
+    /// The serving thread sleeps with a slot free and no ticket: the next
+    /// ticket rings the bell.
+    wants_tickets: bool,
 }
 
 /// One file's async waiters in this process, and its serving thread.
@@ -173,6 +179,10 @@ impl Lane {
             waker: waker.clone(),
         });
         if st.serving {
+            if std::mem::take(&mut st.wants_tickets) {
+                drop(st);
+                self.bell.cancel();
+            }
             return Entered::Queued(id);
         }
         st.serving = true;
@@ -223,6 +233,7 @@ impl Lane {
             let (_, outcome) = st.done.swap_remove(i);
             if let Ok((slot, got)) = outcome {
                 let how = How::unused(&got);
+                super::release_pending();
                 st.commands.push_back(Command::Release(slot, how));
                 drop(st);
                 self.bell.cancel();
@@ -232,6 +243,7 @@ impl Lane {
 
     /// A guard's release of `slot`, done by the serving thread.
     pub(crate) fn release(&self, slot: usize, how: How) {
+        super::release_pending();
         self.command(Command::Release(slot, how));
     }
 
@@ -323,21 +335,23 @@ fn serve(target: &dyn Target) {
                     // EOWNERDEAD, untouched).
                     unsafe { release(target, slot, how, d) };
                     lane.lock().held -= 1;
+                    super::release_done();
                 }
             }
         }
-        let st = lane.lock();
+        let mut st = lane.lock();
         if !st.commands.is_empty() {
             continue;
         }
         if st.queue.is_empty() || st.held >= target.capacity() {
             if st.queue.is_empty() && st.held == 0 {
-                let mut st = st;
                 st.serving = false;
                 drop(st);
                 super::serving_ended();
                 return;
             }
+            // Asleep with a slot free: a new ticket must ring.
+            st.wants_tickets = st.queue.is_empty();
             drop(st);
             lane.sleep();
             continue;
@@ -403,6 +417,7 @@ fn deliver(lane: &Lane, outcome: Outcome) -> Option<(usize, How)> {
 fn copy_for_all(e: &Fail) -> Option<Fail> {
     Some(match e {
         Fail::NotRecoverable => Fail::NotRecoverable,
+        Fail::Lock(LockError::NotRecoverable) => Fail::Lock(LockError::NotRecoverable),
         Fail::Lock(LockError::Stuck {
             tid,
             path,

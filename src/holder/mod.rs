@@ -56,20 +56,32 @@ struct Pool {
     /// [`wait_lanes_idle`] sleeps on (bumped when it reaches 0).
     serving: AtomicUsize,
     idle_word: AtomicU32,
+    /// Releases handed to holder threads and not done yet, and the word
+    /// the exit flush sleeps on (bumped when it reaches 0).
+    pending: AtomicUsize,
+    flushed_word: AtomicU32,
+}
+
+/// The pool of the latest fork generation that made one.
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This fork generation's pool, if it has made one.
+fn current() -> Option<&'static Pool> {
+    let p = POOL.load(Ordering::Acquire);
+    // SAFETY: a non-null POOL was leaked by `Box::into_raw` in `pool` and
+    // is never freed: it lives for the rest of the process.
+    unsafe { p.as_ref() }.filter(|pool| pool.generation == identity::fork_generation())
 }
 
 /// This fork generation's pool.
 fn pool() -> &'static Pool {
-    static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+    if let Some(pool) = current() {
+        return pool;
+    }
     let generation = identity::fork_generation();
     let p = POOL.load(Ordering::Acquire);
-    // SAFETY: a non-null POOL was leaked by `Box::into_raw` below and is
-    // never freed: it lives for the rest of the process.
-    if let Some(pool) = unsafe { p.as_ref() } {
-        if pool.generation == generation {
-            return pool;
-        }
-    }
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| crate::sys::at_exit(flush_at_exit));
     // None yet, or the parent's (a fork child): a fresh one. The parent's
     // is leaked: its mutex may be held by a thread the child lacks.
     let fresh = Box::into_raw(Box::new(Pool {
@@ -79,6 +91,8 @@ fn pool() -> &'static Pool {
         alive: AtomicUsize::new(0),
         serving: AtomicUsize::new(0),
         idle_word: AtomicU32::new(0),
+        pending: AtomicUsize::new(0),
+        flushed_word: AtomicU32::new(0),
     }));
     match POOL.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just leaked, never freed.
@@ -153,6 +167,49 @@ fn worker(pool: &'static Pool, first: Job) {
                 }
             }
         };
+    }
+}
+
+/// A release is handed to a holder thread.
+pub(crate) fn release_pending() {
+    pool().pending.fetch_add(1, Ordering::AcqRel);
+}
+
+/// A holder thread did a release it was handed.
+pub(crate) fn release_done() {
+    let pool = pool();
+    if pool.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        pool.flushed_word.fetch_add(1, Ordering::Release);
+        // Not private: the exit flush sleeps with a timed shared wait.
+        crate::sys::futex_wake(&pool.flushed_word, i32::MAX, true);
+    }
+}
+
+/// How long the exit flush waits for the holder threads at most.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// At `exit()`: lets the holder threads finish the releases that dropped
+/// guards handed them. Without it, a process that drops its last guard and
+/// returns from `main` at once would end (`exit_group`) before its holder
+/// unlocked, and the next locker would get OwnerDied for a clean release.
+/// A guard still alive at exit is a death, and reported as one. Bounded:
+/// a holder that does not answer within [`FLUSH_LIMIT`] is left to the
+/// kernel.
+extern "C" fn flush_at_exit() {
+    let Some(pool) = current() else { return };
+    let deadline = crate::sys::deadline_after(FLUSH_LIMIT);
+    loop {
+        let w = pool.flushed_word.load(Ordering::Acquire);
+        if pool.pending.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        match crate::sys::futex_wait_shared(&pool.flushed_word, w, Some(&deadline)) {
+            Ok(crate::sys::Woke::TimedOut) | Err(_) => {
+                log::warn!("exit: holder threads did not finish their releases in time");
+                return;
+            }
+            Ok(_) => {}
+        }
     }
 }
 

@@ -18,8 +18,12 @@
 //! and adds every permit's hot counts.
 
 mod acquire;
+#[cfg(feature = "async")]
+mod acquire_async;
 mod permit;
 
+#[cfg(feature = "async")]
+pub use acquire_async::{AcquireFuture, AsyncPermit};
 pub use permit::PermitGuard;
 
 use crate::error::Error;

@@ -87,6 +87,8 @@ pub(crate) use glibc::{
     forget_held, glibc_kind_word, lock_word, lock_word_snapshot, mark_owner_died, mutex_count,
     mutex_not_recoverable, unlock_not_recoverable,
 };
+#[cfg(feature = "async")]
+pub(crate) use process::at_exit;
 pub(crate) use process::{
     at_fork_child, geteuid, getpid, gettid, no_such_task, pid_exists, readable,
     spawn_signals_blocked,

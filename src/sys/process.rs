@@ -83,6 +83,15 @@ pub(crate) fn at_fork_child(child: unsafe extern "C" fn()) {
     debug_assert_eq!(r, 0);
 }
 
+/// Runs `f` at `exit()` (also on a return from `main`), before the
+/// process ends. (`atexit(3)`: neither std nor nix offers it.)
+#[cfg(feature = "async")]
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function that lives for the whole process.
+    let r = unsafe { libc::atexit(f) };
+    debug_assert_eq!(r, 0);
+}
+
 /// Whether the byte at `addr`, in one of this process's own mappings, can
 /// be read without a fault: the kernel copies it for us
 /// (`process_vm_readv` on our own pid, which needs no ptrace permission
