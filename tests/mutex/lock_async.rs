@@ -686,8 +686,6 @@ fn a_sync_lock_in_the_same_process_waits_for_an_async_guard() {
 /// `#[tokio::main]` returning right after its last critical section)
 /// released the lock: the next locker gets it clean, never `OwnerDied`.
 #[test]
-#[ignore = "core bug: the release a dropped AsyncGuard hands to its holder thread is lost \
-            if the process exits first (exit_group kills the holder holding: OwnerDied)"]
 fn a_process_that_exits_right_after_dropping_its_guard_released_the_lock() {
     let f = fixture();
     let (path, m) = (&f.path, &f.m);
@@ -1025,8 +1023,6 @@ fn a_task_that_panics_while_repairing_passes_the_death_on() {
 /// asked yet, taking the lock, letting it go), the next locker gets the
 /// lock clean, never `OwnerDied`.
 #[test]
-#[ignore = "core bug: a lock the holder thread takes or holds for an abandoned future when the \
-            process exits is taken for a death (exit_group kills the holder holding: OwnerDied)"]
 fn a_process_that_exits_right_after_abandoning_a_lock_async_leaves_no_death() {
     let f = fixture();
     let (path, m) = (&f.path, &f.m);
