@@ -27,6 +27,10 @@
 //! * `async_abandon_exit`: `lock_async` under a zero `tokio::time::timeout`
 //!   (dropped after its first poll, the lock free: the holder thread may be
 //!   taking it just then), then exits at once (status 0).
+//! * `async_wait_abandon_exit`: a task waits in `lock_async` (selected
+//!   against a oneshot); once its holder thread sleeps on the lock, says
+//!   `waiting`; on a line from the parent (which then releases the lock)
+//!   the wait is abandoned, and the process exits at once (status 0).
 //! * `async_fork`: a guard (taken by `block_on` on the main thread) is held
 //!   across `fork()`: the fork child drops its inherited copy (the parent
 //!   still holds the lock), then waits in `lock_async` on a runtime of its
@@ -133,6 +137,24 @@ pub fn play(role: &str, path: &Path) -> bool {
             let r =
                 rt.block_on(async { tokio::time::timeout(Duration::ZERO, m.lock_async()).await });
             drop(r);
+            std::process::exit(0);
+        }
+        "async_wait_abandon_exit" => {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let m2 = m.clone();
+            let task = rt.spawn(async move {
+                tokio::select! {
+                    a = m2.lock_async() => drop(a),
+                    _ = rx => {}
+                }
+            });
+            while m.status().lock_word & FUTEX_WAITERS == 0 {
+                std::thread::yield_now();
+            }
+            say("waiting");
+            listen();
+            let _ = tx.send(());
+            rt.block_on(task).unwrap();
             std::process::exit(0);
         }
         "async_fork" => fork_with_a_guard(&m, rt),

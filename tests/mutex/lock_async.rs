@@ -1042,3 +1042,29 @@ fn a_process_that_exits_right_after_abandoning_a_lock_async_leaves_no_death() {
         "exits right after abandoning a lock_async were taken as deaths"
     );
 }
+
+/// As above, with the wait abandoned just as the holder of the lock (this
+/// process) releases it: the child's holder thread may be taking the lock
+/// for a future that is gone when the child exits. Never a death.
+#[test]
+fn a_process_that_abandons_a_wait_as_the_lock_is_released_and_exits_leaves_no_death() {
+    let f = fixture();
+    let (path, m) = (&f.path, &f.m);
+    let mut deaths = 0;
+    for _ in 0..50 {
+        let g = clean_sync(m.lock().unwrap());
+        let mut kid = Kid::spawn("async_wait_abandon_exit", path);
+        kid.expect("waiting");
+        kid.tell("abandon");
+        drop(g);
+        kid.wait_ok();
+        if let Acquired::OwnerDied(r) = m.lock().unwrap() {
+            deaths += 1;
+            drop(r.mark_consistent());
+        }
+    }
+    assert_eq!(
+        deaths, 0,
+        "exits right after abandoning a wait were taken as deaths"
+    );
+}
