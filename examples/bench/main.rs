@@ -5,9 +5,10 @@
 //! measured in the same run, interleaved where that is possible.
 //!
 //! ```sh
-//! cargo run --release --example bench                 # cases 1-6 and 8, about 2.5 minutes on 2 cores
+//! cargo run --release --example bench                 # cases 1-6, 8 and 9, about 3 minutes on 2 cores
 //! cargo run --release --example bench -- --quick      # a smaller run, about 20 s
 //! cargo run --release --example bench -- --only 7     # the bounded-spin sweep, about 2 minutes
+//! cargo run --release --example bench -- --only 9     # async acquisition (issue 14), about 12 s
 //! cargo run --release --example bench -- --png docs/seed-workload.png
 //! ```
 //!
@@ -26,7 +27,10 @@
 //! names it) the bounded-spin sweep: raw + K expired tries before blocking;
 //! 8 condition waits (issue 13): notify → wake latency against a
 //! process-shared `pthread_cond_t` and a pipe, a holder's death while a
-//! condition waiter sleeps, the price of a notify, an idle waiter's cost.
+//! condition waiter sleeps, the price of a notify, an idle waiter's cost;
+//! 9 async acquisition (issue 14): `lock_async` uncontended against
+//! `lock()` and `tokio::sync::Mutex`, the handoff to a task waiting in
+//! another process, a ticking task's lateness while 50 tasks contend.
 //!
 //! Child processes are this same binary re-executed with a `__role`
 //! argument (never `fork` in a threaded program).
@@ -47,6 +51,7 @@ mod cases {
     pub(crate) mod cond_contenders;
     pub(crate) mod crowd;
     pub(crate) mod handoff;
+    pub(crate) mod lock_async;
     pub(crate) mod open;
     pub(crate) mod owner_death;
     pub(crate) mod scale_files;
@@ -180,6 +185,9 @@ fn main() {
     }
     if cfg.runs(8) {
         cases::cond::cond(&cfg, dir, &mut rep);
+    }
+    if cfg.runs(9) {
+        cases::lock_async::lock_async_case(&cfg, dir, &mut rep);
     }
     let secs = (now_ns() - started) as f64 / 1e9;
     rep.rows.insert(

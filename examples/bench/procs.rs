@@ -154,6 +154,7 @@ pub(crate) fn child(args: &[String]) {
         "__crowd" => with_lock!(kind, &path, |l| crowd_child(&l)),
         "__files" => scale_files_child(arg(3) as usize, &path),
         r if r.starts_with("__cond") => crate::cases::cond::cond_child(args),
+        "__asyncwait" => crate::cases::lock_async::async_child(args),
         _ => panic!("unknown role {role}"),
     }
 }

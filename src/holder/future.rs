@@ -18,8 +18,8 @@ pub(crate) trait AsyncKind<'a>: Copy {
     /// The mapping in use.
     fn map(self) -> &'a Mapping;
 
-    /// What a holder thread locks through (owning its mapping claim).
-    fn target(self) -> Box<dyn Target>;
+    /// What a holder thread locks `map` through (owning a claim on it).
+    fn target(self, map: &'a Mapping) -> Box<dyn Target>;
 
     /// The outcome for the task: the guard made from `held` for `Ok`.
     fn ready(self, held: Held<'a>, got: Got) -> Self::Output;
@@ -62,7 +62,7 @@ impl<'a> Waiting<'a> {
                     let id = match lane.enter(cx.waker()) {
                         Entered::Queued(id) => id,
                         Entered::Serve(id) => {
-                            if let Err(e) = super::lane::start(kind.target()) {
+                            if let Err(e) = super::lane::start(kind.target(map)) {
                                 lane.abandon(id);
                                 *self = Waiting::Done;
                                 log::error!("{}: no holder thread: {e}", kind.name());

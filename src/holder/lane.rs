@@ -345,6 +345,7 @@ fn serve(target: &dyn Target) {
         }
         if st.queue.is_empty() || st.held >= target.capacity() {
             if st.queue.is_empty() && st.held == 0 {
+                super::going_idle();
                 st.serving = false;
                 drop(st);
                 super::serving_ended();

@@ -139,13 +139,17 @@ pub(crate) fn run(job: Job) -> std::io::Result<()> {
 fn worker(pool: &'static Pool, first: Job) {
     let me = pool.spawned.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Job>();
+    ME.set(Some((me, tx.clone())));
     let mut job = first;
     loop {
         job();
-        pool.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((me, tx.clone()));
+        // Unless the job listed this thread already (`going_idle`).
+        if !LISTED.replace(false) {
+            pool.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((me, tx.clone()));
+        }
         job = match rx.recv_timeout(IDLE_EXIT) {
             Ok(j) => j,
             Err(_) => {
@@ -168,6 +172,29 @@ fn worker(pool: &'static Pool, first: Job) {
             }
         };
     }
+}
+
+thread_local! {
+    /// A holder thread's number and job channel.
+    static ME: std::cell::Cell<Option<(usize, mpsc::Sender<Job>)>> =
+        const { std::cell::Cell::new(None) };
+    /// Whether the current job has listed its thread idle already.
+    static LISTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The calling holder thread's job is about to end (a lane stops being
+/// served, decided under its mutex): it is listed idle at once, so that a
+/// ticket arriving right after finds it and no new thread is made. A job
+/// sent meanwhile runs after the current one returns.
+pub(crate) fn going_idle() {
+    let Some((me, tx)) = ME.take() else { return };
+    pool()
+        .idle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((me, tx.clone()));
+    ME.set(Some((me, tx)));
+    LISTED.set(true);
 }
 
 /// A release is handed to a holder thread.

@@ -72,13 +72,14 @@ impl<T: Pod> SharedMutex<T> {
         }
     }
 
-    /// The `Arc` of the mapping in use.
-    fn current_map(&self) -> Arc<Mapping> {
+    /// The `Arc` of `map`, one of this handle's mappings (the one a
+    /// future queued in: not necessarily the current one, if another
+    /// thread has followed a reset since).
+    fn arc_of(&self, map: &Mapping) -> Arc<Mapping> {
         let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.map();
         maps.iter()
-            .find(|m| std::ptr::eq(Arc::as_ptr(m), current))
-            .expect("the current mapping is one of the handle's")
+            .find(|m| std::ptr::eq(Arc::as_ptr(m), map))
+            .expect("a handle keeps every mapping it used")
             .clone()
     }
 }
@@ -123,9 +124,9 @@ impl<'a, T: Pod> AsyncKind<'a> for &'a SharedMutex<T> {
         SharedMutex::map(self)
     }
 
-    fn target(self) -> Box<dyn Target> {
+    fn target(self, map: &'a Mapping) -> Box<dyn Target> {
         Box::new(MutexTarget {
-            map: Some(registry::claim(&self.current_map())),
+            map: Some(registry::claim(&self.arc_of(map))),
             path: self.path().to_path_buf(),
         })
     }

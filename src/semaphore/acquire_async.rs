@@ -83,7 +83,7 @@ impl<'a> AsyncKind<'a> for &'a SharedSemaphore {
         SharedSemaphore::map(self)
     }
 
-    fn target(self) -> Box<dyn Target> {
+    fn target(self, _map: &'a Mapping) -> Box<dyn Target> {
         let map = self.map.as_ref().expect("mapping lives until drop");
         // The holder's own handle, sharing this one's mapping.
         Box::new(SemTarget(SharedSemaphore {
