@@ -87,7 +87,8 @@ fn until_waited_on(m: &SharedMutex<u64>) {
 fn settled() {
     internals::wait_lanes_idle();
     assert_eq!(internals::lanes_serving(), 0);
-    // A lane's thread stops serving just before it lists itself idle.
+    // (A thread that ends after its idle time leaves the idle list just
+    // before it stops counting as alive.)
     wait_until("every holder thread is idle", || {
         let (alive, idle) = internals::holder_threads();
         alive == idle
