@@ -78,6 +78,7 @@
 //! * the roles of [`super::roles_migrate`] (`raw_lock_at`, `raw_hold_at`,
 //!   `convert_and_report`).
 //! * the condition waits' roles of [`super::roles_cond`] (`cond_*`).
+//! * the async roles of [`super::roles_async`] (`async_*`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -312,6 +313,7 @@ pub fn run_if_child() {
         other if super::roles_hot::play(other, path) => {}
         other if super::roles_migrate::run(other, path) => {}
         other if super::roles_cond::play(other, path) => {}
+        other if super::roles_async::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

@@ -17,6 +17,8 @@
 //! * `hot_record`: format version 2: per acquisition only the mutex's own
 //!   cache line is written; counters, labels, the cold record's rewrite;
 //! * `proc_view`: a live holder `/proc` cannot show is not stuck;
+//! * `lock_async`: async acquisition on tokio (`lock_async`, `AsyncGuard`):
+//!   guards across thread-hopping `.await`s, deaths, panics, cancel safety;
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
 //!
@@ -33,6 +35,7 @@ mod clock;
 mod cond;
 mod hot_record;
 mod job_queue;
+mod lock_async;
 mod locking;
 mod logging;
 mod owner_death;
