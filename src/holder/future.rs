@@ -63,7 +63,7 @@ impl<'a> Waiting<'a> {
                         Entered::Queued(id) => id,
                         Entered::Serve(id) => {
                             if let Err(e) = super::lane::start(kind.target(map)) {
-                                lane.abandon(id);
+                                lane.abandon(id, &e);
                                 *self = Waiting::Done;
                                 log::error!("{}: no holder thread: {e}", kind.name());
                                 return Poll::Ready(Err(LockError::Io(e)));
@@ -79,7 +79,17 @@ impl<'a> Waiting<'a> {
                     // The holder thread wakes us with the outcome.
                     return Poll::Pending;
                 }
-                Waiting::Queued { map, id, .. } => {
+                Waiting::Queued {
+                    map,
+                    id,
+                    generation,
+                } => {
+                    if generation != identity::fork_generation() {
+                        // Queued in the parent, polled in a fork child: the
+                        // parent's lane is not ours. Queue again here.
+                        *self = Waiting::Start;
+                        continue;
+                    }
                     let Some(outcome) = map.lane().poll(id, cx.waker()) else {
                         return Poll::Pending;
                     };

@@ -176,13 +176,11 @@ impl Lane {
 
     /// Queues a waiter woken through `waker`.
     pub(crate) fn enter(&self, waker: &Waker) -> Entered {
+        let waker = waker.clone(); // the executor's code: not under the mutex
         let mut st = self.lock();
         let id = st.next_id;
         st.next_id += 1;
-        st.queue.push_back(Ticket {
-            id,
-            waker: waker.clone(),
-        });
+        st.queue.push_back(Ticket { id, waker });
         if st.serving {
             if std::mem::take(&mut st.wants_tickets) {
                 drop(st);
@@ -195,13 +193,21 @@ impl Lane {
         Entered::Serve(id)
     }
 
-    /// Undoes [`Self::enter`]'s `Serve` when no thread could be started.
-    pub(crate) fn abandon(&self, id: u64) {
+    /// Undoes [`Self::enter`]'s `Serve` when no thread could be started
+    /// (`e`): ticket `id` is withdrawn, and every ticket queued meanwhile
+    /// behind it (seeing the lane served) gets the same error, instead of
+    /// waiting for a thread that will not come.
+    pub(crate) fn abandon(&self, id: u64, e: &std::io::Error) {
         let mut st = self.lock();
-        st.queue.retain(|t| t.id != id);
+        let queued: Vec<Ticket> = st.queue.drain(..).filter(|t| t.id != id).collect();
+        for t in &queued {
+            let e = std::io::Error::new(e.kind(), format!("no holder thread: {e}"));
+            st.done.push((t.id, Err(Fail::Lock(LockError::Io(e)))));
+        }
         st.serving = false;
         drop(st);
         super::serving_ended();
+        wake_all(queued.into_iter().map(|t| t.waker));
     }
 
     /// The outcome for ticket `id`, if delivered; else `waker` is the one
@@ -211,11 +217,14 @@ impl Lane {
         if let Some(i) = st.done.iter().position(|(d, _)| *d == id) {
             return Some(st.done.swap_remove(i).1);
         }
+        let mut old = None;
         if let Some(t) = st.queue.iter_mut().find(|t| t.id == id) {
             if !t.waker.will_wake(waker) {
-                t.waker = waker.clone();
+                old = Some(std::mem::replace(&mut t.waker, waker.clone()));
             }
         }
+        drop(st);
+        drop(old); // a waker's drop is the executor's code: not under the mutex
         None
     }
 
@@ -225,7 +234,7 @@ impl Lane {
     pub(crate) fn leave(&self, id: u64) {
         let mut st = self.lock();
         if let Some(i) = st.queue.iter().position(|t| t.id == id) {
-            st.queue.remove(i);
+            let gone = st.queue.remove(i);
             let last = st.queue.is_empty();
             if last && st.acquiring && !st.abandoned {
                 // The serving thread may take the lock for nobody now and
@@ -235,6 +244,7 @@ impl Lane {
                 super::release_pending();
             }
             drop(st);
+            drop(gone); // its waker: not under the mutex
             if last {
                 // End a kernel wait that nobody wants any more.
                 self.bell.cancel();
@@ -319,9 +329,7 @@ impl Drop for Unwinding<'_> {
         st.serving = false;
         drop(st);
         super::serving_ended();
-        for t in waiting {
-            t.waker.wake();
-        }
+        wake_all(waiting.into_iter().map(|t| t.waker));
     }
 }
 
@@ -361,6 +369,7 @@ fn serve(target: &dyn Target) {
             }
         }
         let mut st = lane.lock();
+        st.wants_tickets = false;
         if !st.commands.is_empty() {
             continue;
         }
@@ -438,10 +447,19 @@ fn deliver(lane: &Lane, outcome: Outcome) -> (Option<(usize, How)>, bool) {
         None => outcome.ok().map(|(slot, got)| (slot, How::unused(&got))),
     };
     drop(st);
-    for w in woken {
-        w.wake();
-    }
+    wake_all(woken);
     (unused, abandoned)
+}
+
+/// Wakes each task, outside the lane's mutex. A waker is the executor's
+/// code: one that panics (or polls the task inline, which then panics) is
+/// logged and does not take the holder thread down with the locks it holds.
+fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
+    for w in wakers {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+            log::error!("robust-mutex: a task's waker panicked; the task was told nothing more");
+        }
+    }
 }
 
 /// A copy of an error that concerns the lock rather than one waiter.
@@ -515,5 +533,32 @@ impl Drop for LaneSlot {
             // A parent's, inherited through fork: leave it untouched.
             std::mem::forget(lane);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that queued behind one whose lane could start no holder
+    /// thread is given that error, not left waiting for a thread.
+    #[test]
+    fn a_failed_start_answers_every_ticket_queued_behind_it() {
+        let lane = Lane::new(identity::fork_generation());
+        let w = Waker::noop();
+        let Entered::Serve(first) = lane.enter(w) else {
+            panic!("the first ticket starts the service")
+        };
+        let Entered::Queued(second) = lane.enter(w) else {
+            panic!("the lane looks served")
+        };
+        lane.abandon(first, &std::io::Error::from(std::io::ErrorKind::WouldBlock));
+        match lane.poll(second, w) {
+            Some(Err(Fail::Lock(LockError::Io(e)))) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock)
+            }
+            other => panic!("the queued ticket must get the error, got {other:?}"),
+        }
+        assert!(!lane.lock().serving);
     }
 }

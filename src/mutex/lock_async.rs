@@ -168,6 +168,18 @@ impl<'a, T: Pod> AsyncKind<'a> for &'a SharedMutex<T> {
 /// death, as everywhere in this crate: the next locker, in any process,
 /// gets `OwnerDied`.
 ///
+/// "While its thread panics" is the dropping thread's state, whatever
+/// panicked: a current-thread runtime dropped by a panicking `main` drops
+/// its parked tasks, and their guards, during that panic, so each counts
+/// as a death (their critical sections were cut short); on a multi-thread
+/// runtime the workers drop them, not panicking, and they are released
+/// clean.
+///
+/// At `exit()` (also a return from `main`) the process waits, at most a
+/// second, for its holder threads to finish the releases of guards dropped
+/// before; a guard still alive then, or a lock taken for a future not yet
+/// polled again, is released by the kernel as a death.
+///
 /// # Examples
 /// ```
 /// # let dir = tempfile::tempdir()?;

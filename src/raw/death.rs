@@ -159,7 +159,7 @@ impl RawMutex<'_> {
                 return Ok(());
             }
             // SAFETY: we hold the lock (the word names us).
-            unsafe { self.die(tid, name, "the holder panicked holding the lock") };
+            unsafe { self.die(tid, name, "the holder panicked holding the lock", false) };
             return Ok(());
         }
         // Not ours. If it is on this thread's robust list, the file changed
@@ -191,12 +191,14 @@ impl RawMutex<'_> {
     /// Releases the lock as its holder's death: the mutex leaves the
     /// calling thread's robust list and its word becomes FUTEX_OWNER_DIED
     /// (a waiter is woken); the next locker gets OwnerDied. `why` starts
-    /// the log line. Where the platform cannot, a plain unlock.
+    /// the log line. Where the platform cannot, a plain unlock (and with
+    /// `recount`, the death the caller uncounted is counted again first,
+    /// since nobody will be told of it).
     ///
     /// # Safety
     /// The calling thread holds the lock (its word names `tid`, the
     /// caller's TID), taken through this `RawMutex`.
-    unsafe fn die(&self, tid: u32, name: Name<'_>, why: &str) {
+    unsafe fn die(&self, tid: u32, name: Name<'_>, why: &str, recount: bool) {
         // SAFETY: we hold the lock (the caller's contract), in the live
         // mapping.
         match unsafe { sys::die_holding(self.as_ptr(), tid) } {
@@ -210,6 +212,12 @@ impl RawMutex<'_> {
                 log::error!(
                     "{name}: {why}, and this platform cannot mark it dead: released as if clean"
                 );
+                if recount {
+                    self.add_cold(&Counters {
+                        owner_deaths: 1,
+                        ..Counters::default()
+                    });
+                }
                 // SAFETY: we hold the lock.
                 unsafe { self.unlock_ours() };
             }
@@ -233,6 +241,21 @@ impl RawMutex<'_> {
         name: Name<'_>,
         why: &str,
     ) -> Result<(), LockError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release_as_death_counted(name, why, false) }
+    }
+
+    /// [`Self::release_as_death`], `recount` as for `die`.
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cfg(feature = "async")]
+    unsafe fn release_as_death_counted(
+        &self,
+        name: Name<'_>,
+        why: &str,
+        recount: bool,
+    ) -> Result<(), LockError> {
         let w = self.word().load(Ordering::Relaxed);
         let tid = w & sys::FUTEX_TID_MASK;
         if u64::from(tid) != identity::locker_tid() {
@@ -240,7 +263,7 @@ impl RawMutex<'_> {
             return unsafe { self.release_cold(w, name) };
         }
         // SAFETY: the word names us (and the caller's contract).
-        unsafe { self.die(tid, name, why) };
+        unsafe { self.die(tid, name, why, recount) };
         Ok(())
     }
 
@@ -263,6 +286,7 @@ impl RawMutex<'_> {
         dead: Option<crate::owner::Records>,
         name: Name<'_>,
     ) -> Result<(), LockError> {
+        let mut uncounted = false;
         if let (Some(d), Books::Header | Books::Permit { .. }) = (dead, self.books) {
             if self.held_by_caller() {
                 // We hold the lock: the only writer of both records. The
@@ -274,12 +298,13 @@ impl RawMutex<'_> {
                 // mapping (`new`).
                 unsafe { *self.cold().as_mut() = d.cold };
                 self.uncount_death();
+                uncounted = true;
             }
         }
+        let why =
+            "an owner death was taken for a lock_async future dropped before it saw it; passed on";
         // SAFETY: forwarded from the caller.
-        unsafe {
-            self.release_as_death(name, "an owner death was taken for a lock_async future dropped before it saw it; passed on")
-        }
+        unsafe { self.release_as_death_counted(name, why, uncounted) }
     }
 
     /// Takes back the owner death `took_dead` counted (see

@@ -185,7 +185,10 @@ impl RawMutex<'_> {
     /// [`layout::LABEL_MAX`] bytes; the record keeps its previous label.
     ///
     /// # Safety
-    /// The calling thread holds the lock, and the kind has records.
+    /// The lock is held for the caller by this process (by the calling
+    /// thread, or by an async guard's holder thread, which writes the
+    /// records only when it takes and releases the lock), and the kind has
+    /// records.
     pub(crate) unsafe fn set_label(&self, label: &str) -> Result<(), crate::LabelTooLong> {
         debug_assert!(!matches!(self.books, Books::None));
         // SAFETY: we hold the lock (caller's contract): the only writer of

@@ -234,3 +234,58 @@ fn a_queued_future_polled_again_is_still_pending_then_resolves() {
         Poll::Ready(Ok(Acquired::Clean(_)))
     ));
 }
+
+/// A future queued in the parent and polled in a fork child queues again
+/// in the child's own lane (the parent's is not the child's): it is served.
+#[test]
+fn a_future_inherited_through_fork_queues_again_in_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    let m = SharedMutex::<u64>::open(&path).unwrap();
+    let (held_tx, held) = mpsc::channel();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let p2 = path.clone();
+    let holder = std::thread::spawn(move || {
+        let m2 = SharedMutex::<u64>::open(&p2).unwrap();
+        let g = m2.lock().unwrap().recover_with(|_| {});
+        held_tx.send(()).unwrap();
+        go.recv().unwrap();
+        drop(g);
+    });
+    held.recv().unwrap();
+    let (waker, _woken) = signal();
+    let mut f = Box::pin(m.lock_async());
+    assert!(
+        f.as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    // SAFETY: the child only polls, reads two atomics and `_exit`s.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let pending = f
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending();
+            let served = crate::holder::lanes_serving() == 1;
+            std::mem::forget(f);
+            // SAFETY: ends the child at once, without the parent's atexit work.
+            unsafe { libc::_exit(if pending && served { 0 } else { 7 }) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None).unwrap();
+            go_tx.send(()).unwrap();
+            holder.join().unwrap();
+            assert!(matches!(rt_block_on(f), Ok(Acquired::Clean(_))));
+            assert_eq!(
+                st,
+                nix::sys::wait::WaitStatus::Exited(child, 0),
+                "the child's copy of the future was not served in the child"
+            );
+        }
+    }
+}
+
+fn rt_block_on<F: Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
