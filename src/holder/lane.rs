@@ -358,10 +358,10 @@ fn serve(target: &dyn Target) {
                 }
                 Command::Release(slot, how) => {
                     let d = take_dead(slot, &mut dead);
-                    // SAFETY: a Release comes once per slot this thread
-                    // delivered and holds: from its guard, or from its
-                    // future dropped before taking it (Unseen: with
-                    // EOWNERDEAD, untouched).
+                    // A Release comes once per slot this thread delivered
+                    // and holds: from its guard, or from its future dropped
+                    // before taking it (Unseen: with EOWNERDEAD, untouched).
+                    // SAFETY: so this thread holds `slot`, as `release` asks.
                     unsafe { release(target, slot, how, d) };
                     lane.lock().held -= 1;
                     super::release_done();

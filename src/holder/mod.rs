@@ -254,6 +254,16 @@ pub(crate) fn serving_ended() {
     }
 }
 
+/// The unit tests' runtime: tokio's multi-thread one with 2 workers.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Threads alive and idle (test hooks).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn threads() -> (usize, usize) {

@@ -7,13 +7,7 @@ use std::pin::pin;
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::holder::test_runtime as runtime;
 
 /// A waker that reports each wake on a channel.
 struct Signal(std::sync::Mutex<mpsc::Sender<()>>);
@@ -42,6 +36,23 @@ fn kill_holder(m: &SharedMutex<u64>) -> u32 {
         .join()
         .unwrap()
     })
+}
+
+/// Polls a `lock_async` once, waits until the holder thread has taken the
+/// lock for it and woken it, and drops it unseen; then waits for the lane
+/// to settle.
+fn drop_once_delivered(m: &SharedMutex<u64>) {
+    let (waker, woken) = signal();
+    {
+        let mut f = pin!(m.lock_async());
+        assert!(
+            f.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        woken.recv().unwrap();
+    }
+    crate::holder::wait_lanes_idle();
 }
 
 #[test]
@@ -108,18 +119,7 @@ fn an_owner_death_taken_for_a_dropped_future_is_passed_on() {
     let dir = tempfile::tempdir().unwrap();
     let m = SharedMutex::<u64>::open(dir.path().join("m")).unwrap();
     let dead = kill_holder(&m);
-    let (waker, woken) = signal();
-    {
-        let mut f = pin!(m.lock_async());
-        assert!(
-            f.as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
-        // The holder took it (with EOWNERDEAD) and woke us: drop unseen.
-        woken.recv().unwrap();
-    }
-    crate::holder::wait_lanes_idle();
+    drop_once_delivered(&m);
     let Acquired::OwnerDied(r) = m.lock().unwrap() else {
         panic!("the death must be passed on")
     };
@@ -134,17 +134,7 @@ fn an_owner_death_taken_for_a_dropped_future_is_passed_on() {
 fn a_clean_lock_taken_for_a_dropped_future_is_released() {
     let dir = tempfile::tempdir().unwrap();
     let m = SharedMutex::<u64>::open(dir.path().join("m")).unwrap();
-    let (waker, woken) = signal();
-    {
-        let mut f = pin!(m.lock_async());
-        assert!(
-            f.as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
-        woken.recv().unwrap();
-    }
-    crate::holder::wait_lanes_idle();
+    drop_once_delivered(&m);
     assert!(matches!(m.try_lock().unwrap(), Acquired::Clean(_)));
 }
 

@@ -5,13 +5,7 @@ use crate::{Acquired, SharedSemaphore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::holder::test_runtime as runtime;
 
 #[test]
 fn tasks_share_the_permits_and_never_exceed_them() {
