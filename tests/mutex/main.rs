@@ -19,6 +19,8 @@
 //! * `proc_view`: a live holder `/proc` cannot show is not stuck;
 //! * `lock_async`: async acquisition on tokio (`lock_async`, `AsyncGuard`):
 //!   guards across thread-hopping `.await`s, deaths, panics, cancel safety;
+//! * `lock_async_accidents`: ordinary accidents around async use: exits
+//!   right after a release, runtime shutdown, stuck locks and resets;
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
 //!
@@ -36,6 +38,7 @@ mod cond;
 mod hot_record;
 mod job_queue;
 mod lock_async;
+mod lock_async_accidents;
 mod locking;
 mod logging;
 mod owner_death;
