@@ -52,14 +52,58 @@ struct Pool {
     spawned: AtomicUsize,
     /// Threads alive (running a job or idle).
     alive: AtomicUsize,
-    /// Lanes with a serving thread now, and the word
-    /// [`wait_lanes_idle`] sleeps on (bumped when it reaches 0).
-    serving: AtomicUsize,
-    idle_word: AtomicU32,
-    /// Releases handed to holder threads and not done yet, and the word
-    /// the exit flush sleeps on (bumped when it reaches 0).
-    pending: AtomicUsize,
-    flushed_word: AtomicU32,
+    /// Lanes with a serving thread now (`wait_lanes_idle` waits for 0).
+    serving: Gauge,
+    /// Releases handed to holder threads and not done yet (the exit flush
+    /// waits for 0).
+    pending: Gauge,
+}
+
+/// A count that can be waited on until it is 0.
+struct Gauge {
+    count: AtomicUsize,
+    /// Bumped each time the count reaches 0: what a waiter sleeps on.
+    zeroed: AtomicU32,
+}
+
+impl Gauge {
+    const fn new() -> Gauge {
+        Gauge {
+            count: AtomicUsize::new(0),
+            zeroed: AtomicU32::new(0),
+        }
+    }
+
+    fn up(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn down(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.zeroed.fetch_add(1, Ordering::Release);
+            // Shared, as the waits are (a timed wait is a shared one).
+            crate::sys::futex_wake(&self.zeroed, i32::MAX, true);
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until the count is 0; `false` if `deadline` passed first.
+    fn wait_zero(&self, deadline: Option<&libc::timespec>) -> bool {
+        loop {
+            let w = self.zeroed.load(Ordering::Acquire);
+            if self.count.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            match crate::sys::futex_wait_shared(&self.zeroed, w, deadline) {
+                Ok(crate::sys::Woke::TimedOut) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 /// The pool of the latest fork generation that made one.
@@ -89,10 +133,8 @@ fn pool() -> &'static Pool {
         idle: Mutex::new(Vec::new()),
         spawned: AtomicUsize::new(0),
         alive: AtomicUsize::new(0),
-        serving: AtomicUsize::new(0),
-        idle_word: AtomicU32::new(0),
-        pending: AtomicUsize::new(0),
-        flushed_word: AtomicU32::new(0),
+        serving: Gauge::new(),
+        pending: Gauge::new(),
     }));
     match POOL.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just leaked, never freed.
@@ -199,17 +241,12 @@ pub(crate) fn going_idle() {
 
 /// A release is handed to a holder thread.
 pub(crate) fn release_pending() {
-    pool().pending.fetch_add(1, Ordering::AcqRel);
+    pool().pending.up();
 }
 
 /// A holder thread did a release it was handed.
 pub(crate) fn release_done() {
-    let pool = pool();
-    if pool.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-        pool.flushed_word.fetch_add(1, Ordering::Release);
-        // Not private: the exit flush sleeps with a timed shared wait.
-        crate::sys::futex_wake(&pool.flushed_word, i32::MAX, true);
-    }
+    pool().pending.down();
 }
 
 /// How long the exit flush waits for the holder threads at most.
@@ -225,33 +262,19 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 extern "C" fn flush_at_exit() {
     let Some(pool) = current() else { return };
     let deadline = crate::sys::deadline_after(FLUSH_LIMIT);
-    loop {
-        let w = pool.flushed_word.load(Ordering::Acquire);
-        if pool.pending.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        match crate::sys::futex_wait_shared(&pool.flushed_word, w, Some(&deadline)) {
-            Ok(crate::sys::Woke::TimedOut) | Err(_) => {
-                log::warn!("exit: holder threads did not finish their releases in time");
-                return;
-            }
-            Ok(_) => {}
-        }
+    if !pool.pending.wait_zero(Some(&deadline)) {
+        log::warn!("exit: holder threads did not finish their releases in time");
     }
 }
 
 /// A lane starts being served.
 pub(crate) fn serving_started() {
-    pool().serving.fetch_add(1, Ordering::AcqRel);
+    pool().serving.up();
 }
 
 /// A lane stops being served.
 pub(crate) fn serving_ended() {
-    let pool = pool();
-    if pool.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
-        pool.idle_word.fetch_add(1, Ordering::Release);
-        crate::sys::futex_wake(&pool.idle_word, i32::MAX, false);
-    }
+    pool().serving.down();
 }
 
 /// The unit tests' runtime: tokio's multi-thread one with 2 workers.
@@ -275,18 +298,11 @@ pub(crate) fn threads() -> (usize, usize) {
 /// Lanes being served now (test hooks).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn lanes_serving() -> usize {
-    pool().serving.load(Ordering::Acquire)
+    pool().serving.get()
 }
 
 /// Blocks until no lane is being served (test hooks).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn wait_lanes_idle() {
-    let pool = pool();
-    loop {
-        let w = pool.idle_word.load(Ordering::Acquire);
-        if pool.serving.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        crate::sys::futex_wait_private(&pool.idle_word, w);
-    }
+    pool().serving.wait_zero(None);
 }
