@@ -37,7 +37,7 @@ pub use identity::MAX_HELD_PER_THREAD;
 pub use inspect::{Inspected, Inspection, inspect, inspect_file, inspect_semaphore};
 #[cfg(feature = "async")]
 pub use mutex::{AsyncGuard, LockFuture};
-pub use mutex::{Guard, SharedMutex};
+pub use mutex::{BYTES_ALIGN, Guard, SharedMutex};
 pub use options::OpenOptions;
 pub use outcome::{Acquired, LockGuard, Recovery};
 pub use reentrant::{ReentrantGuard, ReentrantMutex};
