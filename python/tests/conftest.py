@@ -8,6 +8,7 @@ the test can see; WATCHDOG only turns a hang into a failure.
 """
 
 import errno
+import faulthandler
 import json
 import os
 import select
@@ -56,6 +57,20 @@ def listen():
 
 path = sys.argv[1]
 """
+
+
+# The whole test's hang catcher (seconds), for a hang no Python code can
+# see: a thread that waits holding the GIL stops every watchdog written in
+# Python. faulthandler's C thread then prints every thread's traceback and
+# ends the run (exit status 1).
+TEST_WATCHDOG = 4 * WATCHDOG
+
+
+@pytest.fixture(autouse=True)
+def _hang_catcher():
+    faulthandler.dump_traceback_later(TEST_WATCHDOG, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 class Child:
