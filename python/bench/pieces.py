@@ -5,10 +5,13 @@ One process, nobody else locks. Every piece is a statement timed by
 ``timeit`` in batches of about 20 ms; the batches of all pieces are
 interleaved (the order rotated every round) and each figure is the median
 ns per statement over the rounds, the bare loop (``pass``) included: the
-"net" column subtracts it. Reading it beside ``seeds.py``'s uncontended rows
+"net" column subtracts it. Times are the thread's CPU time
+(``time.thread_time``), so another process's load does not count; the host's
+speed still drifts between rounds, hence the last column: the median of the
+per-round ratios to posix_ipc's ``s.acquire(); s.release()`` (same round). Reading it beside ``seeds.py``'s uncontended rows
 tells the PyO3 call's price, the lock's, the guard's and the memoryview's.
 
-    python python/bench/pieces.py                  # about 20 s here
+    python python/bench/pieces.py                  # about 15 s here
     python python/bench/pieces.py --pymutex /work/pymutex-src
 
 Prints a markdown table.
@@ -23,6 +26,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import timeit
 
 PYMUTEX_ENV = "ROBUST_MUTEX_PYMUTEX_PATH"
@@ -96,8 +100,8 @@ def pieces(workdir, pymutex_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (9)")
-    ap.add_argument("--batch-ms", type=float, default=20.0, help="length of one batch (20 ms)")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (15)")
+    ap.add_argument("--batch-ms", type=float, default=10.0, help="length of one batch (10 ms)")
     ap.add_argument("--dir", default="/dev/shm", help="where the files go (/dev/shm)")
     ap.add_argument("--pymutex", default=os.environ.get(PYMUTEX_ENV),
                     help=f"a directory holding pymutex/ (default: ${PYMUTEX_ENV})")
@@ -108,7 +112,7 @@ def main():
         # the names become locals of timeit's function, as in seeds.py's loops
         timers = [
             timeit.Timer(stmt, setup="; ".join(f"{k} = G_{k}" for k in g) or "pass",
-                         globals={f"G_{k}": v for k, v in g.items()})
+                         timer=time.thread_time, globals={f"G_{k}": v for k, v in g.items()})
             for _, _, stmt, g in items
         ]
         # calibrate: statements per batch
@@ -124,15 +128,21 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     floor = statistics.median(times[0])
+    ref = next((i for i, it in enumerate(items) if it[0] == "posix_ipc"), None)
     print(f"{platform.python_implementation()} {platform.python_version()}, Linux {platform.release()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{args.rounds} interleaved rounds of {args.batch_ms:g} ms batches.")
     print()
-    print("| group | statement | ns (median, min–max) | net of the bare loop |")
-    print("|---|---|---|---|")
+    print("| group | statement | ns CPU (median, min–max) | net of the bare loop "
+          "| × posix_ipc acquire+release (median, min–max) |")
+    print("|---|---|---|---|---|")
     for (group, label, _, _), ts in zip(items, times):
         med = statistics.median(ts)
-        print(f"| {group} | {label} | {med:.0f} ({min(ts):.0f}–{max(ts):.0f}) | {med - floor:.0f} |")
+        ratio = ""
+        if ref is not None:
+            rs = [a / b for a, b in zip(ts, times[ref])]
+            ratio = f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
+        print(f"| {group} | {label} | {med:.0f} ({min(ts):.0f}–{max(ts):.0f}) | {med - floor:.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
