@@ -152,28 +152,46 @@ fn a_value_of_zero_bytes_works() {
     assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
 }
 
+/// The names in `dir`: empty when nothing was left behind.
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+/// A length no file can have (past `off_t`, or past `usize` with the
+/// header) is refused before anything is made, saying so; one a file could
+/// have but the filesystem refuses is the OS's error from the creation,
+/// which is undone. Either way no file is left.
 #[test]
 fn a_huge_len_is_a_typed_error_and_leaves_no_file() {
-    for len in [
-        usize::MAX,
-        usize::MAX - 511,
-        isize::MAX as usize,
-        1 << 62,
-        1 << 50,
-        1 << 47,
-    ] {
+    for len in [usize::MAX, usize::MAX - 511, isize::MAX as usize - 511] {
         let (dir, path) = temp_path("b");
-        let r = SharedMutex::open_bytes(&path, len);
-        eprintln!("len {len:#x}: {r:?}");
-        assert!(r.is_err(), "len {len:#x}: opened");
+        let e = SharedMutex::open_bytes(&path, len).unwrap_err();
         assert!(
-            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-            "len {len:#x}: a file was left: {:?}",
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect::<Vec<_>>()
+            matches!(e, Error::InvalidOptions { .. }),
+            "len {len:#x}: {e:?}"
         );
+        assert!(e.to_string().contains("too large"), "len {len:#x}: {e}");
+        assert_eq!(names_in(dir.path()), Vec::<std::ffi::OsString>::new());
+        // An existing file is not touched either.
+        let _m = bytes_file(&path, b"sixteen bytes...");
+        let before = snapshot(&path);
+        let e = SharedMutex::open_bytes(&path, len).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidOptions { .. }),
+            "len {len:#x}: {e:?}"
+        );
+        assert_eq!(snapshot(&path), before);
+    }
+    // The filesystem refuses these (ext4: EFBIG; a tmpfs with a size:
+    // ENOSPC).
+    for len in [1 << 62, 1 << 50, 1 << 47] {
+        let (dir, path) = temp_path("b");
+        let e = SharedMutex::open_bytes(&path, len).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "len {len:#x}: {e:?}");
+        assert_eq!(names_in(dir.path()), Vec::<std::ffi::OsString>::new());
     }
 }
 
