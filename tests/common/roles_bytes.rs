@@ -24,7 +24,8 @@
 //!   on a lock another process holds, on a thread of its own, with a
 //!   SIGUSR1 handler; [`TOKEN_ENV`] says which token and handler:
 //!   - `signals`: `CancelToken::ending_on_signals`, handler without
-//!     `SA_RESTART`. Sends SIGUSR1 to the waiter once it sleeps in the
+//!     `SA_RESTART`; `signals-timed` the same, with a timeout (twice
+//!     [`WATCHDOG`]). Sends SIGUSR1 to the waiter once it sleeps in the
 //!     futex (again if the signal came just outside the sleep, which
 //!     nothing can end); says `result=<outcome>`, `missed=<signals sent
 //!     again>`, `busy=<try_lock's outcome>`; then waits again and says
@@ -77,9 +78,12 @@ pub trait Kind: Sized + Sync {
     fn lock(&self) -> Result<Acquired<Self::Guard<'_>>, LockError>;
     /// `try_lock` (`try_acquire`).
     fn try_lock(&self) -> Result<Acquired<Self::Guard<'_>>, LockError>;
-    /// `lock_cancellable` (`acquire_cancellable`) without a timeout.
-    fn lock_cancellable(&self, token: &CancelToken)
-    -> Result<Acquired<Self::Guard<'_>>, LockError>;
+    /// `lock_cancellable` (`acquire_cancellable`).
+    fn lock_cancellable(
+        &self,
+        token: &CancelToken,
+        timeout: Option<Duration>,
+    ) -> Result<Acquired<Self::Guard<'_>>, LockError>;
     /// Gives up what a lock call handed out as a death: the guard's or the
     /// recovery's `release_as_death`.
     fn release_as_death(got: Acquired<Self::Guard<'_>>, why: &str) -> Result<(), LockError>;
@@ -147,8 +151,9 @@ impl Kind for SharedMutex<u64> {
     fn lock_cancellable(
         &self,
         token: &CancelToken,
+        timeout: Option<Duration>,
     ) -> Result<Acquired<Self::Guard<'_>>, LockError> {
-        SharedMutex::lock_cancellable(self, token, None)
+        SharedMutex::lock_cancellable(self, token, timeout)
     }
     fn release_as_death(got: Acquired<Self::Guard<'_>>, why: &str) -> Result<(), LockError> {
         release_as_death!(got, why)
@@ -173,8 +178,9 @@ impl Kind for SharedSemaphore {
     fn lock_cancellable(
         &self,
         token: &CancelToken,
+        timeout: Option<Duration>,
     ) -> Result<Acquired<Self::Guard<'_>>, LockError> {
-        self.acquire_cancellable(token, None)
+        self.acquire_cancellable(token, timeout)
     }
     fn release_as_death(got: Acquired<Self::Guard<'_>>, why: &str) -> Result<(), LockError> {
         release_as_death!(got, why)
@@ -204,8 +210,9 @@ impl Kind for BareMutex {
     fn lock_cancellable(
         &self,
         token: &CancelToken,
+        timeout: Option<Duration>,
     ) -> Result<Acquired<Self::Guard<'_>>, LockError> {
-        BareMutex::lock_cancellable(self, token, None)
+        BareMutex::lock_cancellable(self, token, timeout)
     }
     fn release_as_death(got: Acquired<Self::Guard<'_>>, why: &str) -> Result<(), LockError> {
         release_as_death!(got, why)
@@ -336,25 +343,30 @@ fn hung(what: &str) -> ! {
 }
 
 /// Whether thread `tid` of this process sleeps in the kernel in
-/// `futex_waitv`, where every cancellable wait sleeps: its wait channel
-/// is a futex function and its system call is `futex_waitv` (a std
-/// channel's or mutex's wait is `futex`).
+/// `futex_waitv`, where every cancellable wait sleeps: its system call is
+/// `futex_waitv` (a std channel's or mutex's wait is `futex`; a thread
+/// that runs shows `running`), and its wait channel a futex function
+/// (or `0` where the kernel hides wait channels).
 fn sleeps_in_futex_waitv(tid: nix::unistd::Pid) -> bool {
     let task = format!("/proc/self/task/{tid}");
     let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
     let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
-    wchan.starts_with("futex")
+    (wchan.starts_with("futex") || wchan == "0")
         && syscall.split(' ').next() == Some(&libc::SYS_futex_waitv.to_string())
 }
 
 fn interrupted<K: Kind>(k: &K) {
     let mode = std::env::var(TOKEN_ENV).unwrap();
     let (token, flags) = match mode.as_str() {
-        "signals" => (CancelToken::ending_on_signals(), SaFlags::empty()),
+        "signals" | "signals-timed" => (CancelToken::ending_on_signals(), SaFlags::empty()),
         "plain" => (CancelToken::new(), SaFlags::empty()),
         "restart" => (CancelToken::ending_on_signals(), SaFlags::SA_RESTART),
         other => panic!("{TOKEN_ENV}={other}: not a mode"),
     };
+    let ends_on_signals = mode.starts_with("signals");
+    // A timeout that only a hang reaches: the signal must still end the
+    // wait with Interrupted, not TimedOut.
+    let timeout = (mode == "signals-timed").then_some(2 * WATCHDOG);
     let sa = SigAction::new(SigHandler::Handler(count_signal), flags, SigSet::empty());
     // SAFETY: the handler only adds to an atomic (async-signal-safe); this
     // child process has no other use for SIGUSR1.
@@ -369,7 +381,7 @@ fn interrupted<K: Kind>(k: &K) {
             // SAFETY: pthread_self has no preconditions.
             let thread = unsafe { libc::pthread_self() };
             ids_tx.send((nix::unistd::gettid(), thread)).unwrap();
-            let first = k.lock_cancellable(token);
+            let first = k.lock_cancellable(token, timeout);
             let was_interrupted = matches!(first, Err(LockError::Interrupted));
             results_tx.send(outcome(&first)).unwrap();
             drop(first);
@@ -377,7 +389,7 @@ fn interrupted<K: Kind>(k: &K) {
             // wait again.
             if was_interrupted && again.recv().is_ok() {
                 results_tx
-                    .send(outcome(&k.lock_cancellable(token)))
+                    .send(outcome(&k.lock_cancellable(token, timeout)))
                     .unwrap();
             }
         });
@@ -390,7 +402,7 @@ fn interrupted<K: Kind>(k: &K) {
             // Through libc: nix's `pthread` feature is not enabled here.
             assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
         };
-        let (result, how) = if mode == "signals" {
+        let (result, how) = if ends_on_signals {
             let mut sent = 0;
             let start = Instant::now();
             loop {
@@ -438,7 +450,7 @@ fn interrupted<K: Kind>(k: &K) {
         say(format!("result={result}"));
         say(how);
         say(format!("busy={}", outcome(&k.try_lock())));
-        if mode == "signals" {
+        if ends_on_signals {
             again_tx.send(()).unwrap();
             say(format!("then={}", results.recv().unwrap()));
         }

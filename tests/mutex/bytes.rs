@@ -118,9 +118,15 @@ fn a_size_mismatch_is_type_mismatch_and_leaves_the_file_byte_for_byte() {
         }
         assert_eq!(snapshot(&path), before, "len {len}: the file changed");
     }
-    // A typed handle of another size is refused the same way.
+    // A typed handle of another size is refused the same way, and so is
+    // one of the size at another alignment than BYTES_ALIGN (documented:
+    // only a byte handle takes any alignment).
     assert!(matches!(
         SharedMutex::<u64>::open(&path),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        SharedMutex::<[u8; 16]>::open(&path),
         Err(Error::TypeMismatch { .. })
     ));
     assert_eq!(snapshot(&path), before);
@@ -150,6 +156,31 @@ fn a_value_of_zero_bytes_works() {
     assert_eq!(swap_in_child(&path, "bytes:0", &[]), Vec::<u8>::new());
     assert_eq!(m.status().state, LockState::Unlocked);
     assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
+}
+
+/// The Python package's way out of a dropped recovery: the bytes file,
+/// not recoverable, is reset; its bytes and layout are kept, and the open
+/// handle follows to the replacement.
+#[test]
+fn a_not_recoverable_bytes_file_is_reset_keeping_its_bytes() {
+    let (_dir, path) = temp_path("b");
+    let m = SharedMutex::open_bytes(&path, 16).unwrap();
+    let mut kid = Kid::spawn("bytes_hold", &path);
+    kid.expect("locked");
+    kid.kill();
+    match m.lock().unwrap() {
+        Acquired::OwnerDied(r) => drop(r),
+        Acquired::Clean(_) => panic!("expected OwnerDied"),
+    }
+    assert_eq!(m.status().state, LockState::NotRecoverable);
+    let out = robust_mutex::reset(&path, false).unwrap();
+    assert_eq!(out.previous_state, LockState::NotRecoverable);
+    assert_eq!(value_layout(&path), (16, 8, 528));
+    assert_eq!(swap_in_child(&path, "bytes:16", &[1; 16]), HALF_DONE);
+    let Acquired::Clean(g) = m.lock().unwrap() else {
+        panic!("the reset file's lock is clean");
+    };
+    assert_eq!(g.bytes(), [1; 16]);
 }
 
 /// The names in `dir`: empty when nothing was left behind.

@@ -25,7 +25,7 @@ fn held_elsewhere<K: Kind>(path: &std::path::Path) -> Kid {
 /// A waiter that ends on signals: SIGUSR1 ends its wait with
 /// `Interrupted`, the lock stays the holder's; its next wait gets the lock
 /// when the holder lets go.
-fn a_signal_ends_the_wait<K: Kind>() {
+fn a_signal_ends_the_wait<K: Kind>(token: &str) {
     let (_dir, path) = temp_path("l");
     let k = K::open_at(&path);
     let mut holder = held_elsewhere::<K>(&path);
@@ -33,7 +33,7 @@ fn a_signal_ends_the_wait<K: Kind>() {
     let mut waiter = Kid::spawn_env(
         "kind_interrupted",
         &path,
-        &[(KIND_ENV, K::NAME), (TOKEN_ENV, "signals")],
+        &[(KIND_ENV, K::NAME), (TOKEN_ENV, token)],
     );
     assert_eq!(waiter.expect("result"), "error Interrupted", "{}", K::NAME);
     let missed = waiter.expect("missed");
@@ -74,17 +74,24 @@ fn a_signal_does_not_end_a_plain_wait<K: Kind>(token: &str) {
 
 #[test]
 fn a_signal_interrupts_a_mutex_wait_that_ends_on_signals() {
-    a_signal_ends_the_wait::<SharedMutex<u64>>();
+    a_signal_ends_the_wait::<SharedMutex<u64>>("signals");
 }
 
 #[test]
 fn a_signal_interrupts_a_permit_wait_that_ends_on_signals() {
-    a_signal_ends_the_wait::<SharedSemaphore>();
+    a_signal_ends_the_wait::<SharedSemaphore>("signals");
 }
 
 #[test]
 fn a_signal_interrupts_a_bare_wait_that_ends_on_signals() {
-    a_signal_ends_the_wait::<BareMutex>();
+    a_signal_ends_the_wait::<BareMutex>("signals");
+}
+
+/// A wait with a timeout ends the same way: `Interrupted`, not `TimedOut`.
+#[test]
+fn a_signal_interrupts_a_timed_wait_that_ends_on_signals() {
+    a_signal_ends_the_wait::<SharedMutex<u64>>("signals-timed");
+    a_signal_ends_the_wait::<SharedSemaphore>("signals-timed");
 }
 
 #[test]
