@@ -7,6 +7,7 @@
 //! the GIL released (`wait`), errors are mapped to exceptions (`errors`),
 //! log records go to Python's `logging` (`log`).
 
+mod bound;
 mod errors;
 mod files;
 mod held;
@@ -24,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install(m.py());
     m.add_class::<mutex::PySharedMutex>()?;
     m.add_class::<mutex::PyGuard>()?;
+    m.add_class::<mutex::PyKeep>()?;
     m.add_class::<semaphore::PySemaphore>()?;
     m.add_class::<semaphore::PyPermit>()?;
     m.add_class::<holder::PyOwner>()?;

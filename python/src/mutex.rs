@@ -1,17 +1,16 @@
 //! `SharedMutex` and its `Guard`: the crate's `SharedMutex::open_bytes`
 //! with the value as a memoryview.
 
+use crate::bound::ThreadBound;
 use crate::errors;
 use crate::held::{HeldMutex, State};
 use crate::holder::{Holder, PyOwner, Release};
 use crate::wait;
-use pyo3::gc::PyVisit;
+use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
-use pyo3::{PyTraverseError, PyTypeInfo};
 use robust_mutex::{OpenOptions, SharedMutex};
-use send_wrapper::SendWrapper;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +29,40 @@ pub(crate) fn _set_view_factory(py: Python<'_>, factory: Py<PyAny>) {
 pub(crate) struct PySharedMutex {
     inner: Arc<SharedMutex<()>>,
     size: usize,
+    /// A memoryview of the whole value in the current mapping, and its
+    /// address: each guard hands out a slice of it, released with the lock
+    /// (making a view costs microseconds; a slice, a tenth of that).
+    base: Mutex<Option<(usize, Py<PyAny>)>>,
+}
+
+/// What keeps a value's mapping alive for its memoryview: the handle's
+/// crate object, not the Python handle (no reference cycle).
+#[pyclass(frozen, module = "robust_mutex._native", name = "_Mapping")]
+#[derive(Debug)]
+pub(crate) struct PyKeep {
+    _mutex: Arc<SharedMutex<()>>,
+}
+
+impl PySharedMutex {
+    /// The memoryview of the value at `address` (`len` bytes), made once
+    /// per mapping.
+    fn base_view(&self, py: Python<'_>, address: usize, len: usize) -> PyResult<Py<PyAny>> {
+        if let Some((a, v)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if *a == address {
+                return Ok(v.clone_ref(py));
+            }
+        }
+        // Made with no lock of ours held: the factory runs Python code.
+        let factory = VIEW_FACTORY.get(py).ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised")
+        })?;
+        let keep = PyKeep {
+            _mutex: self.inner.clone(),
+        };
+        let v = factory.call1(py, (address, len, keep))?;
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Some((address, v.clone_ref(py)));
+        Ok(v)
+    }
 }
 
 #[pymethods]
@@ -49,6 +82,7 @@ impl PySharedMutex {
         Ok(PySharedMutex {
             inner: Arc::new(inner),
             size,
+            base: Mutex::new(None),
         })
     }
 
@@ -66,34 +100,36 @@ impl PySharedMutex {
 
     /// Blocks until acquired (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn lock(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyGuard> {
+    fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<PyGuard> {
+        let py = slf.py();
         let limit = wait::timeout(timeout)?;
-        let m = &self.inner;
+        let m = &slf.get().inner;
         let held = wait::acquire_or_raise(
             py,
             limit,
             || {
                 HeldMutex::try_new(m.clone(), |m| m.try_lock().map(|a| Some(State::from(a))))
-                    .map(SendWrapper::new)
+                    .map(ThreadBound::new)
             },
             |token, left| {
                 HeldMutex::try_new(m.clone(), |m| {
                     m.lock_cancellable(token, left)
                         .map(|a| Some(State::from(a)))
                 })
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
             },
         )?;
-        Ok(PyGuard::new(held.take()))
+        Ok(PyGuard::new(slf, held))
     }
 
     /// Acquires without waiting, or raises WouldBlock.
-    fn try_lock(&self, py: Python<'_>) -> PyResult<PyGuard> {
-        let held = HeldMutex::try_new(self.inner.clone(), |m| {
+    fn try_lock(slf: &Bound<'_, Self>) -> PyResult<PyGuard> {
+        let py = slf.py();
+        let held = HeldMutex::try_new(slf.get().inner.clone(), |m| {
             m.try_lock().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(PyGuard::new)
+        held.map(|h| PyGuard::new(slf, ThreadBound::new(h)))
             .map_err(|e| errors::lock_error(py, e))
     }
 
@@ -130,7 +166,9 @@ impl PySharedMutex {
 #[pyclass(frozen, module = "robust_mutex._native", name = "Guard")]
 #[derive(Debug)]
 pub(crate) struct PyGuard {
-    holder: Holder<HeldMutex>,
+    holder: Mutex<Holder<HeldMutex>>,
+    /// The handle (for its value's memoryview).
+    mutex: Py<PySharedMutex>,
     /// The value's address and length in the mapping.
     region: (usize, usize),
     /// The memoryview handed out (released with the lock).
@@ -138,13 +176,18 @@ pub(crate) struct PyGuard {
 }
 
 impl PyGuard {
-    fn new(mut held: HeldMutex) -> Self {
-        let region = held.value_region();
+    fn new(mutex: &Bound<'_, PySharedMutex>, mut held: ThreadBound<HeldMutex>) -> Self {
+        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
         PyGuard {
-            holder: Holder::new(held),
+            holder: Mutex::new(Holder::new(held)),
+            mutex: mutex.clone().unbind(),
             region,
             view: Mutex::new(None),
         }
+    }
+
+    fn h(&self) -> std::sync::MutexGuard<'_, Holder<HeldMutex>> {
+        self.holder.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take_view(&self) -> Option<Py<PyAny>> {
@@ -154,13 +197,15 @@ impl PyGuard {
     /// Lets go, after releasing the memoryview handed out.
     fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
         // Only the holding thread may (`with` checks it).
-        self.holder.with(py, |_| ())?;
+        self.h().with(py, |_| ())?;
         if let Some(v) = self.take_view() {
             // A view someone exported further (numpy, a slice's buffer)
             // refuses: it stays usable, unsafely, as documented.
             let _ = v.call_method0(py, "release");
         }
-        self.holder.release(py, how)
+        let r = self.h().release(py, how);
+        crate::log::flush(py);
+        r
     }
 }
 
@@ -169,54 +214,55 @@ impl PyGuard {
     /// The previous holder died holding the lock.
     #[getter]
     fn owner_died(&self) -> bool {
-        self.holder.owner_died()
+        self.h().owner_died()
     }
 
     /// The dead holder's record (None if clean, or unknown).
     #[getter]
     fn previous_owner(&self) -> Option<PyOwner> {
-        self.holder.previous_owner()
+        self.h().previous_owner()
     }
 
     /// False while an owner death is not yet marked consistent.
     #[getter]
     fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.holder.consistent(py)
+        self.h().consistent(py)
     }
 
     /// Whether this guard still holds the lock.
     #[getter]
     fn held(&self) -> bool {
-        self.holder.held()
+        self.h().held()
     }
 
     /// The value: a writable memoryview, valid while the lock is held.
     #[getter]
-    fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.holder.with(py, |_| ())?;
-        let mut view = this.view.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = view.as_ref() {
+    fn value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.h().with(py, |_| ())?;
+        if let Some(v) = self.view.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok(v.clone_ref(py));
         }
-        let factory = VIEW_FACTORY.get(py).ok_or_else(|| {
-            pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised")
-        })?;
-        let (address, len) = this.region;
-        let v = factory.call1(py, (address, len, slf.clone()))?;
-        *view = Some(v.clone_ref(py));
+        // Made with no lock of ours held: slicing runs Python code.
+        let (address, len) = self.region;
+        let base = self.mutex.get().base_view(py, address, len)?;
+        let v = base
+            .bind(py)
+            .get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?
+            .unbind();
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone_ref(py));
         Ok(v)
     }
 
     /// Declares the value repaired after an owner death.
     fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.mark_consistent(py)
+        let r = self.h().mark_consistent(py);
+        crate::log::flush(py);
+        r
     }
 
     /// Sets the owner record's label (at most 88 bytes of UTF-8).
     fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.holder.set_label(py, label)
+        self.h().set_label(py, label)
     }
 
     /// Releases the lock now.
@@ -238,7 +284,7 @@ impl PyGuard {
         tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let _ = tb;
-        if !self.holder.held() {
+        if !self.h().held() {
             return Ok(false); // unlocked inside the block, or inherited through fork
         }
         match exc_type {
@@ -249,19 +295,6 @@ impl PyGuard {
             }
         }
         Ok(false)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(view) = self.view.try_lock() {
-            if let Some(v) = view.as_ref() {
-                visit.call(v)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        drop(self.take_view());
     }
 }
 

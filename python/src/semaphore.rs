@@ -1,5 +1,6 @@
 //! `Semaphore` and its `Permit`: the crate's `SharedSemaphore`.
 
+use crate::bound::ThreadBound;
 use crate::errors;
 use crate::held::{HeldPermit, State};
 use crate::holder::{Holder, PyOwner, Release};
@@ -7,9 +8,8 @@ use crate::mutex::exit_reason;
 use crate::wait;
 use pyo3::prelude::*;
 use robust_mutex::{OpenOptions, SharedSemaphore};
-use send_wrapper::SendWrapper;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A robust counting semaphore of `permits` permits in a file.
 #[pyclass(frozen, module = "robust_mutex._native", name = "Semaphore")]
@@ -62,17 +62,17 @@ impl PySemaphore {
             limit,
             || {
                 HeldPermit::try_new(s.clone(), |s| s.try_acquire().map(|a| Some(State::from(a))))
-                    .map(SendWrapper::new)
+                    .map(ThreadBound::new)
             },
             |token, left| {
                 HeldPermit::try_new(s.clone(), |s| {
                     s.acquire_cancellable(token, left)
                         .map(|a| Some(State::from(a)))
                 })
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
             },
         )?;
-        Ok(PyPermit::new(held.take()))
+        Ok(PyPermit::new(held))
     }
 
     /// Takes a free permit without waiting, or raises WouldBlock.
@@ -81,7 +81,7 @@ impl PySemaphore {
             s.try_acquire().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(PyPermit::new)
+        held.map(|h| PyPermit::new(ThreadBound::new(h)))
             .map_err(|e| errors::lock_error(py, e))
     }
 
@@ -99,17 +99,27 @@ impl PySemaphore {
 #[pyclass(frozen, module = "robust_mutex._native", name = "Permit")]
 #[derive(Debug)]
 pub(crate) struct PyPermit {
-    holder: Holder<HeldPermit>,
+    holder: Mutex<Holder<HeldPermit>>,
     slot: usize,
 }
 
 impl PyPermit {
-    fn new(held: HeldPermit) -> Self {
-        let slot = held.slot().unwrap_or_default();
+    fn new(mut held: ThreadBound<HeldPermit>) -> Self {
+        let slot = held.get_mut().and_then(|h| h.slot()).unwrap_or_default();
         PyPermit {
-            holder: Holder::new(held),
+            holder: Mutex::new(Holder::new(held)),
             slot,
         }
+    }
+
+    fn h(&self) -> std::sync::MutexGuard<'_, Holder<HeldPermit>> {
+        self.holder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn let_go(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
+        let r = self.h().release(py, how);
+        crate::log::flush(py);
+        r
     }
 }
 
@@ -124,40 +134,42 @@ impl PyPermit {
     /// The permit's previous holder died holding it.
     #[getter]
     fn owner_died(&self) -> bool {
-        self.holder.owner_died()
+        self.h().owner_died()
     }
 
     /// The dead holder's record (None if clean, or unknown).
     #[getter]
     fn previous_owner(&self) -> Option<PyOwner> {
-        self.holder.previous_owner()
+        self.h().previous_owner()
     }
 
     /// False while an owner death is not yet marked consistent.
     #[getter]
     fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.holder.consistent(py)
+        self.h().consistent(py)
     }
 
     /// Whether this permit is still held.
     #[getter]
     fn held(&self) -> bool {
-        self.holder.held()
+        self.h().held()
     }
 
     /// Declares the protected state repaired after an owner death.
     fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.mark_consistent(py)
+        let r = self.h().mark_consistent(py);
+        crate::log::flush(py);
+        r
     }
 
     /// Sets the owner record's label (at most 88 bytes of UTF-8).
     fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.holder.set_label(py, label)
+        self.h().set_label(py, label)
     }
 
     /// Gives the permit back now.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.release(py, Release::Clean)
+        self.let_go(py, Release::Clean)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -175,14 +187,14 @@ impl PyPermit {
         tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let _ = tb;
-        if !self.holder.held() {
+        if !self.h().held() {
             return Ok(false);
         }
         match exc_type {
-            None => self.holder.release(py, Release::Clean)?,
+            None => self.let_go(py, Release::Clean)?,
             Some(_) => {
                 let why = exit_reason(exc.as_ref());
-                self.holder.release(py, Release::Death(&why))?;
+                self.let_go(py, Release::Death(&why))?;
             }
         }
         Ok(false)
