@@ -20,6 +20,8 @@ mod raw;
 mod reentrant;
 mod registry;
 mod remove;
+#[cfg(feature = "json")]
+pub mod report;
 mod reset;
 mod semaphore;
 mod status;
@@ -40,6 +42,8 @@ pub use options::OpenOptions;
 pub use outcome::{Acquired, LockGuard, Recovery};
 pub use reentrant::{ReentrantGuard, ReentrantMutex};
 pub use remove::{RemoveOptions, remove};
+#[cfg(feature = "json")]
+pub use report::status_json;
 pub use reset::{ResetOptions, ResetOutcome, reset};
 #[cfg(feature = "async")]
 pub use semaphore::{AcquireFuture, AsyncPermit};
