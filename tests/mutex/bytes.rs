@@ -156,6 +156,12 @@ fn a_value_of_zero_bytes_works() {
     assert_eq!(swap_in_child(&path, "bytes:0", &[]), Vec::<u8>::new());
     assert_eq!(m.status().state, LockState::Unlocked);
     assert!(matches!(m.lock().unwrap(), Acquired::Clean(_)));
+    // A unit file (a Rust `SharedMutex<()>`'s, value aligned to 1) opens as
+    // zero bytes too.
+    let (_dir, unit) = temp_path("u");
+    drop(SharedMutex::<()>::open(&unit).unwrap());
+    let u = SharedMutex::open_bytes(&unit, 0).unwrap();
+    assert!(u.lock().unwrap().recover_with(|()| {}).bytes().is_empty());
 }
 
 /// The Python package's way out of a dropped recovery: the bytes file,
