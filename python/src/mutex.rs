@@ -31,7 +31,7 @@ pub(crate) struct PySharedMutex {
     size: usize,
     /// A memoryview of the whole value in the current mapping, and its
     /// address: each guard hands out a slice of it, released with the lock
-    /// (making a view costs microseconds; a slice, a tenth of that).
+    /// (making a view costs microseconds; a view of a view, a tenth of that).
     base: Mutex<Option<(usize, Py<PyAny>)>>,
 }
 
@@ -194,16 +194,18 @@ impl PyGuard {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Lets go, after releasing the memoryview handed out.
+    /// Lets go, then releases the memoryview handed out (after the unlock:
+    /// the mapping stays, and the lock is held no longer than needed; no
+    /// other code runs on this thread in between).
     fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        // Only the holding thread may (`with` checks it).
-        self.h().with(py, |_| ())?;
-        if let Some(v) = self.take_view() {
-            // A view someone exported further (numpy, a slice's buffer)
-            // refuses: it stays usable, unsafely, as documented.
-            let _ = v.call_method0(py, "release");
-        }
         let r = self.h().release(py, how);
+        if r.is_ok() {
+            if let Some(v) = self.take_view() {
+                // A view someone exported further (numpy, a buffer taken
+                // from it) refuses: it stays usable, unsafely, as documented.
+                let _ = v.call_method0(py, pyo3::intern!(py, "release"));
+            }
+        }
         crate::log::flush(py);
         r
     }
@@ -245,9 +247,8 @@ impl PyGuard {
         // Made with no lock of ours held: slicing runs Python code.
         let (address, len) = self.region;
         let base = self.mutex.get().base_view(py, address, len)?;
-        let v = base
-            .bind(py)
-            .get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?
+        let v = pyo3::types::PyMemoryView::from(base.bind(py))?
+            .into_any()
             .unbind();
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone_ref(py));
         Ok(v)
