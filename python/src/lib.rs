@@ -10,6 +10,7 @@
 mod bound;
 mod errors;
 mod files;
+mod guard;
 mod held;
 mod holder;
 mod log;
@@ -24,6 +25,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install(m.py());
     m.add_class::<mutex::PySharedMutex>()?;
+    m.add_class::<guard::PyHeld>()?;
     m.add_class::<mutex::PyGuard>()?;
     m.add_class::<mutex::PyKeep>()?;
     m.add_class::<semaphore::PySemaphore>()?;

@@ -3,8 +3,9 @@
 
 use crate::bound::ThreadBound;
 use crate::errors;
+use crate::guard::PyHeld;
 use crate::held::{HeldMutex, State};
-use crate::holder::{Holder, PyOwner, Release};
+use crate::holder::{Holder, Release};
 use crate::wait;
 use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
@@ -100,7 +101,7 @@ impl PySharedMutex {
 
     /// Blocks until acquired (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<PyGuard> {
+    fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyGuard>> {
         let py = slf.py();
         let limit = wait::timeout(timeout)?;
         let m = &slf.get().inner;
@@ -119,18 +120,18 @@ impl PySharedMutex {
                 .map(ThreadBound::new)
             },
         )?;
-        Ok(PyGuard::new(slf, held))
+        PyGuard::new(slf, held)
     }
 
     /// Acquires without waiting, or raises WouldBlock.
-    fn try_lock(slf: &Bound<'_, Self>) -> PyResult<PyGuard> {
+    fn try_lock(slf: &Bound<'_, Self>) -> PyResult<Py<PyGuard>> {
         let py = slf.py();
         let held = HeldMutex::try_new(slf.get().inner.clone(), |m| {
             m.try_lock().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(|h| PyGuard::new(slf, ThreadBound::new(h)))
-            .map_err(|e| errors::lock_error(py, e))
+        let held = held.map_err(|e| errors::lock_error(py, e))?;
+        PyGuard::new(slf, ThreadBound::new(held))
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -162,147 +163,56 @@ impl PySharedMutex {
     }
 }
 
-/// A held `SharedMutex`: a context manager.
-#[pyclass(frozen, module = "robust_mutex._native", name = "Guard")]
+/// A held `SharedMutex`: a context manager (`_Held`), with the value.
+#[pyclass(frozen, extends = PyHeld, module = "robust_mutex._native", name = "Guard")]
 #[derive(Debug)]
 pub(crate) struct PyGuard {
-    holder: Mutex<Holder<HeldMutex>>,
     /// The handle (for its value's memoryview).
     mutex: Py<PySharedMutex>,
     /// The value's address and length in the mapping.
     region: (usize, usize),
-    /// The memoryview handed out (released with the lock).
-    view: Mutex<Option<Py<PyAny>>>,
 }
 
 impl PyGuard {
-    fn new(mutex: &Bound<'_, PySharedMutex>, mut held: ThreadBound<HeldMutex>) -> Self {
+    fn new(
+        mutex: &Bound<'_, PySharedMutex>,
+        mut held: ThreadBound<HeldMutex>,
+    ) -> PyResult<Py<PyGuard>> {
         let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
-        PyGuard {
-            holder: Mutex::new(Holder::new(held)),
-            mutex: mutex.clone().unbind(),
-            region,
-            view: Mutex::new(None),
-        }
-    }
-
-    fn h(&self) -> std::sync::MutexGuard<'_, Holder<HeldMutex>> {
-        self.holder.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take_view(&self) -> Option<Py<PyAny>> {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    /// Lets go, then releases the memoryview handed out (after the unlock:
-    /// the mapping stays, and the lock is held no longer than needed; no
-    /// other code runs on this thread in between).
-    fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        let r = self.h().release(py, how);
-        if r.is_ok() {
-            if let Some(v) = self.take_view() {
-                // A view someone exported further (numpy, a buffer taken
-                // from it) refuses: it stays usable, unsafely, as documented.
-                let _ = v.call_method0(py, pyo3::intern!(py, "release"));
-            }
-        }
-        crate::log::flush(py);
-        r
+        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held)))).add_subclass(
+            PyGuard {
+                mutex: mutex.clone().unbind(),
+                region,
+            },
+        );
+        Py::new(mutex.py(), init)
     }
 }
 
 #[pymethods]
 impl PyGuard {
-    /// The previous holder died holding the lock.
-    #[getter]
-    fn owner_died(&self) -> bool {
-        self.h().owner_died()
-    }
-
-    /// The dead holder's record (None if clean, or unknown).
-    #[getter]
-    fn previous_owner(&self) -> Option<PyOwner> {
-        self.h().previous_owner()
-    }
-
-    /// False while an owner death is not yet marked consistent.
-    #[getter]
-    fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.h().consistent(py)
-    }
-
-    /// Whether this guard still holds the lock.
-    #[getter]
-    fn held(&self) -> bool {
-        self.h().held()
-    }
-
     /// The value: a writable memoryview, valid while the lock is held.
     #[getter]
-    fn value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.h().with(py, |_| ())?;
-        if let Some(v) = self.view.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let held = slf.as_super().get();
+        held.check(py)?;
+        if let Some(v) = held.view().as_ref() {
             return Ok(v.clone_ref(py));
         }
-        // Made with no lock of ours held: slicing runs Python code.
-        let (address, len) = self.region;
-        let base = self.mutex.get().base_view(py, address, len)?;
+        // Made with no lock of ours held: it runs Python code.
+        let (address, len) = this.region;
+        let base = this.mutex.get().base_view(py, address, len)?;
         let v = pyo3::types::PyMemoryView::from(base.bind(py))?
             .into_any()
             .unbind();
-        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone_ref(py));
+        *held.view() = Some(v.clone_ref(py));
         Ok(v)
     }
 
-    /// Declares the value repaired after an owner death.
-    fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        let r = self.h().mark_consistent(py);
-        crate::log::flush(py);
-        r
-    }
-
-    /// Sets the owner record's label (at most 88 bytes of UTF-8).
-    fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.h().set_label(py, label)
-    }
-
     /// Releases the lock now.
-    fn unlock(&self, py: Python<'_>) -> PyResult<()> {
-        self.release(py, Release::Clean)
+    fn unlock(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.as_super().get().let_go(slf.py(), Release::Clean)
     }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Releases: cleanly, or as a death if an exception escaped the block.
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        exc: Option<Bound<'_, PyAny>>,
-        tb: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = tb;
-        if !self.h().held() {
-            return Ok(false); // unlocked inside the block, or inherited through fork
-        }
-        match exc_type {
-            None => self.release(py, Release::Clean)?,
-            Some(_) => {
-                let why = exit_reason(exc.as_ref());
-                self.release(py, Release::Death(&why))?;
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// The log's reason for a with-block left by an exception.
-pub(crate) fn exit_reason(exc: Option<&Bound<'_, PyAny>>) -> String {
-    let what = exc
-        .and_then(|e| e.repr().ok())
-        .map_or_else(|| "an exception".to_owned(), |r| r.to_string());
-    format!("{what} escaped the with-block")
 }

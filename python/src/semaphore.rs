@@ -2,14 +2,14 @@
 
 use crate::bound::ThreadBound;
 use crate::errors;
+use crate::guard::PyHeld;
 use crate::held::{HeldPermit, State};
-use crate::holder::{Holder, PyOwner, Release};
-use crate::mutex::exit_reason;
+use crate::holder::{Holder, Release};
 use crate::wait;
 use pyo3::prelude::*;
 use robust_mutex::{OpenOptions, SharedSemaphore};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A robust counting semaphore of `permits` permits in a file.
 #[pyclass(frozen, module = "robust_mutex._native", name = "Semaphore")]
@@ -54,7 +54,7 @@ impl PySemaphore {
 
     /// Blocks until a permit is free (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyPermit> {
+    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyPermit>> {
         let limit = wait::timeout(timeout)?;
         let s = &self.inner;
         let held = wait::acquire_or_raise(
@@ -72,17 +72,17 @@ impl PySemaphore {
                 .map(ThreadBound::new)
             },
         )?;
-        Ok(PyPermit::new(held))
+        PyPermit::new(py, held)
     }
 
     /// Takes a free permit without waiting, or raises WouldBlock.
-    fn try_acquire(&self, py: Python<'_>) -> PyResult<PyPermit> {
+    fn try_acquire(&self, py: Python<'_>) -> PyResult<Py<PyPermit>> {
         let held = HeldPermit::try_new(self.inner.clone(), |s| {
             s.try_acquire().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(|h| PyPermit::new(ThreadBound::new(h)))
-            .map_err(|e| errors::lock_error(py, e))
+        let held = held.map_err(|e| errors::lock_error(py, e))?;
+        PyPermit::new(py, ThreadBound::new(held))
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -95,31 +95,19 @@ impl PySemaphore {
     }
 }
 
-/// A held permit: a context manager.
-#[pyclass(frozen, module = "robust_mutex._native", name = "Permit")]
+/// A held permit: a context manager (`_Held`).
+#[pyclass(frozen, extends = PyHeld, module = "robust_mutex._native", name = "Permit")]
 #[derive(Debug)]
 pub(crate) struct PyPermit {
-    holder: Mutex<Holder<HeldPermit>>,
     slot: usize,
 }
 
 impl PyPermit {
-    fn new(mut held: ThreadBound<HeldPermit>) -> Self {
+    fn new(py: Python<'_>, mut held: ThreadBound<HeldPermit>) -> PyResult<Py<PyPermit>> {
         let slot = held.get_mut().and_then(|h| h.slot()).unwrap_or_default();
-        PyPermit {
-            holder: Mutex::new(Holder::new(held)),
-            slot,
-        }
-    }
-
-    fn h(&self) -> std::sync::MutexGuard<'_, Holder<HeldPermit>> {
-        self.holder.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn let_go(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        let r = self.h().release(py, how);
-        crate::log::flush(py);
-        r
+        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held))))
+            .add_subclass(PyPermit { slot });
+        Py::new(py, init)
     }
 }
 
@@ -131,72 +119,8 @@ impl PyPermit {
         self.slot
     }
 
-    /// The permit's previous holder died holding it.
-    #[getter]
-    fn owner_died(&self) -> bool {
-        self.h().owner_died()
-    }
-
-    /// The dead holder's record (None if clean, or unknown).
-    #[getter]
-    fn previous_owner(&self) -> Option<PyOwner> {
-        self.h().previous_owner()
-    }
-
-    /// False while an owner death is not yet marked consistent.
-    #[getter]
-    fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.h().consistent(py)
-    }
-
-    /// Whether this permit is still held.
-    #[getter]
-    fn held(&self) -> bool {
-        self.h().held()
-    }
-
-    /// Declares the protected state repaired after an owner death.
-    fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        let r = self.h().mark_consistent(py);
-        crate::log::flush(py);
-        r
-    }
-
-    /// Sets the owner record's label (at most 88 bytes of UTF-8).
-    fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.h().set_label(py, label)
-    }
-
     /// Gives the permit back now.
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
-        self.let_go(py, Release::Clean)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Gives the permit back: cleanly, or as a death if an exception
-    /// escaped the block.
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        exc: Option<Bound<'_, PyAny>>,
-        tb: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = tb;
-        if !self.h().held() {
-            return Ok(false);
-        }
-        match exc_type {
-            None => self.let_go(py, Release::Clean)?,
-            Some(_) => {
-                let why = exit_reason(exc.as_ref());
-                self.let_go(py, Release::Death(&why))?;
-            }
-        }
-        Ok(false)
+    fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.as_super().get().let_go(slf.py(), Release::Clean)
     }
 }
