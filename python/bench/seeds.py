@@ -190,6 +190,7 @@ def child_main(args):
         "t1": t1,
         "nvcsw": ru1.ru_nvcsw - ru0.ru_nvcsw,
         "nivcsw": ru1.ru_nivcsw - ru0.ru_nivcsw,
+        "cpu": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
     }
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
@@ -243,7 +244,8 @@ def _make_files(key, workdir, run_id):
 
 def one_run(key, procs, cycles, workdir, run_id):
     """Runs `procs` processes x `cycles` of contender `key`; checks the final
-    counter; returns (cycles per second, voluntary switches per 1000 cycles)."""
+    counter; returns (cycles per second, voluntary switches per 1000 cycles,
+    CPU time (user + system, all processes) per cycle in ns)."""
     lock, counter, cleanup, read_counter = _make_files(key, workdir, run_id)
     go_r, go_w = os.pipe()
     kids = []
@@ -289,7 +291,8 @@ def one_run(key, procs, cycles, workdir, run_id):
     elapsed = (max(r["t1"] for r in reports) - min(r["t0"] for r in reports)) / 1e9
     total = procs * cycles
     sleeps = sum(r["nvcsw"] for r in reports) * 1000 / total
-    return total / elapsed, sleeps
+    cpu = sum(r["cpu"] for r in reports) * 1e9 / total
+    return total / elapsed, sleeps, cpu
 
 
 def available(key):
@@ -310,15 +313,15 @@ def available(key):
 
 
 def run_set(keys, procs, cycles, rounds, workdir, tag):
-    """`rounds` interleaved rounds of every key; returns {key: [(rate, sleeps)]}."""
+    """`rounds` interleaved rounds of every key; returns {key: [(rate, sleeps, cpu)]}."""
     results = {k: [] for k in keys}
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         for k in order:
-            rate, sleeps = one_run(k, procs, cycles, workdir, f"{tag}-{r}-{k}")
-            results[k].append((rate, sleeps))
+            rate, sleeps, cpu = one_run(k, procs, cycles, workdir, f"{tag}-{r}-{k}")
+            results[k].append((rate, sleeps, cpu))
             print(f"  round {r + 1}/{rounds} {procs}x{cycles} {k}: {rate:,.0f} cycles/s, "
-                  f"{sleeps:.1f} sleeps/1k", file=sys.stderr, flush=True)
+                  f"{sleeps:.1f} sleeps/1k, {cpu:.0f} ns CPU per cycle", file=sys.stderr, flush=True)
     return results
 
 
@@ -348,12 +351,13 @@ def table_rows(results, skipped, procs, cycles, contended):
         lib, code = CONTENDERS[k]
         label = f"**{lib}**" if k in ("dropin", "with") else lib
         if k in skipped:
-            rows.append(f"| {workload} | {label}: {code} | {skipped[k]} | | | |")
+            rows.append(f"| {workload} | {label}: {code} | {skipped[k]} | | | | |")
             continue
         if k not in results:
             continue
         rates = [x[0] for x in results[k]]
         sleeps = statistics.median(x[1] for x in results[k])
+        cpu = statistics.median(x[2] for x in results[k])
         vs = _ratios(results, k, "posix_ipc")
         if k == "posix_ipc":
             ratio = "1 (the reference)"
@@ -377,7 +381,7 @@ def table_rows(results, skipped, procs, cycles, contended):
                     met = statistics.median(got) >= floor
                     verdicts.append(f"≥ {floor:g}× {against}: **{'met' if met else 'missed'}**")
         rows.append(f"| {workload} | {label}: {code} | {_spread(rates, _rate)} | {ratio} | "
-                    f"{sleeps:.1f} | {'; '.join(verdicts)} |")
+                    f"{sleeps:.1f} | {cpu:,.0f} | {'; '.join(verdicts)} |")
     return rows
 
 
@@ -459,8 +463,8 @@ def parent_main(args):
     print()
     print(f"| workload | contender | cycles/s: median of {args.rounds} (min–max) "
           f"| ratio to posix_ipc: median of per-round ratios (min–max) "
-          f"| sleeps per 1k cycles (median) | target |")
-    print("|---|---|---|---|---|---|")
+          f"| sleeps per 1k cycles (median) | CPU ns per cycle (median) | target |")
+    print("|---|---|---|---|---|---|---|")
     for row in table_rows(contended, skipped, args.procs, args.cycles, True):
         print(row)
     if alone is not None:
