@@ -26,6 +26,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import timeit
 
@@ -50,6 +51,8 @@ def pieces(workdir, pymutex_dir):
     out.append(("python", "bare loop", "pass", base))
     out.append(("python", "`counter.value += 1` (ctypes c_uint64 over mmap)", "counter.value += 1", base))
     out.append(("python", "`mv[0] += 1` (memoryview 'Q' over mmap)", "mv[0] += 1", base))
+    out.append(("python", "`with tl: pass` (a threading.Lock: a with-block in C)", "with tl: pass",
+                dict(base, tl=threading.Lock())))
 
     try:
         import posix_ipc
@@ -60,6 +63,7 @@ def pieces(workdir, pymutex_dir):
         g = dict(base, s=s)
         out.append(("posix_ipc", "`s.acquire(); s.release()`", "s.acquire(); s.release()", g))
         out.append(("posix_ipc", "`s.value` (a C getter: the call floor)", "s.value", g))
+        out.append(("posix_ipc", "`with s: pass` (its context manager)", "with s: pass", g))
     except ImportError:
         pass
 

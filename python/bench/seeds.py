@@ -18,7 +18,10 @@ Contenders (the counter's code is what each library's users write):
   ``with m.lock() as g: g.value.cast('Q')[0] += 1``, the counter the lock's
   own value;
 * ``posix_ipc``: ``posix_ipc.Semaphore`` (initial value 1):
-  ``s.acquire(); counter.value += 1; s.release()``, the counter as for dropin;
+  ``s.acquire(); counter.value += 1; s.release()``, the counter as for dropin
+  (the reference of every ratio);
+* ``posix_ipc_with``: the same semaphore in its own with-block,
+  ``with s: counter.value += 1`` (what a with-block costs a C extension);
 * ``pymutex``: pymutex itself (https://github.com/HMaker/pymutex; not on PyPI):
   as dropin. Found through ``--pymutex DIR`` or the environment variable
   ROBUST_MUTEX_PYMUTEX_PATH (a directory that holds ``pymutex/``); without
@@ -68,12 +71,16 @@ CONTENDERS = {
         "posix_ipc.Semaphore(initial_value=1)",
         "`s.acquire(); counter.value += 1; s.release()`",
     ),
+    "posix_ipc_with": (
+        "posix_ipc.Semaphore, its with-block",
+        "`with s: counter.value += 1`",
+    ),
     "pymutex": (
         "pymutex (HMaker, ctypes)",
         "`m.lock(); counter.value += 1; m.unlock()`",
     ),
 }
-ORDER = ["dropin", "with", "posix_ipc", "pymutex"]
+ORDER = ["dropin", "with", "posix_ipc", "posix_ipc_with", "pymutex"]
 
 # (contender, against, minimum ratio), judged on the median per-round ratio
 # of the contended rows.
@@ -149,6 +156,20 @@ def _loop_posix_ipc(args):
     return run
 
 
+def _loop_posix_ipc_with(args):
+    import posix_ipc
+
+    s = posix_ipc.Semaphore(args.lock)
+    _mm, counter = _counter(args.counter)
+
+    def run(n):
+        for _ in range(n):
+            with s:
+                counter.value += 1
+
+    return run
+
+
 def _loop_pymutex(args):
     sys.path.insert(0, args.pymutex)
     from pymutex import mutex
@@ -169,6 +190,7 @@ LOOPS = {
     "dropin": _loop_dropin,
     "with": _loop_with,
     "posix_ipc": _loop_posix_ipc,
+    "posix_ipc_with": _loop_posix_ipc_with,
     "pymutex": _loop_pymutex,
 }
 
@@ -211,7 +233,7 @@ def _make_files(key, workdir, run_id):
         with open(counter, "rb") as f:
             return int.from_bytes(f.read(8), "little")
 
-    if key == "posix_ipc":
+    if key in ("posix_ipc", "posix_ipc_with"):
         import posix_ipc
 
         name = f"/rm-seeds-{os.getpid()}-{run_id}"
@@ -302,7 +324,7 @@ def available(key):
             import robust_mutex.pymutex  # noqa: F401
         elif key == "with":
             import robust_mutex  # noqa: F401
-        elif key == "posix_ipc":
+        elif key in ("posix_ipc", "posix_ipc_with"):
             import posix_ipc  # noqa: F401
         elif key == "pymutex":
             if not ARGS.pymutex or not os.path.isdir(os.path.join(ARGS.pymutex, "pymutex")):
