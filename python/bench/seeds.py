@@ -35,7 +35,7 @@ last one's finish. After every run the final counter must be exactly P x N:
 anything else stops the benchmark with an error (exit status 1).
 
     python python/bench/seeds.py                      # about 1 minute here
-    python python/bench/seeds.py --rounds 3 --cycles 50000   # quicker
+    python python/bench/seeds.py --quick              # a smoke run: seconds
     python python/bench/seeds.py --pymutex /work/pymutex-src
 
 Prints the markdown table for docs/benchmarks.md and the machine facts.
@@ -238,7 +238,12 @@ def _make_files(key, workdir, run_id):
 
         name = f"/rm-seeds-{os.getpid()}-{run_id}"
         posix_ipc.Semaphore(name, posix_ipc.O_CREX, initial_value=1).close()
-        return name, counter, lambda: posix_ipc.unlink_semaphore(name), read_file_counter
+        return (
+            name,
+            counter,
+            lambda: posix_ipc.unlink_semaphore(name),
+            read_file_counter,
+        )
 
     lock = os.path.join(workdir, f"{run_id}.lock")
     if key == "with":
@@ -273,19 +278,35 @@ def one_run(key, procs, cycles, workdir, run_id):
     kids = []
     try:
         for _ in range(procs):
-            cmd = [sys.executable, os.path.abspath(__file__), "--role", key,
-                   "--lock", lock, "--cycles", str(cycles), "--go-fd", str(go_r)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--role",
+                key,
+                "--lock",
+                lock,
+                "--cycles",
+                str(cycles),
+                "--go-fd",
+                str(go_r),
+            ]
             if counter is not None:
                 cmd += ["--counter", counter]
             if key == "pymutex":
                 cmd += ["--pymutex", ARGS.pymutex]
-            kids.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, pass_fds=(go_r,), text=True))
+            kids.append(
+                subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, pass_fds=(go_r,), text=True
+                )
+            )
         os.close(go_r)
         go_r = None
         for kid in kids:
             line = kid.stdout.readline()
             if line != "ready\n":
-                raise BenchError(f"{key}: a child failed to start (said {line!r}, exit {kid.wait()})")
+                raise BenchError(
+                    f"{key}: a child failed to start (said {line!r}, exit {kid.wait()})"
+                )
         os.close(go_w)  # go
         go_w = None
         reports = []
@@ -327,7 +348,9 @@ def available(key):
         elif key in ("posix_ipc", "posix_ipc_with"):
             import posix_ipc  # noqa: F401
         elif key == "pymutex":
-            if not ARGS.pymutex or not os.path.isdir(os.path.join(ARGS.pymutex, "pymutex")):
+            if not ARGS.pymutex or not os.path.isdir(
+                os.path.join(ARGS.pymutex, "pymutex")
+            ):
                 return "not run (pymutex not found)"
     except ImportError as e:
         return f"not run ({e})"
@@ -338,12 +361,16 @@ def run_set(keys, procs, cycles, rounds, workdir, tag):
     """`rounds` interleaved rounds of every key; returns {key: [(rate, sleeps, cpu)]}."""
     results = {k: [] for k in keys}
     for r in range(rounds):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             rate, sleeps, cpu = one_run(k, procs, cycles, workdir, f"{tag}-{r}-{k}")
             results[k].append((rate, sleeps, cpu))
-            print(f"  round {r + 1}/{rounds} {procs}x{cycles} {k}: {rate:,.0f} cycles/s, "
-                  f"{sleeps:.1f} sleeps/1k, {cpu:.0f} ns CPU per cycle", file=sys.stderr, flush=True)
+            print(
+                f"  round {r + 1}/{rounds} {procs}x{cycles} {k}: {rate:,.0f} cycles/s, "
+                f"{sleeps:.1f} sleeps/1k, {cpu:.0f} ns CPU per cycle",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -368,7 +395,11 @@ def _ratio(v):
 
 def table_rows(results, skipped, procs, cycles, contended):
     rows = []
-    workload = f"{procs} processes × {cycles:,}" if procs > 1 else f"1 process × {cycles:,} (uncontended)"
+    workload = (
+        f"{procs} processes × {cycles:,}"
+        if procs > 1
+        else f"1 process × {cycles:,} (uncontended)"
+    )
     for k in ORDER:
         lib, code = CONTENDERS[k]
         label = f"**{lib}**" if k in ("dropin", "with") else lib
@@ -398,22 +429,36 @@ def table_rows(results, skipped, procs, cycles, contended):
                     continue
                 got = _ratios(results, who, against)
                 if got is None:
-                    verdicts.append(f"≥ {floor:g}× {against}: not judged ({against} not run)")
+                    verdicts.append(
+                        f"≥ {floor:g}× {against}: not judged ({against} not run)"
+                    )
                 else:
                     met = statistics.median(got) >= floor
-                    verdicts.append(f"≥ {floor:g}× {against}: **{'met' if met else 'missed'}**")
-        rows.append(f"| {workload} | {label}: {code} | {_spread(rates, _rate)} | {ratio} | "
-                    f"{sleeps:.1f} | {cpu:,.0f} | {'; '.join(verdicts)} |")
+                    verdicts.append(
+                        f"≥ {floor:g}× {against}: **{'met' if met else 'missed'}**"
+                    )
+        rows.append(
+            f"| {workload} | {label}: {code} | {_spread(rates, _rate)} | {ratio} | "
+            f"{sleeps:.1f} | {cpu:,.0f} | {'; '.join(verdicts)} |"
+        )
     return rows
 
 
 def _git_commit():
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -463,10 +508,14 @@ def parent_main(args):
     os.makedirs(args.dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="rm-seeds-", dir=args.dir)
     try:
-        contended = run_set(runnable, args.procs, args.cycles, args.rounds, workdir, "c")
+        contended = run_set(
+            runnable, args.procs, args.cycles, args.rounds, workdir, "c"
+        )
         alone = None
         if args.uncontended_cycles > 0:
-            alone = run_set(runnable, 1, args.uncontended_cycles, args.rounds, workdir, "u")
+            alone = run_set(
+                runnable, 1, args.uncontended_cycles, args.rounds, workdir, "u"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     wall = time.monotonic() - start
@@ -475,17 +524,23 @@ def parent_main(args):
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0))
     libc = " ".join(platform.libc_ver())
-    print(f"Machine: {platform.python_implementation()} {platform.python_version()}, "
-          f"{usable} of {cpus} CPUs ({_cpu_model()}), Linux {platform.release()}, {libc}; "
-          f"{_versions()}; files in {args.dir}.")
-    print(f"Tree: git commit {_git_commit()}. Load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
-          f" → {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {wall:.0f} s wall, "
-          f"{args.rounds} interleaved rounds.")
+    print(
+        f"Machine: {platform.python_implementation()} {platform.python_version()}, "
+        f"{usable} of {cpus} CPUs ({_cpu_model()}), Linux {platform.release()}, {libc}; "
+        f"{_versions()}; files in {args.dir}."
+    )
+    print(
+        f"Tree: git commit {_git_commit()}. Load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
+        f" → {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {wall:.0f} s wall, "
+        f"{args.rounds} interleaved rounds."
+    )
     print("Every final counter was exactly processes × cycles.")
     print()
-    print(f"| workload | contender | cycles/s: median of {args.rounds} (min–max) "
-          f"| ratio to posix_ipc: median of per-round ratios (min–max) "
-          f"| sleeps per 1k cycles (median) | CPU ns per cycle (median) | target |")
+    print(
+        f"| workload | contender | cycles/s: median of {args.rounds} (min–max) "
+        f"| ratio to posix_ipc: median of per-round ratios (min–max) "
+        f"| sleeps per 1k cycles (median) | CPU ns per cycle (median) | target |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in table_rows(contended, skipped, args.procs, args.cycles, True):
         print(row)
@@ -496,29 +551,65 @@ def parent_main(args):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--procs", type=int, default=4, help="processes of the contended runs (4)")
-    p.add_argument("--cycles", type=int, default=300_000, help="cycles per process, contended (300,000)")
-    p.add_argument("--uncontended-cycles", type=int, default=1_000_000,
-                   help="cycles of the one-process runs (1,000,000; 0: skip them)")
+    p.add_argument(
+        "--procs", type=int, default=4, help="processes of the contended runs (4)"
+    )
+    p.add_argument(
+        "--cycles",
+        type=int,
+        default=300_000,
+        help="cycles per process, contended (300,000)",
+    )
+    p.add_argument(
+        "--uncontended-cycles",
+        type=int,
+        default=1_000_000,
+        help="cycles of the one-process runs (1,000,000; 0: skip them)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
-    p.add_argument("--dir", default="/dev/shm", help="where the lock and counter files go (/dev/shm)")
-    p.add_argument("--pymutex", default=os.environ.get(PYMUTEX_ENV),
-                   help=f"a directory holding pymutex/ (default: ${PYMUTEX_ENV})")
-    p.add_argument("--only", type=lambda s: s.split(","),
-                   help="a comma-separated subset of " + ",".join(ORDER))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few seconds (1 round, 5,000 and 20,000 cycles): "
+        "checks every contender and counter, its figures mean nothing",
+    )
+    p.add_argument(
+        "--dir",
+        default="/dev/shm",
+        help="where the lock and counter files go (/dev/shm)",
+    )
+    p.add_argument(
+        "--pymutex",
+        default=os.environ.get(PYMUTEX_ENV),
+        help=f"a directory holding pymutex/ (default: ${PYMUTEX_ENV})",
+    )
+    p.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        help="a comma-separated subset of " + ",".join(ORDER),
+    )
     # a child's arguments (this script re-run by itself)
     p.add_argument("--role", choices=ORDER, help=argparse.SUPPRESS)
     p.add_argument("--lock", help=argparse.SUPPRESS)
     p.add_argument("--counter", help=argparse.SUPPRESS)
     p.add_argument("--go-fd", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.cycles, args.uncontended_cycles = 1, 5_000, 20_000
     if args.only:
         bad = [k for k in args.only if k not in ORDER]
         if bad:
-            p.error(f"--only: unknown contender {', '.join(bad)} (choose from {', '.join(ORDER)})")
+            p.error(
+                f"--only: unknown contender {', '.join(bad)} (choose from {', '.join(ORDER)})"
+            )
     if args.pymutex:
         args.pymutex = os.path.abspath(args.pymutex)
-    if args.procs < 1 or args.cycles < 1 or args.rounds < 1 or args.uncontended_cycles < 0:
+    if (
+        args.procs < 1
+        or args.cycles < 1
+        or args.rounds < 1
+        or args.uncontended_cycles < 0
+    ):
         p.error("--procs, --cycles and --rounds must be at least 1")
     return args
 
