@@ -12,7 +12,7 @@ per-round ratios to posix_ipc's ``s.acquire(); s.release()`` (same round). Readi
 tells the PyO3 call's price, the lock's, the guard's and the memoryview's.
 
     python python/bench/pieces.py                  # about 15 s here
-    python python/bench/pieces.py --pymutex /work/pymutex-src
+    python python/bench/pieces.py --pymutex /tmp/pymutex-src
 
 Prints a markdown table.
 """

@@ -34,9 +34,9 @@ all start together. A run's time is from the first process's start to the
 last one's finish. After every run the final counter must be exactly P x N:
 anything else stops the benchmark with an error (exit status 1).
 
-    python python/bench/seeds.py                      # about 1 minute here
+    python python/bench/seeds.py                      # about 85 s here
     python python/bench/seeds.py --quick              # a smoke run: seconds
-    python python/bench/seeds.py --pymutex /work/pymutex-src
+    python python/bench/seeds.py --pymutex /tmp/pymutex-src
 
 Prints the markdown table for docs/benchmarks.md and the machine facts.
 """
