@@ -1,5 +1,7 @@
 """Ctrl-C interrupts a blocked lock() with KeyboardInterrupt and leaves the
-lock untouched: still its holder's, counters unchanged, usable after."""
+lock untouched: still its holder's, counters unchanged, usable after. Other
+signal handlers run during the wait too: one that returns lets the wait go
+on, one that raises ends it with its exception."""
 
 import os
 import signal
@@ -7,91 +9,82 @@ import signal
 import robust_mutex as rm
 from conftest import wait_for_sleeper
 
-BLOCK_THEN_RETRY = """
-signal.signal(signal.SIGINT, signal.default_int_handler)
+# A child that installs the handler named by argv[2], blocks in lock(),
+# says how that ended, then (on "again") locks once more.
+BLOCKED = """
+class Stop(Exception):
+    pass
+
+def stop(*_):
+    raise Stop()
+
+sig, handler = {
+    "ctrl-c": (signal.SIGINT, signal.default_int_handler),
+    "returns": (signal.SIGUSR1, lambda *_: say("handled")),
+    "raises": (signal.SIGUSR1, stop),
+}[sys.argv[2]]
+signal.signal(sig, handler)
 m = rm.SharedMutex(path)
 say("locking")
 try:
-    m.lock()
-    say("acquired?!")
-except KeyboardInterrupt:
-    say("interrupted")
+    with m.lock() as g:
+        say_json({"owner_died": g.owner_died})
+except BaseException as e:
+    say(type(e).__name__)
 listen()
 with m.lock() as g:
     say_json({"owner_died": g.owner_died})
 """
 
 
-def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(lock_path, child):
+def interrupted(lock_path, child, handler, sig):
+    """Holds the lock in this thread, lets a child block on it with
+    `handler`, sends it `sig` once it sleeps in the kernel; returns the
+    guard, the child, and the status before and after the signal."""
     m = rm.SharedMutex(lock_path)
     g = m.lock()
-    c = child(BLOCK_THEN_RETRY, lock_path)
+    c = child(BLOCKED, lock_path, handler)
     c.expect("locking")
     wait_for_sleeper(m, c.pid)
     before = m.status()
+    os.kill(c.pid, sig)
+    return m, g, c, before
 
-    os.kill(c.pid, signal.SIGINT)
-    c.expect("interrupted")
 
-    after = m.status()
-    assert after["owner"]["pid"] == os.getpid()
-    assert after["state"] == before["state"]
-    assert after["counters"] == before["counters"]
-    assert g.held and g.consistent
-
+def release_then_child_relocks(g, c):
+    """Releases `g`; the child's next lock is clean; it exits cleanly."""
     g.unlock()
     c.say("again")
     assert c.read_json() == {"owner_died": False}
     c.finish()
 
 
-def test_other_signal_handlers_run_and_the_wait_goes_on(lock_path, child):
-    # A handler that returns: the wait resumes and gets the lock.
-    c = child(
-        """
-        signal.signal(signal.SIGUSR1, lambda *_: say("handled"))
-        m = rm.SharedMutex(path)
-        say("locking")
-        with m.lock() as g:
-            say_json({"owner_died": g.owner_died})
-        """,
-        lock_path,
-    )
-    m = rm.SharedMutex(lock_path)
-    g = m.lock()
-    c.expect("locking")
-    wait_for_sleeper(m, c.pid)
-    os.kill(c.pid, signal.SIGUSR1)
+def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(lock_path, child):
+    m, g, c, before = interrupted(lock_path, child, "ctrl-c", signal.SIGINT)
+    c.expect("KeyboardInterrupt")
+
+    after = m.status()
+    assert after["owner"]["pid"] == os.getpid()
+    assert after["state"] == before["state"]
+    assert after["counters"] == before["counters"]
+    assert g.held and g.consistent
+    release_then_child_relocks(g, c)
+
+
+def test_a_handler_that_returns_lets_the_wait_go_on(lock_path, child):
+    m, g, c, _ = interrupted(lock_path, child, "returns", signal.SIGUSR1)
     c.expect("handled")
     assert m.status()["owner"]["pid"] == os.getpid()
     g.unlock()
+    assert c.read_json() == {"owner_died": False}  # the wait got the lock
+    c.say("again")
     assert c.read_json() == {"owner_died": False}
     c.finish()
 
 
 def test_a_handler_that_raises_ends_the_wait_with_its_exception(lock_path, child):
-    c = child(
-        """
-        class Stop(Exception):
-            pass
-        def stop(*_):
-            raise Stop()
-        signal.signal(signal.SIGUSR1, stop)
-        m = rm.SharedMutex(path)
-        say("locking")
-        try:
-            m.lock()
-            say("acquired?!")
-        except Stop:
-            say("stopped")
-        """,
-        lock_path,
-    )
-    m = rm.SharedMutex(lock_path)
-    with m.lock():
-        c.expect("locking")
-        wait_for_sleeper(m, c.pid)
-        os.kill(c.pid, signal.SIGUSR1)
-        c.expect("stopped")
-        c.finish()
-        assert m.status()["owner"]["pid"] == os.getpid()
+    m, g, c, before = interrupted(lock_path, child, "raises", signal.SIGUSR1)
+    c.expect("Stop")
+    assert m.status()["owner"]["pid"] == os.getpid()
+    assert m.status()["counters"] == before["counters"]
+    release_then_child_relocks(g, c)
