@@ -2,6 +2,7 @@
 //! lock offers (how it was taken, recovery, label, the with-block), written
 //! once over either kind's [`Holder`].
 
+use crate::errors;
 use crate::held::{HeldMutex, HeldPermit};
 use crate::holder::{Holder, PyOwner, Release};
 use pyo3::prelude::*;
@@ -10,14 +11,18 @@ use std::sync::{Mutex, MutexGuard};
 /// A [`Holder`] of either kind (an enum, not a box: no allocation per lock).
 #[derive(Debug)]
 pub(crate) enum AnyHolder {
+    /// Not yet taken (a guard is made before the lock is waited for, so
+    /// that its allocation is not part of the time the lock is held).
+    Empty,
     Mutex(Holder<HeldMutex>),
     Permit(Holder<HeldPermit>),
 }
 
 /// `$h.$call` on whichever holder it is.
 macro_rules! each {
-    ($h:expr, $x:ident => $e:expr) => {
+    ($h:expr, $x:ident => $e:expr, empty => $none:expr) => {
         match $h {
+            AnyHolder::Empty => $none,
             AnyHolder::Mutex($x) => $e,
             AnyHolder::Permit($x) => $e,
         }
@@ -26,29 +31,29 @@ macro_rules! each {
 
 impl AnyHolder {
     fn owner_died(&self) -> bool {
-        each!(self, h => h.owner_died())
+        each!(self, h => h.owner_died(), empty => false)
     }
     fn previous_owner(&self) -> Option<PyOwner> {
-        each!(self, h => h.previous_owner())
+        each!(self, h => h.previous_owner(), empty => None)
     }
     fn held(&self) -> bool {
-        each!(self, h => h.held())
+        each!(self, h => h.held(), empty => false)
     }
     /// Checks that the calling thread may use it.
     fn check(&mut self, py: Python<'_>) -> PyResult<()> {
-        each!(self, h => h.with(py, |_| ()))
+        each!(self, h => h.with(py, |_| ()), empty => Err(errors::released()))
     }
     fn consistent(&mut self, py: Python<'_>) -> PyResult<bool> {
-        each!(self, h => h.consistent(py))
+        each!(self, h => h.consistent(py), empty => Err(errors::released()))
     }
     fn mark_consistent(&mut self, py: Python<'_>) -> PyResult<()> {
-        each!(self, h => h.mark_consistent(py))
+        each!(self, h => h.mark_consistent(py), empty => Err(errors::released()))
     }
     fn set_label(&mut self, py: Python<'_>, label: &str) -> PyResult<()> {
-        each!(self, h => h.set_label(py, label))
+        each!(self, h => h.set_label(py, label), empty => Err(errors::released()))
     }
     fn release(&mut self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        each!(self, h => h.release(py, how))
+        each!(self, h => h.release(py, how), empty => Err(errors::released()))
     }
 }
 
@@ -71,6 +76,11 @@ impl PyHeld {
 
     fn h(&self) -> MutexGuard<'_, AnyHolder> {
         self.holder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the lock just taken into a guard made before it (`Empty`).
+    pub(crate) fn fill(&self, holder: AnyHolder) {
+        *self.h() = holder;
     }
 
     /// Checks that the calling thread holds it.

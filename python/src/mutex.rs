@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use robust_mutex::{OpenOptions, SharedMutex};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `robust_mutex._view(address, size, owner)`: makes a value's memoryview
 /// (set once by the package's `__init__`).
@@ -121,6 +121,8 @@ impl PySharedMutex {
     fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyGuard>> {
         let py = slf.py();
         let limit = wait::timeout(timeout)?;
+        // Made first: its allocation is not part of the time the lock is held.
+        let guard = PyGuard::empty(slf)?;
         let m = &slf.get().inner;
         let held = wait::acquire_or_raise(
             py,
@@ -137,7 +139,8 @@ impl PySharedMutex {
                 .map(ThreadBound::new)
             },
         )?;
-        PyGuard::new(slf, held)
+        PyGuard::fill(guard.bind(py), held);
+        Ok(guard)
     }
 
     /// Acquires without waiting, or raises WouldBlock.
@@ -148,7 +151,9 @@ impl PySharedMutex {
         });
         crate::log::flush(py);
         let held = held.map_err(|e| errors::lock_error(py, e))?;
-        PyGuard::new(slf, ThreadBound::new(held))
+        let guard = PyGuard::empty(slf)?;
+        PyGuard::fill(guard.bind(py), ThreadBound::new(held));
+        Ok(guard)
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -206,22 +211,28 @@ fn check_format(py: Python<'_>, format: &str, size: usize) -> PyResult<()> {
 pub(crate) struct PyGuard {
     /// The handle (for its value's memoryview).
     mutex: Py<PySharedMutex>,
-    /// The value's address and length in the mapping.
-    region: (usize, usize),
+    /// The value's address and length in the mapping (set when taken).
+    region: OnceLock<(usize, usize)>,
 }
 
 impl PyGuard {
-    fn new(
-        mutex: &Bound<'_, PySharedMutex>,
-        mut held: ThreadBound<HeldMutex>,
-    ) -> PyResult<Py<PyGuard>> {
-        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
-        let init = PyClassInitializer::from(PyHeld::new(AnyHolder::Mutex(Holder::new(held))))
-            .add_subclass(PyGuard {
-                mutex: mutex.clone().unbind(),
-                region,
-            });
+    /// A guard of `mutex` holding nothing yet.
+    fn empty(mutex: &Bound<'_, PySharedMutex>) -> PyResult<Py<PyGuard>> {
+        let init = PyClassInitializer::from(PyHeld::new(AnyHolder::Empty)).add_subclass(PyGuard {
+            mutex: mutex.clone().unbind(),
+            region: OnceLock::new(),
+        });
         Py::new(mutex.py(), init)
+    }
+
+    /// Puts the lock just taken into it.
+    fn fill(guard: &Bound<'_, PyGuard>, mut held: ThreadBound<HeldMutex>) {
+        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
+        let _ = guard.get().region.set(region);
+        guard
+            .as_super()
+            .get()
+            .fill(AnyHolder::Mutex(Holder::new(held)));
     }
 }
 
@@ -238,7 +249,7 @@ impl PyGuard {
             return Ok(v.clone_ref(py));
         }
         // Made with no lock of ours held: it runs Python code.
-        let (address, len) = this.region;
+        let (address, len) = this.region.get().copied().unwrap_or_default();
         let base = this.mutex.get().base_view(py, address, len)?;
         let v = pyo3::types::PyMemoryView::from(base.bind(py))?
             .into_any()
