@@ -1,6 +1,8 @@
 """A recovery not marked consistent makes the lock not recoverable for every
 later locker, in any process, until `rm.reset(path)`, which keeps the value."""
 
+import os
+
 import pytest
 
 import robust_mutex as rm
@@ -100,8 +102,6 @@ def test_reset_refuses_a_healthy_lock_without_force(lock_path):
 
 
 def test_remove(lock_path):
-    import os
-
     m = rm.SharedMutex(lock_path)
     g = m.lock()
     with pytest.raises(rm.Error):
@@ -110,3 +110,24 @@ def test_remove(lock_path):
     g.unlock()
     rm.remove(lock_path)
     assert not os.path.exists(lock_path)
+
+
+def test_an_exception_during_a_recovery_passes_the_recovery_on(lock_path, child):
+    m = rm.SharedMutex(lock_path)
+    with pytest.raises(ArithmeticError):
+        with m.lock():
+            raise ArithmeticError("the first death")
+    # The recoverer dies too (an exception), before mark_consistent().
+    with pytest.raises(LookupError):
+        with m.lock() as g:
+            assert g.owner_died
+            put_u64(g.value, 0, 0x2)
+            raise LookupError("died while repairing")
+    # Not "not recoverable": the next locker, in another process, repairs.
+    c = child(TRY_LOCK, lock_path)
+    seen = c.read_json()
+    c.finish()
+    assert seen["owner_died"] is True
+    assert bytes.fromhex(seen["value"])[:8] == (0x2).to_bytes(8, "little")
+    with m.lock() as g:
+        assert not g.owner_died
