@@ -91,7 +91,7 @@ def test_reset_refuses_a_healthy_lock_without_force(lock_path):
     with m.lock() as g:
         put_u64(g.value, 0, 42)
     generation = rm.inspect(lock_path)["file"]["generation"]
-    with pytest.raises(rm.Error):
+    with pytest.raises(rm.Refused):
         rm.reset(lock_path)
     assert rm.inspect(lock_path)["file"]["generation"] == generation
     done = rm.reset(lock_path, force=True)
@@ -104,7 +104,7 @@ def test_reset_refuses_a_healthy_lock_without_force(lock_path):
 def test_remove(lock_path):
     m = rm.SharedMutex(lock_path)
     g = m.lock()
-    with pytest.raises(rm.Error):
+    with pytest.raises(rm.Refused):
         rm.remove(lock_path)
     assert os.path.exists(lock_path)
     g.unlock()
@@ -131,3 +131,13 @@ def test_an_exception_during_a_recovery_passes_the_recovery_on(lock_path, child)
     assert bytes.fromhex(seen["value"])[:8] == (0x2).to_bytes(8, "little")
     with m.lock() as g:
         assert not g.owner_died
+
+
+def test_remove_with_force_removes_a_held_lock(lock_path):
+    m = rm.SharedMutex(lock_path)
+    with m.lock() as g:
+        rm.remove(lock_path, force=True)
+        assert not os.path.exists(lock_path)
+        assert g.held
+    with pytest.raises(FileNotFoundError):
+        rm.SharedMutex(lock_path, create=False)
