@@ -32,6 +32,11 @@ WATCHDOG = 60.0
 # the kernel): how often to look, not how long to wait.
 POLL = 0.002
 
+# How often (seconds) a signal is sent again while its answer does not come:
+# a signal that lands between two sleeps of a wait (after its last look) is
+# only noticed at the next one (docs/design.md, "Blocking").
+PROD = 1.0
+
 # The lock word's "somebody sleeps on it" bit (glibc's FUTEX_WAITERS).
 FUTEX_WAITERS = 0x8000_0000
 
@@ -101,15 +106,18 @@ class Child:
     def _fail(self, why):
         pytest.fail(f"child {self.pid}: {why}; its stderr:\n{self.stderr()}")
 
-    def read(self):
-        """The child's next line (without the newline)."""
+    def read(self, prod=None):
+        """The child's next line (without the newline). `prod`, if given, is
+        called every PROD seconds while the line does not come."""
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + WATCHDOG
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._fail(f"said nothing in {WATCHDOG} s (hung?)")
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left if prod is None else min(left, PROD))
+            if not ready and prod is not None:
+                prod()
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -121,8 +129,8 @@ class Child:
     def read_json(self):
         return json.loads(self.read())
 
-    def expect(self, word):
-        line = self.read()
+    def expect(self, word, prod=None):
+        line = self.read(prod)
         if line != word:
             self._fail(f"said {line!r}, expected {word!r}")
 
