@@ -7,7 +7,6 @@ Nothing waits for time to pass: every wait is for a line, an exit or a state
 the test can see; WATCHDOG only turns a hang into a failure.
 """
 
-import errno
 import faulthandler
 import json
 import os
@@ -329,5 +328,3 @@ def u64(view, at=0):
 def put_u64(view, at, n):
     view[at : at + 8] = n.to_bytes(8, "little")
 
-
-EAGAIN, EDEADLK, EPERM = errno.EAGAIN, errno.EDEADLK, errno.EPERM
