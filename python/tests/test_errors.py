@@ -100,6 +100,21 @@ def test_unlock_from_another_thread_is_not_owner(lock_path):
         assert not g.owner_died
 
 
+def test_a_guard_or_permit_is_its_threads_alone(lock_path, tmp_path):
+    m = rm.SharedMutex(lock_path)
+    s = rm.Semaphore(str(tmp_path / "s.lock"), 1)
+    with m.lock() as g, s.acquire() as p:
+        for use in (lambda: g.value, g.mark_consistent, lambda: g.set_label("x"), p.release,
+                    lambda: p.set_label("x")):
+            with pytest.raises(rm.NotOwner) as e:
+                run_thread(use)
+            assert e.value.errno == errno.EPERM
+        assert g.held and p.held
+        assert s.status()["permits"]["held"] == 1
+    assert not g.held and not p.held
+    assert s.status()["permits"]["held"] == 0
+
+
 def test_the_value_is_gone_after_the_block(lock_path):
     m = rm.SharedMutex(lock_path, 8)
     with m.lock() as g:

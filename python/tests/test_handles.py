@@ -60,3 +60,27 @@ def test_mode_sets_the_new_files_mode(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "a").st_mode & 0o777 == 0o640
     assert os.stat(tmp_path / "b").st_mode & 0o777 == 0o604
+
+
+def test_a_format_types_the_value(lock_path):
+    m = rm.SharedMutex(lock_path, 16, format="Q")
+    assert m.format == "Q"
+    with m.lock() as g:
+        assert (g.value.format, g.value.itemsize, len(g.value)) == ("Q", 8, 2)
+        g.value[0] += 1
+        g.value[1] = 2**64 - 1
+    # The same bytes, seen through another handle's format.
+    with rm.SharedMutex(lock_path, 16).lock() as g:
+        assert g.value.format == "B"
+        assert bytes(g.value) == (1).to_bytes(8, "little") + b"\xff" * 8
+    with rm.SharedMutex(lock_path, 16, format="d").lock() as g:
+        g.value[0] = 0.5
+    with m.lock() as g:
+        assert g.value[0] == 0x3FE0_0000_0000_0000
+
+
+@pytest.mark.parametrize("size, fmt", [(12, "Q"), (16, "xx"), (16, "16s"), (16, "P?"), (16, "z")])
+def test_a_format_that_does_not_fit_is_a_value_error(lock_path, size, fmt):
+    with pytest.raises(ValueError):
+        rm.SharedMutex(lock_path, size, format=fmt)
+    assert not os.path.exists(lock_path)
