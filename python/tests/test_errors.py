@@ -173,3 +173,19 @@ def test_exception_classes_are_what_the_contract_says():
                 rm.Deadlock, rm.NotOwner, rm.TooManyHeld, rm.InvalidFile):
         assert issubclass(cls, rm.Error)
     assert issubclass(rm.Error, Exception)
+
+
+def test_a_thread_holding_the_most_locks_gets_too_many_held(tmp_path):
+    mutexes = [rm.SharedMutex(tmp_path / f"m{i}.lock", 0) for i in range(1025)]
+    guards = []
+    with pytest.raises(rm.TooManyHeld) as e:
+        for m in mutexes:
+            guards.append(m.lock())
+    assert len(guards) == 1024, "the crate's MAX_HELD_PER_THREAD"
+    assert isinstance(e.value, rm.Error)
+    assert mutexes[-1].status()["owner"] is None  # the refused one was not taken
+    guards.pop().unlock()
+    with mutexes[-1].lock() as g:
+        assert not g.owner_died
+    for g in guards:
+        g.unlock()
