@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+import robust_mutex as rm
+
 # Seconds before a wait that should end declares a hang. Never a pass
 # condition: a slow machine only makes a test slower.
 WATCHDOG = 60.0
@@ -218,14 +220,50 @@ def sleeps_in_futex(pid, tid=None):
     return nr in _FUTEX_SYSCALLS.get(os.uname().machine, set())
 
 
+def lock_words(status):
+    """The lock words of a status() dict: a mutex's, or a semaphore's slots'."""
+    if "permits" in status:
+        return [slot["lock_word"] for slot in status["permits"]["slots"]]
+    return [status["lock_word"]]
+
+
 def waiters_bit(status):
-    """Whether a status() dict's lock word says somebody sleeps on it."""
-    return bool((status.get("lock_word") or 0) & FUTEX_WAITERS)
+    """Whether a status() dict's lock word(s) say somebody sleeps on it."""
+    return any((w or 0) & FUTEX_WAITERS for w in lock_words(status))
+
+
+def holder_pids(status):
+    """The pids holding a mutex or a semaphore's permits, per its status()."""
+    if "permits" in status:
+        return [slot["pid"] for slot in status["permits"]["slots"] if slot["pid"] is not None]
+    return [status["owner"]["pid"]] if status["owner"] else []
+
+
+# A child's way to take a lock of the kind named by argv[2]: `lock` is a
+# SharedMutex or a Semaphore of one permit at `path`, `take()` its blocking
+# lock()/acquire().
+TAKE = """
+if sys.argv[2] == "mutex":
+    lock = rm.SharedMutex(path, 8)
+    take = lock.lock
+else:
+    lock = rm.Semaphore(path, 1)
+    take = lock.acquire
+"""
+
+
+def open_kind(kind, path):
+    """The parent's side of TAKE: the lock and its blocking take."""
+    if kind == "mutex":
+        m = rm.SharedMutex(path, 8)
+        return m, m.lock
+    s = rm.Semaphore(path, 1)
+    return s, s.acquire
 
 
 def wait_for_sleeper(m, pid, tid=None):
-    """Waits until thread `tid` of `pid` sleeps in the kernel on mutex `m`:
-    in a futex wait, with the waiters bit set in m's lock word."""
+    """Waits until thread `tid` of `pid` sleeps in the kernel on `m` (a mutex
+    or semaphore): in a futex wait, with the waiters bit set in a lock word."""
     poll_until(
         lambda: sleeps_in_futex(pid, tid) and waiters_bit(m.status()),
         f"thread {tid or pid} of {pid} asleep on the lock",

@@ -1,18 +1,22 @@
-"""Ctrl-C interrupts a blocked lock() with KeyboardInterrupt and leaves the
-lock untouched: still its holder's, counters unchanged, usable after. Other
+"""Ctrl-C interrupts a blocked lock() (or a semaphore's acquire()) with
+KeyboardInterrupt and leaves the lock untouched: still its holder's, counters unchanged, usable after. Other
 signal handlers run during the wait too: one that returns lets the wait go
 on, one that raises ends it with its exception."""
 
 import os
 import signal
 
-import robust_mutex as rm
-from conftest import wait_for_sleeper
+import pytest
 
-# A child that installs the handler named by argv[2] (which acts on the
-# first signal only: the test may send it again, see PROD), blocks in
-# lock(), says how that ended, then (on "again") locks once more.
-BLOCKED = """
+from conftest import TAKE, holder_pids, open_kind, wait_for_sleeper
+
+KINDS = pytest.mark.parametrize("kind", ["mutex", "semaphore"])
+
+# A child that installs the handler named by argv[3] (which acts on the
+# first signal only: the test may send it again, see PROD), blocks taking
+# the lock of kind argv[2], says how that ended, then (on "again") takes it
+# once more.
+BLOCKED = TAKE + """
 class Stop(Exception):
     pass
 
@@ -34,30 +38,29 @@ sig, act = {
     "ctrl-c": (signal.SIGINT, ctrl_c),
     "returns": (signal.SIGUSR1, lambda: say("handled")),
     "raises": (signal.SIGUSR1, stop),
-}[sys.argv[2]]
+}[sys.argv[3]]
 signal.signal(sig, first_time(act))
-m = rm.SharedMutex(path)
 say("locking")
 try:
-    with m.lock() as g:
+    with take() as g:
         say_json({"owner_died": g.owner_died})
 except BaseException as e:
     say(type(e).__name__)
 listen()
-with m.lock() as g:
+with take() as g:
     say_json({"owner_died": g.owner_died})
 """
 
 
-def interrupted(lock_path, child, handler, sig, answer):
+def interrupted(kind, lock_path, child, handler, sig, answer):
     """Holds the lock in this thread, lets a child block on it with
     `handler`, sends it `sig` once it sleeps in the kernel, and waits for
     its first line after that (`answer`), sending `sig` again now and then
     until it comes; returns the handle, the guard, the child, and the status
     from before the signal."""
-    m = rm.SharedMutex(lock_path)
-    g = m.lock()
-    c = child(BLOCKED, lock_path, handler)
+    m, take = open_kind(kind, lock_path)
+    g = take()
+    c = child(BLOCKED, lock_path, kind, handler)
     c.expect("locking")
     wait_for_sleeper(m, c.pid)
     before = m.status()
@@ -68,35 +71,38 @@ def interrupted(lock_path, child, handler, sig, answer):
 
 def release_then_child_relocks(g, c):
     """Releases `g`; the child's next lock is clean; it exits cleanly."""
-    g.unlock()
+    g.__exit__(None, None, None)
     c.say("again")
     assert c.read_json() == {"owner_died": False}
     c.finish()
 
 
-def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(lock_path, child):
-    m, g, c, before = interrupted(lock_path, child, "ctrl-c", signal.SIGINT, "KeyboardInterrupt")
+@KINDS
+def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(lock_path, child, kind):
+    m, g, c, before = interrupted(kind, lock_path, child, "ctrl-c", signal.SIGINT, "KeyboardInterrupt")
 
     after = m.status()
-    assert after["owner"]["pid"] == os.getpid()
+    assert holder_pids(after) == [os.getpid()]
     assert after["state"] == before["state"]
     assert after["counters"] == before["counters"]
     assert g.held and g.consistent
     release_then_child_relocks(g, c)
 
 
-def test_a_handler_that_returns_lets_the_wait_go_on(lock_path, child):
-    m, g, c, _ = interrupted(lock_path, child, "returns", signal.SIGUSR1, "handled")
-    assert m.status()["owner"]["pid"] == os.getpid()
-    g.unlock()
+@KINDS
+def test_a_handler_that_returns_lets_the_wait_go_on(lock_path, child, kind):
+    m, g, c, _ = interrupted(kind, lock_path, child, "returns", signal.SIGUSR1, "handled")
+    assert holder_pids(m.status()) == [os.getpid()]
+    g.__exit__(None, None, None)
     assert c.read_json() == {"owner_died": False}  # the wait got the lock
     c.say("again")
     assert c.read_json() == {"owner_died": False}
     c.finish()
 
 
-def test_a_handler_that_raises_ends_the_wait_with_its_exception(lock_path, child):
-    m, g, c, before = interrupted(lock_path, child, "raises", signal.SIGUSR1, "Stop")
-    assert m.status()["owner"]["pid"] == os.getpid()
+@KINDS
+def test_a_handler_that_raises_ends_the_wait_with_its_exception(lock_path, child, kind):
+    m, g, c, before = interrupted(kind, lock_path, child, "raises", signal.SIGUSR1, "Stop")
+    assert holder_pids(m.status()) == [os.getpid()]
     assert m.status()["counters"] == before["counters"]
     release_then_child_relocks(g, c)
