@@ -83,8 +83,10 @@ class _Held:
     Leaving the with-block releases it. An exception escaping the block
     releases it as a death: the next taker, in any process, gets
     owner_died=True. A guard dropped without leaving a block releases it
-    cleanly. A guard is the taking thread's: another thread cannot use or
-    release it (NotOwner)."""
+    cleanly, even while an exception unwinds past it: the with-block is the
+    crash-safe form. A guard is the taking thread's: another thread cannot
+    use or release it (NotOwner); one freed by another thread stays held
+    until its thread next calls into robust_mutex (or ends: a death)."""
 
     @property
     def owner_died(self) -> bool:

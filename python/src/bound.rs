@@ -41,7 +41,6 @@ pub(crate) fn this_thread() -> u64 {
 }
 
 /// A `T` that only its making thread may touch.
-#[derive(Debug)]
 pub(crate) struct ThreadBound<T> {
     thread: u64,
     value: ManuallyDrop<T>,
@@ -56,6 +55,15 @@ unsafe impl<T> Send for ThreadBound<T> {}
 // SAFETY: `&ThreadBound` gives no access to the value (only `mine`, which
 // reads the thread number).
 unsafe impl<T> Sync for ThreadBound<T> {}
+
+impl<T> std::fmt::Debug for ThreadBound<T> {
+    /// Shows the thread only: the value may not be read from here.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadBound")
+            .field("thread", &self.thread)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<T> ThreadBound<T> {
     /// Binds `value` to the calling thread.
@@ -116,4 +124,13 @@ pub(crate) fn unlock_leaked(
     // file and has not unlocked it since: the record is set after the leak
     // and cleared before this call, under the instance's mutex.
     unsafe { mutex.unlock_leaked() }
+}
+
+/// Makes the next `PyErr_CheckSignals` raise KeyboardInterrupt: a Ctrl-C
+/// that a logging handler raised while the log was emitted is not lost.
+pub(crate) fn interrupt_again() {
+    // SAFETY: `PyErr_SetInterrupt` only sets the interpreter's pending
+    // SIGINT flag (it is async-signal-safe, in the stable ABI since 3.2);
+    // callers hold the GIL anyway.
+    unsafe { pyo3::ffi::PyErr_SetInterrupt() }
 }

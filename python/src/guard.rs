@@ -97,6 +97,7 @@ impl PyHeld {
     /// the mapping stays, the lock is held no longer than needed, and no
     /// other code runs on this thread in between), then emits the log.
     pub(crate) fn let_go(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
+        crate::orphans::reap();
         let r = self.h().release(py, how);
         if r.is_ok() {
             let view = self.view().take();
@@ -108,6 +109,26 @@ impl PyHeld {
         }
         crate::log::flush(py);
         r
+    }
+}
+
+impl Drop for PyHeld {
+    /// Collected without leaving its block: the holder lets go first (its
+    /// own drop), then the memoryview handed out is released, as `let_go`
+    /// does.
+    fn drop(&mut self) {
+        let holder = self.holder.get_mut().unwrap_or_else(|p| p.into_inner());
+        drop(std::mem::replace(holder, AnyHolder::Empty));
+        let view = self
+            .view
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(v) = view {
+            Python::attach(|py| {
+                let _ = v.call_method0(py, pyo3::intern!(py, "release"));
+            });
+        }
     }
 }
 

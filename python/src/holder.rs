@@ -78,7 +78,7 @@ pub(crate) enum Release<'a> {
 
 /// A held lock in a Python object.
 #[derive(Debug)]
-pub(crate) struct Holder<H: Hold> {
+pub(crate) struct Holder<H: Hold + 'static> {
     /// `None` once released. Only the taking thread may touch the guard.
     held: Option<ThreadBound<H>>,
     /// How it was taken (fixed for the guard's life).
@@ -88,7 +88,7 @@ pub(crate) struct Holder<H: Hold> {
     generation: u64,
 }
 
-impl<H: Hold> Holder<H> {
+impl<H: Hold + 'static> Holder<H> {
     /// A holder of `held`, just taken by the calling thread.
     pub(crate) fn new(mut held: ThreadBound<H>) -> Self {
         let (owner_died, previous) = match held.get_mut().map(|h| h.taken()) {
@@ -180,13 +180,18 @@ impl<H: Hold> Holder<H> {
     }
 }
 
-impl<H: Hold> Drop for Holder<H> {
+impl<H: Hold + 'static> Drop for Holder<H> {
     /// A guard object collected while it holds the lock: dropped (a clean
-    /// release) by its thread; from another thread (the taker exited, and
-    /// the kernel released the lock as a death) left alone, as after a fork.
+    /// release) by its thread; from another thread, kept for its thread to
+    /// release ([`crate::orphans`]); after a fork, left alone (the parent's).
     fn drop(&mut self) {
+        let Some(bound) = self.held.take() else {
+            return;
+        };
         if self.inherited() {
-            std::mem::forget(self.held.take());
+            std::mem::forget(bound);
+        } else if !bound.mine() {
+            crate::orphans::adopt(Box::new(bound));
         }
     }
 }

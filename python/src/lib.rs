@@ -15,6 +15,7 @@ mod held;
 mod holder;
 mod log;
 mod mutex;
+mod orphans;
 mod pymutex;
 mod semaphore;
 mod wait;

@@ -11,6 +11,7 @@
 //! import, at every open and at most once a second before a wait.
 
 use pyo3::prelude::*;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,7 +22,7 @@ struct Record {
     message: String,
 }
 
-static QUEUE: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+static QUEUE: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 struct Bridge;
@@ -40,13 +41,17 @@ impl log::Log for Bridge {
             target: record.target().to_owned(),
             message: record.args().to_string(),
         };
-        let mut q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        // try_lock: a fork child may inherit the queue locked by a thread
+        // that is not there; a record is lost rather than the child hung.
+        let Ok(mut q) = QUEUE.try_lock() else {
+            return;
+        };
         // Bounded: a process that never calls back into Python again (or
         // that logs in a loop with nobody reading) keeps the latest.
         if q.len() >= 10_000 {
-            q.remove(0);
+            q.pop_front();
         }
-        q.push(r);
+        q.push_back(r);
         PENDING.store(true, Ordering::Release);
     }
 
@@ -108,7 +113,9 @@ pub(crate) fn flush(py: Python<'_>) {
         return;
     }
     let records = {
-        let mut q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(mut q) = QUEUE.try_lock() else {
+            return; // being filled, or inherited locked through fork: next call
+        };
         PENDING.store(false, Ordering::Release);
         std::mem::take(&mut *q)
     };
@@ -124,9 +131,18 @@ pub(crate) fn flush(py: Python<'_>) {
             log::Level::Trace => 5,
         };
         let name = r.target.replace("::", ".");
-        let _ = logging
+        let emitted = logging
             .call_method1("getLogger", (name,))
             .and_then(|l| l.call_method1("log", (level, r.message)));
+        if let Err(e) = emitted {
+            // A handler's error is not the caller's: reported as
+            // unraisable; a Ctrl-C that landed in a handler is re-armed.
+            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                crate::bound::interrupt_again();
+            } else {
+                e.write_unraisable(py, None);
+            }
+        }
     }
 }
 

@@ -146,6 +146,7 @@ impl PySharedMutex {
     /// Acquires without waiting, or raises WouldBlock.
     fn try_lock(slf: &Bound<'_, Self>) -> PyResult<Py<PyGuard>> {
         let py = slf.py();
+        crate::orphans::reap();
         let held = HeldMutex::try_new(slf.get().inner.clone(), |m| {
             m.try_lock().map(|a| Some(State::from(a)))
         });

@@ -99,6 +99,7 @@ impl PyPymutex {
     /// seconds), or one try. True when locked.
     #[pyo3(signature = (blocking = true, timeout = 0.0))]
     fn lock(&self, py: Python<'_>, blocking: bool, timeout: f64) -> PyResult<bool> {
+        crate::orphans::reap();
         let m = &*self.inner;
         let r = if blocking {
             let limit = if timeout > 0.0 {
@@ -155,6 +156,7 @@ impl PyPymutex {
     /// Unlocks. PermissionError (EPERM) unless the calling thread holds the
     /// lock through this instance.
     fn unlock(&self, py: Python<'_>) -> PyResult<()> {
+        crate::orphans::reap();
         {
             let mut owner = self.owner();
             if *owner != Some(Owner::me()) {
@@ -178,12 +180,42 @@ impl PyPymutex {
 impl Drop for PyPymutex {
     /// Collected while its thread holds the lock: unlocked, as a dropped
     /// guard is (pymutex would unmap a lock still in use). Held by another
-    /// thread, or from before a fork: left alone (the crate keeps the
-    /// mapping while a thread of this process holds the lock).
+    /// thread of this process: kept for that thread to unlock
+    /// ([`crate::orphans`]). From before a fork: left alone.
     fn drop(&mut self) {
         let owner = self.owner.get_mut().unwrap_or_else(|p| p.into_inner());
-        if *owner == Some(Owner::me()) {
-            let _ = bound::unlock_leaked(&self.inner);
+        match *owner {
+            Some(o) if o == Owner::me() => {
+                let _ = bound::unlock_leaked(&self.inner);
+            }
+            Some(o) if o.generation == holder::fork_generation() => {
+                crate::orphans::adopt(Box::new(Leaked {
+                    owner: o,
+                    mutex: self.inner.clone(),
+                }));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A drop-in lock held through a leaked guard by a thread that outlived
+/// its instance: unlocked when that thread drops it ([`crate::orphans`]).
+struct Leaked {
+    owner: Owner,
+    mutex: Arc<BareMutex>,
+}
+
+impl crate::orphans::Orphan for Leaked {
+    fn mine(&self) -> bool {
+        self.owner == Owner::me()
+    }
+}
+
+impl Drop for Leaked {
+    fn drop(&mut self) {
+        if self.owner == Owner::me() {
+            let _ = bound::unlock_leaked(&self.mutex);
         }
     }
 }

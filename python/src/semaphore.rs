@@ -77,6 +77,7 @@ impl PySemaphore {
 
     /// Takes a free permit without waiting, or raises WouldBlock.
     fn try_acquire(&self, py: Python<'_>) -> PyResult<Py<PyPermit>> {
+        crate::orphans::reap();
         let held = HeldPermit::try_new(self.inner.clone(), |s| {
             s.try_acquire().map(|a| Some(State::from(a)))
         });

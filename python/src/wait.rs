@@ -53,6 +53,7 @@ pub(crate) fn acquire<H: Send>(
     try_once: impl FnOnce() -> Result<H, LockError>,
     wait: impl Fn(&CancelToken, Option<Duration>) -> Result<H, LockError> + Sync,
 ) -> PyResult<Result<H, LockError>> {
+    crate::orphans::reap();
     match try_once() {
         Err(LockError::WouldBlock) => {}
         r => {
@@ -61,6 +62,9 @@ pub(crate) fn acquire<H: Send>(
         }
     }
     crate::log::refresh_level_now_and_then(py);
+    // A Ctrl-C already pending ends it before any sleep (one that lands
+    // after this look and before the sleep waits for the next signal).
+    py.check_signals()?;
     let deadline = limit.and_then(|l| Instant::now().checked_add(l));
     let token = CancelToken::ending_on_signals();
     loop {
