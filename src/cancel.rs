@@ -52,6 +52,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 #[derive(Debug, Default)]
 pub struct CancelToken {
     word: AtomicU32,
+    /// Whether a signal that interrupts a wait ends it too.
+    signals: bool,
 }
 
 impl CancelToken {
@@ -59,7 +61,47 @@ impl CancelToken {
     pub const fn new() -> Self {
         CancelToken {
             word: AtomicU32::new(0),
+            signals: false,
         }
+    }
+
+    /// A token that also ends a wait when a signal handler interrupts it:
+    /// the wait returns [`LockError::Interrupted`](crate::LockError::Interrupted)
+    /// (without the lock), and the caller decides whether to wait again.
+    /// For runtimes whose signal handlers only set a flag for the waiting
+    /// thread to act on later, such as Python's (Ctrl-C's
+    /// `KeyboardInterrupt`). Only a handler installed without `SA_RESTART`
+    /// interrupts a wait. `const`, so it can be a `static`.
+    ///
+    /// A signal that arrives just before the wait sleeps (after its last
+    /// look) does not end it, as with any `EINTR`-based wait; a second one
+    /// does.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{CancelToken, LockError, SharedMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let token = CancelToken::ending_on_signals();
+    /// loop {
+    ///     match m.lock_cancellable(&token, None) {
+    ///         Err(LockError::Interrupted) => continue, // run the handlers' work, then wait again
+    ///         other => break drop(other?),
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn ending_on_signals() -> Self {
+        CancelToken {
+            word: AtomicU32::new(0),
+            signals: true,
+        }
+    }
+
+    /// Whether a signal that interrupts a wait ends it
+    /// ([`ending_on_signals`](Self::ending_on_signals)).
+    pub fn ends_on_signals(&self) -> bool {
+        self.signals
     }
 
     /// Cancels every wait given this token, now and until [`reset`](Self::reset).

@@ -497,6 +497,11 @@ pub enum LockError {
     /// The lock was not taken and its state is unchanged.
     #[error("the wait for the mutex was cancelled")]
     Cancelled,
+    /// A signal interrupted the wait, and its [`CancelToken`](crate::CancelToken)
+    /// ends waits on signals ([`CancelToken::ending_on_signals`](crate::CancelToken::ending_on_signals)).
+    /// The lock was not taken.
+    #[error("the wait for the mutex was interrupted by a signal")]
+    Interrupted,
     /// An unexpected OS error.
     #[error("mutex operation failed: {0}")]
     Io(#[from] io::Error),

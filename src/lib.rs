@@ -20,6 +20,8 @@ mod raw;
 mod reentrant;
 mod registry;
 mod remove;
+#[cfg(feature = "json")]
+pub mod report;
 mod reset;
 mod semaphore;
 mod status;
@@ -35,11 +37,13 @@ pub use identity::MAX_HELD_PER_THREAD;
 pub use inspect::{Inspected, Inspection, inspect, inspect_file, inspect_semaphore};
 #[cfg(feature = "async")]
 pub use mutex::{AsyncGuard, LockFuture};
-pub use mutex::{Guard, SharedMutex};
+pub use mutex::{BYTES_ALIGN, Guard, SharedMutex};
 pub use options::OpenOptions;
 pub use outcome::{Acquired, LockGuard, Recovery};
 pub use reentrant::{ReentrantGuard, ReentrantMutex};
 pub use remove::{RemoveOptions, remove};
+#[cfg(feature = "json")]
+pub use report::status_json;
 pub use reset::{ResetOptions, ResetOutcome, reset};
 #[cfg(feature = "async")]
 pub use semaphore::{AcquireFuture, AsyncPermit};

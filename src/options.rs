@@ -195,6 +195,9 @@ pub(crate) struct Spec {
     pub layout: DataLayout,
     /// Accept any value type (the file's own layout is used).
     pub any_value: bool,
+    /// Accept a value of `layout`'s size at any alignment (raw bytes: the
+    /// file's own layout is used).
+    pub any_align: bool,
     /// Accept every kind (reset works on any lock file).
     pub any_kind: bool,
     /// Accept a file of the earlier format version too (a reset converts it).
@@ -208,6 +211,7 @@ impl Spec {
             kind,
             layout,
             any_value: false,
+            any_align: false,
             any_kind: false,
             migrate: false,
         }

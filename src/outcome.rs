@@ -1,6 +1,7 @@
 //! What every lock call hands out, written once for every kind:
 //! [`Acquired<G>`] and [`Recovery<G>`], over the kind's guard `G`.
 
+use crate::error::LockError;
 use crate::owner::OwnerInfo;
 use crate::raw::{Name, RawMutex};
 use std::mem::ManuallyDrop;
@@ -284,6 +285,29 @@ impl<G: LockGuard> Recovery<G> {
     /// ```
     pub fn guard(&self) -> &G {
         &self.guard
+    }
+}
+
+/// Releases a sync guard's lock as its holder's death: what dropping it
+/// during a panic does. The guard's own `Drop` is skipped: for the sync
+/// kinds it would only have released the lock.
+///
+/// # Errors
+/// [`LockError::NotOwner`] when the lock word no longer names the calling
+/// thread (the file changed under it, or the guard came through fork).
+pub(crate) fn release_sync_as_death<G: LockGuard>(guard: G, why: &str) -> Result<(), LockError> {
+    let guard = ManuallyDrop::new(guard);
+    // SAFETY: a sync guard (not Send) exists only while its thread holds
+    // the lock, taken through its raw lock; its Drop, which would release
+    // it, never runs.
+    unsafe { guard.raw_lock().release_as_death(guard.lock_name(), why) }
+}
+
+impl<G: LockGuard> Recovery<G> {
+    /// [`release_sync_as_death`] for a recovery: its lock, still owner-dead
+    /// (not marked consistent), is released as another death.
+    pub(crate) fn release_sync_as_death(self, why: &str) -> Result<(), LockError> {
+        release_sync_as_death(self.into_parts().0, why)
     }
 }
 

@@ -101,6 +101,9 @@ pub(crate) fn sleep(
     match sys::futex_waitv(&waits, Some(&until))? {
         sys::Woke::TimedOut if is_deadline => Err(LockError::TimedOut),
         sys::Woke::TimedOut => Ok(true),
+        sys::Woke::Interrupted if cancel.is_some_and(CancelToken::ends_on_signals) => {
+            Err(LockError::Interrupted)
+        }
         _ => Ok(false),
     }
 }

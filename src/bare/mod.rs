@@ -522,6 +522,26 @@ impl<'a> BareGuard<'a> {
         this.release()
     }
 
+    /// Releases the lock as this holder's death, as dropping the guard
+    /// during a panic does: its next taker, in any process, gets
+    /// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied). See
+    /// [`Guard::release_as_death`](crate::Guard::release_as_death).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`unlock`](Self::unlock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// m.lock()?.recover_with(|_| {}).release_as_death("the job failed half-way")?;
+    /// assert!(m.lock()?.owner_died());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        crate::outcome::release_sync_as_death(self, why)
+    }
+
     /// The release of [`unlock`](Self::unlock).
     fn release(&self) -> Result<(), LockError> {
         // SAFETY: a BareGuard exists only while its (not Send) thread holds
@@ -542,6 +562,28 @@ impl<'a> BareGuard<'a> {
     /// ```
     pub fn mutex(&self) -> &BareMutex {
         self.mutex
+    }
+}
+
+impl Recovery<BareGuard<'_>> {
+    /// Releases the lock as another death, still not consistent: the next
+    /// taker gets `OwnerDied` again. See
+    /// [`Recovery::<Guard>::release_as_death`](crate::Recovery::release_as_death).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`BareGuard::release_as_death`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// if let robust_mutex::Acquired::OwnerDied(r) = m.lock()? {
+    ///     r.release_as_death("the repair failed")?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        self.release_sync_as_death(why)
     }
 }
 

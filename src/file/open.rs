@@ -253,7 +253,15 @@ fn inspect(cx: &Ctx<'_>, fd: OwnedFd, writable: bool) -> Result<Step, Error> {
             return Ok(Step::Retry);
         }
     }
-    let check = if spec.any_value { None } else { Some(want) };
+    let check = if spec.any_value {
+        None
+    } else if spec.any_align {
+        // Raw bytes: only the size must match (the file's alignment is
+        // whatever its creator's type had).
+        layout::DataLayout::new(want.size as usize, header.data_align as usize).or(Some(want))
+    } else {
+        Some(want)
+    };
     layout::validate_versions(
         &header,
         st.size,

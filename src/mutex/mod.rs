@@ -8,6 +8,7 @@ mod open;
 
 #[cfg(feature = "async")]
 pub use lock_async::{AsyncGuard, LockFuture};
+pub use open::BYTES_ALIGN;
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, LockError};
@@ -111,6 +112,11 @@ impl<T: Pod> SharedMutex<T> {
 
     pub(crate) fn data_offset(&self) -> u64 {
         self.layout.offset
+    }
+
+    /// The length of the value in the file, in bytes.
+    pub(crate) fn value_len(&self) -> usize {
+        self.layout.size as usize
     }
 
     #[inline]
@@ -454,12 +460,74 @@ impl<'a, T: Pod> Guard<'a, T> {
         this.release()
     }
 
+    /// Releases the lock as this holder's death, as dropping the guard
+    /// during a panic does: the next locker, in any process, gets
+    /// [`Acquired::OwnerDied`], so an update left half-done is never passed
+    /// on as clean. For failures that are not panics: an error the holder
+    /// cannot undo, or a binding's exception (the Python package's
+    /// with-block). `why` starts the log line.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] when the lock word no longer names this
+    /// thread (as [`unlock`](Self::unlock)); then nothing is released.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{Acquired, SharedMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// let mut g = m.lock_or_recover(|v| *v = 0)?;
+    /// *g = 1; // half-way through an update that cannot be finished
+    /// g.release_as_death("the update failed half-way")?;
+    /// assert!(matches!(m.lock()?, Acquired::OwnerDied(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        crate::outcome::release_sync_as_death(self, why)
+    }
+
     /// The release of [`unlock`](Self::unlock).
     fn release(&self) -> Result<(), LockError> {
         // SAFETY: a Guard exists only while its (not Send) thread holds the
         // lock, taken through this mapping's raw lock (`release` checks the
         // lock word says so too).
         unsafe { self.map.raw().release(|| self.mutex.name()) }
+    }
+
+    /// The value's bytes as they lie in the file: `T`'s, or for a handle
+    /// made by [`SharedMutex::open_bytes`] (or `open_lock_only`), the
+    /// file's whole value.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u32>::open(dir.path().join("m"))?;
+    /// let mut g = m.lock_or_recover(|_| {})?;
+    /// *g = 7;
+    /// assert_eq!(g.bytes(), 7u32.to_ne_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: as for `deref`: we hold the lock, and the mapping holds
+        // the file's value (`layout.size` bytes at its offset) while the
+        // handle lives; any byte pattern is a valid `u8`.
+        unsafe { std::slice::from_raw_parts(self.data().cast::<u8>(), self.mutex.value_len()) }
+    }
+
+    /// The value's bytes, writable; see [`bytes`](Self::bytes).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::open_bytes(dir.path().join("m"), 4)?;
+    /// let mut g = m.lock_or_recover(|()| {})?;
+    /// g.bytes_mut().copy_from_slice(b"abcd");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`, and `&mut self` makes this the only
+        // reference in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.data().cast::<u8>(), self.mutex.value_len()) }
     }
 
     /// The mutex this guard locks.
@@ -522,6 +590,47 @@ impl<T: Pod> Drop for Guard<'_, T> {
 }
 
 impl<T: Pod> Recovery<Guard<'_, T>> {
+    /// Releases the lock as another death, still not consistent: the next
+    /// locker gets [`Acquired::OwnerDied`] again and may repair (where
+    /// dropping a `Recovery` makes the lock not recoverable). See
+    /// [`Guard::release_as_death`].
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`Guard::release_as_death`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::<u64>::open(dir.path().join("m"))?;
+    /// if let robust_mutex::Acquired::OwnerDied(r) = m.lock()? {
+    ///     r.release_as_death("the repair failed")?; // the next locker tries
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        self.release_sync_as_death(why)
+    }
+
+    /// The value's bytes, writable, for the repair; see [`Guard::bytes`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::SharedMutex::open_bytes(dir.path().join("m"), 8)?;
+    /// if let robust_mutex::Acquired::OwnerDied(mut r) = m.lock()? {
+    ///     r.bytes_mut().fill(0);
+    ///     r.mark_consistent();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let g = self.guard();
+        // SAFETY: as for `Guard::bytes_mut`: this thread holds the lock (a
+        // Recovery's contract) and `&mut self` makes this the only
+        // reference in this process.
+        unsafe { std::slice::from_raw_parts_mut(g.data().cast::<u8>(), g.mutex.value_len()) }
+    }
+
     /// Sets the label of the owner record while recovering; see
     /// [`Guard::set_label`].
     ///

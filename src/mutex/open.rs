@@ -71,11 +71,11 @@ impl<T: Pod> SharedMutex<T> {
         Self::open_spec(path.as_ref(), opts, Spec::new(LockKind::Mutex, layout))
     }
 
-    /// Opens a file of `spec`'s kind; with `spec.any_value`, the value's
-    /// layout is the file's.
+    /// Opens a file of `spec`'s kind; with `spec.any_value` or
+    /// `spec.any_align`, the value's layout is the file's.
     pub(crate) fn open_spec(path: &Path, opts: &OpenOptions, spec: Spec) -> Result<Self, Error> {
         let opened = file::open(path, opts, &spec)?;
-        let layout = if spec.any_value {
+        let layout = if spec.any_value || spec.any_align {
             opened.header.data_layout()
         } else {
             spec.layout
@@ -125,6 +125,44 @@ impl<T: Pod> SharedMutex<T> {
     }
 }
 
+/// The alignment a file made by [`SharedMutex::open_bytes`] gives its value.
+pub const BYTES_ALIGN: usize = 8;
+
+impl SharedMutex<()> {
+    /// Opens the mutex file at `path` whose value is `len` raw bytes,
+    /// creating it (mode 0600, zeroed bytes aligned to [`BYTES_ALIGN`]) if it
+    /// does not exist. For values whose size is known only at run time, and
+    /// for bindings (the Python package's `SharedMutex(path, size)`): read
+    /// and write the value with [`Guard::bytes`](crate::Guard::bytes) and [`Guard::bytes_mut`](crate::Guard::bytes_mut).
+    /// Same as `OpenOptions::new().create(true).open_bytes(path, len)`.
+    ///
+    /// An existing file must hold a value of exactly `len` bytes, at any
+    /// alignment, so a file a typed `SharedMutex<[u64; 2]>` made is opened by
+    /// `open_bytes(path, 16)`; a file made here is opened by a typed handle
+    /// whose `T` is `len` bytes aligned to [`BYTES_ALIGN`].
+    ///
+    /// # Errors
+    /// As [`OpenOptions::open`]; [`Error::TypeMismatch`] when the file's
+    /// value is not `len` bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use robust_mutex::{Acquired, SharedMutex};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// let m = SharedMutex::open_bytes(&path, 16)?;
+    /// let Acquired::Clean(mut g) = m.lock()? else { unreachable!() };
+    /// g.bytes_mut()[..5].copy_from_slice(b"hello");
+    /// drop(g);
+    /// let typed = SharedMutex::<[u64; 2]>::open(&path)?;
+    /// assert_eq!(&bytemuck::bytes_of(&*typed.lock_or_recover(|_| {})?)[..5], b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_bytes(path: impl AsRef<Path>, len: usize) -> Result<Self, Error> {
+        OpenOptions::new().create(true).open_bytes(path, len)
+    }
+}
+
 /// The shorthands for opening a [`SharedMutex`] from the builder.
 impl OpenOptions {
     /// Opens (or creates, as configured) the mutex file at `path`, holding a `T`.
@@ -157,5 +195,31 @@ impl OpenOptions {
     /// ```
     pub fn open_lock_only(&self, path: impl AsRef<Path>) -> Result<SharedMutex<()>, Error> {
         SharedMutex::open_spec(path.as_ref(), self, Spec::any_value(LockKind::Mutex))
+    }
+
+    /// Opens (or creates, as configured) a mutex file whose value is `len`
+    /// raw bytes: see [`SharedMutex::open_bytes`].
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); [`Error::TypeMismatch`] when the file's
+    /// value is not `len` bytes; [`Error::UnsupportedType`] if `len` is too
+    /// large to lay out.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("m");
+    /// let m = robust_mutex::OpenOptions::new().create(true).mode(0o660).open_bytes(&path, 64)?;
+    /// assert_eq!(m.lock_or_recover(|()| {})?.bytes().len(), 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_bytes(&self, path: impl AsRef<Path>, len: usize) -> Result<SharedMutex<()>, Error> {
+        let layout = DataLayout::new(len, BYTES_ALIGN)
+            .ok_or(Error::UnsupportedType { align: BYTES_ALIGN })?;
+        let spec = Spec {
+            any_align: true,
+            ..Spec::new(LockKind::Mutex, layout)
+        };
+        SharedMutex::open_spec(path.as_ref(), self, spec)
     }
 }

@@ -224,9 +224,10 @@ impl RawMutex<'_> {
         }
     }
 
-    /// Releases the lock the calling thread holds for an async task as a
-    /// death (`crate::holder`): the task panicked holding it, or a
-    /// recovery was taken for a future dropped before it could see it.
+    /// Releases the lock the calling thread holds as a death: a guard given
+    /// up by its holder (`release_as_death`), or one held for an async task
+    /// (`crate::holder`) whose task panicked holding it, or a recovery
+    /// taken for a future dropped before it could see it.
     /// A lock word that no longer names the caller is reported as by
     /// [`Self::release`].
     ///
@@ -235,7 +236,6 @@ impl RawMutex<'_> {
     ///
     /// # Safety
     /// As [`Self::release`].
-    #[cfg(feature = "async")]
     pub(crate) unsafe fn release_as_death(
         &self,
         name: Name<'_>,
@@ -249,7 +249,6 @@ impl RawMutex<'_> {
     ///
     /// # Safety
     /// As [`Self::release`].
-    #[cfg(feature = "async")]
     unsafe fn release_as_death_counted(
         &self,
         name: Name<'_>,

@@ -83,6 +83,26 @@ impl<'a> PermitGuard<'a> {
         this.release()
     }
 
+    /// Releases the permit as this holder's death, as dropping the guard
+    /// during a panic does: its next taker, in any process, gets
+    /// [`Acquired::OwnerDied`](crate::Acquired::OwnerDied). See
+    /// [`Guard::release_as_death`](crate::Guard::release_as_death).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`unlock`](Self::unlock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
+    /// sem.acquire()?.recover_with(|_| {}).release_as_death("the job failed half-way")?;
+    /// assert!(sem.acquire()?.owner_died());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        crate::outcome::release_sync_as_death(self, why)
+    }
+
     /// The release of [`unlock`](Self::unlock).
     fn release(&self) -> Result<(), LockError> {
         // SAFETY: a PermitGuard exists only while its (not Send) thread
@@ -164,6 +184,26 @@ impl Drop for PermitGuard<'_> {
 }
 
 impl Recovery<PermitGuard<'_>> {
+    /// Releases the permit as another death, still not consistent: the next
+    /// taker gets `OwnerDied` again. See
+    /// [`Recovery::<Guard>::release_as_death`](crate::Recovery::release_as_death).
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as [`PermitGuard::release_as_death`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let sem = robust_mutex::SharedSemaphore::open(dir.path().join("s"), 1)?;
+    /// if let robust_mutex::Acquired::OwnerDied(r) = sem.acquire()? {
+    ///     r.release_as_death("the repair failed")?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release_as_death(self, why: &str) -> Result<(), LockError> {
+        self.release_sync_as_death(why)
+    }
+
     /// Sets the label of this permit's owner record while recovering; see
     /// [`PermitGuard::set_label`].
     ///

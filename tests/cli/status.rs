@@ -108,6 +108,82 @@ fn status_shows_a_semaphore_and_a_bare_file() {
     assert!(text.contains("bare"), "{text}");
 }
 
+/// `robust_mutex::status_json` is what `status --json` prints, without the
+/// newline: for an unlocked mutex, one held by another process, a held
+/// semaphore, an unlocked and a held bare file, and a file being created
+/// (exit 75, the same object). Only the holders' `held_for_secs` differ
+/// (each is measured at its own call).
+#[test]
+fn the_library_prints_what_status_json_prints() {
+    let (dir, path) = temp_path("l");
+    assert_eq!(cli(&["create", p(&path)]).status.code(), Some(0));
+    same_json(&path, 0);
+    let h = Holder::start(&path, &["--label", "L"]);
+    let v = same_json(&path, 1);
+    assert_eq!(
+        (&v["owner"]["pid"], &v["owner"]["alive"]),
+        (&h.pid().into(), &true.into())
+    );
+
+    let sem = dir.path().join("sem");
+    let s = robust_mutex::SharedSemaphore::open(&sem, 3).unwrap();
+    let (_a, _b) = (s.acquire().unwrap(), s.acquire().unwrap());
+    let v = same_json(&sem, 1);
+    assert_eq!(
+        v["permits"]["holders"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+
+    let bare = dir.path().join("bare");
+    let b = robust_mutex::BareMutex::open(&bare).unwrap();
+    assert_eq!(same_json(&bare, 0)["file"]["kind"], "bare");
+    let g = b.lock().unwrap();
+    assert_eq!(same_json(&bare, 1)["state"], "locked");
+    drop(g);
+
+    let left = dir.path().join("left");
+    abandoned_creation(&left);
+    assert_eq!(same_json(&left, 75)["state"], "being-created");
+}
+
+/// The library's JSON for `path`, after checking that `status --json`
+/// prints the same line and exits with `code`: byte for byte when nobody
+/// holds it, else but for each holder's `held_for_secs`.
+fn same_json(path: &Path, code: i32) -> serde_json::Value {
+    let line = robust_mutex::status_json(path).unwrap();
+    let o = cli(&["status", "--json", p(path)]);
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(!line.contains('\n'), "one line, no newline: {line:?}");
+    if !line.contains("held_for_secs") {
+        assert_eq!(printed, format!("{line}\n"));
+    }
+    let whole: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let mut lib = whole.clone();
+    let mut printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    for v in [&mut lib, &mut printed] {
+        take_held_for(&mut v["owner"]);
+        if let Some(h) = v["permits"]["holders"].as_array_mut() {
+            h.iter_mut().for_each(take_held_for);
+        }
+    }
+    assert_eq!(lib, printed, "{}", p(path));
+    whole
+}
+
+/// Removes a holder's `held_for_secs` (a number, at least 0); nothing for
+/// no holder (null).
+fn take_held_for(o: &mut serde_json::Value) {
+    if let Some(o) = o.as_object_mut() {
+        let held = o.remove("held_for_secs");
+        assert!(
+            held.and_then(|h| h.as_f64()).is_some_and(|h| h >= 0.0),
+            "{o:?}"
+        );
+    }
+}
+
 /// A monitoring account with read permission only: a root-owned 0644 file,
 /// held by a root `run`, looked at by uid 65534.
 #[test]

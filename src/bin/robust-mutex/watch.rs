@@ -5,7 +5,8 @@
 
 use crate::cli::WatchArgs;
 use crate::exit::{Op, code, fail};
-use crate::format::{emit, label_suffix, path_text, rfc3339, warn};
+use crate::format::{emit, label_suffix, path_text, warn};
+use robust_mutex::report::rfc3339;
 use robust_mutex::{Error, Inspected, Inspection, LockState};
 use std::io;
 use std::path::Path;

@@ -1,0 +1,198 @@
+//! The part of a Python guard object that is the same for every kind: the
+//! held lock, bound to the thread (and process) that took it, and how it is
+//! let go.
+
+use crate::errors;
+use crate::held::{Hold, Taken};
+use pyo3::prelude::*;
+use robust_mutex::OwnerInfo;
+use send_wrapper::SendWrapper;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+/// Bumped in every fork child (`os.register_at_fork`), so that a guard
+/// inherited through fork is told from the child's own.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// `os.register_at_fork(after_in_child=...)`: this process is a new fork child.
+#[pyfunction]
+pub(crate) fn _forked() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A dead or earlier holder, as its owner record names it.
+#[pyclass(frozen, module = "robust_mutex._native", name = "Owner")]
+#[derive(Debug)]
+pub(crate) struct PyOwner {
+    /// Process id (in the holder's PID namespace).
+    #[pyo3(get)]
+    pid: u32,
+    /// Thread id (the thread's `threading.get_native_id()`).
+    #[pyo3(get)]
+    tid: u32,
+    /// The label it set (`set_label`), or "".
+    #[pyo3(get)]
+    label: String,
+    /// When it took the lock, in seconds since the Unix epoch.
+    #[pyo3(get)]
+    acquired_at: f64,
+}
+
+#[pymethods]
+impl PyOwner {
+    fn __repr__(&self) -> String {
+        format!(
+            "Owner(pid={}, tid={}, label={:?})",
+            self.pid, self.tid, self.label
+        )
+    }
+}
+
+impl From<&OwnerInfo> for PyOwner {
+    fn from(o: &OwnerInfo) -> Self {
+        PyOwner {
+            pid: o.pid,
+            tid: o.tid,
+            label: o.label.clone(),
+            acquired_at: o
+                .acquired_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// How a guard lets go.
+#[derive(Debug)]
+pub(crate) enum Release<'a> {
+    /// Unlock (a recovery not marked consistent: not recoverable).
+    Clean,
+    /// As a death, `why` in the log.
+    Death(&'a str),
+}
+
+/// A held lock in a Python object.
+#[derive(Debug)]
+pub(crate) struct Holder<H: Hold> {
+    /// `None` once released. Only the taking thread may touch the guard.
+    cell: Mutex<Option<SendWrapper<H>>>,
+    /// How it was taken (fixed for the guard's life).
+    owner_died: bool,
+    previous: Option<OwnerInfo>,
+    /// The fork generation it was taken in.
+    generation: u64,
+}
+
+impl<H: Hold> Holder<H> {
+    /// A holder of `held`, just taken by the calling thread.
+    pub(crate) fn new(held: H) -> Self {
+        let Taken {
+            owner_died,
+            previous,
+        } = held.taken();
+        Holder {
+            cell: Mutex::new(Some(SendWrapper::new(held))),
+            owner_died,
+            previous,
+            generation: FORK_GENERATION.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cell(&self) -> std::sync::MutexGuard<'_, Option<SendWrapper<H>>> {
+        self.cell.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the guard came through a fork (it is the parent's).
+    fn inherited(&self) -> bool {
+        self.generation != FORK_GENERATION.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    pub(crate) fn previous_owner(&self) -> Option<PyOwner> {
+        self.previous.as_ref().map(PyOwner::from)
+    }
+
+    /// Whether the calling thread took it (in this process) and it is not
+    /// released.
+    pub(crate) fn is_mine(&self) -> bool {
+        !self.inherited() && self.cell().as_ref().is_some_and(|h| h.valid() && h.held())
+    }
+
+    /// Whether it still holds the lock (for this process).
+    pub(crate) fn held(&self) -> bool {
+        !self.inherited() && self.cell().as_ref().is_some_and(|h| h.held())
+    }
+
+    /// Runs `f` on the held lock, from its thread only.
+    pub(crate) fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut H) -> R) -> PyResult<R> {
+        let mut cell = self.cell();
+        match cell.as_mut() {
+            Some(h) if !self.inherited() && h.valid() => Ok(f(h)),
+            Some(_) if !self.inherited() => Err(errors::other_thread(py)),
+            _ => Err(errors::released()),
+        }
+    }
+
+    pub(crate) fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |h| h.consistent())
+    }
+
+    pub(crate) fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |h| h.mark_consistent())
+    }
+
+    pub(crate) fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
+        self.with(py, |h| h.set_label(label))?
+            .map(|_| ())
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+    }
+
+    /// Lets go of the lock. From another thread: NotOwner, the lock still
+    /// held. Already released: RuntimeError. Inherited through fork: does
+    /// nothing (the lock is the parent's).
+    pub(crate) fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
+        let mut cell = self.cell();
+        let Some(h) = cell.as_mut() else {
+            return Err(errors::released());
+        };
+        if self.inherited() {
+            // The parent's guard: never touched here (its memory is the
+            // parent's copy), and never dropped.
+            std::mem::forget(cell.take());
+            return Ok(());
+        }
+        if !h.valid() {
+            return Err(errors::other_thread(py));
+        }
+        let r = match how {
+            Release::Clean => h.release(),
+            Release::Death(why) => h.release_as_death(why),
+        };
+        // The guard is out of the cell: dropping the cell drops the handle.
+        cell.take();
+        drop(cell);
+        crate::log::flush(py);
+        r.map_err(|e| errors::lock_error(py, e))
+    }
+}
+
+impl<H: Hold> Drop for Holder<H> {
+    /// A guard object collected while it holds the lock: released cleanly
+    /// by its thread; from another thread (the taker exited, and the kernel
+    /// released the lock as a death) or after a fork, left alone.
+    fn drop(&mut self) {
+        let inherited = self.inherited();
+        let cell = self.cell.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut h) = cell.take() {
+            if !inherited && h.valid() {
+                let _ = h.release();
+            } else {
+                std::mem::forget(h);
+            }
+        }
+    }
+}
