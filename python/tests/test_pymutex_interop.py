@@ -28,7 +28,8 @@ SIDES = [
         ),
     ),
 ]
-COUNT = 3000
+#: Per side: enough for two unlocked sides to lose updates (they did, here).
+COUNT = 10_000
 
 
 @pytest.fixture
