@@ -153,12 +153,21 @@ def test_a_blocking_lock_waits_until_the_holder_releases(path, bare_waiter, form
 
 
 @pytest.mark.parametrize("form", [{}, {"blocking": False}, {"timeout": 30}])
-def test_a_killed_holder_calls_the_callback_once_then_locks_are_clean(path, kids, form, recovery):
+def test_a_killed_holder_calls_the_callback_once_then_locks_are_clean(
+    path, kids, form, recovery, in_thread
+):
     cb = recovery(True)
-    m = pymutex.SharedMutex(path, cb)
+    other = pymutex.SharedMutex(path, recovery())
+    held_in_cb = []
+
+    def repair():  # runs holding the lock: another instance cannot take it
+        held_in_cb.append(in_thread(lambda: other.lock(blocking=False)) is False)
+        return cb()
+
+    m = pymutex.SharedMutex(path, repair)
     killed_holder(kids, path)
     assert m.lock(**form) is True
-    assert cb.calls == 1
+    assert (cb.calls, held_in_cb) == (1, [True])
     assert m.owns_lock
     m.unlock()
     assert m.lock() is True
