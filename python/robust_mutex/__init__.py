@@ -20,6 +20,7 @@ Log records go to Python's ``logging``, logger ``robust_mutex``.
 
 import atexit as _atexit
 import ctypes as _ctypes
+import os as _os
 
 from ._errors import (
     Deadlock,
@@ -44,6 +45,7 @@ from ._native import (
     remove,
     reset,
     _flush_log,
+    _forked,
     _set_view_factory,
 )
 
@@ -82,3 +84,6 @@ def _view(address, size, owner):
 
 _set_view_factory(_view)
 _atexit.register(_flush_log)
+# A guard inherited through fork is the parent's: the child's exit of its
+# block must not touch the lock.
+_os.register_at_fork(after_in_child=_forked)

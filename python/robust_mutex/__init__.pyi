@@ -55,6 +55,10 @@ class InvalidFile(Error, ValueError):
     corrupt, truncated, another format version or ABI, another value size or
     permit count, ...). The file is left untouched."""
 
+class Refused(Error):
+    """reset() or remove() refused: the lock is in use or healthy (use
+    force=True), or the file belongs to another user."""
+
 # ---------------------------------------------------------------- records
 
 class Owner:

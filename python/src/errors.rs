@@ -75,9 +75,7 @@ pub(crate) fn file_error(py: Python<'_>, e: Error) -> PyErr {
         | Error::ResetChangesOwner { path, .. } => os(libc::EACCES, path),
         Error::NoSpace { path, .. } => os(libc::ENOSPC, path),
         Error::ReadOnlyFilesystem { path, .. } => os(libc::EROFS, path),
-        Error::Io { path, source, .. } => {
-            os(source.raw_os_error().unwrap_or(libc::EIO), path)
-        }
+        Error::Io { path, source, .. } => os(source.raw_os_error().unwrap_or(libc::EIO), path),
         Error::InitTimeout { .. } | Error::FlockHeld { .. } => {
             ours(py, "TimedOut", (libc::ETIMEDOUT, msg))
         }
@@ -87,6 +85,19 @@ pub(crate) fn file_error(py: Python<'_>, e: Error) -> PyErr {
         | Error::RemoveRefused { .. }
         | Error::ConversionRefused { .. } => ours(py, "Refused", (msg,)),
         Error::InvalidOptions { .. } | Error::InvalidMode { .. } => PyValueError::new_err(msg),
+        Error::TypeMismatch {
+            path,
+            file_size,
+            size,
+            ..
+        } => ours(
+            py,
+            "InvalidFile",
+            (format!(
+                "open {}: the file holds a value of {file_size} bytes, not size={size} (left untouched)",
+                path.display()
+            ),),
+        ),
         _ => ours(py, "InvalidFile", (msg,)),
     }
 }

@@ -25,7 +25,11 @@ pub(crate) fn inspect(py: Python<'_>, path: PathBuf) -> PyResult<Py<PyAny>> {
 /// Replaces a broken lock file with a fresh one, keeping its value.
 #[pyfunction]
 #[pyo3(signature = (path, force = false))]
-pub(crate) fn reset<'py>(py: Python<'py>, path: PathBuf, force: bool) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn reset<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    force: bool,
+) -> PyResult<Bound<'py, PyDict>> {
     let r = py.detach(|| ResetOptions::new().force(force).reset(&path));
     crate::log::flush(py);
     let o = r.map_err(|e| errors::file_error(py, e))?;

@@ -78,7 +78,8 @@ impl PySharedMutex {
             },
             |token, left| {
                 HeldMutex::try_new(m.clone(), |m| {
-                    m.lock_cancellable(token, left).map(|a| Some(State::from(a)))
+                    m.lock_cancellable(token, left)
+                        .map(|a| Some(State::from(a)))
                 })
                 .map(SendWrapper::new)
             },
@@ -112,7 +113,14 @@ impl PySharedMutex {
             py,
             [
                 cls.into_any(),
-                PyTuple::new(py, [self.path().into_pyobject(py)?.into_any(), self.size.into_pyobject(py)?.into_any()])?.into_any(),
+                PyTuple::new(
+                    py,
+                    [
+                        self.path().into_pyobject(py)?.into_any(),
+                        self.size.into_pyobject(py)?.into_any(),
+                    ],
+                )?
+                .into_any(),
             ],
         )
     }
@@ -192,9 +200,9 @@ impl PyGuard {
         if let Some(v) = view.as_ref() {
             return Ok(v.clone_ref(py));
         }
-        let factory = VIEW_FACTORY
-            .get(py)
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised"))?;
+        let factory = VIEW_FACTORY.get(py).ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised")
+        })?;
         let (address, len) = this.region;
         let v = factory.call1(py, (address, len, slf.clone()))?;
         *view = Some(v.clone_ref(py));

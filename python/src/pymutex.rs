@@ -17,7 +17,12 @@ const INVALID_STATE: &str =
 
 /// pymutex's `SharedMutex`: one instance may be shared by threads; the
 /// thread that locks it unlocks it.
-#[pyclass(frozen, subclass, module = "robust_mutex._native", name = "PymutexSharedMutex")]
+#[pyclass(
+    frozen,
+    subclass,
+    module = "robust_mutex._native",
+    name = "PymutexSharedMutex"
+)]
 #[derive(Debug)]
 pub(crate) struct PyPymutex {
     inner: Arc<BareMutex>,
@@ -36,7 +41,11 @@ impl PyPymutex {
 impl PyPymutex {
     #[new]
     #[pyo3(signature = (mutex_file, recover_shared_state_cb))]
-    fn new(py: Python<'_>, mutex_file: PathBuf, recover_shared_state_cb: Py<PyAny>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        mutex_file: PathBuf,
+        recover_shared_state_cb: Py<PyAny>,
+    ) -> PyResult<Self> {
         crate::log::refresh_level(py);
         let r = py.detach(|| BareMutex::open(&mutex_file));
         crate::log::flush(py);
@@ -71,7 +80,8 @@ impl PyPymutex {
             };
             wait::acquire(py, limit, try_once, |token, left| {
                 HeldBare::try_new(m.clone(), |m| {
-                    m.lock_cancellable(token, left).map(|a| Some(State::from(a)))
+                    m.lock_cancellable(token, left)
+                        .map(|a| Some(State::from(a)))
                 })
                 .map(SendWrapper::new)
             })?
