@@ -183,13 +183,6 @@ class LeaveBlock(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract mismatch (py-core 78c0757): robust_mutex/__init__.py never calls "
-    "os.register_at_fork(after_in_child=_native._forked), so a guard inherited through "
-    "fork is taken for the child's own and leaving its block raises NotOwner (the lock "
-    "itself is untouched); with that call these pass",
-)
 @pytest.mark.parametrize("how", ["cleanly", "by-exception"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_child_leaving_a_block_held_at_fork_leaves_the_parent_s_lock(
