@@ -270,11 +270,14 @@ def test_configure_default_logging_adds_a_handler_and_an_owner_death_warns(
             lg.setLevel(level)
 
 
-def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(path, kids, asleep, recovery):
+@pytest.mark.parametrize("timeout", ["0", "600"])
+def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(
+    path, kids, asleep, recovery, timeout
+):
     cb = recovery(True)
     m = pymutex.SharedMutex(path, cb)
     assert m.lock()
-    k = dropin(kids, "interrupt", path)
+    k = dropin(kids, "interrupt", path, timeout)
     tid = int(k.line().split()[1])
     asleep(k.pid, tid)
     os.kill(k.pid, signal.SIGINT)

@@ -17,9 +17,10 @@ is what a drop-in means. Lines printed, as the peer prints them:
                     "ready"; after a stdin line, N times: lock(), +1 on the
                     u64 in the file COUNTER (read, then write), unlock();
                     "done"
-  interrupt PATH    "tid N"; a blocking lock() that Ctrl-C interrupts:
-                    "interrupted owns=B"; after a stdin line, lock():
-                    "locked", unlock()
+  interrupt PATH [TIMEOUT]
+                    "tid N"; a blocking lock(timeout=TIMEOUT) that Ctrl-C
+                    interrupts: "interrupted owns=B"; after a stdin line,
+                    lock(): "locked", unlock()
 
 The recovery callback prints "recovered" (with --refuse also "refused", and
 returns False). InvalidSharedState prints "not-recoverable" (unless the
@@ -106,7 +107,7 @@ def main():
         elif cmd == "interrupt":
             say("tid %d" % threading.get_native_id())
             try:
-                m.lock()
+                m.lock(timeout=float(sys.argv[4]) if len(sys.argv) > 4 else 0)
                 say("locked?!")
             except KeyboardInterrupt:
                 say("interrupted owns=%s" % m.owns_lock)
