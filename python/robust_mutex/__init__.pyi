@@ -9,9 +9,10 @@ process is told so (`owner_died`) and repairs the shared state before
 
 import os
 from types import TracebackType
-from typing import Any, Dict, Optional, Type, Union
+from typing import Any, Dict, Optional, Type, TypeVar, Union
 
 _Path = Union[str, "os.PathLike[str]"]
+_H = TypeVar("_H", bound="_Held")
 
 __version__: str
 
@@ -76,48 +77,53 @@ class Owner:
 
 # ---------------------------------------------------------------- mutex
 
-class Guard:
-    """A held SharedMutex. Use it as a context manager (what lock() returns).
+class _Held:
+    """A held lock (the base of Guard and Permit): a context manager.
 
-    Leaving the with-block releases the lock. An exception escaping the block
-    releases it as a death: the next locker, in any process, gets
+    Leaving the with-block releases it. An exception escaping the block
+    releases it as a death: the next taker, in any process, gets
     owner_died=True. A guard dropped without leaving a block releases it
-    cleanly, as unlock() does. A guard is the locking thread's: another
-    thread cannot release it (NotOwner)."""
+    cleanly. A guard is the taking thread's: another thread cannot use or
+    release it (NotOwner)."""
 
     @property
     def owner_died(self) -> bool:
-        """The previous holder died holding the lock: repair the value, then
+        """The previous holder died holding it: repair, then
         mark_consistent(). Stays True for the life of the guard."""
     @property
     def previous_owner(self) -> Optional[Owner]:
         """The dead holder's record (None if clean, or unknown)."""
     @property
-    def value(self) -> memoryview:
-        """The `size` bytes beside the lock, writable, format 'B'. Valid only
-        while the lock is held: released when the guard is."""
-    @property
     def consistent(self) -> bool:
         """False while an owner death is not yet marked consistent."""
     @property
     def held(self) -> bool:
-        """Whether this guard still holds the lock."""
+        """Whether this guard still holds it."""
     def mark_consistent(self) -> None:
         """Declares the state repaired. Without it, leaving the block makes
         the lock not recoverable for everybody. No-op if already consistent."""
     def set_label(self, label: str) -> None:
         """A label (at most 88 bytes of UTF-8) in the owner record, shown by
         status() and to a recovering successor. ValueError if too long."""
-    def unlock(self) -> None:
-        """Releases the lock now (cleanly). NotOwner from another thread;
-        RuntimeError if already released."""
-    def __enter__(self) -> "Guard": ...
+    def __enter__(self: _H) -> _H: ...
     def __exit__(
         self,
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool: ...
+
+class Guard(_Held):
+    """A held SharedMutex (what lock() returns), with its value."""
+
+    @property
+    def value(self) -> memoryview:
+        """The `size` bytes beside the lock, writable, format 'B'. Valid only
+        while the lock is held: released when the guard is (a view derived
+        from it, such as a cast, cannot be revoked: do not keep one)."""
+    def unlock(self) -> None:
+        """Releases the lock now (cleanly). NotOwner from another thread;
+        RuntimeError if already released."""
 
 class SharedMutex:
     """A robust process-shared mutex in the file at `path`, with a value of
@@ -144,29 +150,14 @@ class SharedMutex:
 
 # ---------------------------------------------------------------- semaphore
 
-class Permit:
-    """One held permit of a Semaphore: a context manager, like Guard (no value)."""
+class Permit(_Held):
+    """One held permit of a Semaphore (what acquire() returns)."""
 
     @property
-    def slot(self) -> int: ...
-    @property
-    def owner_died(self) -> bool: ...
-    @property
-    def previous_owner(self) -> Optional[Owner]: ...
-    @property
-    def consistent(self) -> bool: ...
-    @property
-    def held(self) -> bool: ...
-    def mark_consistent(self) -> None: ...
-    def set_label(self, label: str) -> None: ...
-    def release(self) -> None: ...
-    def __enter__(self) -> "Permit": ...
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool: ...
+    def slot(self) -> int:
+        """The permit's slot in the file."""
+    def release(self) -> None:
+        """Gives the permit back now (cleanly)."""
 
 class Semaphore:
     """A robust counting semaphore of `permits` permits in the file at `path`:

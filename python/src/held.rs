@@ -48,8 +48,6 @@ pub(crate) struct Taken {
 pub(crate) trait Hold {
     /// How it was taken.
     fn taken(&self) -> Taken;
-    /// Still held through this object.
-    fn held(&self) -> bool;
     /// Not (or no longer) owner-dead.
     fn consistent(&self) -> bool;
     /// Marks a recovery consistent (nothing to do if it is).
@@ -74,10 +72,6 @@ macro_rules! hold_state {
                     owner_died: matches!(s, Some(State::Recovering(_))),
                     previous: s.and_then(State::previous_owner),
                 }
-            }
-
-            fn held(&self) -> bool {
-                self.borrow_dependent().is_some()
             }
 
             fn consistent(&self) -> bool {

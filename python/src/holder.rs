@@ -2,12 +2,11 @@
 //! held lock, bound to the thread (and process) that took it, and how it is
 //! let go.
 
+use crate::bound::ThreadBound;
 use crate::errors;
 use crate::held::{Hold, Taken};
 use pyo3::prelude::*;
 use robust_mutex::OwnerInfo;
-use send_wrapper::SendWrapper;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
@@ -76,7 +75,7 @@ pub(crate) enum Release<'a> {
 #[derive(Debug)]
 pub(crate) struct Holder<H: Hold> {
     /// `None` once released. Only the taking thread may touch the guard.
-    cell: Mutex<Option<SendWrapper<H>>>,
+    held: Option<ThreadBound<H>>,
     /// How it was taken (fixed for the guard's life).
     owner_died: bool,
     previous: Option<OwnerInfo>,
@@ -86,21 +85,20 @@ pub(crate) struct Holder<H: Hold> {
 
 impl<H: Hold> Holder<H> {
     /// A holder of `held`, just taken by the calling thread.
-    pub(crate) fn new(held: H) -> Self {
-        let Taken {
-            owner_died,
-            previous,
-        } = held.taken();
+    pub(crate) fn new(mut held: ThreadBound<H>) -> Self {
+        let (owner_died, previous) = match held.get_mut().map(|h| h.taken()) {
+            Some(Taken {
+                owner_died,
+                previous,
+            }) => (owner_died, previous),
+            None => (false, None),
+        };
         Holder {
-            cell: Mutex::new(Some(SendWrapper::new(held))),
+            held: Some(held),
             owner_died,
             previous,
             generation: FORK_GENERATION.load(Ordering::Relaxed),
         }
-    }
-
-    fn cell(&self) -> std::sync::MutexGuard<'_, Option<SendWrapper<H>>> {
-        self.cell.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the guard came through a fork (it is the parent's).
@@ -116,36 +114,38 @@ impl<H: Hold> Holder<H> {
         self.previous.as_ref().map(PyOwner::from)
     }
 
-    /// Whether the calling thread took it (in this process) and it is not
-    /// released.
-    pub(crate) fn is_mine(&self) -> bool {
-        !self.inherited() && self.cell().as_ref().is_some_and(|h| h.valid() && h.held())
+    /// Whether it still holds the lock (for this process; perhaps for
+    /// another of its threads).
+    pub(crate) fn held(&self) -> bool {
+        self.held.is_some() && !self.inherited()
     }
 
-    /// Whether it still holds the lock (for this process).
-    pub(crate) fn held(&self) -> bool {
-        !self.inherited() && self.cell().as_ref().is_some_and(|h| h.held())
+    /// Whether the calling thread holds the lock through it.
+    pub(crate) fn mine(&self) -> bool {
+        self.held.as_ref().is_some_and(ThreadBound::mine) && !self.inherited()
     }
 
     /// Runs `f` on the held lock, from its thread only.
-    pub(crate) fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut H) -> R) -> PyResult<R> {
-        let mut cell = self.cell();
-        match cell.as_mut() {
-            Some(h) if !self.inherited() && h.valid() => Ok(f(h)),
-            Some(_) if !self.inherited() => Err(errors::other_thread(py)),
-            _ => Err(errors::released()),
+    pub(crate) fn with<R>(&mut self, py: Python<'_>, f: impl FnOnce(&mut H) -> R) -> PyResult<R> {
+        if self.inherited() {
+            return Err(errors::released());
+        }
+        match self.held.as_mut().map(ThreadBound::get_mut) {
+            Some(Some(h)) => Ok(f(h)),
+            Some(None) => Err(errors::other_thread(py)),
+            None => Err(errors::released()),
         }
     }
 
-    pub(crate) fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
+    pub(crate) fn consistent(&mut self, py: Python<'_>) -> PyResult<bool> {
         self.with(py, |h| h.consistent())
     }
 
-    pub(crate) fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn mark_consistent(&mut self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |h| h.mark_consistent())
     }
 
-    pub(crate) fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
+    pub(crate) fn set_label(&mut self, py: Python<'_>, label: &str) -> PyResult<()> {
         self.with(py, |h| h.set_label(label))?
             .map(|_| ())
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
@@ -153,46 +153,40 @@ impl<H: Hold> Holder<H> {
 
     /// Lets go of the lock. From another thread: NotOwner, the lock still
     /// held. Already released: RuntimeError. Inherited through fork: does
-    /// nothing (the lock is the parent's).
-    pub(crate) fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        let mut cell = self.cell();
-        let Some(h) = cell.as_mut() else {
+    /// nothing (the lock is the parent's). The caller flushes the log
+    /// (`crate::log::flush`) once it holds no lock of its own.
+    pub(crate) fn release(&mut self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
+        let Some(bound) = self.held.take() else {
             return Err(errors::released());
         };
         if self.inherited() {
-            // The parent's guard: never touched here (its memory is the
-            // parent's copy), and never dropped.
-            std::mem::forget(cell.take());
+            // The parent's guard: never touched, never dropped here.
+            std::mem::forget(bound);
             return Ok(());
         }
-        if !h.valid() {
-            return Err(errors::other_thread(py));
-        }
+        let mut h = match bound.into_inner() {
+            Ok(h) => h,
+            Err(bound) => {
+                self.held = Some(bound);
+                return Err(errors::other_thread(py));
+            }
+        };
         let r = match how {
             Release::Clean => h.release(),
             Release::Death(why) => h.release_as_death(why),
         };
-        // The guard is out of the cell: dropping the cell drops the handle.
-        cell.take();
-        drop(cell);
-        crate::log::flush(py);
+        drop(h);
         r.map_err(|e| errors::lock_error(py, e))
     }
 }
 
 impl<H: Hold> Drop for Holder<H> {
-    /// A guard object collected while it holds the lock: released cleanly
-    /// by its thread; from another thread (the taker exited, and the kernel
-    /// released the lock as a death) or after a fork, left alone.
+    /// A guard object collected while it holds the lock: dropped (a clean
+    /// release) by its thread; from another thread (the taker exited, and
+    /// the kernel released the lock as a death) left alone, as after a fork.
     fn drop(&mut self) {
-        let inherited = self.inherited();
-        let cell = self.cell.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut h) = cell.take() {
-            if !inherited && h.valid() {
-                let _ = h.release();
-            } else {
-                std::mem::forget(h);
-            }
+        if self.inherited() {
+            std::mem::forget(self.held.take());
         }
     }
 }

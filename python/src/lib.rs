@@ -7,8 +7,10 @@
 //! the GIL released (`wait`), errors are mapped to exceptions (`errors`),
 //! log records go to Python's `logging` (`log`).
 
+mod bound;
 mod errors;
 mod files;
+mod guard;
 mod held;
 mod holder;
 mod log;
@@ -23,7 +25,9 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install(m.py());
     m.add_class::<mutex::PySharedMutex>()?;
+    m.add_class::<guard::PyHeld>()?;
     m.add_class::<mutex::PyGuard>()?;
+    m.add_class::<mutex::PyKeep>()?;
     m.add_class::<semaphore::PySemaphore>()?;
     m.add_class::<semaphore::PyPermit>()?;
     m.add_class::<holder::PyOwner>()?;

@@ -8,7 +8,7 @@
 //! is emitted by the next call into this package (every call that may log
 //! ends with [`flush`]) and at interpreter exit. The level is Python's
 //! (`logging.getLogger("robust_mutex").getEffectiveLevel()`), read at
-//! import, at every open and before every wait.
+//! import, at every open and at most once a second before a wait.
 
 use pyo3::prelude::*;
 use std::sync::Mutex;
@@ -81,6 +81,25 @@ pub(crate) fn refresh_level(py: Python<'_>) {
         _ => log::LevelFilter::Off,
     };
     log::set_max_level(filter);
+}
+
+/// When the level was last read (ms since the first read).
+static LAST_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`refresh_level`], at most once a second (a contended lock calls it
+/// before every wait; reading Python's level costs microseconds).
+pub(crate) fn refresh_level_now_and_then(py: Python<'_>) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1;
+    let last = LAST_READ.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1000 || last == 0 {
+        LAST_READ.store(now, Ordering::Relaxed);
+        refresh_level(py);
+    }
 }
 
 /// Emits the queued records to Python's `logging` (cheap when none).

@@ -1,17 +1,17 @@
 //! `SharedMutex` and its `Guard`: the crate's `SharedMutex::open_bytes`
 //! with the value as a memoryview.
 
+use crate::bound::ThreadBound;
 use crate::errors;
+use crate::guard::PyHeld;
 use crate::held::{HeldMutex, State};
-use crate::holder::{Holder, PyOwner, Release};
+use crate::holder::{Holder, Release};
 use crate::wait;
-use pyo3::gc::PyVisit;
+use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
-use pyo3::{PyTraverseError, PyTypeInfo};
 use robust_mutex::{OpenOptions, SharedMutex};
-use send_wrapper::SendWrapper;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +30,40 @@ pub(crate) fn _set_view_factory(py: Python<'_>, factory: Py<PyAny>) {
 pub(crate) struct PySharedMutex {
     inner: Arc<SharedMutex<()>>,
     size: usize,
+    /// A memoryview of the whole value in the current mapping, and its
+    /// address: each guard hands out a slice of it, released with the lock
+    /// (making a view costs microseconds; a view of a view, a tenth of that).
+    base: Mutex<Option<(usize, Py<PyAny>)>>,
+}
+
+/// What keeps a value's mapping alive for its memoryview: the handle's
+/// crate object, not the Python handle (no reference cycle).
+#[pyclass(frozen, module = "robust_mutex._native", name = "_Mapping")]
+#[derive(Debug)]
+pub(crate) struct PyKeep {
+    _mutex: Arc<SharedMutex<()>>,
+}
+
+impl PySharedMutex {
+    /// The memoryview of the value at `address` (`len` bytes), made once
+    /// per mapping.
+    fn base_view(&self, py: Python<'_>, address: usize, len: usize) -> PyResult<Py<PyAny>> {
+        if let Some((a, v)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if *a == address {
+                return Ok(v.clone_ref(py));
+            }
+        }
+        // Made with no lock of ours held: the factory runs Python code.
+        let factory = VIEW_FACTORY.get(py).ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised")
+        })?;
+        let keep = PyKeep {
+            _mutex: self.inner.clone(),
+        };
+        let v = factory.call1(py, (address, len, keep))?;
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Some((address, v.clone_ref(py)));
+        Ok(v)
+    }
 }
 
 #[pymethods]
@@ -49,6 +83,7 @@ impl PySharedMutex {
         Ok(PySharedMutex {
             inner: Arc::new(inner),
             size,
+            base: Mutex::new(None),
         })
     }
 
@@ -66,35 +101,37 @@ impl PySharedMutex {
 
     /// Blocks until acquired (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn lock(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyGuard> {
+    fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyGuard>> {
+        let py = slf.py();
         let limit = wait::timeout(timeout)?;
-        let m = &self.inner;
+        let m = &slf.get().inner;
         let held = wait::acquire_or_raise(
             py,
             limit,
             || {
                 HeldMutex::try_new(m.clone(), |m| m.try_lock().map(|a| Some(State::from(a))))
-                    .map(SendWrapper::new)
+                    .map(ThreadBound::new)
             },
             |token, left| {
                 HeldMutex::try_new(m.clone(), |m| {
                     m.lock_cancellable(token, left)
                         .map(|a| Some(State::from(a)))
                 })
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
             },
         )?;
-        Ok(PyGuard::new(held.take()))
+        PyGuard::new(slf, held)
     }
 
     /// Acquires without waiting, or raises WouldBlock.
-    fn try_lock(&self, py: Python<'_>) -> PyResult<PyGuard> {
-        let held = HeldMutex::try_new(self.inner.clone(), |m| {
+    fn try_lock(slf: &Bound<'_, Self>) -> PyResult<Py<PyGuard>> {
+        let py = slf.py();
+        let held = HeldMutex::try_new(slf.get().inner.clone(), |m| {
             m.try_lock().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(PyGuard::new)
-            .map_err(|e| errors::lock_error(py, e))
+        let held = held.map_err(|e| errors::lock_error(py, e))?;
+        PyGuard::new(slf, ThreadBound::new(held))
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -126,149 +163,56 @@ impl PySharedMutex {
     }
 }
 
-/// A held `SharedMutex`: a context manager.
-#[pyclass(frozen, module = "robust_mutex._native", name = "Guard")]
+/// A held `SharedMutex`: a context manager (`_Held`), with the value.
+#[pyclass(frozen, extends = PyHeld, module = "robust_mutex._native", name = "Guard")]
 #[derive(Debug)]
 pub(crate) struct PyGuard {
-    holder: Holder<HeldMutex>,
+    /// The handle (for its value's memoryview).
+    mutex: Py<PySharedMutex>,
     /// The value's address and length in the mapping.
     region: (usize, usize),
-    /// The memoryview handed out (released with the lock).
-    view: Mutex<Option<Py<PyAny>>>,
 }
 
 impl PyGuard {
-    fn new(mut held: HeldMutex) -> Self {
-        let region = held.value_region();
-        PyGuard {
-            holder: Holder::new(held),
-            region,
-            view: Mutex::new(None),
-        }
-    }
-
-    fn take_view(&self) -> Option<Py<PyAny>> {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    /// Lets go, after releasing the memoryview handed out.
-    fn release(&self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        // Only the holding thread may (`with` checks it).
-        self.holder.with(py, |_| ())?;
-        if let Some(v) = self.take_view() {
-            // A view someone exported further (numpy, a slice's buffer)
-            // refuses: it stays usable, unsafely, as documented.
-            let _ = v.call_method0(py, "release");
-        }
-        self.holder.release(py, how)
+    fn new(
+        mutex: &Bound<'_, PySharedMutex>,
+        mut held: ThreadBound<HeldMutex>,
+    ) -> PyResult<Py<PyGuard>> {
+        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
+        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held)))).add_subclass(
+            PyGuard {
+                mutex: mutex.clone().unbind(),
+                region,
+            },
+        );
+        Py::new(mutex.py(), init)
     }
 }
 
 #[pymethods]
 impl PyGuard {
-    /// The previous holder died holding the lock.
-    #[getter]
-    fn owner_died(&self) -> bool {
-        self.holder.owner_died()
-    }
-
-    /// The dead holder's record (None if clean, or unknown).
-    #[getter]
-    fn previous_owner(&self) -> Option<PyOwner> {
-        self.holder.previous_owner()
-    }
-
-    /// False while an owner death is not yet marked consistent.
-    #[getter]
-    fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.holder.consistent(py)
-    }
-
-    /// Whether this guard still holds the lock.
-    #[getter]
-    fn held(&self) -> bool {
-        self.holder.held()
-    }
-
     /// The value: a writable memoryview, valid while the lock is held.
     #[getter]
     fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        this.holder.with(py, |_| ())?;
-        let mut view = this.view.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = view.as_ref() {
+        let held = slf.as_super().get();
+        held.check(py)?;
+        if let Some(v) = held.view().as_ref() {
             return Ok(v.clone_ref(py));
         }
-        let factory = VIEW_FACTORY.get(py).ok_or_else(|| {
-            pyo3::exceptions::PyRuntimeError::new_err("robust_mutex is not initialised")
-        })?;
+        // Made with no lock of ours held: it runs Python code.
         let (address, len) = this.region;
-        let v = factory.call1(py, (address, len, slf.clone()))?;
-        *view = Some(v.clone_ref(py));
+        let base = this.mutex.get().base_view(py, address, len)?;
+        let v = pyo3::types::PyMemoryView::from(base.bind(py))?
+            .into_any()
+            .unbind();
+        *held.view() = Some(v.clone_ref(py));
         Ok(v)
     }
 
-    /// Declares the value repaired after an owner death.
-    fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.mark_consistent(py)
-    }
-
-    /// Sets the owner record's label (at most 88 bytes of UTF-8).
-    fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.holder.set_label(py, label)
-    }
-
     /// Releases the lock now.
-    fn unlock(&self, py: Python<'_>) -> PyResult<()> {
-        self.release(py, Release::Clean)
+    fn unlock(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.as_super().get().let_go(slf.py(), Release::Clean)
     }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Releases: cleanly, or as a death if an exception escaped the block.
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        exc: Option<Bound<'_, PyAny>>,
-        tb: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = tb;
-        if !self.holder.held() {
-            return Ok(false); // unlocked inside the block, or inherited through fork
-        }
-        match exc_type {
-            None => self.release(py, Release::Clean)?,
-            Some(_) => {
-                let why = exit_reason(exc.as_ref());
-                self.release(py, Release::Death(&why))?;
-            }
-        }
-        Ok(false)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(view) = self.view.try_lock() {
-            if let Some(v) = view.as_ref() {
-                visit.call(v)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        drop(self.take_view());
-    }
-}
-
-/// The log's reason for a with-block left by an exception.
-pub(crate) fn exit_reason(exc: Option<&Bound<'_, PyAny>>) -> String {
-    let what = exc
-        .and_then(|e| e.repr().ok())
-        .map_or_else(|| "an exception".to_owned(), |r| r.to_string());
-    format!("{what} escaped the with-block")
 }

@@ -1,13 +1,13 @@
 //! `robust_mutex.pymutex.SharedMutex`: pymutex's API over the crate's
 //! `BareMutex` (pymutex's own file format).
 
+use crate::bound::ThreadBound;
 use crate::errors;
 use crate::held::{HeldBare, State};
 use crate::holder::{Holder, Release};
 use crate::wait;
 use pyo3::prelude::*;
 use robust_mutex::{BareMutex, LockError};
-use send_wrapper::SendWrapper;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -70,7 +70,7 @@ impl PyPymutex {
         let m = &self.inner;
         let try_once = || {
             HeldBare::try_new(m.clone(), |m| m.try_lock().map(|a| Some(State::from(a))))
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
         };
         let r = if blocking {
             let limit = if timeout > 0.0 {
@@ -83,15 +83,15 @@ impl PyPymutex {
                     m.lock_cancellable(token, left)
                         .map(|a| Some(State::from(a)))
                 })
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
             })?
         } else {
             let r = try_once();
             crate::log::flush(py);
             r
         };
-        let holder = match r {
-            Ok(held) => Holder::new(held.take()),
+        let mut holder = match r {
+            Ok(held) => Holder::new(held),
             Err(LockError::WouldBlock | LockError::TimedOut) => return Ok(false),
             Err(LockError::NotRecoverable) => {
                 return Err(errors::ours(py, "InvalidSharedState", (INVALID_STATE,)));
@@ -101,13 +101,18 @@ impl PyPymutex {
         if holder.owner_died() {
             // The callback runs with the lock held, as pymutex's does.
             match self.callback.call0(py).and_then(|v| v.is_truthy(py)) {
-                Ok(true) => holder.mark_consistent(py)?,
+                Ok(true) => {
+                    holder.mark_consistent(py)?;
+                    crate::log::flush(py);
+                }
                 Ok(false) => {
                     let _ = holder.release(py, Release::Clean);
+                    crate::log::flush(py);
                     return Err(errors::ours(py, "InvalidSharedState", (INVALID_STATE,)));
                 }
                 Err(e) => {
                     let _ = holder.release(py, Release::Clean);
+                    crate::log::flush(py);
                     return Err(e);
                 }
             }
@@ -125,7 +130,7 @@ impl PyPymutex {
         let holder = {
             let mut slot = self.slot();
             match slot.take() {
-                Some(h) if h.is_mine() => h,
+                Some(h) if h.mine() => h,
                 other => {
                     *slot = other;
                     return Err(errors::not_owner(
@@ -135,7 +140,10 @@ impl PyPymutex {
                 }
             }
         };
-        holder.release(py, Release::Clean)
+        let mut holder = holder;
+        let r = holder.release(py, Release::Clean);
+        crate::log::flush(py);
+        r
     }
 
     fn __repr__(&self) -> String {

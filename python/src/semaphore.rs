@@ -1,13 +1,13 @@
 //! `Semaphore` and its `Permit`: the crate's `SharedSemaphore`.
 
+use crate::bound::ThreadBound;
 use crate::errors;
+use crate::guard::PyHeld;
 use crate::held::{HeldPermit, State};
-use crate::holder::{Holder, PyOwner, Release};
-use crate::mutex::exit_reason;
+use crate::holder::{Holder, Release};
 use crate::wait;
 use pyo3::prelude::*;
 use robust_mutex::{OpenOptions, SharedSemaphore};
-use send_wrapper::SendWrapper;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ impl PySemaphore {
 
     /// Blocks until a permit is free (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyPermit> {
+    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyPermit>> {
         let limit = wait::timeout(timeout)?;
         let s = &self.inner;
         let held = wait::acquire_or_raise(
@@ -62,27 +62,27 @@ impl PySemaphore {
             limit,
             || {
                 HeldPermit::try_new(s.clone(), |s| s.try_acquire().map(|a| Some(State::from(a))))
-                    .map(SendWrapper::new)
+                    .map(ThreadBound::new)
             },
             |token, left| {
                 HeldPermit::try_new(s.clone(), |s| {
                     s.acquire_cancellable(token, left)
                         .map(|a| Some(State::from(a)))
                 })
-                .map(SendWrapper::new)
+                .map(ThreadBound::new)
             },
         )?;
-        Ok(PyPermit::new(held.take()))
+        PyPermit::new(py, held)
     }
 
     /// Takes a free permit without waiting, or raises WouldBlock.
-    fn try_acquire(&self, py: Python<'_>) -> PyResult<PyPermit> {
+    fn try_acquire(&self, py: Python<'_>) -> PyResult<Py<PyPermit>> {
         let held = HeldPermit::try_new(self.inner.clone(), |s| {
             s.try_acquire().map(|a| Some(State::from(a)))
         });
         crate::log::flush(py);
-        held.map(PyPermit::new)
-            .map_err(|e| errors::lock_error(py, e))
+        let held = held.map_err(|e| errors::lock_error(py, e))?;
+        PyPermit::new(py, ThreadBound::new(held))
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -95,21 +95,19 @@ impl PySemaphore {
     }
 }
 
-/// A held permit: a context manager.
-#[pyclass(frozen, module = "robust_mutex._native", name = "Permit")]
+/// A held permit: a context manager (`_Held`).
+#[pyclass(frozen, extends = PyHeld, module = "robust_mutex._native", name = "Permit")]
 #[derive(Debug)]
 pub(crate) struct PyPermit {
-    holder: Holder<HeldPermit>,
     slot: usize,
 }
 
 impl PyPermit {
-    fn new(held: HeldPermit) -> Self {
-        let slot = held.slot().unwrap_or_default();
-        PyPermit {
-            holder: Holder::new(held),
-            slot,
-        }
+    fn new(py: Python<'_>, mut held: ThreadBound<HeldPermit>) -> PyResult<Py<PyPermit>> {
+        let slot = held.get_mut().and_then(|h| h.slot()).unwrap_or_default();
+        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held))))
+            .add_subclass(PyPermit { slot });
+        Py::new(py, init)
     }
 }
 
@@ -121,70 +119,8 @@ impl PyPermit {
         self.slot
     }
 
-    /// The permit's previous holder died holding it.
-    #[getter]
-    fn owner_died(&self) -> bool {
-        self.holder.owner_died()
-    }
-
-    /// The dead holder's record (None if clean, or unknown).
-    #[getter]
-    fn previous_owner(&self) -> Option<PyOwner> {
-        self.holder.previous_owner()
-    }
-
-    /// False while an owner death is not yet marked consistent.
-    #[getter]
-    fn consistent(&self, py: Python<'_>) -> PyResult<bool> {
-        self.holder.consistent(py)
-    }
-
-    /// Whether this permit is still held.
-    #[getter]
-    fn held(&self) -> bool {
-        self.holder.held()
-    }
-
-    /// Declares the protected state repaired after an owner death.
-    fn mark_consistent(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.mark_consistent(py)
-    }
-
-    /// Sets the owner record's label (at most 88 bytes of UTF-8).
-    fn set_label(&self, py: Python<'_>, label: &str) -> PyResult<()> {
-        self.holder.set_label(py, label)
-    }
-
     /// Gives the permit back now.
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
-        self.holder.release(py, Release::Clean)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Gives the permit back: cleanly, or as a death if an exception
-    /// escaped the block.
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        exc: Option<Bound<'_, PyAny>>,
-        tb: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = tb;
-        if !self.holder.held() {
-            return Ok(false);
-        }
-        match exc_type {
-            None => self.holder.release(py, Release::Clean)?,
-            Some(_) => {
-                let why = exit_reason(exc.as_ref());
-                self.holder.release(py, Release::Death(&why))?;
-            }
-        }
-        Ok(false)
+    fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.as_super().get().let_go(slf.py(), Release::Clean)
     }
 }

@@ -60,7 +60,7 @@ pub(crate) fn acquire<H: Send>(
             return Ok(r);
         }
     }
-    crate::log::refresh_level(py);
+    crate::log::refresh_level_now_and_then(py);
     let deadline = limit.and_then(|l| Instant::now().checked_add(l));
     let token = CancelToken::ending_on_signals();
     loop {

@@ -143,7 +143,8 @@ impl SharedMutex<()> {
     ///
     /// # Errors
     /// As [`OpenOptions::open`]; [`Error::TypeMismatch`] when the file's
-    /// value is not `len` bytes.
+    /// value is not `len` bytes; [`Error::InvalidOptions`] if no file can
+    /// be that long.
     ///
     /// # Examples
     /// ```
@@ -202,8 +203,8 @@ impl OpenOptions {
     ///
     /// # Errors
     /// As [`open`](Self::open); [`Error::TypeMismatch`] when the file's
-    /// value is not `len` bytes; [`Error::UnsupportedType`] if `len` is too
-    /// large to lay out.
+    /// value is not `len` bytes; [`Error::InvalidOptions`] if no file can
+    /// be that long (past `off_t`), before anything is looked at or made.
     ///
     /// # Examples
     /// ```
@@ -215,7 +216,10 @@ impl OpenOptions {
     /// ```
     pub fn open_bytes(&self, path: impl AsRef<Path>, len: usize) -> Result<SharedMutex<()>, Error> {
         let layout = DataLayout::new(len, BYTES_ALIGN)
-            .ok_or(Error::UnsupportedType { align: BYTES_ALIGN })?;
+            .filter(|l| libc::off_t::try_from(l.file_len).is_ok())
+            .ok_or(Error::InvalidOptions {
+                reason: "the value's length is too large for a file",
+            })?;
         let spec = Spec {
             any_align: true,
             ..Spec::new(LockKind::Mutex, layout)

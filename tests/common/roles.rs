@@ -79,6 +79,7 @@
 //!   `convert_and_report`).
 //! * the condition waits' roles of [`super::roles_cond`] (`cond_*`).
 //! * the async roles of [`super::roles_async`] (`async_*`).
+//! * the roles of [`super::roles_bytes`] (`bytes_*`, `kind_*`).
 //!
 //! Semaphore roles open the file with [`SEM_PERMITS`] permits unless
 //! [`PERMITS_ENV`] says otherwise.
@@ -314,6 +315,7 @@ pub fn run_if_child() {
         other if super::roles_migrate::run(other, path) => {}
         other if super::roles_cond::play(other, path) => {}
         other if super::roles_async::play(other, path) => {}
+        other if super::roles_bytes::play(other, path) => {}
         other => panic!("unknown role {other}"),
     }
 }

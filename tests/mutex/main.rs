@@ -21,6 +21,11 @@
 //!   guards across thread-hopping `.await`s, deaths, panics, cancel safety;
 //! * `lock_async_accidents`: ordinary accidents around async use: exits
 //!   right after a release, runtime shutdown, stuck locks and resets;
+//! * `bytes`: values of raw bytes (`open_bytes`, `Guard::bytes`), typed
+//!   and byte handles on one file across processes;
+//! * `release_as_death`: a holder gives up its lock (or recovery) as a
+//!   death, for every kind;
+//! * `interrupt`: waits that a signal ends (`CancelToken::ending_on_signals`);
 //! * `torture`: the crash torture, short (the logic is in
 //!   `tests/common/torture/`).
 //!
@@ -32,10 +37,12 @@
 mod common;
 
 mod accidents;
+mod bytes;
 mod cancel;
 mod clock;
 mod cond;
 mod hot_record;
+mod interrupt;
 mod job_queue;
 mod lock_async;
 mod lock_async_accidents;
@@ -45,6 +52,7 @@ mod owner_death;
 mod panic_fork;
 mod proc_view;
 mod reentrant;
+mod release_as_death;
 mod torture;
 
 /// Not a test: the entry point of child processes (see `common::roles`).
