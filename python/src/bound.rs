@@ -8,6 +8,8 @@
 //! methods or drop it. `ThreadBound` checks the calling thread on every
 //! access and never drops its value elsewhere (it leaks it instead: the
 //! taking thread is gone, and the kernel released its lock as a death).
+//! Also [`unlock_leaked`], the pymutex drop-in's `unlock()`.
+//!
 //! `send_wrapper` does the same but panics on a foreign drop, and its
 //! check (`std::thread::current()`) costs ten times this one on the lock
 //! and unlock path.
@@ -27,7 +29,7 @@ thread_local! {
 }
 
 /// The calling thread's number, unique for the life of the process.
-fn this_thread() -> u64 {
+pub(crate) fn this_thread() -> u64 {
     THIS.with(|t| match t.get() {
         0 => {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -99,4 +101,19 @@ impl<T> Drop for ThreadBound<T> {
             unsafe { ManuallyDrop::drop(&mut self.value) }
         }
     }
+}
+
+/// Unlocks `mutex`, held by the calling thread through a leaked guard
+/// (`BareGuard::leak`); the pymutex drop-in's `unlock()`.
+///
+/// # Errors
+/// `LockError::NotOwner` if the lock word no longer names this thread.
+pub(crate) fn unlock_leaked(
+    mutex: &robust_mutex::BareMutex,
+) -> Result<(), robust_mutex::LockError> {
+    // SAFETY: called only when the drop-in's owner record says this thread
+    // (in this fork generation) leaked the guard of its acquisition of this
+    // file and has not unlocked it since: the record is set after the leak
+    // and cleared before this call, under the instance's mutex.
+    unsafe { mutex.unlock_leaked() }
 }

@@ -4,8 +4,8 @@
 //! crate's unlock, its drop, or its `release_as_death`.
 
 use robust_mutex::{
-    Acquired, BareGuard, BareMutex, Guard, LabelTooLong, LockError, LockGuard, OwnerInfo,
-    PermitGuard, Recovery, SharedMutex, SharedSemaphore,
+    Acquired, Guard, LabelTooLong, LockError, LockGuard, OwnerInfo, PermitGuard, Recovery,
+    SharedMutex, SharedSemaphore,
 };
 use self_cell::self_cell;
 use std::sync::Arc;
@@ -62,9 +62,9 @@ pub(crate) trait Hold {
 }
 
 /// The `Hold` operations over a `State` of guards with `unlock`,
-/// `release_as_death` (and, with `label`, `set_label`).
+/// `release_as_death` and `set_label`.
 macro_rules! hold_state {
-    ($cell:ident, label: $label:tt) => {
+    ($cell:ident) => {
         impl Hold for $cell {
             fn taken(&self) -> Taken {
                 let s = self.borrow_dependent().as_ref();
@@ -87,7 +87,11 @@ macro_rules! hold_state {
             }
 
             fn set_label(&mut self, label: &str) -> Result<bool, LabelTooLong> {
-                hold_state!(@label $label, self, label)
+                self.with_dependent_mut(|_, s| match s {
+                    Some(State::Clean(g)) => g.set_label(label).map(|()| true),
+                    Some(State::Recovering(r)) => r.set_label(label).map(|()| true),
+                    None => Ok(false),
+                })
             }
 
             fn release(&mut self) -> Result<(), LockError> {
@@ -110,17 +114,6 @@ macro_rules! hold_state {
             }
         }
     };
-    (@label yes, $self:ident, $label:ident) => {
-        $self.with_dependent_mut(|_, s| match s {
-            Some(State::Clean(g)) => g.set_label($label).map(|()| true),
-            Some(State::Recovering(r)) => r.set_label($label).map(|()| true),
-            None => Ok(false),
-        })
-    };
-    (@label no, $self:ident, $label:ident) => {{
-        let _ = ($self, $label);
-        Ok(false)
-    }};
 }
 
 type MutexState<'a> = Option<State<Guard<'a, ()>>>;
@@ -134,7 +127,7 @@ self_cell!(
     }
     impl {Debug}
 );
-hold_state!(HeldMutex, label: yes);
+hold_state!(HeldMutex);
 
 impl HeldMutex {
     /// The value's bytes in the mapping: address and length. The address
@@ -162,7 +155,7 @@ self_cell!(
     }
     impl {Debug}
 );
-hold_state!(HeldPermit, label: yes);
+hold_state!(HeldPermit);
 
 impl HeldPermit {
     /// The permit's slot (`None` once released).
@@ -174,16 +167,3 @@ impl HeldPermit {
         }
     }
 }
-
-type BareState<'a> = Option<State<BareGuard<'a>>>;
-
-self_cell!(
-    /// A held [`BareMutex`] (pymutex's format) with the handle it borrows.
-    pub(crate) struct HeldBare {
-        owner: Arc<BareMutex>,
-        #[covariant]
-        dependent: BareState,
-    }
-    impl {Debug}
-);
-hold_state!(HeldBare, label: no);

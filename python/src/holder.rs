@@ -14,6 +14,11 @@ use std::time::UNIX_EPOCH;
 /// inherited through fork is told from the child's own.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// This process's fork generation (0 in the process that imported us).
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 /// `os.register_at_fork(after_in_child=...)`: this process is a new fork child.
 #[pyfunction]
 pub(crate) fn _forked() {
@@ -118,11 +123,6 @@ impl<H: Hold> Holder<H> {
     /// another of its threads).
     pub(crate) fn held(&self) -> bool {
         self.held.is_some() && !self.inherited()
-    }
-
-    /// Whether the calling thread holds the lock through it.
-    pub(crate) fn mine(&self) -> bool {
-        self.held.as_ref().is_some_and(ThreadBound::mine) && !self.inherited()
     }
 
     /// Runs `f` on the held lock, from its thread only.

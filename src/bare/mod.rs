@@ -272,6 +272,28 @@ impl BareMutex {
         open::open(path.as_ref(), opts)
     }
 
+    /// Unlocks the lock the calling thread holds through a guard it
+    /// [leaked](BareGuard::leak). A lock word that no longer names the
+    /// calling thread (the file changed under it; a fork child) is reported
+    /// and nothing is unlocked, as by [`BareGuard::unlock`].
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`], as above.
+    ///
+    /// # Safety
+    /// The calling thread took the lock through this handle (or another
+    /// handle of the same file in this process), leaked that acquisition's
+    /// guard, and has not released it since.
+    ///
+    /// # Examples
+    /// See [`BareGuard::leak`].
+    pub unsafe fn unlock_leaked(&self) -> Result<(), LockError> {
+        // SAFETY: the caller's contract is `release`'s: this thread took it
+        // through this raw lock and has not released it (the lock word is
+        // checked too).
+        unsafe { self.raw().release(|| self.name()) }
+    }
+
     /// The path it was opened by.
     ///
     /// # Examples
@@ -548,6 +570,25 @@ impl<'a> BareGuard<'a> {
         // the mutex, taken through this raw lock (`release` checks the lock
         // word says so too).
         unsafe { self.mutex.raw().release(|| self.mutex.name()) }
+    }
+
+    /// Keeps the lock held with no guard: for bindings whose lock and
+    /// unlock are two calls (pymutex's `lock()` and `unlock()`). The
+    /// calling thread still holds it, and the kernel still releases it as a
+    /// death if the thread ends; [`BareMutex::unlock_leaked`] releases it.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = robust_mutex::BareMutex::open(dir.path().join("py.lock"))?;
+    /// m.lock()?.recover_with(|_| {}).leak();
+    /// assert!(m.try_lock().is_err()); // still held (by this thread: Deadlock)
+    /// // SAFETY: this thread leaked the guard of its acquisition just above.
+    /// unsafe { m.unlock_leaked()? };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
     }
 
     /// The mutex this guard locks.
