@@ -110,6 +110,24 @@ def test_unlock_when_not_owned_raises_permission_error(path, recovery, in_thread
     assert m.owns_lock is False
 
 
+def test_two_instances_in_one_thread_are_one_lock(path, recovery):
+    """The lock is the thread's: a second instance in the holding thread
+    relocks into EDEADLK, and cannot unlock what the first one holds."""
+    a = pymutex.SharedMutex(path, recovery())
+    b = pymutex.SharedMutex(path, recovery())
+    assert a.lock()
+    for form in ({}, {"blocking": False}, {"timeout": 0.05}):
+        with pytest.raises(OSError) as e:
+            b.lock(**form)
+        assert e.value.errno == errno.EDEADLK
+    with pytest.raises(PermissionError):
+        b.unlock()
+    assert (a.owns_lock, b.owns_lock) == (True, False)
+    a.unlock()
+    assert b.lock(blocking=False) is True
+    b.unlock()
+
+
 @pytest.mark.parametrize("holder", ["process", "thread"])
 def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(path, kids, holder, recovery):
     m = pymutex.SharedMutex(path, recovery())

@@ -3,6 +3,7 @@ two threads) with exact counts, and a thread that exits holding the lock
 (through the drop-in, or inside a SharedMutex with-block) reported to the
 next locker."""
 
+import gc
 import os
 import struct
 import threading
@@ -105,6 +106,48 @@ def test_a_thread_that_exits_holding_the_drop_in_lock_is_reported(
     assert m.lock(blocking=False) is True
     m.unlock()
     assert cb.calls <= 1
+
+
+def test_an_instance_collected_while_another_thread_holds_leaves_it_held(path, recovery):
+    """pymutex unmaps the file when a locked instance is collected, so the
+    kernel can no longer mark the holder's death (its README: undefined
+    behaviour). Here the lock stays its holder's, and the holder's later
+    death is still reported."""
+    cb = recovery()
+    box = [pymutex.SharedMutex(path, cb)]
+    held, leave = threading.Event(), threading.Event()
+
+    def hold():
+        assert box[0].lock()
+        held.set()
+        leave.wait(WATCHDOG)  # then exits holding
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(WATCHDOG)
+    box.clear()
+    gc.collect()  # collected here, not in the holder's thread
+    m = pymutex.SharedMutex(path, cb)
+    assert m.lock(blocking=False) is False
+    leave.set()
+    t.join(WATCHDOG)
+    assert m.lock(timeout=WATCHDOG) is True
+    assert cb.calls == 1
+    m.unlock()
+
+
+def test_an_instance_collected_by_its_holding_thread_unlocks(path, recovery):
+    """As a dropped guard does (the drop-in's choice, documented in its
+    source): the next lock is clean."""
+    cb = recovery()
+    a = pymutex.SharedMutex(path, cb)
+    assert a.lock()
+    del a
+    gc.collect()
+    m = pymutex.SharedMutex(path, cb)
+    assert m.lock(blocking=False) is True
+    m.unlock()
+    assert cb.calls == 0
 
 
 def test_a_thread_that_exits_inside_a_with_block_is_reported(path, in_thread):
