@@ -74,12 +74,13 @@ __all__ = [
 ]
 
 
-def _view(address, size, owner):
-    """A writable memoryview (format 'B') of `size` bytes at `address`,
-    keeping `owner` (the guard, and through it the mapping) alive."""
+def _view(address, size, owner, format="B"):
+    """A writable memoryview (`format`) of `size` bytes at `address`,
+    keeping `owner` (the handle's mapping) alive."""
     array = (_ctypes.c_ubyte * size).from_address(address)
     array._owner = owner
-    return memoryview(array).cast("B")
+    view = memoryview(array).cast("B")
+    return view if format == "B" else view.cast(format)
 
 
 _set_view_factory(_view)

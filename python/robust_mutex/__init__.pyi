@@ -118,7 +118,8 @@ class Guard(_Held):
 
     @property
     def value(self) -> memoryview:
-        """The `size` bytes beside the lock, writable, format 'B'. Valid only
+        """The `size` bytes beside the lock, writable, of the handle's format
+        ('B' unless opened with another). Valid only
         while the lock is held: released when the guard is (a view derived
         from it, such as a cast, cannot be revoked: do not keep one)."""
     def unlock(self) -> None:
@@ -133,12 +134,24 @@ class SharedMutex:
     gets its own usable handle)."""
 
     def __init__(
-        self, path: _Path, size: int = 16, *, create: bool = True, mode: int = 0o600
-    ) -> None: ...
+        self,
+        path: _Path,
+        size: int = 16,
+        *,
+        create: bool = True,
+        mode: int = 0o600,
+        format: str = "B",
+    ) -> None:
+        """`format`: the struct code of the value's memoryview ('B' bytes,
+        'Q' unsigned 64-bit integers, 'd' doubles, ...; native, at most 8
+        bytes, dividing `size`), so that `g.value[0] += 1` needs no cast.
+        ValueError otherwise."""
     @property
     def path(self) -> str: ...
     @property
     def size(self) -> int: ...
+    @property
+    def format(self) -> str: ...
     def lock(self, timeout: Optional[float] = None) -> Guard:
         """Blocks until acquired (the GIL released), or `timeout` seconds pass
         (TimedOut). Ctrl-C raises KeyboardInterrupt, the lock untouched.

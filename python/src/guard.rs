@@ -1,50 +1,59 @@
 //! `_Held`, the Python base class of `Guard` and `Permit`: what every held
 //! lock offers (how it was taken, recovery, label, the with-block), written
-//! once over any kind's [`Holder`].
+//! once over either kind's [`Holder`].
 
-use crate::held::Hold;
+use crate::errors;
+use crate::held::{HeldMutex, HeldPermit};
 use crate::holder::{Holder, PyOwner, Release};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use std::sync::{Mutex, MutexGuard};
 
-/// A [`Holder`] of any kind.
-pub(crate) trait AnyHolder: Send + Sync + std::fmt::Debug {
-    fn owner_died(&self) -> bool;
-    fn previous_owner(&self) -> Option<PyOwner>;
-    fn held(&self) -> bool;
-    /// Checks that the calling thread may use it.
-    fn check(&mut self, py: Python<'_>) -> PyResult<()>;
-    fn consistent(&mut self, py: Python<'_>) -> PyResult<bool>;
-    fn mark_consistent(&mut self, py: Python<'_>) -> PyResult<()>;
-    fn set_label(&mut self, py: Python<'_>, label: &str) -> PyResult<()>;
-    fn release(&mut self, py: Python<'_>, how: Release<'_>) -> PyResult<()>;
+/// A [`Holder`] of either kind (an enum, not a box: no allocation per lock).
+#[derive(Debug)]
+pub(crate) enum AnyHolder {
+    /// Not yet taken (a guard is made before the lock is waited for, so
+    /// that its allocation is not part of the time the lock is held).
+    Empty,
+    Mutex(Holder<HeldMutex>),
+    Permit(Holder<HeldPermit>),
 }
 
-impl<H: Hold + std::fmt::Debug> AnyHolder for Holder<H> {
+/// `$h.$call` on whichever holder it is.
+macro_rules! each {
+    ($h:expr, $x:ident => $e:expr, empty => $none:expr) => {
+        match $h {
+            AnyHolder::Empty => $none,
+            AnyHolder::Mutex($x) => $e,
+            AnyHolder::Permit($x) => $e,
+        }
+    };
+}
+
+impl AnyHolder {
     fn owner_died(&self) -> bool {
-        Holder::owner_died(self)
+        each!(self, h => h.owner_died(), empty => false)
     }
     fn previous_owner(&self) -> Option<PyOwner> {
-        Holder::previous_owner(self)
+        each!(self, h => h.previous_owner(), empty => None)
     }
     fn held(&self) -> bool {
-        Holder::held(self)
+        each!(self, h => h.held(), empty => false)
     }
+    /// Checks that the calling thread may use it.
     fn check(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.with(py, |_| ())
+        each!(self, h => h.with(py, |_| ()), empty => Err(errors::released()))
     }
     fn consistent(&mut self, py: Python<'_>) -> PyResult<bool> {
-        Holder::consistent(self, py)
+        each!(self, h => h.consistent(py), empty => Err(errors::released()))
     }
     fn mark_consistent(&mut self, py: Python<'_>) -> PyResult<()> {
-        Holder::mark_consistent(self, py)
+        each!(self, h => h.mark_consistent(py), empty => Err(errors::released()))
     }
     fn set_label(&mut self, py: Python<'_>, label: &str) -> PyResult<()> {
-        Holder::set_label(self, py, label)
+        each!(self, h => h.set_label(py, label), empty => Err(errors::released()))
     }
     fn release(&mut self, py: Python<'_>, how: Release<'_>) -> PyResult<()> {
-        Holder::release(self, py, how)
+        each!(self, h => h.release(py, how), empty => Err(errors::released()))
     }
 }
 
@@ -52,21 +61,26 @@ impl<H: Hold + std::fmt::Debug> AnyHolder for Holder<H> {
 #[pyclass(frozen, subclass, module = "robust_mutex._native", name = "_Held")]
 #[derive(Debug)]
 pub(crate) struct PyHeld {
-    holder: Mutex<Box<dyn AnyHolder>>,
+    holder: Mutex<AnyHolder>,
     /// A memoryview handed out (a `Guard`'s value), released with the lock.
     view: Mutex<Option<Py<PyAny>>>,
 }
 
 impl PyHeld {
-    pub(crate) fn new(holder: Box<dyn AnyHolder>) -> Self {
+    pub(crate) fn new(holder: AnyHolder) -> Self {
         PyHeld {
             holder: Mutex::new(holder),
             view: Mutex::new(None),
         }
     }
 
-    fn h(&self) -> MutexGuard<'_, Box<dyn AnyHolder>> {
+    fn h(&self) -> MutexGuard<'_, AnyHolder> {
         self.holder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the lock just taken into a guard made before it (`Empty`).
+    pub(crate) fn fill(&self, holder: AnyHolder) {
+        *self.h() = holder;
     }
 
     /// Checks that the calling thread holds it.
@@ -140,12 +154,19 @@ impl PyHeld {
     }
 
     /// Lets go: cleanly, or as a death if an exception escaped the block.
-    #[pyo3(signature = (*args))]
-    fn __exit__(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    #[pyo3(signature = (exc_type, exc, tb))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc: &Bound<'_, PyAny>,
+        tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
         if !self.held() {
             return Ok(false); // released inside the block, or inherited through fork
         }
-        let exc = args.get_item(1).ok().filter(|e| !e.is_none());
+        let exc = Some(exc).filter(|e| !e.is_none());
         match exc {
             None => self.let_go(py, Release::Clean)?,
             Some(e) => {

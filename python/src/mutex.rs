@@ -3,7 +3,7 @@
 
 use crate::bound::ThreadBound;
 use crate::errors;
-use crate::guard::PyHeld;
+use crate::guard::{AnyHolder, PyHeld};
 use crate::held::{HeldMutex, State};
 use crate::holder::{Holder, Release};
 use crate::wait;
@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use robust_mutex::{OpenOptions, SharedMutex};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `robust_mutex._view(address, size, owner)`: makes a value's memoryview
 /// (set once by the package's `__init__`).
@@ -30,6 +30,8 @@ pub(crate) fn _set_view_factory(py: Python<'_>, factory: Py<PyAny>) {
 pub(crate) struct PySharedMutex {
     inner: Arc<SharedMutex<()>>,
     size: usize,
+    /// The value's memoryview format ('B', or a struct code such as 'Q').
+    format: String,
     /// A memoryview of the whole value in the current mapping, and its
     /// address: each guard hands out a slice of it, released with the lock
     /// (making a view costs microseconds; a view of a view, a tenth of that).
@@ -60,7 +62,7 @@ impl PySharedMutex {
         let keep = PyKeep {
             _mutex: self.inner.clone(),
         };
-        let v = factory.call1(py, (address, len, keep))?;
+        let v = factory.call1(py, (address, len, keep, &self.format))?;
         *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Some((address, v.clone_ref(py)));
         Ok(v)
     }
@@ -69,8 +71,16 @@ impl PySharedMutex {
 #[pymethods]
 impl PySharedMutex {
     #[new]
-    #[pyo3(signature = (path, size = 16, *, create = true, mode = 0o600))]
-    fn new(py: Python<'_>, path: PathBuf, size: usize, create: bool, mode: u32) -> PyResult<Self> {
+    #[pyo3(signature = (path, size = 16, *, create = true, mode = 0o600, format = "B"))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        size: usize,
+        create: bool,
+        mode: u32,
+        format: &str,
+    ) -> PyResult<Self> {
+        check_format(py, format, size)?;
         crate::log::refresh_level(py);
         let r = py.detach(|| {
             OpenOptions::new()
@@ -83,6 +93,7 @@ impl PySharedMutex {
         Ok(PySharedMutex {
             inner: Arc::new(inner),
             size,
+            format: format.to_owned(),
             base: Mutex::new(None),
         })
     }
@@ -99,11 +110,19 @@ impl PySharedMutex {
         self.size
     }
 
+    /// The value's memoryview format.
+    #[getter]
+    fn format(&self) -> &str {
+        &self.format
+    }
+
     /// Blocks until acquired (GIL released), or `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
     fn lock(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyGuard>> {
         let py = slf.py();
         let limit = wait::timeout(timeout)?;
+        // Made first: its allocation is not part of the time the lock is held.
+        let guard = PyGuard::empty(slf)?;
         let m = &slf.get().inner;
         let held = wait::acquire_or_raise(
             py,
@@ -120,7 +139,8 @@ impl PySharedMutex {
                 .map(ThreadBound::new)
             },
         )?;
-        PyGuard::new(slf, held)
+        PyGuard::fill(guard.bind(py), held);
+        Ok(guard)
     }
 
     /// Acquires without waiting, or raises WouldBlock.
@@ -131,7 +151,9 @@ impl PySharedMutex {
         });
         crate::log::flush(py);
         let held = held.map_err(|e| errors::lock_error(py, e))?;
-        PyGuard::new(slf, ThreadBound::new(held))
+        let guard = PyGuard::empty(slf)?;
+        PyGuard::fill(guard.bind(py), ThreadBound::new(held));
+        Ok(guard)
     }
 
     /// What `robust-mutex status --json PATH` prints, as a dict.
@@ -163,29 +185,54 @@ impl PySharedMutex {
     }
 }
 
+/// Checks that `format` is one struct item code (native size and
+/// alignment, at most 8 bytes, which the value's alignment gives) that
+/// divides `size`, as `memoryview.cast` wants it.
+fn check_format(py: Python<'_>, format: &str, size: usize) -> PyResult<()> {
+    let item = match format {
+        "B" | "b" | "c" | "?" => 1,
+        "H" | "h" => 2,
+        "I" | "i" | "f" => 4,
+        "L" | "l" | "Q" | "q" | "N" | "n" | "d" | "P" => 8,
+        _ => 0,
+    };
+    if item == 0 || size % item != 0 {
+        let _ = py;
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "format must be one native struct code ('B', 'Q', 'd', ...) whose item size divides size={size}, not {format:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// A held `SharedMutex`: a context manager (`_Held`), with the value.
 #[pyclass(frozen, extends = PyHeld, module = "robust_mutex._native", name = "Guard")]
 #[derive(Debug)]
 pub(crate) struct PyGuard {
     /// The handle (for its value's memoryview).
     mutex: Py<PySharedMutex>,
-    /// The value's address and length in the mapping.
-    region: (usize, usize),
+    /// The value's address and length in the mapping (set when taken).
+    region: OnceLock<(usize, usize)>,
 }
 
 impl PyGuard {
-    fn new(
-        mutex: &Bound<'_, PySharedMutex>,
-        mut held: ThreadBound<HeldMutex>,
-    ) -> PyResult<Py<PyGuard>> {
-        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
-        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held)))).add_subclass(
-            PyGuard {
-                mutex: mutex.clone().unbind(),
-                region,
-            },
-        );
+    /// A guard of `mutex` holding nothing yet.
+    fn empty(mutex: &Bound<'_, PySharedMutex>) -> PyResult<Py<PyGuard>> {
+        let init = PyClassInitializer::from(PyHeld::new(AnyHolder::Empty)).add_subclass(PyGuard {
+            mutex: mutex.clone().unbind(),
+            region: OnceLock::new(),
+        });
         Py::new(mutex.py(), init)
+    }
+
+    /// Puts the lock just taken into it.
+    fn fill(guard: &Bound<'_, PyGuard>, mut held: ThreadBound<HeldMutex>) {
+        let region = held.get_mut().map_or((0, 0), HeldMutex::value_region);
+        let _ = guard.get().region.set(region);
+        guard
+            .as_super()
+            .get()
+            .fill(AnyHolder::Mutex(Holder::new(held)));
     }
 }
 
@@ -202,7 +249,7 @@ impl PyGuard {
             return Ok(v.clone_ref(py));
         }
         // Made with no lock of ours held: it runs Python code.
-        let (address, len) = this.region;
+        let (address, len) = this.region.get().copied().unwrap_or_default();
         let base = this.mutex.get().base_view(py, address, len)?;
         let v = pyo3::types::PyMemoryView::from(base.bind(py))?
             .into_any()

@@ -2,7 +2,7 @@
 
 use crate::bound::ThreadBound;
 use crate::errors;
-use crate::guard::PyHeld;
+use crate::guard::{AnyHolder, PyHeld};
 use crate::held::{HeldPermit, State};
 use crate::holder::{Holder, Release};
 use crate::wait;
@@ -105,7 +105,7 @@ pub(crate) struct PyPermit {
 impl PyPermit {
     fn new(py: Python<'_>, mut held: ThreadBound<HeldPermit>) -> PyResult<Py<PyPermit>> {
         let slot = held.get_mut().and_then(|h| h.slot()).unwrap_or_default();
-        let init = PyClassInitializer::from(PyHeld::new(Box::new(Holder::new(held))))
+        let init = PyClassInitializer::from(PyHeld::new(AnyHolder::Permit(Holder::new(held))))
             .add_subclass(PyPermit { slot });
         Py::new(py, init)
     }
