@@ -17,7 +17,9 @@ import pytest as _pytest
 COMPAT_WATCHDOG = 60.0
 
 #: futex(2) and futex_waitv(2): the system calls a lock waiter sleeps in.
-_FUTEX_CALLS = {"x86_64": ("202", "449"), "aarch64": ("98", "449")}.get(_os.uname().machine, ())
+_FUTEX_CALLS = {"x86_64": ("202", "449"), "aarch64": ("98", "449")}.get(
+    _os.uname().machine, ()
+)
 
 
 class Kid:
@@ -26,7 +28,10 @@ class Kid:
 
     def __init__(self, args, env=None):
         self.proc = _subprocess.Popen(
-            [_sys.executable, *args], stdin=_subprocess.PIPE, stdout=_subprocess.PIPE, env=env
+            [_sys.executable, *args],
+            stdin=_subprocess.PIPE,
+            stdout=_subprocess.PIPE,
+            env=env,
         )
         self._buf = b""
 
@@ -52,7 +57,9 @@ class Kid:
     def line(self):
         """The next line the child prints; fails if it ends first."""
         line = self._next()
-        assert line is not None, f"child {self.pid} ended early (exit {self.proc.wait()})"
+        assert line is not None, (
+            f"child {self.pid} ended early (exit {self.proc.wait()})"
+        )
         return line
 
     def expect(self, want):
@@ -74,7 +81,9 @@ class Kid:
         lines = []
         while (line := self._next()) is not None:
             lines.append(line)
-        assert self.proc.wait(COMPAT_WATCHDOG) == 0, f"child {self.pid} failed after {lines}"
+        assert self.proc.wait(COMPAT_WATCHDOG) == 0, (
+            f"child {self.pid} failed after {lines}"
+        )
         return lines
 
 

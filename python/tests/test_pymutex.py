@@ -129,7 +129,9 @@ def test_two_instances_in_one_thread_are_one_lock(path, recovery):
 
 
 @pytest.mark.parametrize("holder", ["process", "thread"])
-def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(path, kids, holder, recovery):
+def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(
+    path, kids, holder, recovery
+):
     m = pymutex.SharedMutex(path, recovery())
     if holder == "process":
         k = dropin(kids, "hold", path)
@@ -151,7 +153,9 @@ def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(path, kids,
 
 
 @pytest.mark.parametrize("form", [{}, {"timeout": 0}, {"timeout": -1}, {"timeout": 30}])
-def test_a_blocking_lock_waits_until_the_holder_releases(path, bare_waiter, form, recovery):
+def test_a_blocking_lock_waits_until_the_holder_releases(
+    path, bare_waiter, form, recovery
+):
     """timeout <= 0 blocks without a limit (pymutex's default); the holder
     releases only once we wait in the kernel."""
     m = pymutex.SharedMutex(path, recovery())
@@ -194,7 +198,9 @@ def test_a_killed_holder_calls_the_callback_once_then_locks_are_clean(
     assert dropin(kids, "trylock", path).finish() == ["locked"]  # clean there too
 
 
-def test_a_holder_killed_while_we_sleep_calls_the_callback(path, kids, bare_waiter, recovery):
+def test_a_holder_killed_while_we_sleep_calls_the_callback(
+    path, kids, bare_waiter, recovery
+):
     cb = recovery(True)
     m = pymutex.SharedMutex(path, cb)
     k = dropin(kids, "hold", path)
@@ -228,7 +234,9 @@ def assert_not_recoverable_everywhere(m, path, kids, cb, recovery):
     assert cb.calls == calls
 
 
-def test_a_callback_returning_false_makes_the_lock_not_recoverable(path, kids, recovery):
+def test_a_callback_returning_false_makes_the_lock_not_recoverable(
+    path, kids, recovery
+):
     cb = recovery(False)
     m = pymutex.SharedMutex(path, cb)
     killed_holder(kids, path)
@@ -246,7 +254,9 @@ class Boom(Exception):
     pass
 
 
-def test_a_raising_callback_propagates_and_the_lock_is_not_recoverable(path, kids, recovery):
+def test_a_raising_callback_propagates_and_the_lock_is_not_recoverable(
+    path, kids, recovery
+):
     boom = Boom("cannot repair")
     cb = recovery(boom)
     m = pymutex.SharedMutex(path, cb)
@@ -277,7 +287,11 @@ def test_configure_default_logging_adds_a_handler_and_an_owner_death_warns(
         with caplog.at_level(logging.WARNING):
             assert m.lock()
         m.unlock()
-        ours = [r for r in caplog.records if r.name.split(".")[0] in ("robust_mutex", "pymutex")]
+        ours = [
+            r
+            for r in caplog.records
+            if r.name.split(".")[0] in ("robust_mutex", "pymutex")
+        ]
         assert any(r.levelno >= logging.WARNING for r in ours), caplog.records
         assert shown.getvalue(), "the default handler showed nothing"
     finally:
@@ -318,7 +332,9 @@ def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(
 
 
 @pytest.mark.parametrize("content", [b"\x00" * 17, b"x" * BARE_SIZE * 2, None])
-def test_a_file_that_is_not_a_pymutex_lock_is_refused_untouched(path, content, recovery):
+def test_a_file_that_is_not_a_pymutex_lock_is_refused_untouched(
+    path, content, recovery
+):
     if content is None:  # a robust_mutex file with its header
         rm.SharedMutex(path, 8)
     else:

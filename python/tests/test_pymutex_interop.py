@@ -42,7 +42,9 @@ def other(kids, side, cmd, path, *args):
     test_pymutex_kid.py (the same commands and lines)."""
     if side == "peer":
         return kids([PEER, cmd, path, *args])
-    return kids([KID, "pymutex", cmd, path, *args], env=dict(os.environ, PYTHONPATH=REAL))
+    return kids(
+        [KID, "pymutex", cmd, path, *args], env=dict(os.environ, PYTHONPATH=REAL)
+    )
 
 
 def dropin(kids, cmd, path, *args):
@@ -82,7 +84,9 @@ def test_a_file_the_other_side_created_is_loaded_by_the_drop_in(
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_a_file_the_drop_in_created_is_loaded_by_the_other_side(path, kids, side, recovery):
+def test_a_file_the_drop_in_created_is_loaded_by_the_other_side(
+    path, kids, side, recovery
+):
     cb = recovery()
     m = pymutex.SharedMutex(path, cb)
     holder = other(kids, side, "hold", path)
@@ -99,7 +103,9 @@ def test_a_file_the_drop_in_created_is_loaded_by_the_other_side(path, kids, side
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_both_sides_exclude_each_other_exact_counts(tmp_path, path, kids, side, recovery):
+def test_both_sides_exclude_each_other_exact_counts(
+    tmp_path, path, kids, side, recovery
+):
     pymutex.SharedMutex(path, recovery())
     counter = str(tmp_path / "counter")
     with open(counter, "wb") as f:
@@ -142,7 +148,9 @@ def test_the_other_side_s_killed_holder_reaches_our_callback(
     cb = recovery()
     m = pymutex.SharedMutex(path, cb)
     holder = other(kids, side, "hold", path)
-    lines = kill_then_lock(holder, lambda: dropin(kids, "lock", path), waiting, bare_waiter, path)
+    lines = kill_then_lock(
+        holder, lambda: dropin(kids, "lock", path), waiting, bare_waiter, path
+    )
     assert lines == ["waiting", "recovered", "locked"]
     assert other(kids, side, "trylock", path).finish() == ["locked"]  # clean again
     assert m.lock(blocking=False) is True

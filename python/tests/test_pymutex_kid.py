@@ -49,7 +49,9 @@ def recovered():
 
 def count_with_peer(path, counter, n):
     """`count` through the peer's own functions (its main() runs `load`)."""
-    peer = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "file", "pymutex_peer.py")
+    peer = os.path.join(
+        os.path.dirname(__file__), "..", "..", "tests", "file", "pymutex_peer.py"
+    )
     sys.argv = [peer, "load", path]
     g = runpy.run_path(peer)  # prints "loaded"
     _mm, m = g["load"](path)

@@ -85,7 +85,9 @@ def test_one_instance_shared_by_threads_counts_exactly(path, recovery):
     assert struct.unpack("<Q", box)[0] == 2 * (TIMES // 4)
 
 
-@pytest.mark.parametrize("next_locker", ["same instance", "new instance", "other process"])
+@pytest.mark.parametrize(
+    "next_locker", ["same instance", "new instance", "other process"]
+)
 def test_a_thread_that_exits_holding_the_drop_in_lock_is_reported(
     path, kids, next_locker, recovery
 ):
@@ -108,7 +110,9 @@ def test_a_thread_that_exits_holding_the_drop_in_lock_is_reported(
     assert cb.calls <= 1
 
 
-def test_an_instance_collected_while_another_thread_holds_leaves_it_held(path, recovery):
+def test_an_instance_collected_while_another_thread_holds_leaves_it_held(
+    path, recovery
+):
     """pymutex unmaps the file when a locked instance is collected, so the
     kernel can no longer mark the holder's death (its README: undefined
     behaviour). Here the lock stays its holder's, and the holder's later
@@ -165,7 +169,10 @@ def test_a_thread_that_exits_inside_a_with_block_is_reported(path, in_thread):
     run_threads(t)
     with m.lock(timeout=WATCHDOG) as g:
         assert g.owner_died
-        assert (g.previous_owner.pid, g.previous_owner.tid) == (os.getpid(), t.native_id)
+        assert (g.previous_owner.pid, g.previous_owner.tid) == (
+            os.getpid(),
+            t.native_id,
+        )
         assert g.previous_owner.label == "thread"
         assert struct.unpack("<Q", bytes(g.value[0:8]))[0] == 5
         g.mark_consistent()
