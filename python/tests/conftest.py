@@ -173,7 +173,7 @@ def _in_thread(fn):
     def run():
         try:
             out.append(fn())
-        except BaseException as e:  # handed to the caller
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
             out.append(e)
 
     t = _threading.Thread(target=run)

@@ -8,8 +8,7 @@ import os
 import stat
 
 import pytest
-
-import robust_mutex.pymutex as pymutex
+import robust_mutex.pymutex as pymutex  # noqa: PLR0402 - the drop-in's own idiom
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KID = os.path.join(HERE, "test_pymutex_kid.py")

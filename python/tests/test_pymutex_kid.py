@@ -107,12 +107,12 @@ def main():
                     m.unlock()
             say("done")
         elif cmd == "interrupt":
-            say("tid %d" % threading.get_native_id())
+            say(f"tid {threading.get_native_id()}")
             try:
                 m.lock(timeout=float(sys.argv[4]) if len(sys.argv) > 4 else 0)
                 say("locked?!")
             except KeyboardInterrupt:
-                say("interrupted owns=%s" % m.owns_lock)
+                say(f"interrupted owns={m.owns_lock}")
             sys.stdin.readline()
             assert m.lock() is True
             say("locked")
