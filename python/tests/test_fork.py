@@ -8,27 +8,18 @@ import errno
 import mmap
 import multiprocessing
 import os
-import struct
 
 import pytest
 import robust_mutex as rm
 import robust_mutex.pymutex as pymutex  # noqa: PLR0402 - the drop-in's own idiom
+from conftest import WATCHDOG, put_u64, run_thread, u64
 
-WATCHDOG = 60.0
 fork = multiprocessing.get_context("fork")
 
 
 @pytest.fixture
 def path(tmp_path):
     return str(tmp_path / "fork.lock")
-
-
-def u64(view):
-    return struct.unpack("<Q", bytes(view[0:8]))[0]
-
-
-def put(view, n):
-    view[0:8] = struct.pack("<Q", n)
 
 
 class Pipe:
@@ -88,14 +79,14 @@ KINDS = ["mutex", "semaphore"]
 def test_a_handle_made_before_fork_works_in_the_child(path, tmp_path, kind):
     s = Shared(kind, path, tmp_path)
     with s.take() as g:  # used in the parent first: its mapping exists
-        put(s.value(g), 1)
+        put_u64(s.value(g), 0, 1)
     pipe = Pipe()
 
     def child():
         with s.take() as g:
             assert not g.owner_died
             assert u64(s.value(g)) == 1
-            put(s.value(g), 2)
+            put_u64(s.value(g), 0, 2)
             pipe.child.send("holding")
             assert pipe.child.recv() == "release"
 
@@ -121,7 +112,7 @@ def test_a_pymutex_handle_made_before_fork_works_in_the_child(path, tmp_path):
     def child():
         assert m.lock() is True
         assert m.owns_lock
-        put(side, u64(side) + 41)
+        put_u64(side, 0, u64(side) + 41)
         pipe.child.send("holding")
         assert pipe.child.recv() == "release"
         m.unlock()
@@ -185,7 +176,7 @@ class LeaveBlock(Exception):
 @pytest.mark.parametrize("how", ["cleanly", "by-exception"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_child_leaving_a_block_held_at_fork_leaves_the_parent_s_lock(
-    path, tmp_path, kind, how, in_thread
+    path, tmp_path, kind, how
 ):
     """os.fork() inside the parent's with-block: the child leaves the block
     (as the with statement does), then tries to take it; the parent, still
@@ -202,7 +193,7 @@ def test_the_child_leaving_a_block_held_at_fork_leaves_the_parent_s_lock(
                     raise LeaveBlock()
             else:
                 os.close(w)
-                in_parent_after_child(s, g, r, parent, in_thread)
+                in_parent_after_child(s, g, r, parent)
     except BaseException as e:
         if os.getpid() == parent:
             raise
@@ -227,18 +218,18 @@ def child_after_block(s, w, left):
         os._exit(0)
 
 
-def in_parent_after_child(s, g, r, parent, in_thread):
+def in_parent_after_child(s, g, r, parent):
     with os.fdopen(r, "rb") as f:
         said = f.read().decode()  # until the child exits
     assert said == "left None, busy"
     assert g.held
     with pytest.raises(rm.WouldBlock):  # another thread: still held
-        in_thread(s.try_take)
+        run_thread(s.try_take)
     if s.kind == "mutex":
         assert s.h.status()["owner"]["pid"] == parent
 
 
-def test_a_pymutex_lock_held_at_fork_is_not_the_child_s(path, in_thread):
+def test_a_pymutex_lock_held_at_fork_is_not_the_child_s(path):
     calls = []
     m = pymutex.SharedMutex(path, lambda: calls.append(1) or True)
     assert m.lock()
@@ -257,7 +248,7 @@ def test_a_pymutex_lock_held_at_fork_is_not_the_child_s(path, in_thread):
     assert pipe.recv() == "try: False"
     assert joined(p) == 0
     assert m.owns_lock
-    assert in_thread(lambda: m.lock(blocking=False)) is False  # still held here
+    assert run_thread(lambda: m.lock(blocking=False)) is False  # still held here
     m.unlock()
     assert m.lock(blocking=False) is True
     m.unlock()

@@ -14,9 +14,9 @@ import threading
 import pytest
 import robust_mutex as rm
 import robust_mutex.pymutex as pymutex  # noqa: PLR0402 - the drop-in's own idiom
+from conftest import WATCHDOG, RecoveryCallback, run_thread, wait_for_bare_waiter
 
 KID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_pymutex_kid.py")
-WATCHDOG = 60.0
 #: sizeof(pthread_mutex_t) in pymutex (64-bit glibc): the whole file.
 BARE_SIZE = 40
 
@@ -26,14 +26,14 @@ def path(tmp_path):
     return str(tmp_path / "pymutex.lock")
 
 
-def dropin(kids, cmd, path, *args):
+def dropin(script_child, cmd, path, *args):
     """A child process running the drop-in: test_pymutex_kid.py dropin CMD."""
-    return kids([KID, "dropin", cmd, path, *args])
+    return script_child([KID, "dropin", cmd, path, *args])
 
 
-def killed_holder(kids, path):
+def killed_holder(script_child, path):
     """A child that locked `path` through the drop-in, SIGKILLed holding."""
-    k = dropin(kids, "hold", path)
+    k = dropin(script_child, "hold", path)
     k.expect("locked")
     k.kill()
 
@@ -55,8 +55,8 @@ def holding_thread(m):
     return t, release
 
 
-def test_lock_returns_true_and_owns_lock_is_a_property(path, recovery):
-    cb = recovery()
+def test_lock_returns_true_and_owns_lock_is_a_property(path):
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
     assert m.owns_lock is False
     assert m.lock() is True
@@ -77,21 +77,21 @@ def test_exceptions_are_pymutex_s_and_the_package_s():
 
 
 @pytest.mark.parametrize("form", [{}, {"blocking": False}, {"timeout": 0.05}])
-def test_relock_in_the_same_thread_raises_edeadlk(path, form, recovery, in_thread):
-    m = pymutex.SharedMutex(path, recovery())
+def test_relock_in_the_same_thread_raises_edeadlk(path, form):
+    m = pymutex.SharedMutex(path, RecoveryCallback())
     assert m.lock()
     with pytest.raises(OSError) as e:
         m.lock(**form)
     assert e.value.errno == errno.EDEADLK
     assert m.owns_lock
-    assert in_thread(lambda: m.lock(blocking=False)) is False  # still held
+    assert run_thread(lambda: m.lock(blocking=False)) is False  # still held
     m.unlock()
     assert m.lock(blocking=False) is True
     m.unlock()
 
 
-def test_unlock_when_not_owned_raises_permission_error(path, recovery, in_thread):
-    m = pymutex.SharedMutex(path, recovery())
+def test_unlock_when_not_owned_raises_permission_error(path):
+    m = pymutex.SharedMutex(path, RecoveryCallback())
     with pytest.raises(PermissionError) as e:
         m.unlock()  # never locked
     assert e.value.errno == errno.EPERM
@@ -99,21 +99,21 @@ def test_unlock_when_not_owned_raises_permission_error(path, recovery, in_thread
     # pymutex's README shares one instance between threads: another thread
     # does not hold it, so its unlock is refused and ours stands.
     with pytest.raises(PermissionError) as e:
-        in_thread(m.unlock)
+        run_thread(m.unlock)
     assert e.value.errno == errno.EPERM
     assert m.owns_lock
-    assert in_thread(lambda: m.lock(blocking=False)) is False
+    assert run_thread(lambda: m.lock(blocking=False)) is False
     m.unlock()
     with pytest.raises(PermissionError):
         m.unlock()  # twice
     assert m.owns_lock is False
 
 
-def test_two_instances_in_one_thread_are_one_lock(path, recovery):
+def test_two_instances_in_one_thread_are_one_lock(path):
     """The lock is the thread's: a second instance in the holding thread
     relocks into EDEADLK, and cannot unlock what the first one holds."""
-    a = pymutex.SharedMutex(path, recovery())
-    b = pymutex.SharedMutex(path, recovery())
+    a = pymutex.SharedMutex(path, RecoveryCallback())
+    b = pymutex.SharedMutex(path, RecoveryCallback())
     assert a.lock()
     for form in ({}, {"blocking": False}, {"timeout": 0.05}):
         with pytest.raises(OSError) as e:
@@ -129,11 +129,11 @@ def test_two_instances_in_one_thread_are_one_lock(path, recovery):
 
 @pytest.mark.parametrize("holder", ["process", "thread"])
 def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(
-    path, kids, holder, recovery
+    path, script_child, holder
 ):
-    m = pymutex.SharedMutex(path, recovery())
+    m = pymutex.SharedMutex(path, RecoveryCallback())
     if holder == "process":
-        k = dropin(kids, "hold", path)
+        k = dropin(script_child, "hold", path)
         k.expect("locked")
     else:
         t, release = holding_thread(m)
@@ -142,7 +142,7 @@ def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(
     assert m.lock(timeout=0.05) is False
     if holder == "process":
         assert m.owns_lock is False
-        k.tell("unlock")
+        k.say("unlock")
         k.expect("unlocked")
     else:
         release.set()
@@ -152,16 +152,14 @@ def test_a_held_lock_gives_false_without_blocking_or_after_a_timeout(
 
 
 @pytest.mark.parametrize("form", [{}, {"timeout": 0}, {"timeout": -1}, {"timeout": 30}])
-def test_a_blocking_lock_waits_until_the_holder_releases(
-    path, bare_waiter, form, recovery
-):
+def test_a_blocking_lock_waits_until_the_holder_releases(path, form):
     """timeout <= 0 blocks without a limit (pymutex's default); the holder
     releases only once we wait in the kernel."""
-    m = pymutex.SharedMutex(path, recovery())
+    m = pymutex.SharedMutex(path, RecoveryCallback())
     holder, release = holding_thread(m)
 
     def release_once_we_sleep():
-        bare_waiter(path)
+        wait_for_bare_waiter(path)
         release.set()
 
     releaser = threading.Thread(target=release_once_we_sleep)
@@ -175,18 +173,18 @@ def test_a_blocking_lock_waits_until_the_holder_releases(
 
 @pytest.mark.parametrize("form", [{}, {"blocking": False}, {"timeout": 30}])
 def test_a_killed_holder_calls_the_callback_once_then_locks_are_clean(
-    path, kids, form, recovery, in_thread
+    path, script_child, form
 ):
-    cb = recovery(True)
-    other = pymutex.SharedMutex(path, recovery())
+    cb = RecoveryCallback(True)
+    other = pymutex.SharedMutex(path, RecoveryCallback())
     held_in_cb = []
 
     def repair():  # runs holding the lock: another instance cannot take it
-        held_in_cb.append(in_thread(lambda: other.lock(blocking=False)) is False)
+        held_in_cb.append(run_thread(lambda: other.lock(blocking=False)) is False)
         return cb()
 
     m = pymutex.SharedMutex(path, repair)
-    killed_holder(kids, path)
+    killed_holder(script_child, path)
     assert m.lock(**form) is True
     assert (cb.calls, held_in_cb) == (1, [True])
     assert m.owns_lock
@@ -194,19 +192,19 @@ def test_a_killed_holder_calls_the_callback_once_then_locks_are_clean(
     assert m.lock() is True
     m.unlock()
     assert cb.calls == 1
-    assert dropin(kids, "trylock", path).finish() == ["locked"]  # clean there too
+    assert dropin(script_child, "trylock", path).lines() == [
+        "locked"
+    ]  # clean there too
 
 
-def test_a_holder_killed_while_we_sleep_calls_the_callback(
-    path, kids, bare_waiter, recovery
-):
-    cb = recovery(True)
+def test_a_holder_killed_while_we_sleep_calls_the_callback(path, script_child):
+    cb = RecoveryCallback(True)
     m = pymutex.SharedMutex(path, cb)
-    k = dropin(kids, "hold", path)
+    k = dropin(script_child, "hold", path)
     k.expect("locked")
 
     def kill_once_we_sleep():
-        bare_waiter(path)
+        wait_for_bare_waiter(path)
         k.kill()
 
     killer = threading.Thread(target=kill_once_we_sleep)
@@ -217,7 +215,7 @@ def test_a_holder_killed_while_we_sleep_calls_the_callback(
     m.unlock()
 
 
-def assert_not_recoverable_everywhere(m, path, kids, cb, recovery):
+def assert_not_recoverable_everywhere(m, path, script_child, cb):
     """Every later lock raises InvalidSharedState: this instance (each form,
     the non-blocking one first: glibc's trylock bug must not turn the next
     into EDEADLK), a new one, another process. The callback is not called."""
@@ -227,18 +225,16 @@ def assert_not_recoverable_everywhere(m, path, kids, cb, recovery):
             m.lock(**form)
         assert m.owns_lock is False
     with pytest.raises(pymutex.InvalidSharedState):
-        pymutex.SharedMutex(path, recovery()).lock()
-    assert dropin(kids, "lock", path).finish() == ["waiting", "not-recoverable"]
-    assert dropin(kids, "trylock", path).finish() == ["not-recoverable"]
+        pymutex.SharedMutex(path, RecoveryCallback()).lock()
+    assert dropin(script_child, "lock", path).lines() == ["waiting", "not-recoverable"]
+    assert dropin(script_child, "trylock", path).lines() == ["not-recoverable"]
     assert cb.calls == calls
 
 
-def test_a_callback_returning_false_makes_the_lock_not_recoverable(
-    path, kids, recovery
-):
-    cb = recovery(False)
+def test_a_callback_returning_false_makes_the_lock_not_recoverable(path, script_child):
+    cb = RecoveryCallback(False)
     m = pymutex.SharedMutex(path, cb)
-    killed_holder(kids, path)
+    killed_holder(script_child, path)
     with pytest.raises(pymutex.InvalidSharedState) as e:
         m.lock()
     assert isinstance(e.value, rm.NotRecoverable)
@@ -246,7 +242,7 @@ def test_a_callback_returning_false_makes_the_lock_not_recoverable(
     assert m.owns_lock is False
     with pytest.raises(PermissionError):
         m.unlock()  # the failed lock left nothing held
-    assert_not_recoverable_everywhere(m, path, kids, cb, recovery)
+    assert_not_recoverable_everywhere(m, path, script_child, cb)
 
 
 class Boom(Exception):
@@ -254,22 +250,22 @@ class Boom(Exception):
 
 
 def test_a_raising_callback_propagates_and_the_lock_is_not_recoverable(
-    path, kids, recovery
+    path, script_child
 ):
     boom = Boom("cannot repair")
-    cb = recovery(boom)
+    cb = RecoveryCallback(boom)
     m = pymutex.SharedMutex(path, cb)
-    killed_holder(kids, path)
+    killed_holder(script_child, path)
     with pytest.raises(Boom) as e:
         m.lock()
     assert e.value is boom
     assert cb.calls == 1
     assert m.owns_lock is False
-    assert_not_recoverable_everywhere(m, path, kids, cb, recovery)
+    assert_not_recoverable_everywhere(m, path, script_child, cb)
 
 
 def test_configure_default_logging_adds_a_handler_and_an_owner_death_warns(
-    path, kids, caplog, recovery
+    path, script_child, caplog
 ):
     loggers = [logging.getLogger(n) for n in ("robust_mutex", "pymutex")]
     saved = [(lg, list(lg.handlers), lg.level) for lg in loggers]
@@ -281,8 +277,8 @@ def test_configure_default_logging_adds_a_handler_and_an_owner_death_warns(
         shown = io.StringIO()
         for h in added:
             h.setStream(shown)
-        m = pymutex.SharedMutex(path, recovery(True))
-        killed_holder(kids, path)
+        m = pymutex.SharedMutex(path, RecoveryCallback(True))
+        killed_holder(script_child, path)
         with caplog.at_level(logging.WARNING):
             assert m.lock()
         m.unlock()
@@ -303,37 +299,35 @@ def test_configure_default_logging_adds_a_handler_and_an_owner_death_warns(
 
 @pytest.mark.parametrize("timeout", ["0", "600"])
 def test_ctrl_c_interrupts_a_blocked_lock_and_leaves_the_lock_alone(
-    path, kids, asleep, recovery, timeout
+    path, script_child, timeout
 ):
-    cb = recovery(True)
+    cb = RecoveryCallback(True)
     m = pymutex.SharedMutex(path, cb)
     assert m.lock()
-    k = dropin(kids, "interrupt", path, timeout)
-    tid = int(k.line().split()[1])
-    asleep(k.pid, tid)
+    k = dropin(script_child, "interrupt", path, timeout)
+    tid = int(k.read().split()[1])
+    wait_for_bare_waiter(path, k.pid, tid)
     os.kill(k.pid, signal.SIGINT)
     k.expect("interrupted owns=False")
     # Still ours: another process is refused, and we hold it.
-    assert dropin(kids, "trylock", path).finish() == ["busy"]
+    assert dropin(script_child, "trylock", path).lines() == ["busy"]
     assert m.owns_lock
     with pytest.raises(OSError) as e:
         m.lock(blocking=False)
     assert e.value.errno == errno.EDEADLK
     # The interrupted child locks normally once we release: no death.
-    k.tell("again")
-    asleep(k.pid, tid)
+    k.say("again")
+    wait_for_bare_waiter(path, k.pid, tid)
     m.unlock()
     k.expect("locked")
-    assert k.finish() == []
+    assert k.lines() == []
     assert m.lock() is True
     m.unlock()
     assert cb.calls == 0
 
 
 @pytest.mark.parametrize("content", [b"\x00" * 17, b"x" * BARE_SIZE * 2, None])
-def test_a_file_that_is_not_a_pymutex_lock_is_refused_untouched(
-    path, content, recovery
-):
+def test_a_file_that_is_not_a_pymutex_lock_is_refused_untouched(path, content):
     if content is None:  # a robust_mutex file with its header
         rm.SharedMutex(path, 8)
     else:
@@ -342,7 +336,7 @@ def test_a_file_that_is_not_a_pymutex_lock_is_refused_untouched(
     with open(path, "rb") as f:
         before = f.read()
     with pytest.raises(ValueError) as e:  # pymutex's error; ours is InvalidFile
-        pymutex.SharedMutex(path, recovery())
+        pymutex.SharedMutex(path, RecoveryCallback())
     assert isinstance(e.value, rm.InvalidFile)
     with open(path, "rb") as f:
         assert f.read() == before

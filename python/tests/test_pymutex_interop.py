@@ -9,6 +9,7 @@ import stat
 
 import pytest
 import robust_mutex.pymutex as pymutex  # noqa: PLR0402 - the drop-in's own idiom
+from conftest import RecoveryCallback, wait_for_bare_waiter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KID = os.path.join(HERE, "test_pymutex_kid.py")
@@ -36,18 +37,18 @@ def path(tmp_path):
     return str(tmp_path / "shared.lock")
 
 
-def other(kids, side, cmd, path, *args):
+def other(script_child, side, cmd, path, *args):
     """The other side: the peer script, or the real pymutex in
     test_pymutex_kid.py (the same commands and lines)."""
     if side == "peer":
-        return kids([PEER, cmd, path, *args])
-    return kids(
+        return script_child([PEER, cmd, path, *args])
+    return script_child(
         [KID, "pymutex", cmd, path, *args], env=dict(os.environ, PYTHONPATH=REAL)
     )
 
 
-def dropin(kids, cmd, path, *args):
-    return kids([KID, "dropin", cmd, path, *args])
+def dropin(script_child, cmd, path, *args):
+    return script_child([KID, "dropin", cmd, path, *args])
 
 
 def mode(path):
@@ -61,15 +62,15 @@ def read(path):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_a_file_the_other_side_created_is_loaded_by_the_drop_in(
-    tmp_path, path, kids, side, recovery
+    tmp_path, path, script_child, side
 ):
-    assert other(kids, side, "create", path).finish() == ["created"]
-    cb = recovery()
+    assert other(script_child, side, "create", path).lines() == ["created"]
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
     assert m.lock() is True
-    assert other(kids, side, "trylock", path).finish() == ["busy"]
+    assert other(script_child, side, "trylock", path).lines() == ["busy"]
     m.unlock()
-    assert other(kids, side, "trylock", path).finish() == ["locked"]
+    assert other(script_child, side, "trylock", path).lines() == ["locked"]
     assert m.lock(blocking=False) is True
     m.unlock()
     assert cb.calls == 0
@@ -77,81 +78,81 @@ def test_a_file_the_other_side_created_is_loaded_by_the_drop_in(
     ours = str(tmp_path / "ours.lock")
     theirs = str(tmp_path / "theirs.lock")
     pymutex.SharedMutex(ours, cb)
-    other(kids, side, "create", theirs).finish()
+    other(script_child, side, "create", theirs).lines()
     assert read(ours) == read(theirs)
     assert (mode(ours), mode(theirs)) == (0o600, 0o600)
 
 
 @pytest.mark.parametrize("side", SIDES)
 def test_a_file_the_drop_in_created_is_loaded_by_the_other_side(
-    path, kids, side, recovery
+    path, script_child, side
 ):
-    cb = recovery()
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
-    holder = other(kids, side, "hold", path)
+    holder = other(script_child, side, "hold", path)
     holder.expect("locked")
     assert m.lock(blocking=False) is False
     assert m.lock(timeout=0.05) is False
-    holder.tell("unlock")
+    holder.say("unlock")
     holder.expect("unlocked")
     assert m.lock() is True
-    assert other(kids, side, "trylock", path).finish() == ["busy"]
+    assert other(script_child, side, "trylock", path).lines() == ["busy"]
     m.unlock()
-    assert other(kids, side, "lock", path).finish() == ["waiting", "locked"]
+    assert other(script_child, side, "lock", path).lines() == ["waiting", "locked"]
     assert cb.calls == 0
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_both_sides_exclude_each_other_exact_counts(
-    tmp_path, path, kids, side, recovery
-):
-    pymutex.SharedMutex(path, recovery())
+def test_both_sides_exclude_each_other_exact_counts(tmp_path, path, script_child, side):
+    pymutex.SharedMutex(path, RecoveryCallback())
     counter = str(tmp_path / "counter")
     with open(counter, "wb") as f:
         f.write(bytes(8))
-    ours = dropin(kids, "count", path, counter, str(COUNT))
+    ours = dropin(script_child, "count", path, counter, str(COUNT))
     if side == "peer":
-        theirs = kids([KID, "peer", "count", path, counter, str(COUNT)])
+        theirs = script_child([KID, "peer", "count", path, counter, str(COUNT)])
         theirs.expect("loaded")  # the peer's main() ran its loader
     else:
-        theirs = other(kids, side, "count", path, counter, str(COUNT))
+        theirs = other(script_child, side, "count", path, counter, str(COUNT))
     for k in (ours, theirs):
         k.expect("ready")
     for k in (ours, theirs):
-        k.tell("go")
+        k.say("go")
     for k in (ours, theirs):
-        assert k.finish() == ["done"]
+        assert k.lines() == ["done"]
     assert int.from_bytes(read(counter), "little") == 2 * COUNT
 
 
-def kill_then_lock(holder, start_waiter, waiting, bare_waiter, path):
+def kill_then_lock(holder, start_waiter, waiting, path):
     """SIGKILLs `holder` (a child that said "locked") after the waiter that
     start_waiter() starts is asleep in its lock, or before it starts; the
     waiter's lines."""
     holder.expect("locked")
     if not waiting:
         holder.kill()
-        return start_waiter().finish()
+        return start_waiter().lines()
     waiter = start_waiter()
     waiter.expect("waiting")
-    bare_waiter(path)
+    wait_for_bare_waiter(path)
     holder.kill()
-    return ["waiting", *waiter.finish()]
+    return ["waiting", *waiter.lines()]
 
 
 @pytest.mark.parametrize("waiting", [False, True], ids=["after", "asleep"])
 @pytest.mark.parametrize("side", SIDES)
 def test_the_other_side_s_killed_holder_reaches_our_callback(
-    path, kids, bare_waiter, side, waiting, recovery
+    path, script_child, side, waiting
 ):
-    cb = recovery()
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
-    holder = other(kids, side, "hold", path)
+    holder = other(script_child, side, "hold", path)
     lines = kill_then_lock(
-        holder, lambda: dropin(kids, "lock", path), waiting, bare_waiter, path
+        holder, lambda: dropin(script_child, "lock", path), waiting, path
     )
     assert lines == ["waiting", "recovered", "locked"]
-    assert other(kids, side, "trylock", path).finish() == ["locked"]  # clean again
+    assert other(script_child, side, "trylock", path).lines() == [
+        "locked"
+    ]  # clean again
     assert m.lock(blocking=False) is True
     m.unlock()
     assert cb.calls == 0
@@ -160,15 +161,15 @@ def test_the_other_side_s_killed_holder_reaches_our_callback(
 @pytest.mark.parametrize("waiting", [False, True], ids=["after", "asleep"])
 @pytest.mark.parametrize("side", SIDES)
 def test_our_killed_holder_reaches_the_other_side_s_callback(
-    path, kids, bare_waiter, side, waiting, recovery
+    path, script_child, side, waiting
 ):
-    other(kids, side, "create", path).finish()
-    holder = dropin(kids, "hold", path)
+    other(script_child, side, "create", path).lines()
+    holder = dropin(script_child, "hold", path)
     lines = kill_then_lock(
-        holder, lambda: other(kids, side, "lock", path), waiting, bare_waiter, path
+        holder, lambda: other(script_child, side, "lock", path), waiting, path
     )
     assert lines == ["waiting", "recovered", "locked"]
-    cb = recovery()
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
     assert m.lock(blocking=False) is True
     m.unlock()
@@ -176,14 +177,14 @@ def test_our_killed_holder_reaches_the_other_side_s_callback(
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_their_refused_recovery_is_not_recoverable_for_us(path, kids, side, recovery):
-    cb = recovery(True)
+def test_their_refused_recovery_is_not_recoverable_for_us(path, script_child, side):
+    cb = RecoveryCallback(True)
     m = pymutex.SharedMutex(path, cb)
-    holder = dropin(kids, "hold", path)
+    holder = dropin(script_child, "hold", path)
     holder.expect("locked")
     holder.kill()
-    refuser = other(kids, side, "lock", path, "--refuse")
-    assert refuser.finish() == ["waiting", "recovered", "refused"]
+    refuser = other(script_child, side, "lock", path, "--refuse")
+    assert refuser.lines() == ["waiting", "recovered", "refused"]
     with pytest.raises(pymutex.InvalidSharedState):
         m.lock()
     with pytest.raises(pymutex.InvalidSharedState):
@@ -192,13 +193,16 @@ def test_their_refused_recovery_is_not_recoverable_for_us(path, kids, side, reco
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_our_refused_recovery_is_not_recoverable_for_them(path, kids, side, recovery):
-    cb = recovery(False)
+def test_our_refused_recovery_is_not_recoverable_for_them(path, script_child, side):
+    cb = RecoveryCallback(False)
     m = pymutex.SharedMutex(path, cb)
-    holder = other(kids, side, "hold", path)
+    holder = other(script_child, side, "hold", path)
     holder.expect("locked")
     holder.kill()
     with pytest.raises(pymutex.InvalidSharedState):
         m.lock()
     assert cb.calls == 1
-    assert other(kids, side, "lock", path).finish() == ["waiting", "not-recoverable"]
+    assert other(script_child, side, "lock", path).lines() == [
+        "waiting",
+        "not-recoverable",
+    ]

@@ -11,9 +11,9 @@ import threading
 import pytest
 import robust_mutex as rm
 import robust_mutex.pymutex as pymutex  # noqa: PLR0402 - the drop-in's own idiom
+from conftest import WATCHDOG, RecoveryCallback, run_thread
 
 KID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_pymutex_kid.py")
-WATCHDOG = 60.0
 TIMES = 20_000
 
 
@@ -30,7 +30,7 @@ def run_threads(*threads):
         assert not t.is_alive(), "a thread hung"
 
 
-def test_pymutex_readme_example_ends_at_zero(path, recovery):
+def test_pymutex_readme_example_ends_at_zero(path):
     """pymutex's README example, as it is (its sleep(0.1) was only there to
     let both threads queue behind the main thread's lock)."""
 
@@ -50,7 +50,7 @@ def test_pymutex_readme_example_ends_at_zero(path, recovery):
             counter.value -= 1
             mutex.unlock()
 
-    cb = recovery()
+    cb = RecoveryCallback()
     mutex = pymutex.SharedMutex(path, cb)
     counter = Counter()
     t1 = threading.Thread(target=increment_thread, args=(mutex, counter, TIMES))
@@ -66,10 +66,10 @@ def test_pymutex_readme_example_ends_at_zero(path, recovery):
     assert cb.calls == 0
 
 
-def test_one_instance_shared_by_threads_counts_exactly(path, recovery):
+def test_one_instance_shared_by_threads_counts_exactly(path):
     """Two threads, one instance, +1 each time with the GIL given up between
     the read and the write: only the lock keeps the count exact."""
-    mutex = pymutex.SharedMutex(path, recovery())
+    mutex = pymutex.SharedMutex(path, RecoveryCallback())
     box = bytearray(8)
 
     def add(times):
@@ -88,14 +88,14 @@ def test_one_instance_shared_by_threads_counts_exactly(path, recovery):
     "next_locker", ["same instance", "new instance", "other process"]
 )
 def test_a_thread_that_exits_holding_the_drop_in_lock_is_reported(
-    path, kids, next_locker, recovery
+    path, script_child, next_locker
 ):
-    cb = recovery()
+    cb = RecoveryCallback()
     m = pymutex.SharedMutex(path, cb)
     t = threading.Thread(target=lambda: m.lock() or pytest.fail("not locked"))
     run_threads(t)  # it returned holding the lock: the kernel marks its death
     if next_locker == "other process":
-        lines = kids([KID, "dropin", "lock", path]).finish()
+        lines = script_child([KID, "dropin", "lock", path]).lines()
         assert lines == ["waiting", "recovered", "locked"]
         assert cb.calls == 0
     else:
@@ -109,14 +109,12 @@ def test_a_thread_that_exits_holding_the_drop_in_lock_is_reported(
     assert cb.calls <= 1
 
 
-def test_an_instance_collected_while_another_thread_holds_leaves_it_held(
-    path, recovery
-):
+def test_an_instance_collected_while_another_thread_holds_leaves_it_held(path):
     """pymutex unmaps the file when a locked instance is collected, so the
     kernel can no longer mark the holder's death (its README: undefined
     behaviour). Here the lock stays its holder's, and the holder's later
     death is still reported."""
-    cb = recovery()
+    cb = RecoveryCallback()
     box = [pymutex.SharedMutex(path, cb)]
     held, leave = threading.Event(), threading.Event()
 
@@ -139,10 +137,10 @@ def test_an_instance_collected_while_another_thread_holds_leaves_it_held(
     m.unlock()
 
 
-def test_an_instance_collected_by_its_holding_thread_unlocks(path, recovery):
+def test_an_instance_collected_by_its_holding_thread_unlocks(path):
     """As a dropped guard does (the drop-in's choice, documented in its
     source): the next lock is clean."""
-    cb = recovery()
+    cb = RecoveryCallback()
     a = pymutex.SharedMutex(path, cb)
     assert a.lock()
     del a
@@ -153,7 +151,7 @@ def test_an_instance_collected_by_its_holding_thread_unlocks(path, recovery):
     assert cb.calls == 0
 
 
-def test_a_thread_that_exits_inside_a_with_block_is_reported(path, in_thread):
+def test_a_thread_that_exits_inside_a_with_block_is_reported(path):
     m = rm.SharedMutex(path, 8)
     kept = []  # keeps its guard alive: a dropped guard would unlock cleanly
 
@@ -180,6 +178,6 @@ def test_a_thread_that_exits_inside_a_with_block_is_reported(path, in_thread):
         kept.clear()  # the dead thread's guard, dropped here, is not this hold
         assert g.held
         with pytest.raises(rm.WouldBlock):
-            in_thread(m.try_lock)
+            run_thread(m.try_lock)
     with m.lock() as g:
         assert not g.owner_died
