@@ -65,7 +65,8 @@ impl CancelToken {
         }
     }
 
-    /// A token that also ends a wait when a signal handler interrupts it:
+    /// A token that also ends a lock or acquire wait when a signal handler
+    /// interrupts it (condition waits ignore interruptions):
     /// the wait returns [`LockError::Interrupted`](crate::LockError::Interrupted)
     /// (without the lock), and the caller decides whether to wait again.
     /// For runtimes whose signal handlers only set a flag for the waiting

@@ -58,7 +58,7 @@ class InvalidFile(Error, ValueError):
 
 class Refused(Error):
     """reset() or remove() refused: the lock is in use or healthy (use
-    force=True), or the file belongs to another user."""
+    force=True). A file of another user is a PermissionError."""
 
 # ---------------------------------------------------------------- records
 
