@@ -366,3 +366,76 @@ def u64(view, at=0):
 def put_u64(view, at, n):
     view[at : at + 8] = n.to_bytes(8, "little")
 
+
+# ---------------------------------------------------------------------------
+# The pymutex drop-in and fork tests' helpers (test_pymutex*.py, test_fork*.py).
+# ---------------------------------------------------------------------------
+
+
+class ScriptChild(Child):
+    """A Child running a script file: `python ARGS...` (with `env`), for
+    scripts that run on their own (test_pymutex_kid.py, the pymutex peer)."""
+
+    def __init__(self, args, env=None):
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=env,
+        )
+        self._buf = b""
+
+    def lines(self):
+        """Closes its stdin; every line it says until it exits; fails unless
+        it exits 0."""
+        try:
+            out, _ = self.proc.communicate(timeout=WATCHDOG)
+        except subprocess.TimeoutExpired:
+            self._fail(f"did not exit in {WATCHDOG} s")
+        if self.proc.returncode != 0:
+            self._fail(f"exited with status {self.proc.returncode}")
+        rest, self._buf = self._buf + out, b""
+        return rest.decode().splitlines()
+
+
+@pytest.fixture
+def script_child():
+    """A factory of ScriptChildren, each killed at teardown if still running."""
+    made = []
+
+    def spawn(args, env=None):
+        made.append(ScriptChild(args, env))
+        return made[-1]
+
+    yield spawn
+    for c in made:
+        c.close()
+
+
+def wait_for_bare_waiter(path, pid=None, tid=None):
+    """Waits until somebody sleeps on the pymutex-format lock at `path`: the
+    waiters bit in its lock word (rm.inspect reads a bare file), and, given
+    `pid`, thread `tid` of `pid` asleep in a futex wait."""
+    poll_until(
+        lambda: (
+            waiters_bit(rm.inspect(path)) and (pid is None or sleeps_in_futex(pid, tid))
+        ),
+        f"a waiter on {path}",
+    )
+
+
+class RecoveryCallback:
+    """A pymutex recovery callback that counts its calls and returns (or
+    raises) `result`."""
+
+    def __init__(self, result=True):
+        self.calls = 0
+        self.result = result
+
+    def __call__(self):
+        self.calls += 1
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
