@@ -258,15 +258,18 @@ fn owner_json(o: &OwnerInfo, f: &Facts, first: bool) -> Value {
         let alive = o.is_alive();
         (alive, if alive { cmdline(o) } else { None })
     };
+    // A bare (pymutex) file has no owner record: when it was taken is
+    // unknown (the epoch stands for it), and so is how long it is held.
+    let known = o.acquired_at > std::time::UNIX_EPOCH;
     json!({
         "pid": o.pid,
         "tid": o.tid,
         "label": o.label,
         "alive": alive,
         "cmdline": cmdline,
-        "acquired_at": rfc3339(o.acquired_at),
-        "acquired_at_unix": unix_secs(o.acquired_at),
-        "held_for_secs": f.held_for(o).as_secs_f64(),
+        "acquired_at": known.then(|| rfc3339(o.acquired_at)),
+        "acquired_at_unix": known.then(|| unix_secs(o.acquired_at)),
+        "held_for_secs": known.then(|| f.held_for(o).as_secs_f64()),
     })
 }
 

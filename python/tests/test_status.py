@@ -97,3 +97,19 @@ def test_inspect_reads_without_locking(lock_path):
         before = rm.inspect(lock_path)["counters"]
         assert rm.inspect(lock_path)["counters"] == before
         assert rm.inspect(lock_path)["owner"]["pid"] == os.getpid()
+
+
+def test_a_bare_file_says_when_it_was_taken_is_unknown(lock_path):
+    import robust_mutex.pymutex as pm
+
+    m = pm.SharedMutex(lock_path, lambda: True)
+    assert m.lock()
+    try:
+        owner = rm.inspect(lock_path)["owner"]
+        assert owner["pid"] == os.getpid()
+        # No owner record in pymutex's format: no time, rather than 1970.
+        assert owner["acquired_at"] is None
+        assert owner["acquired_at_unix"] is None
+        assert owner["held_for_secs"] is None
+    finally:
+        m.unlock()

@@ -108,13 +108,22 @@ fn state_and_holder(s: &Status, f: &Facts) -> String {
             LockState::Locked => "holder",
             _ => "dead holder",
         };
+        // A bare file has no owner record: when it was taken is unknown
+        // (the epoch stands for it).
+        let when = if o.acquired_at > std::time::UNIX_EPOCH {
+            format!(
+                ", took it {} ago ({})",
+                human(f.held_for(o)),
+                rfc3339(o.acquired_at)
+            )
+        } else {
+            String::new()
+        };
         t += &format!(
-            "  {role}: pid {}, tid {}{}, took it {} ago ({})\n",
+            "  {role}: pid {}, tid {}{}{when}\n",
             o.pid,
             o.tid,
             label_part(&o.label),
-            human(f.held_for(o)),
-            rfc3339(o.acquired_at)
         );
         if let Some(cl) = &f.owner_cmdline {
             t += &format!("  command: {}\n", escape(cl));
