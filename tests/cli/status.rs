@@ -179,10 +179,7 @@ fn take_held_for(o: &mut serde_json::Value) {
     if let Some(o) = o.as_object_mut() {
         let held = o.remove("held_for_secs").unwrap_or_default();
         let unknown = held.is_null() && o["acquired_at"].is_null();
-        assert!(
-            unknown || held.as_f64().is_some_and(|h| h >= 0.0),
-            "{o:?}"
-        );
+        assert!(unknown || held.as_f64().is_some_and(|h| h >= 0.0), "{o:?}");
     }
 }
 
