@@ -102,13 +102,13 @@ impl<H: Hold + 'static> Holder<H> {
             held: Some(held),
             owner_died,
             previous,
-            generation: FORK_GENERATION.load(Ordering::Relaxed),
+            generation: fork_generation(),
         }
     }
 
     /// Whether the guard came through a fork (it is the parent's).
     fn inherited(&self) -> bool {
-        self.generation != FORK_GENERATION.load(Ordering::Relaxed)
+        self.generation != fork_generation()
     }
 
     pub(crate) fn owner_died(&self) -> bool {
